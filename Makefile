@@ -1,0 +1,38 @@
+# The README's commands. `make demo` and `make test` install first when needed.
+PYTHON ?= python3
+VENV   := .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.install-stamp
+DATA   := data/fashion-mnist
+
+.PHONY: install test demo bench data clean
+
+install: $(STAMP)
+
+# Re-installs only when pyproject.toml changes (a second `make install` takes ~1 s).
+$(STAMP): pyproject.toml
+	@test -x $(PY) || $(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	@touch $(STAMP)
+
+# Real Fashion-MNIST (IDX, gzipped) from Debian's package dataset-fashion-mnist; offline, no root needed
+# for the download itself (apt lists are refreshed first when they are missing and we are root).
+data: $(DATA)/train-images-idx3-ubyte.gz
+
+$(DATA)/train-images-idx3-ubyte.gz:
+	@bash scripts/fetch-fashion-mnist.sh $(DATA)
+
+test: install data
+	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+demo: install data
+	$(VENV)/bin/dcanas cost --genotype DARTS_V2 --dataset fashion-mnist
+	$(VENV)/bin/dcanas search --space darts --dataset fashion-mnist --metric params --budget 200000 \
+		--preset cpu-demo --out runs/demo-search
+
+bench: install data
+	$(PY) benchmarks/search_cost.py
+
+clean:
+	rm -rf $(VENV) .pytest_cache runs

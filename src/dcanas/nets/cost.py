@@ -1,0 +1,222 @@
+"""The ONE cost counter: analytic parameters and FLOPs (multiply-accumulates, fvcore's
+convention) in closed form from shapes, no forward pass.
+
+Conventions (those of fvcore on a module in eval mode): conv = C_out * C_in/groups * k*k
+per output pixel, no bias; linear = in * out; batch norm = 2 per element (affine);
+adaptive average pooling = 1 per input element; add, ReLU, max/avg pooling, pad and
+division = 0.  Params follow DARTS: the auxiliary head is not counted.
+
+``op_cost(name, C_in, C_out, stride, size)`` is b(o) of the paper's eq. 3; the search uses it
+at every cell position of the evaluation network.  ``network_cost`` walks the same layout
+functions the networks are built from.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Callable
+
+from .config import NetConfig
+from .darts import CellSlot, conv_out, darts_layout, stem_channels
+from .genotype import DartsGenotype, Genotype, NB201Genotype
+from .nb201 import nb201_layout
+
+
+@dataclass(frozen=True)
+class Cost:
+    params: int = 0
+    flops: int = 0
+
+    def __add__(self, other: "Cost") -> "Cost":
+        return Cost(self.params + other.params, self.flops + other.flops)
+
+    def __mul__(self, k: int) -> "Cost":
+        return Cost(self.params * k, self.flops * k)
+
+    def get(self, metric: str) -> int:
+        if metric not in ("params", "flops"):
+            raise ValueError(f"unknown cost metric {metric!r}; valid: params, flops")
+        return getattr(self, metric)
+
+
+ZERO = Cost()
+
+
+def conv(C_in: int, C_out: int, k: int, size: int, stride: int = 1, padding: int = 0,
+         dilation: int = 1, groups: int = 1, bias: bool = False) -> tuple[Cost, int]:
+    """Cost and output side of a Conv2d on a ``size`` x ``size`` input."""
+    out = conv_out(size, k, stride, padding, dilation)
+    weights = C_out * (C_in // groups) * k * k
+    return Cost(weights + (C_out if bias else 0), weights * out * out), out
+
+
+def bn(C: int, size: int) -> Cost:
+    return Cost(2 * C, 2 * C * size * size)
+
+
+def relu_conv_bn(C_in: int, C_out: int, k: int, size: int, stride: int = 1, padding: int = 0) -> tuple[Cost, int]:
+    c, out = conv(C_in, C_out, k, size, stride, padding)
+    return c + bn(C_out, out), out
+
+
+def dil_conv(C_in: int, C_out: int, k: int, size: int, stride: int, padding: int, dilation: int) -> tuple[Cost, int]:
+    dw, out = conv(C_in, C_in, k, size, stride, padding, dilation, groups=C_in)
+    pw, _ = conv(C_in, C_out, 1, out)
+    return dw + pw + bn(C_out, out), out
+
+
+def sep_conv(C_in: int, C_out: int, k: int, size: int, stride: int, padding: int) -> tuple[Cost, int]:
+    a, out = dil_conv(C_in, C_in, k, size, stride, padding, 1)
+    b, out = dil_conv(C_in, C_out, k, out, 1, padding, 1)
+    return a + b, out
+
+
+def factorized_reduce(C_in: int, C_out: int, size: int) -> tuple[Cost, int]:
+    out = conv_out(size, 1, 2)
+    return Cost(C_in * C_out, C_in * C_out * out * out) + bn(C_out, out), out
+
+
+def _pool_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
+    return relu_conv_bn(C_in, C_out, 1, size)[0] if C_in != C_out else ZERO
+
+
+def _skip_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
+    if stride == 1 and C_in == C_out:
+        return ZERO
+    if stride == 1:
+        return relu_conv_bn(C_in, C_out, 1, size)[0]
+    return factorized_reduce(C_in, C_out, size)[0]
+
+
+OpCost = Callable[[int, int, int, int], Cost]
+
+# Same keys as dcanas.nets.ops.OPS (a test keeps them equal).
+OP_COSTS: dict[str, OpCost] = {
+    "none": lambda C_in, C_out, stride, size: ZERO,
+    "max_pool_3x3": _pool_cost,
+    "avg_pool_3x3": _pool_cost,
+    "skip_connect": _skip_cost,
+    "sep_conv_3x3": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 3, size, stride, 1)[0],
+    "sep_conv_5x5": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 5, size, stride, 2)[0],
+    "dil_conv_3x3": lambda C_in, C_out, stride, size: dil_conv(C_in, C_out, 3, size, stride, 2, 2)[0],
+    "dil_conv_5x5": lambda C_in, C_out, stride, size: dil_conv(C_in, C_out, 5, size, stride, 4, 2)[0],
+    "nor_conv_1x1": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 1, size, stride, 0)[0],
+    "nor_conv_3x3": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 3, size, stride, 1)[0],
+}
+
+
+def op_cost(name: str, C_in: int, C_out: int, stride: int, size: int) -> Cost:
+    """b(o): cost of op ``name`` on a ``size`` x ``size`` input."""
+    return OP_COSTS[name](C_in, C_out, stride, size)
+
+
+# ---- DARTS network -----------------------------------------------------------------
+
+def darts_stem_cost(cfg: NetConfig) -> Cost:
+    if cfg.stem == "imagenet":
+        a, s = conv(cfg.in_channels, cfg.C // 2, 3, cfg.input_size, 2, 1)
+        b, s = conv(cfg.C // 2, cfg.C, 3, s, 2, 1)
+        c, s2 = conv(cfg.C, cfg.C, 3, s, 2, 1)
+        return a + bn(cfg.C // 2, conv_out(cfg.input_size, 3, 2, 1)) + b + bn(cfg.C, s) + c + bn(cfg.C, s2)
+    c, s = conv(cfg.in_channels, 3 * cfg.C, 3, cfg.input_size, 1, 1)
+    return c + bn(3 * cfg.C, s)
+
+
+def darts_preprocess_cost(slot: CellSlot) -> Cost:
+    pre0 = (factorized_reduce(slot.C_prev_prev, slot.C, slot.size_prev_prev)[0] if slot.reduction_prev
+            else relu_conv_bn(slot.C_prev_prev, slot.C, 1, slot.size_prev_prev)[0])
+    return pre0 + relu_conv_bn(slot.C_prev, slot.C, 1, slot.size)[0]
+
+
+def darts_edge_cost(slot: CellSlot, op: str, src: int) -> Cost:
+    """b(o) of one edge of a DARTS cell at ``slot``: in a reduction cell, stride 2 from the two
+    inputs, and stride 1 at the already reduced size from intermediate nodes."""
+    if not slot.reduction:
+        return op_cost(op, slot.C, slot.C, 1, slot.size)
+    if src < 2:
+        return op_cost(op, slot.C, slot.C, 2, slot.size)
+    return op_cost(op, slot.C, slot.C, 1, conv_out(slot.size, 3, 2, 1))
+
+
+def head_cost(C: int, size: int, num_classes: int) -> Cost:
+    """Global average pooling + linear classifier (bias counted)."""
+    return Cost(C * num_classes + num_classes, C * size * size + C * num_classes)
+
+
+def darts_fixed_cost(cfg: NetConfig, slots: list[CellSlot], multiplier: int) -> Cost:
+    """Everything of a DARTS network that does not depend on the genotype's ops."""
+    last = slots[-1]
+    out_size = conv_out(last.size, 3, 2, 1) if last.reduction else last.size
+    return (darts_stem_cost(cfg) + sum((darts_preprocess_cost(s) for s in slots), ZERO)
+            + head_cost(multiplier * last.C, out_size, cfg.num_classes))
+
+
+def darts_network_cost(genotype: DartsGenotype, cfg: NetConfig) -> Cost:
+    slots = darts_layout(cfg, len(genotype.normal_concat))
+    total = darts_fixed_cost(cfg, slots, len(genotype.normal_concat))
+    for slot in slots:
+        for op, src in (genotype.reduce if slot.reduction else genotype.normal):
+            total = total + darts_edge_cost(slot, op, src)
+    return total
+
+
+# ---- NB201 network -----------------------------------------------------------------
+
+def resblock_cost(C_in: int, C_out: int, size: int) -> Cost:
+    a, out = relu_conv_bn(C_in, C_out, 3, size, 2, 1)
+    b, _ = relu_conv_bn(C_out, C_out, 3, out, 1, 1)
+    down, _ = conv(C_in, C_out, 1, size // 2)
+    return a + b + down
+
+
+def nb201_fixed_cost(cfg: NetConfig) -> Cost:
+    slots = nb201_layout(cfg)
+    stem, _ = conv(cfg.in_channels, cfg.C, 3, cfg.input_size, 1, 1)
+    total = stem + bn(cfg.C, cfg.input_size)
+    for s in slots:
+        if s.reduction:
+            total = total + resblock_cost(s.C_in, s.C_out, s.size)
+    last = slots[-1]
+    return total + bn(last.C_out, last.size) + head_cost(last.C_out, last.size, cfg.num_classes)
+
+
+def nb201_network_cost(genotype: NB201Genotype, cfg: NetConfig) -> Cost:
+    total = nb201_fixed_cost(cfg)
+    for s in nb201_layout(cfg):
+        if not s.reduction:
+            for node in genotype.nodes:
+                for op, _ in node:
+                    total = total + op_cost(op, s.C_out, s.C_out, 1, s.size)
+    return total
+
+
+def network_cost(genotype: Genotype, cfg: NetConfig) -> Cost:
+    """Analytic params and FLOPs of the evaluation network (auxiliary head excluded)."""
+    if isinstance(genotype, DartsGenotype):
+        return darts_network_cost(genotype, cfg)
+    return nb201_network_cost(genotype, cfg)
+
+
+def fvcore_cost(model, input_size: int, in_channels: int) -> Cost:
+    """fvcore's count of the same network in eval mode (the cross-check), auxiliary head excluded."""
+    import logging
+    import warnings
+
+    import torch
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # fvcore's import warns about torch.jit.script
+        from fvcore.nn import FlopCountAnalysis, parameter_count
+
+    was_training = model.training
+    model.eval()
+    try:
+        x = torch.zeros(1, in_channels, input_size, input_size)
+        analysis = FlopCountAnalysis(model, x).unsupported_ops_warnings(False).uncalled_modules_warnings(False)
+        logging.getLogger("fvcore").setLevel(logging.ERROR)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # tracer warnings
+            flops = int(analysis.total())
+        counts = parameter_count(model)
+        params = counts[""] - counts.get("auxiliary_head", 0)
+    finally:
+        model.train(was_training)
+    return Cost(int(params), flops)

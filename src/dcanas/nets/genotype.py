@@ -1,0 +1,185 @@
+"""The ONE genotype format: frozen value objects with JSON and NB201 arch-string round trips.
+
+JSON contract (used by every stage and by outside checks)::
+
+    {"space": "darts", "normal": [["sep_conv_3x3", 0], ...], "normal_concat": [2, 3, 4, 5],
+     "reduce": [...], "reduce_concat": [2, 3, 4, 5]}
+    {"space": "nb201", "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|...|"}
+
+Genotypes are data: never Python source, never ``eval``.
+"""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, ClassVar, Union
+
+from ..errors import UserError
+from .ops import DARTS_OPS, NB201_OPS
+
+Edge = tuple[str, int]
+
+
+class GenotypeError(UserError, ValueError):
+    """A genotype that does not describe a valid cell (one line, names the problem)."""
+
+
+@dataclass(frozen=True)
+class DartsGenotype:
+    """DARTS cell pair: per intermediate node two (op, input index) pairs; inputs 0, 1 are the cell inputs."""
+
+    normal: tuple[Edge, ...]
+    normal_concat: tuple[int, ...]
+    reduce: tuple[Edge, ...]
+    reduce_concat: tuple[int, ...]
+    space: ClassVar[str] = "darts"
+
+    @property
+    def steps(self) -> int:
+        return len(self.normal) // 2
+
+    def validate(self) -> "DartsGenotype":
+        for cell, edges, concat in (("normal", self.normal, self.normal_concat),
+                                    ("reduce", self.reduce, self.reduce_concat)):
+            if not edges or len(edges) % 2:
+                raise GenotypeError(f"{cell}: {len(edges)} edges; a DARTS cell needs 2 per intermediate node (e.g. 8 for 4 nodes)")
+            if len(edges) != len(self.normal):
+                raise GenotypeError(f"{cell}: {len(edges)} edges but normal has {len(self.normal)}; both cells need the same node count")
+            for k, (op, src) in enumerate(edges):
+                node = k // 2 + 2
+                if op not in DARTS_OPS or op == "none":
+                    raise GenotypeError(f"{cell} edge {k}: unknown op {op!r}; valid: {', '.join(o for o in DARTS_OPS if o != 'none')}")
+                if not isinstance(src, int) or not 0 <= src < node:
+                    raise GenotypeError(f"{cell} edge {k}: input node {src!r} is not in 0..{node - 1} (node {node} can read only earlier nodes)")
+            if not concat or any(not isinstance(c, int) or not 0 <= c < len(edges) // 2 + 2 for c in concat):
+                raise GenotypeError(f"{cell}_concat {list(concat)}: indices must be nodes in 0..{len(edges) // 2 + 1}")
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return {"space": "darts",
+                "normal": [[op, i] for op, i in self.normal], "normal_concat": list(self.normal_concat),
+                "reduce": [[op, i] for op, i in self.reduce], "reduce_concat": list(self.reduce_concat)}
+
+
+@dataclass(frozen=True)
+class NB201Genotype:
+    """NB201 cell: node j (1..) sums one op from every earlier node; ``nodes[j-1] = ((op, i), ...)``."""
+
+    nodes: tuple[tuple[Edge, ...], ...]
+    space: ClassVar[str] = "nb201"
+
+    def validate(self) -> "NB201Genotype":
+        if not self.nodes:
+            raise GenotypeError("nb201: no nodes")
+        for j, node in enumerate(self.nodes, start=1):
+            if sorted(i for _, i in node) != list(range(j)):
+                raise GenotypeError(f"nb201 node {j}: inputs {[i for _, i in node]}; it needs exactly one edge from each of nodes 0..{j - 1}")
+            for op, _ in node:
+                if op not in NB201_OPS:
+                    raise GenotypeError(f"nb201 node {j}: unknown op {op!r}; valid: {', '.join(NB201_OPS)}")
+        return self
+
+    def tostr(self) -> str:
+        return "+".join("|" + "|".join(f"{op}~{i}" for op, i in node) + "|" for node in self.nodes)
+
+    @classmethod
+    def from_str(cls, arch: str) -> "NB201Genotype":
+        nodes = []
+        for part in arch.strip().split("+"):
+            if not (part.startswith("|") and part.endswith("|")) or len(part) < 3:
+                raise GenotypeError(f"malformed NB201 arch string near {part!r}; expected e.g. |nor_conv_3x3~0|+|skip_connect~0|nor_conv_1x1~1|")
+            edges = []
+            for token in part[1:-1].split("|"):
+                op, sep, src = token.partition("~")
+                if not sep or not src.isdigit():
+                    raise GenotypeError(f"malformed NB201 edge {token!r}; expected OP~INPUT like nor_conv_3x3~0")
+                edges.append((op, int(src)))
+            nodes.append(tuple(edges))
+        return cls(tuple(nodes)).validate()
+
+    def to_json(self) -> dict[str, Any]:
+        return {"space": "nb201", "arch": self.tostr()}
+
+
+Genotype = Union[DartsGenotype, NB201Genotype]
+
+
+def genotype_from_json(data: Any) -> Genotype:
+    """Parse the JSON contract; raises :class:`GenotypeError` with one clear line."""
+    if not isinstance(data, dict):
+        raise GenotypeError(f"a genotype is a JSON object, got {type(data).__name__}")
+    space = data.get("space")
+    if space == "nb201":
+        if not isinstance(data.get("arch"), str):
+            raise GenotypeError("nb201 genotype needs an 'arch' string")
+        return NB201Genotype.from_str(data["arch"])
+    if space == "darts":
+        try:
+            edges = {k: tuple((str(op), src) for op, src in data[k]) for k in ("normal", "reduce")}
+            concat = {k: tuple(data.get(k, range(2, len(edges[k[:-7]]) // 2 + 2))) for k in ("normal_concat", "reduce_concat")}
+        except (KeyError, TypeError, ValueError) as exc:
+            raise GenotypeError(f"darts genotype needs 'normal' and 'reduce' as lists of [op, input] pairs ({exc})") from None
+        return DartsGenotype(edges["normal"], concat["normal_concat"], edges["reduce"], concat["reduce_concat"]).validate()
+    raise GenotypeError(f"unknown genotype space {space!r}; valid: darts, nb201")
+
+
+def dumps(genotype: Genotype) -> str:
+    return json.dumps(genotype.to_json(), indent=2)
+
+
+KNOWN: dict[str, dict[str, Any]] = {
+    # Liu et al., DARTS (ICLR 2019), the published cells.
+    "DARTS_V1": {"space": "darts",
+                 "normal": [["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["skip_connect", 0], ["sep_conv_3x3", 1],
+                            ["skip_connect", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["skip_connect", 2]],
+                 "normal_concat": [2, 3, 4, 5],
+                 "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 0],
+                            ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["avg_pool_3x3", 0]],
+                 "reduce_concat": [2, 3, 4, 5]},
+    "DARTS_V2": {"space": "darts",
+                 "normal": [["sep_conv_3x3", 0], ["sep_conv_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_3x3", 1],
+                            ["sep_conv_3x3", 1], ["skip_connect", 0], ["skip_connect", 0], ["dil_conv_3x3", 2]],
+                 "normal_concat": [2, 3, 4, 5],
+                 "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
+                            ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
+                 "reduce_concat": [2, 3, 4, 5]},
+    # The NB201 arch used by the foundation issue's reference count (1,073,466 params at C=16, N=5).
+    "NB201_REF": {"space": "nb201",
+                  "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"},
+}
+
+
+def load_genotype(spec: str | Path) -> Genotype:
+    """A genotype from a JSON file, an NB201 arch string, or a known name (``DARTS_V2``)."""
+    text = str(spec)
+    if text in KNOWN:
+        return genotype_from_json(KNOWN[text])
+    if text.startswith("|"):
+        return NB201Genotype.from_str(text)
+    path = Path(text)
+    if not path.is_file():
+        raise GenotypeError(f"genotype {text!r} is not a file, an NB201 arch string (|op~0|+...) or a known name ({', '.join(KNOWN)})")
+    try:
+        data = json.loads(path.read_text())
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise GenotypeError(f"{path}: not valid JSON ({exc})") from None
+    return genotype_from_json(data)
+
+
+def random_genotype(space: str, rng: random.Random, steps: int = 4) -> Genotype:
+    """A random valid genotype (for tests and baselines)."""
+    if space == "nb201":
+        return NB201Genotype(tuple(tuple((rng.choice(NB201_OPS), i) for i in range(j)) for j in range(1, 4)))
+    ops = [o for o in DARTS_OPS if o != "none"]
+
+    def cell() -> tuple[Edge, ...]:
+        edges: list[Edge] = []
+        for node in range(2, steps + 2):
+            for src in rng.sample(range(node), 2):
+                edges.append((rng.choice(ops), src))
+        return tuple(edges)
+
+    concat = tuple(range(2, steps + 2))
+    return DartsGenotype(cell(), concat, cell(), concat)
