@@ -46,18 +46,22 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from .train.data import DATASETS
 
     parser = _Parser(prog="dcanas", description="Device Constraints-Aware NAS: device budget -> searched, trained, exported, profiled network.")
     sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
 
     p = sub.add_parser("cost", help="analytic params/FLOPs of an evaluation network, cross-checked by fvcore")
     p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V1, DARTS_V2, NB201_REF)")
-    p.add_argument("--dataset", default="cifar10", metavar="NAME", help=f"one of {', '.join(DATASETS)} (default cifar10)")
+    p.add_argument("--dataset", default="cifar10", metavar="NAME", help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
     p.add_argument("--channels", type=int, help="initial channels C (default: the paper's for the space)")
     p.add_argument("--layers", type=int, help="DARTS cells, or NB201 cells per stage")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.set_defaults(func=cmd_cost)
+
+    from .search.cli import add_search_parser
+    add_search_parser(sub)
+    from .train.cli import add_train_parsers
+    add_train_parsers(sub)
     return parser
 
 

@@ -1,0 +1,89 @@
+"""``dcanas search``: argument parsing only; the work is in :func:`dcanas.search.searcher.run_search`."""
+from __future__ import annotations
+
+import argparse
+import json
+import re
+from dataclasses import replace
+
+from ..errors import UserError
+
+_SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
+
+
+def parse_quantity(text: str) -> float:
+    """'200000', '200k', '3.5M', '1.2e6', '600M' -> a number."""
+    m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
+    if not m:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number like 200000, 200k or 3.5M")
+    return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def add_search_options(p: argparse.ArgumentParser) -> None:
+    """Options shared by `search` and (later) `lug build`."""
+    p.add_argument("--space", default="darts", help="darts or nb201")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
+    p.add_argument("--metric", default="params", help="params or flops")
+    p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), tiny (seconds), paper (Appendix D; GPU)")
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int)
+    p.add_argument("--channels", type=int, help="supernet initial channels C")
+    p.add_argument("--cells", type=int, help="supernet cells (DARTS) or cells per stage (NB201)")
+    p.add_argument("--nodes", type=int, help="intermediate nodes per DARTS cell")
+    p.add_argument("--eval-channels", type=int, help="channels of the evaluation network the budget refers to")
+    p.add_argument("--eval-layers", type=int, help="layers of the evaluation network the budget refers to")
+    p.add_argument("--subset", type=int, help="use only N training images (split in halves)")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--lr", type=float)
+    p.add_argument("--arch-lr", type=float)
+    p.add_argument("--lambda-lr", type=float)
+    p.add_argument("--no-weight-sharing", action="store_true")
+    p.add_argument("--bottleneck", type=int, metavar="R", help="channel bottleneck ratio r (1 = off; default 4)")
+    p.add_argument("--no-derived-cells", action="store_true")
+    p.add_argument("--no-constraint", action="store_true")
+    p.add_argument("--device", help="auto (default), cpu or cuda")
+
+
+def config_from_args(args: argparse.Namespace):
+    from .searcher import SearchConfig, apply_preset
+    from .supernet import SearchOptions
+
+    cfg = apply_preset(SearchConfig(), args.preset)
+    fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
+                  epochs=args.epochs, batch_size=args.batch_size, C=args.channels, cells=args.cells, nodes=args.nodes,
+                  eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
+                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device)
+    cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
+    opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
+                         bottleneck=args.bottleneck if args.bottleneck is not None else 4,
+                         derived_cells=not args.no_derived_cells, constraint=not args.no_constraint)
+    if opts.bottleneck < 1:
+        raise UserError(f"--bottleneck must be >= 1 (1 disables it), got {opts.bottleneck}")
+    return replace(cfg, options=opts)
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    from ..train.data import get_spec
+    from .searcher import run_search
+
+    cfg = config_from_args(args)
+    get_spec(cfg.dataset)
+    cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget)
+    result = run_search(cfg, args.out, resume=args.resume)
+    s = result.summary
+    print(json.dumps(s["genotype"]))
+    print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "
+          f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
+          f"search-val acc={s['val_acc']:.3f}  -> {args.out}/genotype.json")
+    return 0
+
+
+def add_search_parser(sub) -> None:
+    p = sub.add_parser("search", help="DCA-NAS search under a params/FLOPs budget")
+    add_search_options(p)
+    p.add_argument("--budget", type=parse_quantity, required=True, help="device budget K_d (e.g. 200k, 3.5M)")
+    p.add_argument("--search-budget", type=parse_quantity, help="search budget K' (default: K_d)")
+    p.add_argument("--out", required=True, help="run directory")
+    p.add_argument("--resume", action="store_true", help="continue the search checkpointed in --out")
+    p.set_defaults(func=cmd_search)

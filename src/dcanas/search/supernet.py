@@ -1,0 +1,246 @@
+"""DCA-NAS supernets for the DARTS and NB201 spaces (paper Section 3.3, Appendix A).
+
+One search-cell class serves both spaces and every ablation step:
+  * weight sharing (eq. 5): op ``o`` on source node ``i`` has ONE module ``w_o^i``; ``o(z_i)`` is
+    computed once and reused by every outgoing edge (i, j).  Off: one module per edge (eq. 1).
+  * channel bottleneck: a 1x1 conv-BN maps a node's C channels to C/r before the candidate ops,
+    and a 1x1 conv-BN maps each node's mixed result back to C.  r = 1: off.
+  * derived cells: only the first normal and the first reduction cell mix ops with softmax(alpha);
+    the others run only the ops of the genotype currently derived from alpha (all candidate
+    weights are kept, so a re-derivation loses no training).
+All three off is first-order DARTS through this same code.  ``partial_channels=K`` gives the
+PC-DARTS mixed op (1/K of the channels through the ops, channel shuffle) for reference.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from ..nets.config import NetConfig
+from ..nets.darts import darts_layout, make_stem, preprocess
+from ..nets.genotype import Genotype
+from ..nets.nb201 import ResNetBasicBlock, nb201_layout
+from ..nets.ops import SPACE_OPS, build_op
+from .derive import cell_edges, derive
+
+
+@dataclass(frozen=True)
+class SearchOptions:
+    """The ablation switches; the defaults are DCA-NAS."""
+
+    weight_sharing: bool = True
+    bottleneck: int = 4           # r; 1 disables the channel bottleneck
+    derived_cells: bool = True
+    constraint: bool = True
+    partial_channels: int = 1     # PC-DARTS' K (reference variant only; needs weight_sharing off)
+
+    @classmethod
+    def vanilla(cls) -> "SearchOptions":
+        return cls(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False)
+
+
+@dataclass(frozen=True)
+class SupernetConfig:
+    space: str = "darts"
+    C: int = 16
+    cells: int = 8      # DARTS cells, or NB201 cells per stage
+    nodes: int = 4      # intermediate nodes per cell (NB201: 3)
+    num_classes: int = 10
+    in_channels: int = 3
+    input_size: int = 32
+    options: SearchOptions = field(default_factory=SearchOptions)
+
+    @property
+    def inputs(self) -> int:
+        return 2 if self.space == "darts" else 1
+
+    def net_config(self) -> NetConfig:
+        return NetConfig(C=self.C, layers=self.cells, num_classes=self.num_classes,
+                         in_channels=self.in_channels, input_size=self.input_size)
+
+
+def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
+    n, c, h, w = x.shape
+    return x.view(n, groups, c // groups, h, w).transpose(1, 2).reshape(n, c, h, w)
+
+
+class SearchCell(nn.Module):
+    """A cell with every candidate op on every edge; mixed (softmax weights) or discrete (a genotype)."""
+
+    def __init__(self, C: int, inputs: int, nodes: int, ops: tuple[str, ...], reduction: bool,
+                 options: SearchOptions, concat_all: bool) -> None:
+        super().__init__()
+        self.inputs, self.nodes, self.op_names, self.reduction = inputs, nodes, ops, reduction
+        self.concat_all = concat_all  # DARTS: concat the intermediate nodes; NB201: the last node
+        self.edges = cell_edges(inputs, nodes)
+        self.edge_index = {e: k for k, e in enumerate(self.edges)}
+        self.ws, self.pc = options.weight_sharing, max(1, options.partial_channels)
+        r = max(1, options.bottleneck)
+        Cb = max(1, C // r)
+        sources = inputs + nodes - 1  # the last node has no outgoing edge
+        if r > 1:
+            self.squeeze = nn.ModuleList(nn.Sequential(nn.ReLU(), nn.Conv2d(C, Cb, 1, bias=False), nn.BatchNorm2d(Cb, affine=False)) for _ in range(sources))
+            self.expand = nn.ModuleList(nn.Sequential(nn.Conv2d(Cb, C, 1, bias=False), nn.BatchNorm2d(C, affine=False)) for _ in range(nodes))
+        else:
+            self.squeeze = self.expand = None
+        C_op = Cb // self.pc
+
+        def candidates(src: int) -> nn.ModuleList:
+            stride = 2 if reduction and src < inputs else 1
+            mods = []
+            for name in ops:
+                op = build_op(name, C_op, C_op, stride, affine=False)
+                if "pool" in name:  # DARTS' search-time BN after parameter-free pooling
+                    op = nn.Sequential(op, nn.BatchNorm2d(C_op, affine=False))
+                mods.append(op)
+            return nn.ModuleList(mods)
+
+        if self.ws:  # eq. 5: one op module per (source node, op)
+            self.ops = nn.ModuleDict({str(i): candidates(i) for i in range(sources)})
+        else:        # eq. 1: one op module per (edge, op)
+            self.ops = nn.ModuleDict({f"{j}<-{i}": candidates(i) for i, j in self.edges})
+
+    def _op_module(self, i: int, j: int, k: int) -> nn.Module:
+        return self.ops[str(i)][k] if self.ws else self.ops[f"{j}<-{i}"][k]
+
+    def forward(self, states: list[torch.Tensor], weights: Optional[torch.Tensor] = None,
+                selected: Optional[dict[int, list[tuple[int, int]]]] = None) -> torch.Tensor:
+        """``weights``: softmax(alpha), edges x ops (mixed); ``selected``: node -> [(src, op index)] (derived)."""
+        states = list(states)
+        squeezed: dict[int, torch.Tensor] = {}
+        shared: dict[tuple[int, int], torch.Tensor] = {}  # (source, op) -> o(z_i), reused across edges
+
+        def z(i: int) -> torch.Tensor:
+            if i not in squeezed:
+                squeezed[i] = self.squeeze[i](states[i]) if self.squeeze is not None else states[i]
+            return squeezed[i]
+
+        def apply(i: int, j: int, k: int) -> torch.Tensor:
+            if not self.ws:
+                return self._op_module(i, j, k)(z(i))
+            if (i, k) not in shared:
+                shared[(i, k)] = self._op_module(i, j, k)(z(i))
+            return shared[(i, k)]
+
+        for j in range(self.inputs, self.inputs + self.nodes):
+            terms = []
+            if selected is not None:
+                for i, k in selected[j]:
+                    if self.op_names[k] != "none":
+                        terms.append(apply(i, j, k) if self.pc == 1 else self._pc_edge(i, j, z(i), {k: 1.0}))
+            else:
+                for i in range(j):
+                    w = weights[self.edge_index[(i, j)]]
+                    if self.pc > 1:
+                        terms.append(self._pc_edge(i, j, z(i), {k: w[k] for k in range(len(self.op_names))}))
+                        continue
+                    for k, name in enumerate(self.op_names):
+                        if name != "none":
+                            terms.append(w[k] * apply(i, j, k))
+            node = sum(terms) if terms else torch.zeros_like(z(0))  # NB201: every input edge is `none`
+            states.append(self.expand[j - self.inputs](node) if self.expand is not None else node)
+        if self.concat_all:
+            return torch.cat(states[self.inputs:], dim=1)
+        return states[-1]
+
+    def _pc_edge(self, i: int, j: int, x: torch.Tensor, weights: dict[int, torch.Tensor | float]) -> torch.Tensor:
+        """PC-DARTS: 1/K of the channels through the mixed op, the rest bypass; then channel shuffle."""
+        c = x.shape[1] // self.pc
+        xa, xb = x[:, :c], x[:, c:]
+        mixed = sum(w * self._op_module(i, j, k)(xa) for k, w in weights.items() if self.op_names[k] != "none")
+        if isinstance(mixed, int):
+            mixed = torch.zeros_like(self._op_module(i, j, 0)(xa))
+        if self.reduction and i < self.inputs:
+            xb = F.max_pool2d(xb, 2, 2, ceil_mode=True)
+        return _channel_shuffle(torch.cat([mixed, xb], dim=1), self.pc)
+
+
+class Supernet(nn.Module):
+    """The search network of either space; ``alphas`` are registered parameters."""
+
+    def __init__(self, cfg: SupernetConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.op_names = SPACE_OPS[cfg.space]
+        opts = cfg.options
+        E, K = len(cell_edges(cfg.inputs, cfg.nodes)), len(self.op_names)
+        self.cell_types = ("normal", "reduce") if cfg.space == "darts" else ("normal",)
+        self.alphas = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(E, K)) for t in self.cell_types})
+        net = cfg.net_config()
+        if cfg.space == "darts":
+            self.stem = make_stem(net)
+            self.slots = darts_layout(net, cfg.nodes)
+            self.pre = nn.ModuleList(nn.ModuleList(preprocess(s, affine=False)) for s in self.slots)
+            self.cells = nn.ModuleList(SearchCell(s.C, 2, cfg.nodes, self.op_names, s.reduction, opts, True) for s in self.slots)
+            C_last = cfg.nodes * self.slots[-1].C
+            self.cell_kind = ["reduce" if s.reduction else "normal" for s in self.slots]
+        else:
+            self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.C, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.C))
+            self.slots = nb201_layout(net)
+            self.pre = None
+            self.cells = nn.ModuleList(ResNetBasicBlock(s.C_in, s.C_out) if s.reduction
+                                       else SearchCell(s.C_out, 1, cfg.nodes, self.op_names, False, opts, False)
+                                       for s in self.slots)
+            C_last = 4 * cfg.C
+            self.cell_kind = ["block" if s.reduction else "normal" for s in self.slots]
+            self.lastact = nn.Sequential(nn.BatchNorm2d(C_last), nn.ReLU())
+        self.classifier = nn.Linear(C_last, cfg.num_classes)
+        # Derived cells: the first cell of each type carries alpha; the rest copy the derived genotype.
+        self.alpha_cells = {t: self.cell_kind.index(t) for t in self.cell_types}
+        self.genotype: Genotype = self.derive()
+
+    # -- parameter groups ------------------------------------------------------------
+    def arch_parameters(self) -> list[nn.Parameter]:
+        return list(self.alphas.values())
+
+    def weight_parameters(self) -> list[nn.Parameter]:
+        ids = {id(p) for p in self.arch_parameters()}
+        return [p for p in self.parameters() if id(p) not in ids]
+
+    # -- derivation -----------------------------------------------------------------
+    def derive(self) -> Genotype:
+        return derive(self.cfg.space, {t: a.detach() for t, a in self.alphas.items()}, self.op_names, self.cfg.nodes)
+
+    def rederive(self) -> Genotype:
+        """Refresh the genotype the derived cells run (paper Fig. 1: green cells)."""
+        self.genotype = self.derive()
+        return self.genotype
+
+    def _selected(self, kind: str) -> dict[int, list[tuple[int, int]]]:
+        g = self.genotype
+        index = {n: k for k, n in enumerate(self.op_names)}
+        if self.cfg.space == "darts":
+            edges = g.reduce if kind == "reduce" else g.normal
+            return {2 + n: [(edges[2 * n][1], index[edges[2 * n][0]]), (edges[2 * n + 1][1], index[edges[2 * n + 1][0]])]
+                    for n in range(self.cfg.nodes)}
+        return {j: [(i, index[op]) for op, i in node] for j, node in enumerate(g.nodes, start=1)}
+
+    def runs_mixed(self, index: int) -> bool:
+        kind = self.cell_kind[index]
+        return kind != "block" and (not self.cfg.options.derived_cells or self.alpha_cells[kind] == index)
+
+    # -- forward --------------------------------------------------------------------
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
+        selected = {t: self._selected(t) for t in self.cell_types} if self.cfg.options.derived_cells else {}
+        if self.cfg.space == "darts":
+            s0 = s1 = self.stem(x)
+            for i, cell in enumerate(self.cells):
+                kind = self.cell_kind[i]
+                states = [self.pre[i][0](s0), self.pre[i][1](s1)]
+                out = cell(states, weights[kind]) if self.runs_mixed(i) else cell(states, selected=selected[kind])
+                s0, s1 = s1, out
+            feat = s1
+        else:
+            feat = self.stem(x)
+            for i, cell in enumerate(self.cells):
+                if self.cell_kind[i] == "block":
+                    feat = cell(feat)
+                else:
+                    feat = cell([feat], weights["normal"]) if self.runs_mixed(i) else cell([feat], selected=selected["normal"])
+            feat = self.lastact(feat)
+        return self.classifier(F.adaptive_avg_pool2d(feat, 1).flatten(1))

@@ -1,0 +1,84 @@
+"""``dcanas train`` and ``dcanas evaluate``: argument parsing only."""
+from __future__ import annotations
+
+import argparse
+import json
+from dataclasses import replace
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from ..nets.genotype import load_genotype
+    from .data import get_spec
+    from .trainer import TrainConfig, apply_preset, train
+
+    cfg = apply_preset(TrainConfig(), args.preset)
+    get_spec(args.dataset)
+    genotype = load_genotype(args.genotype).to_json() if args.genotype else None
+    fields = dict(genotype=genotype, arch=args.arch or ("dcanas" if genotype else None), width=args.width, dataset=args.dataset, data_root=args.data_root,
+                  C=args.channels, layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+                  subset=args.subset, seed=args.seed, device=args.device, drop_path=args.drop_path, cutout=args.cutout)
+    cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
+    if args.no_auxiliary:
+        cfg = replace(cfg, auxiliary=False)
+    result = train(cfg, args.out, resume=args.resume)
+    if result["rank"] == 0:
+        last = result["history"][-1] if result["history"] else {}
+        print(f"{cfg.arch} on {cfg.dataset}: {result['params']:,} params, test top-1 {last.get('test_top1', float('nan')):.4f}, "
+              f"top-5 {last.get('test_top5', float('nan')):.4f}, {sum(r['seconds'] for r in result['history']):.0f}s -> {args.out}/model.pt")
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from . import data as D
+    from .model_io import load_model
+    from .trainer import evaluate
+
+    model, meta = load_model(args.model)
+    dataset = args.dataset or meta["dataset"]
+    spec = D.get_spec(dataset)
+    test = D.load_split(dataset, args.data_root, train=False)
+    if args.subset:
+        test = test.subset(slice(0, args.subset))
+    ev = evaluate(model, test, spec)
+    if args.json:
+        print(json.dumps({k: ev[k] for k in ("top1", "top5", "loss", "n")}))
+        return 0
+    names = meta["classes"]
+    conf = ev["confusion"]
+    print(f"{args.model} on {dataset} test ({ev['n']} images): top-1 {ev['top1']:.4f}  top-5 {ev['top5']:.4f}  loss {ev['loss']:.4f}")
+    print("per-class accuracy: " + ", ".join(f"{names[i]} {conf[i][i] / max(sum(conf[i]), 1):.3f}" for i in range(len(conf))))
+    pairs = sorted(((conf[i][j], i, j) for i in range(len(conf)) for j in range(len(conf)) if i != j), reverse=True)[:3]
+    print("most confused (true -> predicted): " + ", ".join(f"{names[i]} -> {names[j]} ({c})" for c, i, j in pairs))
+    return 0
+
+
+def add_train_parsers(sub) -> None:
+    p = sub.add_parser("train", help="retrain a derived network (or a torchvision baseline) from scratch")
+    p.add_argument("--genotype", help="genotype.json, an NB201 arch string or a known name (DARTS_V2)")
+    p.add_argument("--arch", default=None, help="dcanas (default, needs --genotype), mobilenet_v2 or resnet18")
+    p.add_argument("--width", type=float, help="MobileNetV2 width multiplier (baselines)")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--channels", type=int)
+    p.add_argument("--layers", type=int)
+    p.add_argument("--epochs", type=int)
+    p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
+    p.add_argument("--lr", type=float)
+    p.add_argument("--subset", type=int, help="train on the first N training images")
+    p.add_argument("--seed", type=int)
+    p.add_argument("--drop-path", type=float)
+    p.add_argument("--cutout", type=int)
+    p.add_argument("--no-auxiliary", action="store_true")
+    p.add_argument("--device")
+    p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), paper-cifar, paper-imagenet, tiny")
+    p.add_argument("--out", required=True)
+    p.add_argument("--resume", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("evaluate", help="top-1/top-5 and confusion summary of a trained model.pt")
+    p.add_argument("--model", required=True)
+    p.add_argument("--dataset", help="default: the dataset the model was trained on")
+    p.add_argument("--data-root")
+    p.add_argument("--subset", type=int)
+    p.add_argument("--json", action="store_true")
+    p.set_defaults(func=cmd_evaluate)

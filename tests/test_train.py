@@ -1,0 +1,113 @@
+"""Retraining on real Fashion-MNIST (tiny runs): outputs, resume after kill -9, DDP, baselines, evaluate."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcanas.train.model_io import load_model
+
+HERE = Path(__file__).parent
+
+
+def dcanas(*args, timeout=600):
+    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout)
+
+
+def test_train_outputs_and_evaluate_matches_log(tmp_path, fashion_root):
+    r = dcanas("train", "--genotype", "DARTS_V2", "--preset", "tiny", "--data-root", str(fashion_root), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    log = json.loads((tmp_path / "train.json").read_text())
+    assert [e["epoch"] for e in log["epochs"]] == [1, 2]
+    for key in ("lr", "train_loss", "train_acc", "test_loss", "test_top1", "test_top5", "seconds"):
+        assert key in log["epochs"][-1]
+    for name in ("model.pt", "best.pt", "checkpoint.pt"):
+        assert (tmp_path / name).is_file()
+    blob = torch.load(tmp_path / "model.pt", weights_only=True)
+    assert blob["genotype"]["space"] == "darts" and blob["classes"][0] == "T-shirt/top" and blob["mean"] == [0.2860]
+    model, meta = load_model(tmp_path / "model.pt")
+    assert model(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+    ev = dcanas("evaluate", "--model", str(tmp_path / "model.pt"), "--data-root", str(fashion_root), "--subset", "128", "--json")
+    assert ev.returncode == 0, ev.stderr
+    assert json.loads(ev.stdout)["top1"] == pytest.approx(log["epochs"][-1]["test_top1"], abs=1e-9)
+
+
+def test_resume_after_kill_9_same_final_weights(tmp_path, fashion_root):
+    args = ["train", "--genotype", "DARTS_V2", "--preset", "tiny", "--epochs", "3", "--data-root", str(fashion_root)]
+    assert dcanas(*args, "--out", str(tmp_path / "full")).returncode == 0
+    proc = subprocess.Popen([sys.executable, "-m", "dcanas", *args, "--out", str(tmp_path / "killed")],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ckpt = tmp_path / "killed" / "checkpoint.pt"
+    deadline = time.time() + 300
+    while not ckpt.exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.02)
+    time.sleep(0.3)
+    assert proc.poll() is None, "training finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    r = dcanas(*args, "--out", str(tmp_path / "killed"), "--resume")
+    assert r.returncode == 0 and "resumed" in r.stderr, r.stderr
+    a = torch.load(tmp_path / "full" / "model.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "killed" / "model.pt", weights_only=True)["state_dict"]
+    assert a.keys() == b.keys()
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_ddp_two_processes_gloo(tmp_path, fashion_root):
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(HERE / "ddp_worker.py"), str(tmp_path / "ddp"), str(fashion_root)],
+                       capture_output=True, text=True, timeout=600, env=env)
+    assert r.returncode == 0, r.stderr[-3000:]
+    single = subprocess.run([sys.executable, str(HERE / "ddp_worker.py"), str(tmp_path / "single"), str(fashion_root)],
+                            capture_output=True, text=True, timeout=600, env=env)
+    assert single.returncode == 0, single.stderr[-3000:]
+    r0, r1 = (torch.load(tmp_path / "ddp" / f"rank{i}.pt", weights_only=True) for i in (0, 1))
+    ref = torch.load(tmp_path / "single" / "rank0.pt", weights_only=True)
+    weights = [k for k, v in r0.items() if v.is_floating_point() and "running" not in k]
+    assert all(torch.equal(r0[k], r1[k]) for k in weights), "ranks diverged"
+    # Same global batch, same augmentation: only BN batch statistics (16 vs 32 images) differ.
+    diff = max(float((r0[k] - ref[k]).abs().max()) for k in weights)
+    assert diff < 2e-2, diff
+    log_ddp = json.loads((tmp_path / "ddp" / "train.json").read_text())
+    assert log_ddp["world"] == 2
+
+
+@pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
+def test_baselines_train(tmp_path, fashion_root, arch):
+    r = dcanas("train", "--arch", arch, "--width", "0.25", "--preset", "tiny", "--epochs", "1", "--subset", "64",
+               "--data-root", str(fashion_root), "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    model, meta = load_model(tmp_path / "model.pt")
+    assert meta["arch"] == arch and model(torch.zeros(1, 1, 28, 28)).shape == (1, 10)
+
+
+@pytest.mark.parametrize("args,needle", [
+    (["evaluate", "--model", "/nonexistent/model.pt"], "not found"),
+    (["train", "--genotype", "nope.json", "--out", "/tmp/x"], "is not a file"),
+    (["train", "--arch", "vgg", "--preset", "tiny", "--out", "/tmp/dcanas-test-vgg"], "unknown baseline"),
+    (["train", "--genotype", "DARTS_V2", "--preset", "huge", "--out", "/tmp/x"], "unknown training preset"),
+])
+def test_bad_input_one_line_exit_2(args, needle):
+    r = dcanas(*args)
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and needle in r.stderr
+
+
+def test_model_genotype_mismatch_is_reported(tmp_path):
+    from dcanas.io import torch_save
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.data import get_spec
+    from dcanas.train.model_io import save_model
+    from dcanas.train.trainer import TrainConfig, build_model
+
+    model, meta = build_model(TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3), get_spec("fashion-mnist"))
+    meta["genotype"] = KNOWN["DARTS_V1"]
+    save_model(tmp_path / "m.pt", model, meta)
+    r = dcanas("evaluate", "--model", str(tmp_path / "m.pt"))
+    assert r.returncode == 2 and "do not match" in r.stderr
