@@ -112,7 +112,9 @@ def main() -> int:
         return 0
     rows = []
     for name in VARIANTS:
-        cmd = [sys.executable, __file__, "--variant", name] + [a for a in sys.argv[1:] if not a.startswith("--json")]
+        cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
+               "--batch-size", str(args.batch_size), "--channels", str(args.channels), "--cells", str(args.cells),
+               "--data-root", args.data_root]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  measured {name}: {rows[-1]['ms_per_step']:.0f} ms/step", file=sys.stderr)

@@ -62,6 +62,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_search_parser(sub)
     from .train.cli import add_train_parsers
     add_train_parsers(sub)
+    from .export.cli import add_export_parser
+    add_export_parser(sub)
     return parser
 
 

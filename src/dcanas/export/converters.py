@@ -1,0 +1,124 @@
+"""Converters: PyTorch -> ONNX (dynamo exporter) and PyTorch -> TFLite (litert-torch, then
+ai-edge-quantizer recipes for fp16 / dynamic int8 / static int8)."""
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import os
+import warnings
+from pathlib import Path
+from typing import Any, Iterable, Optional
+
+import numpy as np
+import torch
+import torch.nn as nn
+
+ONNX_OPSET = 18  # the dynamo exporter does not honour 17 (it falls back to 18 with a traceback)
+
+
+def _quiet() -> None:
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+    logging.getLogger("absl").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore")
+
+
+@contextlib.contextmanager
+def _captured():
+    """Keep the converters' console progress (rich, tqdm, prints) out of our output."""
+    buf = io.StringIO()
+    with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+        yield buf
+
+
+def export_onnx(model: nn.Module, sample: torch.Tensor, path: Path, metadata: dict[str, Any],
+                dynamic_batch: bool = False) -> None:
+    """One self-contained .onnx file (no external data) with the metadata in ``metadata_props``."""
+    import onnx
+
+    _quiet()
+    kwargs: dict[str, Any] = dict(input_names=["input"], output_names=["logits"], dynamo=True,
+                                  opset_version=ONNX_OPSET, external_data=False, verbose=False)
+    if dynamic_batch:
+        kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1, max=4096)},)
+    with _captured():
+        program = torch.onnx.export(model.eval(), (sample,), **kwargs)
+    proto = program.model_proto
+    for key, value in metadata.items():
+        entry = proto.metadata_props.add()
+        entry.key, entry.value = key, value if isinstance(value, str) else json.dumps(value)
+    onnx.save_model(proto, str(path))
+
+
+def tflite_module(model: nn.Module, layout: str) -> nn.Module:
+    import litert_torch
+
+    if layout == "nhwc":
+        return litert_torch.to_channel_last_io(model.eval(), args=[0]).eval()
+    return model.eval()
+
+
+def export_tflite(model: nn.Module, sample: torch.Tensor, path: Path, layout: str = "nchw",
+                  quantization: Optional[str] = None, calibration: Optional[Iterable[np.ndarray]] = None,
+                  work_dir: Optional[Path] = None) -> None:
+    """fp32 conversion with litert-torch; quantized formats apply an ai-edge-quantizer recipe to it."""
+    import litert_torch
+
+    _quiet()
+    module = tflite_module(model, layout)
+    x = sample.permute(0, 2, 3, 1).contiguous() if layout == "nhwc" else sample
+    with _captured():
+        edge = litert_torch.convert(module, (x,))
+        if quantization is None:
+            edge.export(str(path))
+            return
+        float_path = Path(work_dir or path.parent) / f".{path.name}.float.tflite"
+        edge.export(str(float_path))
+        try:
+            quantize_tflite(float_path, path, quantization, calibration)
+        finally:
+            float_path.unlink(missing_ok=True)
+
+
+def quantize_tflite(float_path: Path, path: Path, quantization: str, calibration: Optional[Iterable[np.ndarray]]) -> None:
+    from ai_edge_quantizer import quantizer, recipe, recipe_manager
+    from ai_edge_quantizer.algorithm_manager import AlgorithmName
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    qt = quantizer.Quantizer(str(float_path))
+    if quantization == "fp16":
+        rm = recipe_manager.RecipeManager()
+        rm.add_weight_only_config(regex=".*", operation_name=TFLOperationName.ALL_SUPPORTED, num_bits=16,
+                                  algorithm_key=AlgorithmName.FLOAT_CASTING)
+        qt.load_quantization_recipe(rm.get_quantization_recipe())
+        result = qt.quantize()
+    elif quantization == "dynamic-int8":
+        qt.load_quantization_recipe(recipe.dynamic_wi8_afp32())
+        result = qt.quantize()
+    elif quantization == "static-int8":
+        if calibration is None:
+            raise ValueError("static int8 needs a calibration set")
+        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        from ai_edge_litert.interpreter import Interpreter
+
+        name = Interpreter(model_path=str(float_path)).get_signature_list()
+        sig = next(iter(name))
+        input_name = name[sig]["inputs"][0]
+        calib = qt.calibrate({sig: [{input_name: x} for x in calibration]})
+        result = qt.quantize(calib)
+    else:
+        raise ValueError(f"unknown quantization {quantization!r}")
+    result.export_model(str(path), overwrite=True)
+
+
+def tflite_ops(path: Path) -> list[str]:
+    """The operator names of a .tflite model, in graph order, deduplicated."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    seen: list[str] = []
+    for op in interp._get_ops_details():  # noqa: SLF001 - the interpreter's own op listing
+        if op["op_name"] not in seen:
+            seen.append(op["op_name"])
+    return seen
