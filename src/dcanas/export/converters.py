@@ -59,29 +59,25 @@ def tflite_module(model: nn.Module, layout: str) -> nn.Module:
     return model.eval()
 
 
-def export_tflite(model: nn.Module, sample: torch.Tensor, path: Path, layout: str = "nchw",
-                  quantization: Optional[str] = None, calibration: Optional[Iterable[np.ndarray]] = None,
-                  work_dir: Optional[Path] = None) -> None:
-    """fp32 conversion with litert-torch; quantized formats apply an ai-edge-quantizer recipe to it."""
+def export_tflite(model: nn.Module, sample: torch.Tensor, path: Path, layout: str = "nchw") -> None:
+    """fp32 conversion with litert-torch (NCHW input, or NHWC through to_channel_last_io)."""
     import litert_torch
 
     _quiet()
     module = tflite_module(model, layout)
     x = sample.permute(0, 2, 3, 1).contiguous() if layout == "nhwc" else sample
     with _captured():
-        edge = litert_torch.convert(module, (x,))
-        if quantization is None:
-            edge.export(str(path))
-            return
-        float_path = Path(work_dir or path.parent) / f".{path.name}.float.tflite"
-        edge.export(str(float_path))
-        try:
-            quantize_tflite(float_path, path, quantization, calibration)
-        finally:
-            float_path.unlink(missing_ok=True)
+        litert_torch.convert(module, (x,)).export(str(path))
 
 
 def quantize_tflite(float_path: Path, path: Path, quantization: str, calibration: Optional[Iterable[np.ndarray]]) -> None:
+    """Apply an ai-edge-quantizer recipe to an fp32 .tflite: fp16 weights (float casting),
+    dynamic-range int8, or static int8 calibrated on ``calibration``."""
+    with _captured():
+        _quantize(float_path, path, quantization, calibration)
+
+
+def _quantize(float_path: Path, path: Path, quantization: str, calibration: Optional[Iterable[np.ndarray]]) -> None:
     from ai_edge_quantizer import quantizer, recipe, recipe_manager
     from ai_edge_quantizer.algorithm_manager import AlgorithmName
     from ai_edge_quantizer.qtyping import TFLOperationName

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import sys
 import time
 from dataclasses import dataclass
@@ -18,7 +19,7 @@ from ..errors import UserError
 from ..io import atomic_write, write_json
 from ..train import data as D
 from ..train.model_io import file_sha256, load_model
-from .converters import ONNX_OPSET, export_onnx, export_tflite, tflite_ops
+from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats
 from .validate import RUNNERS, ShapeError, compare
 
@@ -87,6 +88,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
     out.mkdir(parents=True, exist_ok=True)
     stem = Path(model_path).stem if Path(model_path).stem != "model" else "model"
     rows = []
+    floats: dict[str, Path] = {}  # layout -> fp32 .tflite, converted once and quantized per format
     for fmt in fmts:
         art_layout = "nchw" if fmt.engine == "onnxruntime" else layout
         final = out / f"{stem}{fmt.suffix}"
@@ -100,8 +102,14 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                             dynamic_batch=dynamic_batch)
                 row["opset"] = ONNX_OPSET
             else:
-                calib = [_layout(inputs.calibration[i:i + 1], art_layout) for i in range(len(inputs.calibration))]
-                export_tflite(model, sample, tmp, art_layout, fmt.quantization, calib)
+                if art_layout not in floats:
+                    floats[art_layout] = out / f".{stem}.{art_layout}.float.tflite"
+                    export_tflite(model, sample, floats[art_layout], art_layout)
+                if fmt.quantization is None:
+                    shutil.copyfile(floats[art_layout], tmp)
+                else:
+                    calib = [_layout(inputs.calibration[i:i + 1], art_layout) for i in range(len(inputs.calibration))]
+                    quantize_tflite(floats[art_layout], tmp, fmt.quantization, calib)
                 row["ops"] = tflite_ops(tmp)
                 stablehlo = [op for op in row["ops"] if op.startswith("STABLEHLO")]
                 if stablehlo:
@@ -129,6 +137,8 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
         progress(f"{mark} {fmt.name:20} {row.get('size_kb', 0):9.1f} KB  {row['export_s']:6.1f}s  "
                  f"max abs diff {row.get('max_abs_diff', float('nan')):.2e}  top-1 agreement {row.get('top1_agreement', float('nan')):.3f}"
                  + (f"  ({row['reason']})" if row.get("reason") else ""))
+    for f in floats.values():
+        f.unlink(missing_ok=True)
     write_json(out / "export.json", dict(model=str(model_path), model_sha256=model_sha, inputs=inputs.source, rows=rows))
     return rows
 
