@@ -24,6 +24,7 @@ $(DATA)/train-images-idx3-ubyte.gz:
 	@bash scripts/fetch-fashion-mnist.sh $(DATA)
 
 test: install data
+	@bash scripts/ensure-sshd.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
 demo: install data

@@ -64,6 +64,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_train_parsers(sub)
     from .export.cli import add_export_parser
     add_export_parser(sub)
+    from .profile.cli import add_profile_parsers
+    add_profile_parsers(sub)
     return parser
 
 

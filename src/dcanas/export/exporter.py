@@ -64,7 +64,8 @@ def artifact_metadata(meta: dict[str, Any], fmt: ExportFormat, layout: str, mode
     shape = [batch, h, w, c] if layout == "nhwc" else [batch, c, h, w]
     return {"format": fmt.name, "input_name": "input", "input_shape": shape, "layout": layout, "dtype": "float32",
             "mean": meta["mean"], "std": meta["std"], "classes": meta["classes"], "genotype": meta.get("genotype"),
-            "arch": meta["arch"], "source_model_sha256": model_sha, "precision": fmt.precision}
+            "arch": meta["arch"], "net_config": meta.get("net_config"), "dataset": meta["dataset"],
+            "source_model_sha256": model_sha, "precision": fmt.precision}
 
 
 def _stderr(msg: str) -> None:

@@ -1,0 +1,278 @@
+"""Transports to a device: local subprocess, SSH (paramiko) and adb. A few verbs (fabric's
+habit): ``connect``, ``run``, ``put``, ``mkdtemp``, ``rmtree``; used as a context manager.
+
+Every remote command is an argv list joined with ``shlex.join`` (each argument quoted). ``put``
+uploads to a temporary name and renames only after the remote sha256 matches, so a half-sent
+model never runs under its final name. File-system verbs run through the device's Python, so
+they work wherever the runner can run.
+"""
+from __future__ import annotations
+
+import getpass
+import hashlib
+import os
+import shlex
+import shutil
+import socket
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Optional
+
+from ..errors import UserError
+from .schema import Connection, DeviceProfile
+
+SHA256_PY = "import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');[h.update(c) for c in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())"
+MKDTEMP_PY = "import sys,tempfile;print(tempfile.mkdtemp(prefix='dcanas-',dir=sys.argv[1] if len(sys.argv)>1 else None))"
+RENAME_PY = "import os,sys;os.replace(sys.argv[1],sys.argv[2])"
+RMTREE_PY = "import shutil,sys;shutil.rmtree(sys.argv[1],ignore_errors=True)"
+REMOVE_PY = "import os,sys;os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
+
+
+class DeviceError(UserError):
+    """The device cannot be reached or refused us: one line with what failed and how to fix it."""
+
+
+@dataclass
+class Result:
+    rc: int
+    stdout: str
+    stderr: str
+
+
+def sha256_file(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class Transport:
+    python: str = "python3"
+
+    def __enter__(self) -> "Transport":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def connect(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+    def describe(self) -> str:
+        raise NotImplementedError
+
+    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+        raise NotImplementedError
+
+    def _upload(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]]) -> None:
+        raise NotImplementedError
+
+    def py(self, code: str, *args: str, timeout: Optional[float] = 60) -> Result:
+        return self.run([self.python, "-c", code, *args], timeout=timeout)
+
+    def mkdtemp(self, parent: Optional[str] = None) -> str:
+        r = self.py(MKDTEMP_PY, *([parent] if parent else []))
+        if r.rc != 0:
+            raise DeviceError(f"{self.describe()}: cannot create a work directory with {self.python!r}: {r.stderr.strip().splitlines()[-1:] or r.stdout}"
+                              f"; check connection.python and connection.workdir in the profile")
+        return r.stdout.strip().splitlines()[-1]
+
+    def rmtree(self, path: str) -> None:
+        self.py(RMTREE_PY, path)
+
+    def exists(self, path: str) -> bool:
+        return self.py("import os,sys;print(os.path.exists(sys.argv[1]))", path).stdout.strip() == "True"
+
+    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None, retries: int = 3) -> None:
+        """Upload to ``remote + '.part'``, check sha256 on the device, then rename to ``remote``."""
+        want = sha256_file(local)
+        tmp = remote + ".part"
+        delay = 0.5
+        for attempt in range(1, retries + 2):
+            try:
+                self._upload(local, tmp, callback)
+                got = self.py(SHA256_PY, tmp).stdout.strip()
+                if got != want:
+                    raise OSError(f"sha256 mismatch after upload ({got[:12]} != {want[:12]})")
+                r = self.py(RENAME_PY, tmp, remote)
+                if r.rc != 0:
+                    raise OSError(r.stderr.strip())
+                return
+            except (OSError, EOFError, socket.error) + _ssh_errors() as exc:
+                if attempt > retries:
+                    raise DeviceError(f"{self.describe()}: upload of {local.name} failed after {attempt} attempts ({type(exc).__name__}: {exc})") from None
+                print(f"  upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s",
+                      file=sys.stderr, flush=True)
+                time.sleep(delay)
+                delay *= 2
+                self.reconnect()
+                try:
+                    self.py(REMOVE_PY, tmp)
+                except Exception:  # noqa: BLE001 - best effort; the .part name never runs
+                    pass
+
+    def reconnect(self) -> None:
+        self.close()
+        self.connect()
+
+
+def _ssh_errors() -> tuple:
+    import paramiko
+
+    return (paramiko.SSHException,)
+
+
+class LocalTransport(Transport):
+    """This machine: a subprocess (no shell)."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.python = sys.executable if conn.python in ("python3", "python", None) else conn.python
+        self.conn = conn
+
+    def describe(self) -> str:
+        return "local"
+
+    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+        try:
+            p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        except FileNotFoundError as exc:
+            raise DeviceError(f"local: {argv[0]!r} not found ({exc}); check connection.python in the profile") from None
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def _upload(self, local: Path, remote: str, callback) -> None:
+        shutil.copyfile(local, remote)
+
+
+class SSHTransport(Transport):
+    """paramiko with ~/.ssh/config, keys and the agent only, host keys checked (RejectPolicy)."""
+
+    def __init__(self, conn: Connection) -> None:
+        import paramiko
+
+        self.conn = conn
+        self.python = conn.python
+        cfg_path = Path("~/.ssh/config").expanduser()
+        entry = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(conn.host) if cfg_path.is_file() else {}
+        self.hostname = entry.get("hostname", conn.host)
+        self.port = int(conn.port or entry.get("port", 22))
+        self.user = conn.user or entry.get("user") or getpass.getuser()
+        keys = [conn.key_file] if conn.key_file else entry.get("identityfile", [])
+        self.key_files = [str(Path(k).expanduser()) for k in keys]
+        self.known_hosts = Path(conn.known_hosts or "~/.ssh/known_hosts").expanduser()
+        self.client = None
+
+    def describe(self) -> str:
+        return f"{self.user}@{self.hostname}:{self.port}"
+
+    def connect(self) -> None:
+        import paramiko
+
+        for k in self.key_files:
+            if not Path(k).is_file():
+                raise DeviceError(f"{self.describe()}: key file {k} not found; set connection.key_file to a private key whose public half is in the device's authorized_keys")
+        delay = 0.5
+        for attempt in range(1, self.conn.retries + 2):
+            client = paramiko.SSHClient()
+            if self.known_hosts.is_file():
+                client.load_host_keys(str(self.known_hosts))
+            client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.conn.trust_on_first_use else paramiko.RejectPolicy())
+            try:
+                client.connect(self.hostname, self.port, username=self.user, key_filename=self.key_files or None,
+                               allow_agent=True, look_for_keys=not self.key_files, password=None,
+                               timeout=self.conn.connect_timeout_s, banner_timeout=self.conn.connect_timeout_s,
+                               auth_timeout=self.conn.connect_timeout_s)
+            except paramiko.BadHostKeyException:
+                client.close()
+                raise DeviceError(f"{self.describe()}: the host key CHANGED since it was recorded in {self.known_hosts}; if the device was "
+                                  f"reinstalled, remove the old key with `ssh-keygen -R '[{self.hostname}]:{self.port}' -f {self.known_hosts}`") from None
+            except paramiko.AuthenticationException as exc:
+                client.close()
+                raise DeviceError(f"{self.describe()}: authentication failed with {', '.join(self.key_files) or 'the agent/default keys'} "
+                                  f"({exc}); add the public key to ~{self.user}/.ssh/authorized_keys on the device") from None
+            except paramiko.SSHException as exc:
+                client.close()
+                if "known_hosts" in str(exc):
+                    raise DeviceError(f"{self.describe()}: unknown host key (not in {self.known_hosts}); verify it and add it with "
+                                      f"`ssh-keyscan -p {self.port} {self.hostname} >> {self.known_hosts}`, or set "
+                                      f"connection.trust_on_first_use: true") from None
+                if attempt > self.conn.retries:
+                    raise DeviceError(f"{self.describe()}: SSH failed ({exc}) after {attempt} attempts") from None
+            except (OSError, EOFError) as exc:
+                client.close()
+                if attempt > self.conn.retries:
+                    raise DeviceError(f"cannot reach {self.describe()} ({exc}) after {attempt} attempts; is the device on, "
+                                      f"sshd running, and connection.host/port right?") from None
+            else:
+                if self.conn.trust_on_first_use:
+                    self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
+                    client.save_host_keys(str(self.known_hosts))
+                self.client = client
+                return
+            time.sleep(delay)
+            delay *= 2
+
+    def close(self) -> None:
+        if self.client is not None:
+            self.client.close()
+            self.client = None
+
+    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+        if self.client is None:
+            self.connect()
+        _, stdout, stderr = self.client.exec_command(shlex.join(argv), timeout=timeout)
+        out = stdout.read().decode(errors="replace")
+        err = stderr.read().decode(errors="replace")
+        return Result(stdout.channel.recv_exit_status(), out, err)
+
+    def _upload(self, local: Path, remote: str, callback) -> None:
+        if self.client is None:
+            self.connect()
+        sftp = self.client.open_sftp()
+        try:
+            sftp.put(str(local), remote, callback=callback)
+        finally:
+            sftp.close()
+
+
+class AdbTransport(Transport):
+    """An Android phone without sshd, through the ``adb`` binary."""
+
+    def __init__(self, conn: Connection) -> None:
+        self.conn = conn
+        self.python = conn.python
+        self.adb = shutil.which("adb")
+
+    def describe(self) -> str:
+        return f"adb:{self.conn.serial or 'default device'}"
+
+    def _base(self) -> list[str]:
+        return [self.adb] + (["-s", self.conn.serial] if self.conn.serial else [])
+
+    def connect(self) -> None:
+        if not self.adb:
+            raise DeviceError("adb not found on PATH; install Android platform-tools (Debian: apt-get install adb) and enable USB debugging")
+        r = subprocess.run(self._base() + ["get-state"], capture_output=True, text=True, timeout=30)
+        if r.returncode != 0 or "device" not in r.stdout:
+            raise DeviceError(f"{self.describe()}: not ready ({(r.stderr or r.stdout).strip()}); check `adb devices`")
+
+    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+        p = subprocess.run(self._base() + ["shell", shlex.join(argv)], capture_output=True, text=True, timeout=timeout)
+        return Result(p.returncode, p.stdout, p.stderr)
+
+    def _upload(self, local: Path, remote: str, callback) -> None:
+        p = subprocess.run(self._base() + ["push", str(local), remote], capture_output=True, text=True, timeout=600)
+        if p.returncode != 0:
+            raise OSError(p.stderr.strip())
+
+
+def make_transport(profile: DeviceProfile) -> Transport:
+    kind = profile.connection.transport
+    return {"local": LocalTransport, "ssh": SSHTransport, "adb": AdbTransport}[kind](profile.connection)

@@ -1,0 +1,262 @@
+#!/usr/bin/env python3
+"""dcanas on-device runner. SELF-CONTAINED: the standard library, numpy and one runtime
+(onnxruntime; for TFLite ai_edge_litert, else tflite_runtime, else tensorflow.lite).
+Python >= 3.9, numpy 1.x or 2.x. Pushed next to the model and run on the device; prints ONE
+JSON object on stdout.  ``--check`` reports the device instead of timing a model.
+
+Exit codes: 0 ok, 3 a runtime (or numpy) is missing, 4 the model failed to load or run.
+"""
+import argparse
+import json
+import os
+import platform
+import shutil
+import subprocess
+import sys
+import time
+
+PART_NAMES = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
+              "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
+              "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0x802": "Kryo 385 Gold", "0x803": "Kryo 385 Silver"}
+
+
+def _read(path):
+    try:
+        with open(path) as fh:
+            return fh.read()
+    except OSError:
+        return None
+
+
+def status_kb(field):
+    text = _read("/proc/self/status") or ""
+    for line in text.splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    return None
+
+
+def cpu_model():
+    text = _read("/proc/cpuinfo") or ""
+    for key in ("model name", "Hardware", "Processor"):
+        for line in text.splitlines():
+            if line.startswith(key) and ":" in line:
+                return line.split(":", 1)[1].strip()
+    parts = sorted({line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("CPU part")})
+    if parts:
+        return ", ".join(PART_NAMES.get(p, p) for p in parts)
+    return platform.processor() or platform.machine()
+
+
+def cpu_freq_mhz():
+    text = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_cur_freq")
+    return round(int(text) / 1000.0, 1) if text and text.strip().isdigit() else None
+
+
+def temperature_c():
+    text = _read("/sys/class/thermal/thermal_zone0/temp")
+    if text and text.strip().lstrip("-").isdigit():
+        return round(int(text) / 1000.0, 1)
+    if shutil.which("vcgencmd"):  # Raspberry Pi firmware
+        try:
+            out = subprocess.run(["vcgencmd", "measure_temp"], capture_output=True, text=True, timeout=5).stdout
+            return float(out.strip().split("=")[1].split("'")[0])
+        except (OSError, ValueError, IndexError, subprocess.SubprocessError):
+            return None
+    return None
+
+
+def parse_affinity(spec):
+    """taskset-style: a hex mask ('0x3') or a CPU list ('0,2-3')."""
+    if spec.lower().startswith("0x"):
+        mask = int(spec, 16)
+        return {i for i in range(mask.bit_length()) if mask >> i & 1}
+    cpus = set()
+    for part in spec.split(","):
+        if "-" in part:
+            a, b = part.split("-")
+            cpus.update(range(int(a), int(b) + 1))
+        elif part:
+            cpus.add(int(part))
+    return cpus
+
+
+def runtimes():
+    found = {}
+    for mod in ("numpy", "onnxruntime", "ai_edge_litert", "tflite_runtime", "tensorflow"):
+        try:
+            m = __import__(mod)
+            found[mod] = getattr(m, "__version__", "unknown")
+        except Exception:  # noqa: BLE001 - any import failure means "not usable here"
+            pass
+    return found
+
+
+def device_info():
+    mem_kb = None
+    for line in (_read("/proc/meminfo") or "").splitlines():
+        if line.startswith("MemTotal:"):
+            mem_kb = int(line.split()[1])
+    disk = shutil.disk_usage(os.getcwd())
+    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+            "cpu_model": cpu_model(), "cores": os.cpu_count(), "memory_mb": round(mem_kb / 1024.0) if mem_kb else None,
+            "free_disk_mb": round(disk.free / 2 ** 20), "cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c(),
+            "runtimes": runtimes()}
+
+
+class Missing(Exception):
+    def __init__(self, package, detail):
+        Exception.__init__(self, detail)
+        self.package = package
+
+
+def load_tflite(path, threads):
+    errors = []
+    for mod, attr in (("ai_edge_litert.interpreter", "Interpreter"), ("tflite_runtime.interpreter", "Interpreter"),
+                      ("tensorflow", "lite")):
+        try:
+            m = __import__(mod, fromlist=[attr])
+            cls = getattr(m, attr)
+            cls = cls.Interpreter if mod == "tensorflow" else cls
+            version = getattr(sys.modules[mod.split(".")[0]], "__version__", "unknown")
+            return cls(model_path=path, num_threads=threads), mod.split(".")[0], version
+        except ImportError as exc:
+            errors.append("%s: %s" % (mod, exc))
+    raise Missing("ai-edge-litert (or tflite-runtime)", "; ".join(errors))
+
+
+class Engine:
+    def __init__(self, path, threads):
+        import numpy as np
+        self.np = np
+        if path.endswith(".onnx"):
+            try:
+                import onnxruntime as ort
+            except ImportError as exc:
+                raise Missing("onnxruntime", str(exc))
+            opts = ort.SessionOptions()
+            opts.intra_op_num_threads = threads
+            opts.inter_op_num_threads = 1
+            self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+            i = self.sess.get_inputs()[0]
+            self.input_name = i.name
+            self.shape = [d if isinstance(d, int) else 1 for d in i.shape]
+            self.dtype = np.float32
+            self.name, self.version = "onnxruntime", ort.__version__
+            self.kind = "onnx"
+        else:
+            self.interp, self.name, self.version = load_tflite(path, threads)
+            self.interp.allocate_tensors()
+            self.inp = self.interp.get_input_details()[0]
+            self.out = self.interp.get_output_details()[0]
+            self.shape = [int(d) for d in self.inp["shape"]]
+            self.dtype = self.inp["dtype"]
+            self.kind = "tflite"
+
+    def __call__(self, x):
+        np = self.np
+        if self.kind == "onnx":
+            return self.sess.run(None, {self.input_name: x})[0]
+        if self.dtype != np.float32:
+            scale, zero = self.inp["quantization"]
+            info = np.iinfo(self.dtype)
+            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.dtype)
+        self.interp.set_tensor(self.inp["index"], x)
+        self.interp.invoke()
+        y = self.interp.get_tensor(self.out["index"])
+        if y.dtype != np.float32:
+            scale, zero = self.out["quantization"]
+            y = (y.astype(np.float32) - zero) * scale
+        return y.copy()
+
+
+def percentile(sorted_values, q):
+    if not sorted_values:
+        return None
+    k = (len(sorted_values) - 1) * q / 100.0
+    lo = int(k)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+def profile(args):
+    t_start = time.perf_counter()
+    if args.affinity:
+        os.sched_setaffinity(0, parse_affinity(args.affinity))
+    before = {"cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c()}
+    try:
+        import numpy as np
+    except ImportError as exc:
+        raise Missing("numpy", str(exc))
+    rss_base = status_kb("VmRSS")
+    t0 = time.perf_counter()
+    engine = Engine(args.model, args.threads)
+    load_ms = (time.perf_counter() - t0) * 1000
+    ref = None
+    if args.ref and os.path.exists(args.ref):
+        ref = np.load(args.ref)
+        x = ref["input"].astype(np.float32)
+    else:
+        x = np.random.default_rng(0).standard_normal(engine.shape).astype(np.float32)
+    t0 = time.perf_counter()
+    y = engine(x)
+    first_ms = (time.perf_counter() - t0) * 1000
+    for _ in range(args.warmup):
+        engine(x)
+    times = []
+    t_runs = time.perf_counter()
+    while len(times) < args.runs or (time.perf_counter() - t_runs) < args.min_seconds:
+        t0 = time.perf_counter()
+        engine(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    s = sorted(times)
+    mean = sum(s) / len(s)
+    std = (sum((t - mean) ** 2 for t in s) / len(s)) ** 0.5
+    peak_kb = status_kb("VmHWM")
+    result = {
+        "engine": engine.name, "engine_version": engine.version, "numpy_version": np.__version__,
+        "python": platform.python_version(), "machine": platform.machine(), "cpu_model": cpu_model(),
+        "threads": args.threads, "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "model": os.path.basename(args.model), "model_size_bytes": os.path.getsize(args.model),
+        "input_shape": [int(d) for d in x.shape], "load_ms": load_ms, "first_inference_ms": first_ms,
+        "warmup_runs": args.warmup, "timed_runs": len(times),
+        "latency_ms": {"mean": mean, "std": std, "min": s[0], "p50": percentile(s, 50), "p90": percentile(s, 90),
+                       "p99": percentile(s, 99), "max": s[-1]},
+        "latencies_ms": times,
+        "peak_rss_mb": peak_kb / 1024.0 if peak_kb else None,
+        "rss_increase_mb": (peak_kb - rss_base) / 1024.0 if peak_kb and rss_base else None,
+        "before": before, "after": {"cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c()},
+        "reference_max_abs_diff": float(np.abs(y.astype(np.float64) - ref["output"].astype(np.float64)).max()) if ref is not None else None,
+        "reference_top1_match": bool((y.argmax(-1) == ref["output"].argmax(-1)).all()) if ref is not None else None,
+    }
+    result["total_s"] = time.perf_counter() - t_start
+    return result
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description="dcanas on-device runner")
+    p.add_argument("--model")
+    p.add_argument("--ref", help="<model>.ref.npz: a real input and the PyTorch output")
+    p.add_argument("--threads", type=int, default=1)
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--runs", type=int, default=50)
+    p.add_argument("--min-seconds", type=float, default=0.0)
+    p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3' (taskset style)")
+    p.add_argument("--check", action="store_true", help="report the device and its runtimes")
+    args = p.parse_args(argv)
+    try:
+        out = device_info() if args.check else profile(args)
+        code = 0
+    except Missing as exc:
+        out = {"error": "runtime_missing", "package": exc.package, "detail": str(exc),
+               "fix": "pip install %s (in the Python this profile's connection.python names)" % exc.package.split(" ")[0]}
+        code = 3
+    except Exception as exc:  # noqa: BLE001 - reported to the host as JSON
+        out = {"error": "failed", "detail": "%s: %s" % (type(exc).__name__, exc)}
+        code = 4
+    sys.stdout.write(json.dumps(out) + "\n")
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,226 @@
+"""Device profiles, transports and the on-device profiler, against a REAL sshd on 127.0.0.1."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
+from dcanas.devices.transport import DeviceError, SSHTransport, make_transport, sha256_file
+from dcanas.profile.remote import profile_model
+
+from sshd import SSHD, start_sshd
+
+needs_sshd = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed (make test installs it as root)")
+
+
+def dcanas(*args, timeout=300):
+    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout)
+
+
+@pytest.fixture(scope="module")
+def artifacts(tmp_path_factory):
+    """An (untrained) small DARTS network exported to ONNX and TFLite with metadata and reference pairs."""
+    from dcanas.export.exporter import export_model
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.data import get_spec
+    from dcanas.train.model_io import save_model
+    from dcanas.train.trainer import TrainConfig, build_model
+
+    d = tmp_path_factory.mktemp("artifacts")
+    model, meta = build_model(TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3), get_spec("fashion-mnist"))
+    save_model(d / "model.pt", model.eval(), meta)
+    rows = export_model(d / "model.pt", ["onnx", "tflite"], d, data_root=str(d / "no-data"), n_validate=4, n_calibration=4,
+                        progress=lambda m: None)
+    assert all(r["passed"] for r in rows)
+    return {"onnx": d / "model.onnx", "tflite": d / "model.tflite"}
+
+
+@pytest.fixture(scope="module")
+def sshd(tmp_path_factory):
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server not installed (make test installs it when run as root)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()
+
+
+# ---- profiles ----------------------------------------------------------------------
+
+@pytest.mark.parametrize("name", list_profiles())
+def test_shipped_profiles_parse(name):
+    p = load_profile(name)
+    assert p.name == name and p.budget and p.search_metric in ("params", "flops")
+    assert dcanas("devices", "show", name).returncode == 0
+
+
+BAD_PROFILES = [
+    ({"name": "x", "budget": {}}, "budget"),
+    ({"name": "x", "budget": {"params": 1}, "runtime": {"engine": "tensorrt"}}, "runtime.engine"),
+    ({"name": "x", "budget": {"params": -5}}, "budget.params"),
+    ({"name": "x", "budget": {"latency": 5}}, "unknown key 'latency'"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"transport": "telnet"}}, "connection.transport"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"transport": "ssh"}}, "connection.host"),
+    ({"name": "x", "budget": {"params": 1}, "runtime": {"engine": "onnxruntime", "precision": "int8"}}, "runtime.precision"),
+]
+
+
+@pytest.mark.parametrize("raw,needle", BAD_PROFILES)
+def test_bad_profile_names_key_value_and_choices(raw, needle):
+    with pytest.raises(ProfileError, match="valid") as exc:
+        parse_profile(raw, "p.yaml")
+    assert needle in str(exc.value)
+
+
+def test_bad_yaml_and_unknown_device_exit_2(tmp_path):
+    (tmp_path / "bad.yaml").write_text("name: [unclosed\n")
+    for arg in (str(tmp_path / "bad.yaml"), "no-such-device"):
+        r = dcanas("devices", "show", arg)
+        assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+# ---- local --------------------------------------------------------------------------
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_profile_local_json(artifacts, fmt):
+    r = dcanas("profile", "--device", "local", str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    out = json.loads(r.stdout)
+    for key in ("engine", "engine_version", "python", "machine", "cpu_model", "threads", "model_size_bytes", "load_ms",
+                "first_inference_ms", "warmup_runs", "timed_runs", "peak_rss_mb", "rss_increase_mb", "before", "after"):
+        assert key in out, key
+    assert set(out["latency_ms"]) == {"mean", "std", "min", "p50", "p90", "p99", "max"}
+    assert out["timed_runs"] == 10 and out["latency_ms"]["min"] <= out["latency_ms"]["p50"] <= out["latency_ms"]["max"]
+    assert out["reference_max_abs_diff"] < 1e-4 and out["reference_top1_match"]
+    assert out["engine"] == ("onnxruntime" if fmt == "onnx" else "ai_edge_litert")
+    rows = {r["budget"].split()[0]: r for r in out["verdict"]["rows"]}
+    assert rows["params"]["measured"] > 0 and rows["params"]["source"] == "analytic counter"
+    assert (r.returncode == 0) == out["verdict"]["passed"]
+
+
+def test_verdict_gates_with_exit_code(artifacts, tmp_path):
+    base = yaml.safe_load((Path(load_profile("local").source)).read_text())
+    for latency, params, code in ((1e-6, 10**9, 1), (10_000, 10**9, 0), (10_000, 10, 1)):
+        base["budget"] = {"latency_ms": latency, "params": params}
+        (tmp_path / "p.yaml").write_text(yaml.safe_dump(base))
+        r = dcanas("profile", "--device", str(tmp_path / "p.yaml"), str(artifacts["onnx"]), "--runs", "3", "--warmup", "1")
+        assert r.returncode == code, r.stdout + r.stderr
+        assert ("PASS" in r.stdout) == (code == 0)
+
+
+# ---- through a real sshd ---------------------------------------------------------------
+
+@needs_sshd
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_profile_over_ssh(sshd, artifacts, tmp_path, fmt):
+    prof = sshd.profile_yaml(tmp_path / "p.yaml")
+    r = dcanas("profile", "--device", str(prof), str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    out = json.loads(r.stdout)
+    assert out["timed_runs"] == 10 and out["reference_max_abs_diff"] < 1e-4
+    assert out["orchestration_overhead_s"] > 0 and out["wall_s"] > out["total_s"]
+    for phase in ("[connect]", "[push]", "[run]", "[collect]"):
+        assert phase in r.stderr
+    assert not Path(out["remote_workdir"]).exists(), "remote work directory left behind"
+    assert list((sshd.root / "remote").iterdir()) == []
+
+
+@needs_sshd
+def test_devices_check_over_ssh(sshd, tmp_path):
+    r = dcanas("devices", "check", str(sshd.profile_yaml(tmp_path / "p.yaml")), "--json")
+    assert r.returncode == 0, r.stderr
+    info = json.loads(r.stdout)
+    assert info["cores"] >= 1 and "onnxruntime" in info["runtimes"] and info["python"].startswith("3.")
+
+
+@needs_sshd
+def test_unknown_host_key_is_refused(sshd, tmp_path):
+    empty = tmp_path / "known_hosts"
+    empty.write_text("")
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"known_hosts": str(empty)})
+    r = dcanas("devices", "check", str(prof))
+    assert r.returncode == 2 and "unknown host key" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+    assert empty.read_text() == ""
+
+
+@needs_sshd
+def test_changed_host_key_is_refused(sshd, tmp_path):
+    from sshd import keygen
+    keygen(tmp_path / "other")
+    other = (tmp_path / "other.pub").read_text().split()[:2]
+    known = tmp_path / "known_hosts"
+    known.write_text(f"[127.0.0.1]:{sshd.port} {other[0]} {other[1]}\n")
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"known_hosts": str(known), "trust_on_first_use": True})
+    r = dcanas("devices", "check", str(prof))
+    assert r.returncode == 2 and "CHANGED" in r.stderr
+
+
+@needs_sshd
+def test_trust_on_first_use_records_the_key(sshd, tmp_path):
+    known = tmp_path / "known_hosts"
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"known_hosts": str(known), "trust_on_first_use": True})
+    assert dcanas("devices", "check", str(prof)).returncode == 0
+    assert sshd.host_pub.split()[1] in known.read_text()
+
+
+@needs_sshd
+def test_bad_key_fails_clearly(sshd, tmp_path):
+    from sshd import keygen
+    keygen(tmp_path / "stranger")
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"key_file": str(tmp_path / "stranger")})
+    r = dcanas("devices", "check", str(prof))
+    assert r.returncode == 2 and "authentication failed" in r.stderr and "authorized_keys" in r.stderr
+
+
+@needs_sshd
+def test_connection_cut_during_upload(sshd, tmp_path):
+    """A cut mid-upload leaves nothing under the final name; the retry reconnects and succeeds."""
+    big = tmp_path / "blob.bin"
+    big.write_bytes(os.urandom(3 * 2**20))
+    profile = load_profile(sshd.profile_yaml(tmp_path / "p.yaml"))
+    remote = str(sshd.root / "remote" / "blob.bin")
+    seen = {"cut": 0, "final_during_cut": None}
+    with make_transport(profile) as t:
+        assert isinstance(t, SSHTransport)
+
+        def cut(sent, total):
+            if seen["cut"] == 0 and sent > 2**20:
+                seen["cut"] += 1
+                seen["final_during_cut"] = os.path.exists(remote)
+                t.client.get_transport().sock.close()  # the network goes away mid-transfer
+        with pytest.raises(DeviceError, match="upload of blob.bin failed"):
+            t.put(big, remote, callback=cut, retries=0)
+        assert not os.path.exists(remote)
+        seen["cut"] = 0
+        t.reconnect()
+        t.put(big, remote, callback=cut, retries=2)
+    assert seen["final_during_cut"] is False and seen["cut"] == 1
+    assert sha256_file(Path(remote)) == sha256_file(big)
+    assert not os.path.exists(remote + ".part")
+
+
+@needs_sshd
+def test_device_without_runtime_names_the_package(sshd, artifacts, tmp_path):
+    bare = Path(sys.base_prefix) / "bin" / "python3"
+    probe = subprocess.run([str(bare), "-c", "import onnxruntime"], capture_output=True)
+    if probe.returncode == 0:
+        pytest.skip(f"{bare} has onnxruntime; no bare interpreter to stand in for a device without it")
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"python": str(bare)})
+    r = dcanas("profile", "--device", str(prof), str(artifacts["onnx"]))
+    assert r.returncode == 2 and "pip install" in r.stderr and ("onnxruntime" in r.stderr or "numpy" in r.stderr), r.stderr
+
+
+@needs_sshd
+def test_shell_metacharacters_in_paths_are_harmless(sshd, artifacts, tmp_path):
+    odd = tmp_path / "we ird;$(touch PWNED)'q`x`.onnx"
+    odd.write_bytes(artifacts["onnx"].read_bytes())
+    ref = artifacts["onnx"].with_name("model.onnx.ref.npz")
+    Path(str(odd) + ".ref.npz").write_bytes(ref.read_bytes())
+    prof = sshd.profile_yaml(tmp_path / "p.yaml")
+    r = dcanas("profile", "--device", str(prof), str(odd), "--runs", "3", "--json")
+    assert r.returncode in (0, 1), r.stderr
+    assert json.loads(r.stdout)["model"] == odd.name
+    assert not list(Path("/").glob("PWNED")) and not list(Path.home().glob("PWNED")) and not list(sshd.root.rglob("PWNED"))
