@@ -69,8 +69,13 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     get_spec(cfg.dataset)
+    from .lug import resolve_search_budget
+
     cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget)
-    result = run_search(cfg, args.out, resume=args.resume)
+    if cfg.budget <= 0:
+        raise UserError(f"--budget must be positive, got {cfg.budget}")
+    K_prime, _ = resolve_search_budget(cfg, args.cache_dir)
+    result = run_search(replace(cfg, search_budget=K_prime), args.out, resume=args.resume)
     s = result.summary
     print(json.dumps(s["genotype"]))
     print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "
@@ -86,4 +91,72 @@ def add_search_parser(sub) -> None:
     p.add_argument("--search-budget", type=parse_quantity, help="search budget K' (default: K_d)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the search checkpointed in --out")
+    p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
     p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser("lug", help="look-up graph: build (parallel searches), show, merge run directories")
+    lug_sub = p.add_subparsers(dest="lug_command", required=True, parser_class=type(p))
+    b = lug_sub.add_parser("build", help="one search per K' on a grid; records the derived K_d of each")
+    add_search_options(b)
+    b.add_argument("--points", type=int, default=5)
+    b.add_argument("--range", nargs=2, type=parse_quantity, metavar=("LO", "HI"), help="K' range (default: the feasible range)")
+    b.add_argument("--jobs", type=int, default=1, help="searches at a time, each in its own process")
+    b.add_argument("--cache-dir")
+    b.add_argument("--runs-dir", help="where the grid's search run directories go (default: under the cache)")
+    b.set_defaults(func=cmd_lug_build)
+    s = lug_sub.add_parser("show", help="print a LUG table")
+    s.add_argument("file", nargs="?", help="LUG JSON (default: every LUG in the cache)")
+    s.add_argument("--cache-dir")
+    s.set_defaults(func=cmd_lug_show)
+    m = lug_sub.add_parser("merge", help="build a LUG from search run directories made elsewhere")
+    m.add_argument("dirs", nargs="+")
+    m.add_argument("--cache-dir")
+    m.add_argument("--out", help="LUG file to write (default: the cache, keyed by the runs' options)")
+    m.set_defaults(func=cmd_lug_merge)
+
+
+def _print_lug(lug, path) -> None:
+    print(f"{path}: {lug.space} / {lug.dataset} / {lug.metric}, options {lug.options_hash}, dcanas {lug.code_version}")
+    print(f"| K' | measured K_d | monotone K_d | search-val acc |")
+    print(f"|---:|---:|---:|---:|")
+    for i, (p, m) in enumerate(zip(lug.points, lug.monotone)):
+        mark = " (repaired)" if i in lug.repaired else ""
+        print(f"| {p['K_prime']:,.0f} | {p['K_d']:,.0f} | {m:,.0f}{mark} | {p.get('val_acc', float('nan')):.3f} |")
+
+
+def cmd_lug_build(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .lug import build_lug
+
+    cfg = config_from_args(args)
+    lug, path = build_lug(cfg, points=args.points, value_range=tuple(args.range) if args.range else None, jobs=args.jobs,
+                          cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                          runs_dir=Path(args.runs_dir) if args.runs_dir else None)
+    _print_lug(lug, path)
+    print(f"plot: {path.with_suffix('.png')}")
+    return 0
+
+
+def cmd_lug_show(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .lug import LUG, default_cache_dir
+
+    files = [Path(args.file)] if args.file else sorted(Path(args.cache_dir or default_cache_dir()).glob("*.json"))
+    if not files:
+        raise UserError(f"no LUG in {args.cache_dir or default_cache_dir()}; build one with `dcanas lug build`")
+    for f in files:
+        _print_lug(LUG.load(f), f)
+    return 0
+
+
+def cmd_lug_merge(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .lug import merge_runs
+
+    lug, path = merge_runs([Path(d) for d in args.dirs], Path(args.cache_dir) if args.cache_dir else None,
+                           Path(args.out) if args.out else None)
+    _print_lug(lug, path)
+    return 0

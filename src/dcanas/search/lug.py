@@ -1,0 +1,248 @@
+"""The look-up graph (paper Section 3.2, Appendix B): the derived network's real cost K_d as a
+function of the search budget K', measured by one search per grid point (in parallel processes),
+made monotone explicitly, cached per (space, dataset, metric, search options), and inverted:
+``lookup(K_d) -> K'``."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import sys
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import asdict, dataclass, field, replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from .. import __version__
+from ..errors import UserError
+from ..io import atomic_write, write_json
+
+# Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets).
+_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed")
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dcanas" / "lug"
+
+
+def options_key(cfg) -> dict[str, Any]:
+    return {k: v for k, v in cfg.to_json().items() if k not in _NOT_IN_KEY}
+
+
+def options_hash(cfg) -> str:
+    return hashlib.sha256(json.dumps(options_key(cfg), sort_keys=True).encode()).hexdigest()[:16]
+
+
+def lug_filename(cfg) -> str:
+    return f"{cfg.space}-{cfg.dataset}-{cfg.metric}-{options_hash(cfg)}.json"
+
+
+@dataclass
+class LUG:
+    space: str
+    dataset: str
+    metric: str
+    options_hash: str
+    options: dict[str, Any]
+    points: list[dict[str, Any]]           # measured: K_prime, K_d, run_dir
+    monotone: list[float] = field(default_factory=list)  # K_d made non-decreasing in K'
+    repaired: list[int] = field(default_factory=list)    # indices whose K_d the repair changed
+    code_version: str = __version__
+
+    @classmethod
+    def from_points(cls, cfg, points: list[dict[str, Any]]) -> "LUG":
+        pts = sorted(points, key=lambda p: p["K_prime"])
+        mono = isotonic([float(p["K_d"]) for p in pts])
+        repaired = [i for i, (p, m) in enumerate(zip(pts, mono)) if abs(p["K_d"] - m) > 1e-9]
+        return cls(cfg.space, cfg.dataset, cfg.metric, options_hash(cfg), options_key(cfg), pts, mono, repaired)
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "LUG":
+        path = Path(path)
+        if not path.is_file():
+            raise UserError(f"LUG file {path} not found; build one with `dcanas lug build ...`")
+        try:
+            return cls(**json.loads(path.read_text()))
+        except (json.JSONDecodeError, TypeError) as exc:
+            raise UserError(f"{path} is not a LUG file ({exc})") from None
+
+    @property
+    def range(self) -> tuple[float, float]:
+        return (self.monotone[0], self.monotone[-1])
+
+    def lookup(self, K_d: float) -> float:
+        """The largest K' whose (monotone, linearly interpolated) K_d does not exceed ``K_d``."""
+        xs = [p["K_prime"] for p in self.points]
+        ys = self.monotone
+        lo, hi = self.range
+        if not lo <= K_d <= hi:
+            raise UserError(f"budget {K_d:,.0f} is outside this LUG's measured range {lo:,.0f} .. {hi:,.0f} ({self.metric}); "
+                            f"rebuild it with a wider --range or pick a budget inside it")
+        best = xs[0]
+        for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
+            if y1 <= K_d:
+                best = x1
+            elif y0 <= K_d < y1:
+                best = max(best, x0 + (x1 - x0) * (K_d - y0) / (y1 - y0))
+        return best
+
+
+def isotonic(ys: list[float]) -> list[float]:
+    """Pool-adjacent-violators: the closest non-decreasing sequence (least squares)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for y in ys:
+        blocks.append([y, 1])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
+            s, c = blocks.pop()
+            blocks[-1][0] += s
+            blocks[-1][1] += c
+    out: list[float] = []
+    for s, c in blocks:
+        out.extend([s / c] * c)
+    return out
+
+
+def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: int) -> dict[str, Any]:
+    """One grid point in its own process, limited to ``threads`` torch threads."""
+    import torch
+
+    from .searcher import SearchConfig, run_search
+
+    torch.set_num_threads(threads)
+    cfg = replace(SearchConfig.from_json(cfg_json), budget=K_prime, search_budget=K_prime)
+    resume = (Path(run_dir) / "checkpoint.pt").exists()
+    res = run_search(cfg, run_dir, resume=resume, progress=lambda m: None)
+    return dict(K_prime=K_prime, K_d=res.summary["derived_cost"], run_dir=run_dir, val_acc=res.summary["val_acc"])
+
+
+def point_from_run(run_dir: Path) -> Optional[dict[str, Any]]:
+    """A finished search run directory -> a LUG point (None if unfinished)."""
+    report = run_dir / "search.json"
+    if not (report.is_file() and (run_dir / "genotype.json").is_file()):
+        return None
+    s = json.loads(report.read_text())
+    return dict(K_prime=s["summary"]["K_prime"], K_d=s["summary"]["derived_cost"], run_dir=str(run_dir),
+                val_acc=s["summary"]["val_acc"], config=s["config"])
+
+
+def grid(lo: float, hi: float, n: int) -> list[float]:
+    if n < 2:
+        raise UserError(f"--points must be >= 2, got {n}")
+    return [round(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]] = None, jobs: int = 1,
+              cache_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
+              progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[LUG, Path]:
+    """Run the grid (resuming finished and checkpointed points), write the LUG JSON + PNG atomically."""
+    from .searcher import cost_model
+
+    cm = cost_model(cfg)
+    lo, hi = value_range or cm.feasible_range()
+    flo, fhi = cm.feasible_range()
+    if not (flo <= lo < hi <= fhi):
+        raise UserError(f"--range {lo:,.0f} {hi:,.0f} must lie inside the feasible range {flo:,} .. {fhi:,} and LO < HI")
+    cache = Path(cache_dir or default_cache_dir())
+    runs = Path(runs_dir or cache / "runs" / options_hash(cfg))
+    targets = grid(lo, hi, points)
+    done: list[dict[str, Any]] = []
+    todo = []
+    for i, kp in enumerate(targets):
+        d = runs / f"point-{i:02d}-{int(kp)}"
+        pt = point_from_run(d)
+        if pt is not None:
+            done.append(pt)
+            progress(f"point {i + 1}/{len(targets)} K'={kp:,.0f}: reused {d}")
+        else:
+            todo.append((i, kp, d))
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if todo:
+        progress(f"running {len(todo)} searches, {jobs} at a time, {threads} torch thread(s) each")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_point, cfg.to_json(), float(kp), str(d), threads): (i, kp) for i, kp, d in todo}
+            for fut in as_completed(futures):
+                i, kp = futures[fut]
+                pt = fut.result()
+                done.append(pt)
+                progress(f"point {i + 1}/{len(targets)} K'={kp:,.0f}: derived K_d={pt['K_d']:,}")
+    lug = LUG.from_points(cfg, [{k: p[k] for k in ("K_prime", "K_d", "run_dir", "val_acc")} for p in done])
+    path = save_lug(lug, cache / lug_filename(cfg))
+    if lug.repaired:
+        where = ", ".join(f"{lug.points[i]['K_prime']:,.0f}" for i in lug.repaired)
+        progress(f"made monotone: K_d at K'={where} replaced by the pooled values (measurement noise)")
+    return lug, path
+
+
+def save_lug(lug: LUG, path: Path) -> Path:
+    write_json(path, lug.to_json())
+    plot_lug(lug, path.with_suffix(".png"))
+    return path
+
+
+def plot_lug(lug: LUG, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    xs = [p["K_prime"] for p in lug.points]
+    fig, ax = plt.subplots(figsize=(5.5, 4))
+    ax.plot(xs, [p["K_d"] for p in lug.points], "o", label="measured K_d")
+    ax.plot(xs, lug.monotone, "-", label="monotone LUG")
+    lo = min(min(xs), min(lug.monotone))
+    hi = max(max(xs), max(lug.monotone))
+    ax.plot([lo, hi], [lo, hi], ":", color="gray", label="K_d = K'")
+    ax.set_xlabel(f"search budget K' ({lug.metric})")
+    ax.set_ylabel(f"derived network K_d ({lug.metric})")
+    ax.set_title(f"LUG {lug.space} / {lug.dataset}")
+    ax.legend()
+    fig.tight_layout()
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=110)
+    plt.close(fig)
+    atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def merge_runs(run_dirs: list[Path], cache_dir: Optional[Path] = None, out: Optional[Path] = None) -> tuple[LUG, Path]:
+    """Build a LUG from search run directories made elsewhere (a cluster, torchrun-launched searches)."""
+    from .searcher import SearchConfig
+
+    pts = [point_from_run(Path(d)) for d in run_dirs]
+    missing = [str(d) for d, p in zip(run_dirs, pts) if p is None]
+    if missing:
+        raise UserError(f"not finished search runs (no genotype.json/search.json): {', '.join(missing)}")
+    cfgs = [SearchConfig.from_json(p["config"]) for p in pts]
+    keys = {options_hash(c) for c in cfgs}
+    if len(keys) != 1:
+        raise UserError(f"the runs were made with different search options ({len(keys)} option sets); a LUG needs one")
+    if len(pts) < 2:
+        raise UserError("a LUG needs at least 2 finished search runs")
+    lug = LUG.from_points(cfgs[0], [{k: p[k] for k in ("K_prime", "K_d", "run_dir", "val_acc")} for p in pts])
+    return lug, save_lug(lug, Path(out) if out else Path(cache_dir or default_cache_dir()) / lug_filename(cfgs[0]))
+
+
+def find_lug(cfg, cache_dir: Optional[Path] = None) -> Optional[Path]:
+    path = Path(cache_dir or default_cache_dir()) / lug_filename(cfg)
+    return path if path.is_file() else None
+
+
+def resolve_search_budget(cfg, cache_dir: Optional[Path] = None,
+                          progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[float, str]:
+    """K' for a search: --search-budget if given, else the matching LUG, else K_d with a warning."""
+    if cfg.search_budget:
+        return float(cfg.search_budget), "given"
+    path = find_lug(cfg, cache_dir)
+    if path is not None:
+        kp = LUG.load(path).lookup(cfg.budget)
+        progress(f"LUG {path}: K_d={cfg.budget:,.0f} -> K'={kp:,.0f}")
+        return kp, str(path)
+    progress(f"WARNING: no LUG for space={cfg.space} dataset={cfg.dataset} metric={cfg.metric} and these search options; "
+             f"searching with K'=K_d={cfg.budget:,.0f}, and the derived network may miss the budget. Build one with: "
+             f"dcanas lug build --space {cfg.space} --dataset {cfg.dataset} --metric {cfg.metric} [the same search options]")
+    return float(cfg.budget), "none"

@@ -1,0 +1,120 @@
+"""Look-up graph: interpolation and monotone repair, a tiny real build with 2 jobs, cache keying,
+automatic use by the search, and resume of a killed build."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from dcanas.errors import UserError
+from dcanas.search.lug import LUG, find_lug, isotonic, lug_filename, options_hash
+from dcanas.search.searcher import SearchConfig, apply_preset
+from dcanas.search.supernet import SearchOptions
+
+
+def tiny_cfg(**kw):
+    return replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), **kw)
+
+
+def synthetic(kd):
+    return LUG.from_points(tiny_cfg(), [dict(K_prime=100.0 * (i + 1), K_d=v, run_dir="", val_acc=0.0) for i, v in enumerate(kd)])
+
+
+def test_isotonic_repairs_and_reports():
+    assert isotonic([1, 3, 2, 4]) == [1, 2.5, 2.5, 4]
+    lug = synthetic([50, 80, 70, 120, 160])
+    assert lug.monotone == [50, 75, 75, 120, 160] and lug.repaired == [1, 2]
+    assert synthetic([50, 60, 70]).repaired == []
+
+
+def test_lookup_inverts_and_never_overshoots():
+    lug = synthetic([50, 80, 120, 160])  # K' = 100, 200, 300, 400
+    assert lug.lookup(100) == pytest.approx(250.0)
+    assert lug.lookup(50) == 100.0 and lug.lookup(160) == 400.0
+    flat = synthetic([50, 80, 80, 160])  # a flat step: take the largest K' that stays at 80
+    assert flat.lookup(80) == 300.0
+    for kd in (55, 79, 90, 150):
+        kp = lug.lookup(kd)
+        # the interpolated K_d at the chosen K' is the budget itself
+        xs = [p["K_prime"] for p in lug.points]
+        i = max(j for j in range(len(xs)) if xs[j] <= kp)
+        y = lug.monotone[i] if i == len(xs) - 1 else lug.monotone[i] + (lug.monotone[i + 1] - lug.monotone[i]) * (kp - xs[i]) / (xs[i + 1] - xs[i])
+        assert y == pytest.approx(kd)
+
+
+@pytest.mark.parametrize("kd", [10, 1000])
+def test_lookup_outside_range_names_it(kd):
+    with pytest.raises(UserError, match="50 .. 160"):
+        synthetic([50, 80, 120, 160]).lookup(kd)
+
+
+def test_cache_key_depends_on_search_options_only():
+    a = tiny_cfg()
+    assert options_hash(a) == options_hash(replace(a, budget=123, seed=7, data_root="/x", search_budget=5))
+    assert options_hash(a) != options_hash(replace(a, options=SearchOptions(bottleneck=2)))
+    assert options_hash(a) != options_hash(replace(a, epochs=3))
+    assert lug_filename(a) != lug_filename(replace(a, metric="flops"))
+
+
+def lug_cmd(*args, **kw):
+    return [sys.executable, "-m", "dcanas", "lug", *args]
+
+
+def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
+    cache = tmp_path / "cache"
+    args = ["build", "--preset", "tiny", "--epochs", "1", "--points", "3", "--jobs", "2", "--data-root", str(fashion_root),
+            "--cache-dir", str(cache)]
+    r = subprocess.run(lug_cmd(*args), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "2 at a time" in r.stderr
+    files = list(cache.glob("*.json"))
+    assert len(files) == 1 and files[0].with_suffix(".png").is_file()
+    lug = LUG.load(files[0])
+    assert len(lug.points) == 3 and lug.options_hash == options_hash(tiny_cfg(epochs=1))
+    assert all(Path(p["run_dir"], "genotype.json").is_file() for p in lug.points)
+    show = subprocess.run(lug_cmd("show", str(files[0])), capture_output=True, text=True, timeout=60)
+    assert show.returncode == 0 and "| K' |" in show.stdout
+    # the search finds it by its options...
+    lo, hi = lug.range
+    budget = int(lo + 0.5 * (hi - lo)) if hi > lo else int(hi)
+    s = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--budget", str(budget),
+                        "--data-root", str(fashion_root), "--cache-dir", str(cache), "--out", str(tmp_path / "s")],
+                       capture_output=True, text=True, timeout=600)
+    assert s.returncode == 0, s.stderr
+    assert f"LUG {files[0]}" in s.stderr
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())["summary"]
+    assert summary["K_prime"] == pytest.approx(lug.lookup(budget))
+    # ...and a different search option does not reuse it
+    assert find_lug(replace(tiny_cfg(epochs=1), options=SearchOptions(bottleneck=2)), cache) is None
+    s2 = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--bottleneck", "2",
+                         "--budget", str(budget), "--data-root", str(fashion_root), "--cache-dir", str(cache),
+                         "--out", str(tmp_path / "s2")], capture_output=True, text=True, timeout=600)
+    assert s2.returncode == 0 and "WARNING: no LUG" in s2.stderr and "dcanas lug build" in s2.stderr
+    # merge: the same runs, made into a LUG elsewhere
+    m = subprocess.run(lug_cmd("merge", *[p["run_dir"] for p in lug.points], "--out", str(tmp_path / "merged.json")),
+                       capture_output=True, text=True, timeout=120)
+    assert m.returncode == 0, m.stderr
+    assert LUG.load(tmp_path / "merged.json").monotone == lug.monotone
+
+
+def test_killed_build_resumes_reusing_finished_points(tmp_path, fashion_root):
+    cache = tmp_path / "cache"
+    args = ["build", "--preset", "tiny", "--epochs", "1", "--points", "3", "--jobs", "1", "--data-root", str(fashion_root),
+            "--cache-dir", str(cache)]
+    proc = subprocess.Popen(lug_cmd(*args), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 300
+    while time.time() < deadline and proc.poll() is None and not list(cache.glob("runs/*/point-00-*/genotype.json")):
+        time.sleep(0.1)
+    assert proc.poll() is None, "the build finished before it could be killed"
+    os.killpg(proc.pid, signal.SIGKILL)  # the build and its worker processes
+    proc.wait()
+    assert not list(cache.glob("*.json"))
+    r = subprocess.run(lug_cmd(*args), capture_output=True, text=True, timeout=600)
+    assert r.returncode == 0, r.stderr
+    assert "point 1/3" in r.stderr and "reused" in r.stderr
+    assert len(LUG.load(next(cache.glob("*.json"))).points) == 3
