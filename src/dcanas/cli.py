@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(sub)
     from .profile.cli import add_profile_parsers
     add_profile_parsers(sub)
+    from .run_cli import add_run_parser
+    add_run_parser(sub)
     return parser
 
 

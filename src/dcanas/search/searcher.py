@@ -74,6 +74,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # Sized for 2 CPU cores in a few minutes on Fashion-MNIST (a 6,000-image subset).
     "cpu-demo": dict(C=8, cells=5, epochs=6, batch_size=64, subset=3000, arch_lr=3e-3, lambda_lr=0.1,
                      eval_C=16, eval_layers=8),
+    # The budget-precision benchmark's grid: many searches, so smaller than cpu-demo.
+    "cpu-lug": dict(C=8, cells=5, epochs=4, batch_size=64, subset=2000, arch_lr=3e-3, lambda_lr=0.1,
+                    eval_C=16, eval_layers=8),
     # Seconds: for tests.
     "tiny": dict(C=4, cells=3, nodes=2, epochs=2, batch_size=32, subset=256, arch_lr=3e-3, lambda_lr=0.5,
                  eval_C=8, eval_layers=3),

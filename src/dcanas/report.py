@@ -1,0 +1,239 @@
+"""The run report: PNG plots (matplotlib), ``report.md`` and a self-contained ``report.html``
+(images inlined as data URIs) in the run directory."""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+from pathlib import Path
+from typing import Any
+
+from .devices.schema import DeviceProfile
+from .io import atomic_write
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    _plt().close(fig)
+    return atomic_write(path, lambda fh: fh.write(buf.getvalue()))
+
+
+def plot_alphas(search: dict[str, Any], op_names: list[str], path: Path) -> Path:
+    """softmax(alpha) per edge over the search epochs, one panel per edge, per cell type."""
+    plt = _plt()
+    epochs = search["epochs"]
+    kinds = list(epochs[0]["alphas"])
+    n_edges = len(epochs[0]["alphas"][kinds[0]])
+    cols = min(n_edges, 7)
+    rows = -(-n_edges // cols)
+    fig, axes = plt.subplots(rows * len(kinds), cols, figsize=(2.1 * cols, 1.7 * rows * len(kinds)), squeeze=False, sharey=True)
+    x = [e["epoch"] for e in epochs]
+    for ki, kind in enumerate(kinds):
+        for e in range(rows * cols):
+            ax = axes[ki * rows + e // cols][e % cols]
+            if e >= n_edges:
+                ax.axis("off")
+                continue
+            for k, name in enumerate(op_names):
+                ax.plot(x, [ep["alphas"][kind][e][k] for ep in epochs], label=name, lw=1.2)
+            ax.set_title(f"{kind} edge {e}", fontsize=8)
+            ax.tick_params(labelsize=6)
+    axes[0][0].legend(fontsize=5, loc="upper left")
+    fig.suptitle("softmax(alpha) per edge over the search epochs", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_constraint(search: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    steps = search["steps"]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot([s[0] for s in steps], label="k_s (expected cost, eq. 3)")
+    a.axhline(search["summary"]["K_prime"], color="r", ls="--", label="K' (search budget)")
+    a.axhline(search["summary"]["K_d"], color="k", ls=":", label="K_d (device budget)")
+    a.set_xlabel("alpha step")
+    a.set_ylabel(search["summary"]["metric"])
+    a.legend(fontsize=7)
+    b.plot([s[1] for s in steps], color="tab:purple")
+    b.set_xlabel("alpha step")
+    b.set_ylabel("lambda")
+    b.set_title("Lagrange multiplier", fontsize=9)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_training(train: dict[str, Any], path: Path) -> Path:
+    plt = _plt()
+    ep = train["epochs"]
+    x = [e["epoch"] for e in ep]
+    fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
+    a.plot(x, [e["train_acc"] for e in ep], "o-", label="train")
+    a.plot(x, [e["test_top1"] for e in ep], "o-", label="test top-1")
+    a.set_xlabel("epoch")
+    a.set_ylabel("accuracy")
+    a.legend(fontsize=8)
+    b.plot(x, [e["train_loss"] for e in ep], "o-", label="train")
+    b.plot(x, [e["test_loss"] for e in ep], "o-", label="test")
+    b.set_xlabel("epoch")
+    b.set_ylabel("loss")
+    b.legend(fontsize=8)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_pareto(points: list[dict[str, Any]], budget: float | None, path: Path) -> Path:
+    """Accuracy against parameters: the searched network and the baselines trained (paper Fig. 2)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.8))
+    for p in points:
+        ax.scatter(p["params"], 100 * p["test_top1"], s=60, marker="*" if p["name"] == "DCA-NAS (searched)" else "o")
+        ax.annotate(p["name"], (p["params"], 100 * p["test_top1"]), fontsize=8, xytext=(4, 4), textcoords="offset points")
+    if budget:
+        ax.axvline(budget, color="r", ls="--", lw=1, label="params budget")
+        ax.legend(fontsize=8)
+    ax.set_xlabel("parameters")
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title("accuracy vs parameters", fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_latency(result: dict[str, Any], budget_ms: float | None, path: Path) -> Path:
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.5, 3.4))
+    ax.hist(result["latencies_ms"], bins=30, color="tab:green")
+    ax.axvline(result["latency_ms"]["p50"], color="k", ls="-", label=f"p50 {result['latency_ms']['p50']:.3f} ms")
+    ax.axvline(result["latency_ms"]["p90"], color="k", ls=":", label=f"p90 {result['latency_ms']['p90']:.3f} ms")
+    if budget_ms and budget_ms < 5 * result["latency_ms"]["max"]:
+        ax.axvline(budget_ms, color="r", ls="--", label=f"budget {budget_ms} ms")
+    ax.set_xlabel("latency (ms)")
+    ax.set_ylabel("runs")
+    ax.set_title(f"on-device latency: {result['device']} ({result['engine']}, {result['machine']})", fontsize=9)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
+    """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib."""
+    plt = _plt()
+    if genotype["space"] == "darts":
+        cells = [("normal cell", genotype["normal"], 2), ("reduction cell", genotype["reduce"], 2)]
+    else:
+        from .nets.genotype import NB201Genotype
+
+        g = NB201Genotype.from_str(genotype["arch"])
+        cells = [("NB201 cell", [[op, i] for node in g.nodes for op, i in node], 1)]
+    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.6), squeeze=False)
+    for ax, (title, edges, inputs) in zip(axes[0], cells):
+        if inputs == 2:
+            targets = [2 + k // 2 for k in range(len(edges))]
+        else:
+            targets = [j for j in range(1, 4) for _ in range(j)]
+        n_nodes = max(targets) + 1
+        pos = {i: (i, (0.6 if i % 2 else -0.6) if i < inputs else (0.9 if i % 2 else -0.9) * 0.5) for i in range(n_nodes)}
+        pos["out"] = (n_nodes, 0)
+        for (op, src), dst in zip(edges, targets):
+            (x0, y0), (x1, y1) = pos[src], pos[dst]
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="tab:blue",
+                                                                  connectionstyle=f"arc3,rad={0.25 if (src + dst) % 2 else -0.25}"))
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, op, fontsize=6.5, ha="center", color="tab:red")
+        for n in range(n_nodes):
+            label = (f"c_{{k-{2 - n}}}" if inputs == 2 else "in") if n < inputs else str(n)
+            ax.add_patch(plt.Circle(pos[n], 0.18, color="lightsteelblue" if n >= inputs else "lightgreen", zorder=3))
+            ax.text(*pos[n], f"${label}$" if n < inputs else label, ha="center", va="center", fontsize=8, zorder=4)
+        for n in range(inputs, n_nodes) if inputs == 2 else [n_nodes - 1]:
+            ax.annotate("", pos["out"], pos[n], arrowprops=dict(arrowstyle="->", color="gray", lw=0.6))
+        ax.add_patch(plt.Rectangle((pos["out"][0] - 0.2, -0.2), 0.4, 0.4, color="khaki", zorder=3))
+        ax.text(*pos["out"], "out", ha="center", va="center", fontsize=8, zorder=4)
+        ax.set_xlim(-0.5, n_nodes + 0.5)
+        ax.set_ylim(-1.3, 1.3)
+        ax.set_aspect("equal")
+        ax.axis("off")
+        ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
+    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    h = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
+        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+    return md, h
+
+
+def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
+    from .nets.ops import SPACE_OPS
+
+    root = Path(root)
+    d = root / "report"
+    d.mkdir(exist_ok=True)
+    run = json.loads((root / "run.json").read_text())
+    search_sum = json.loads((root / "search" / "summary.json").read_text())
+    best_dir = root / search_sum["seeds"][[s["seed"] for s in search_sum["seeds"]].index(search_sum["best_seed"])]["dir"]
+    search = json.loads((best_dir / "search.json").read_text())
+    genotype = json.loads((root / "search" / "genotype.json").read_text())
+    train = json.loads((root / "train" / "searched" / "train.json").read_text())
+    train_sum = json.loads((root / "train" / "summary.json").read_text())
+    prof = json.loads((root / "profile" / "result.json").read_text())
+    v = json.loads((root / "verdict" / "verdict.json").read_text())
+    export = json.loads((root / "export" / "export.json").read_text())
+
+    pareto = [dict(name="DCA-NAS (searched)", params=train_sum["params"], test_top1=train_sum["test_top1"])]
+    pareto += [dict(name=b["arch"], params=b["params"], test_top1=b["test_top1"]) for b in train_sum["baselines"]]
+    figs = [
+        ("The derived cells (genotype)", plot_genotype(genotype, d / "genotype.png")),
+        ("Architecture weights over the search", plot_alphas(search, list(SPACE_OPS[genotype["space"]]), d / "alphas.png")),
+        ("Expected cost k_s against K', and lambda", plot_constraint(search, d / "constraint.png")),
+        ("Retraining curves", plot_training(train, d / "training.png")),
+        ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
+        ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
+    ]
+    fmt = lambda x: "n/a" if x is None else (f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
+    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], "✅" if r["met"] else "❌"]
+                    for r in v["rows"]]
+    vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
+    cc = v["cross_check"]
+    cmd_, chtml = _table([["params", fmt(cc["params"]), fmt(cc["fvcore_params"])], ["FLOPs (MACs)", fmt(cc["flops"]), fmt(cc["fvcore_flops"])]],
+                         ["derived network", "analytic counter", "fvcore"])
+    ex_rows = [[r["format"], r["file"], f"{r.get('size_kb', 0):.1f}", f"{r['export_s']:.1f}", f"{r.get('max_abs_diff', float('nan')):.2e}",
+                f"{r.get('top1_agreement', float('nan')):.3f}", "✅" if r["passed"] else "❌"] for r in export["rows"]]
+    emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
+    st_rows = [[name, s.get("status", ""), f"{s.get('wall_s', 0):.1f}"] for name, s in run["stages"].items()]
+    smd, shtml = _table(st_rows, ["stage", "status", "wall (s)"])
+    verdict_line = f"**Verdict on {v['device']}: {'PASS — every budget met' if v['passed'] else 'FAIL — a budget was missed'}**"
+    if v.get("emulated"):
+        verdict_line += " (emulated device: latency and memory are not real-hardware numbers)"
+    summary = (f"Device **{profile.name}** ({profile.description}). Searched {search_sum['metric']} budget K_d = {search_sum['K_d']:,.0f} "
+               f"(K' = {search_sum['K_prime']:,.0f}, LUG: {search_sum['lug']}); derived network: {search_sum['derived_params']:,} params, "
+               f"{search_sum['derived_flops']:,} MACs; test top-1 {100 * train_sum['test_top1']:.2f}% on {run['config']['dataset']}; "
+               f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
+    md = [f"# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",
+          "## Cost cross-check", "", cmd_, "", "## Export", "", emd, "", "## Stages", "", smd, ""]
+    for title, p in figs:
+        md += [f"## {title}", "", f"![{title}]({p.name})", ""]
+    md_path = atomic_write(d / "report.md", lambda fh: fh.write("\n".join(md)), binary=False)
+
+    imgs = "".join(f"<h2>{html.escape(t)}</h2><img alt=\"{html.escape(t)}\" src=\"data:image/png;base64,"
+                   f"{base64.b64encode(p.read_bytes()).decode()}\">" for t, p in figs)
+    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
+<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
+td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}
+.verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v['passed'] else '#fbe4e4'}}}</style></head><body>
+<h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
+<p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}<h2>Cost cross-check</h2>{chtml}
+<h2>Export</h2>{ehtml}<h2>Stages</h2>{shtml}{imgs}
+<script>document.body.dataset.images=[...document.images].filter(i=>i.naturalWidth>0).length</script></body></html>"""
+    html_path = atomic_write(d / "report.html", lambda fh: fh.write(page), binary=False)
+    return {"markdown": md_path, "html": html_path}

@@ -1,0 +1,74 @@
+"""``dcanas run``: device profile -> search -> retrain -> export -> profile on the device -> verdict -> report."""
+from __future__ import annotations
+
+import argparse
+import sys
+from datetime import date
+from pathlib import Path
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .devices.schema import load_profile
+    from .errors import UserError
+    from .pipeline import RunDir, StageFailed, run_pipeline
+    from .stages import RunConfig, Stages, connection_check
+
+    profile = load_profile(args.device)
+    cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,
+                    preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
+                    baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
+                    cache_dir=args.cache_dir,
+                    search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset).items() if v},
+                    train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
+    if args.formats:
+        from .export.formats import resolve_formats
+        resolve_formats(args.formats)
+    stages = Stages(cfg, profile)
+    from .search.searcher import check_budget, cost_model
+    check_budget(stages.search_cfg, cost_model(stages.search_cfg))
+    if args.from_stage in (None, "search") and profile.connection.transport != "local":
+        print(f"checking the connection to {profile.name} before the search ...", file=sys.stderr)
+        connection_check(profile)  # seconds, not after an hour of search
+    out = Path(args.out or f"runs/{date.today().isoformat()}-{profile.name}-{args.dataset}")
+    run = RunDir(out, cfg.to_json())
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    try:
+        state = run_pipeline(run, stages.specs(), resume=args.resume, from_stage=args.from_stage, progress=say)
+    except StageFailed as exc:
+        print(f"dcanas run: {exc}", file=sys.stderr)
+        return 2 if isinstance(exc.cause, UserError) else 1
+    v = state["stages"]["verdict"]["summary"]
+    s = state["stages"]["search"]["summary"]
+    t = state["stages"]["train"]["summary"]
+    p = state["stages"]["profile"]["summary"]
+    print(f"{profile.name}: {s['metric']} budget {s['K_d']:,.0f} -> derived network {s['derived_params']:,} params, "
+          f"{s['derived_flops']:,} MACs; test top-1 {100 * t['test_top1']:.2f}%; {p['engine']} p50 {p['latency_ms']['p50']:.3f} ms, "
+          f"peak RSS {p['peak_rss_mb']:.1f} MB; verdict: {'PASS' if v['passed'] else 'FAIL'}")
+    print(f"report: {out / 'report' / 'report.html'}")
+    return 0 if v["passed"] else 1
+
+
+def add_run_parser(sub) -> None:
+    from .pipeline import STAGES
+
+    p = sub.add_parser("run", help="the whole pipeline: device profile -> searched, trained, exported, profiled network + verdict")
+    p.add_argument("--device", required=True, help="a shipped profile (local, rpi4, pixel3-termux, rpi4-emulated) or a YAML path")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--data-root")
+    p.add_argument("--space", default="darts")
+    p.add_argument("--metric", help="params or flops (default: the profile's budget)")
+    p.add_argument("--seeds", type=int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
+    p.add_argument("--preset", default="cpu-demo", help="cpu-demo (2 CPU cores, minutes), tiny (tests), paper (GPU)")
+    p.add_argument("--formats", help="export formats (default: the profile's engine/precision, plus onnx)")
+    p.add_argument("--baselines", help="also train these for the accuracy/params plot: mobilenet_v2,resnet18")
+    p.add_argument("--runs", type=int, default=50, help="timed runs on the device")
+    p.add_argument("--warmup", type=int, default=10)
+    p.add_argument("--search-epochs", type=int)
+    p.add_argument("--search-subset", type=int)
+    p.add_argument("--train-epochs", type=int)
+    p.add_argument("--train-subset", type=int)
+    p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
+    p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>)")
+    p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo from this stage on")
+    p.add_argument("--resume", action="store_true", help="skip stages whose inputs are unchanged")
+    p.set_defaults(func=cmd_run)

@@ -1,0 +1,159 @@
+"""`dcanas run` end to end on the tiny preset with every stage real: local and through the
+loopback sshd, resume after a kill mid-stage, --from export, a failing stage, and the report
+rendered by headless Chromium."""
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from sshd import SSHD, start_sshd
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+
+
+def tiny_profile(path: Path, **connection) -> Path:
+    path.write_text(yaml.safe_dump(dict(
+        name="tiny-" + connection.get("transport", "local"), description="tiny budget for tests",
+        budget=dict(params=15000, latency_ms=1000, peak_memory_mb=4096, model_size_kb=4096),
+        runtime=dict(engine="onnxruntime", threads=1, precision="fp32"),
+        connection=connection or dict(transport="local"))))
+    return path
+
+
+def run_cmd(profile, out, data_root, *extra):
+    return [sys.executable, "-m", "dcanas", "run", "--device", str(profile), "--preset", "tiny", "--runs", "5", "--warmup", "1",
+            "--data-root", str(data_root), "--cache-dir", str(out.parent / "no-lug"), "--out", str(out), *extra]
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory, fashion_root):
+    d = tmp_path_factory.mktemp("run")
+    out = d / "run"
+    r = subprocess.run(run_cmd(tiny_profile(d / "p.yaml"), out, fashion_root, "--formats", "onnx,tflite"),
+                       capture_output=True, text=True, timeout=900)
+    return d, out, r
+
+
+def test_end_to_end_local(local_run):
+    d, out, r = local_run
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "verdict: PASS" in r.stdout
+    state = json.loads((out / "run.json").read_text())
+    assert [s for s in state["stages"]] == ["search", "train", "export", "profile", "verdict", "report"]
+    assert all(s["status"] == "done" and s["wall_s"] > 0 and len(s["inputs"]) == 64 for s in state["stages"].values())
+    assert state["versions"]["torch"].startswith("2.14") and state["config"]["preset"] == "tiny"
+    for f in ("search/genotype.json", "train/searched/model.pt", "export/model.onnx", "export/model.tflite",
+              "profile/result.json", "verdict/verdict.json", "report/report.md", "report/report.html"):
+        assert (out / f).is_file(), f
+    for png in ("genotype", "alphas", "constraint", "training", "pareto", "latency"):
+        assert (out / "report" / f"{png}.png").stat().st_size > 5000, png
+    v = json.loads((out / "verdict" / "verdict.json").read_text())
+    assert v["cross_check"]["params"] == v["cross_check"]["fvcore_params"]
+
+
+def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
+    d, out, _ = local_run
+    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--resume"),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    for stage in ("search", "train", "export", "profile", "verdict", "report"):
+        assert f"== {stage}: unchanged, reused" in r.stderr
+    before = (out / "export" / "model.onnx").stat().st_mtime_ns
+    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--from", "export"),
+                       capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "== search: unchanged" in r.stderr and "== train: unchanged" in r.stderr
+    assert "== export\n" in r.stderr and "== profile" in r.stderr
+    assert (out / "export" / "model.onnx").stat().st_mtime_ns != before
+
+
+def test_existing_run_needs_resume(local_run, fashion_root):
+    d, out, _ = local_run
+    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "--resume" in r.stderr
+
+
+def test_report_renders_in_headless_chromium(local_run, tmp_path):
+    if not CHROMIUM:
+        pytest.skip("Debian's chromium is not installed (make test installs it as root)")
+    _, out, _ = local_run
+    html = out / "report" / "report.html"
+    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",
+             "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
+    dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
+    assert dom.returncode == 0, dom.stderr[-2000:]
+    assert 'data-images="6"' in dom.stdout  # all six plots decoded by the browser
+    assert "PASS" in dom.stdout and "analytic counter" in dom.stdout and "fvcore" in dom.stdout
+    shot = tmp_path / "report.png"
+    subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()],
+                   capture_output=True, text=True, timeout=120)
+    from PIL import Image
+    img = Image.open(shot).convert("RGB")
+    assert img.size == (1200, 2400)
+    colors = img.getcolors(maxcolors=1 << 20)
+    assert colors is None or len(colors) > 50  # not a blank page
+
+
+def test_failing_stage_names_stage_and_log(tmp_path, fashion_root):
+    prof = tmp_path / "p.yaml"
+    tiny_profile(prof, transport="local", python=str(tmp_path / "no-such-python"))
+    out = tmp_path / "run"
+    r = subprocess.run(run_cmd(prof, out, fashion_root), capture_output=True, text=True, timeout=900)
+    assert r.returncode in (1, 2)
+    last = r.stderr.strip().splitlines()[-1]
+    assert "stage 'profile' failed" in last and "profile/log.txt" in last, last
+    state = json.loads((out / "run.json").read_text())
+    assert state["stages"]["profile"]["status"] == "failed"
+    assert all(state["stages"][s]["status"] == "done" for s in ("search", "train", "export"))
+
+
+def test_kill_mid_stage_then_resume(tmp_path, fashion_root):
+    prof = tiny_profile(tmp_path / "p.yaml")
+    out = tmp_path / "run"
+    cmd = run_cmd(prof, out, fashion_root, "--train-epochs", "3")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 600
+    while time.time() < deadline and proc.poll() is None and not (out / "train" / "searched" / "checkpoint.pt").exists():
+        time.sleep(0.05)
+    assert proc.poll() is None, "the run finished before it could be killed"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    state = json.loads((out / "run.json").read_text())
+    assert state["stages"]["search"]["status"] == "done" and state["stages"]["train"]["status"] == "running"
+    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-2000:]
+    assert "== search: unchanged, reused" in r.stderr and "resumed" in r.stderr
+
+
+@pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed (make test installs it as root)")
+def test_end_to_end_through_loopback_sshd(tmp_path, fashion_root):
+    server = start_sshd(tmp_path / "sshd")
+    try:
+        prof = tiny_profile(tmp_path / "p.yaml", transport="ssh", host="127.0.0.1", port=server.port, user=server.user,
+                            key_file=str(server.key), known_hosts=str(server.known_hosts), python=sys.executable,
+                            workdir=str(server.root / "remote"))
+        r = subprocess.run(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=900)
+        assert r.returncode == 0, r.stderr[-3000:]
+        assert "checking the connection" in r.stderr and "[push]" in r.stderr
+        assert list((server.root / "remote").iterdir()) == []
+    finally:
+        server.stop()
+
+
+def test_unreachable_device_fails_before_search(tmp_path, fashion_root):
+    from sshd import free_port
+    prof = tiny_profile(tmp_path / "p.yaml", transport="ssh", host="127.0.0.1", port=free_port(), user="pi",
+                        retries=0, connect_timeout_s=2)
+    t0 = time.time()
+    r = subprocess.run(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and time.time() - t0 < 60
+    lines = r.stderr.strip().splitlines()
+    assert "cannot reach" in lines[-1] and "127.0.0.1" in lines[-1]
+    assert not (tmp_path / "run" / "search").exists()
