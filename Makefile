@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 DATA   := data/fashion-mnist
 
-.PHONY: install test demo bench data clean
+.PHONY: install test demo bench data clean device-emulator test-device
 
 install: $(STAMP)
 
@@ -34,6 +34,13 @@ demo: install data
 
 bench: install data
 	$(PY) benchmarks/search_cost.py
+
+# Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
+device-emulator:
+	bash scripts/device-emulator.sh start
+
+test-device: install device-emulator
+	DCANAS_EMULATED_PI=1 $(PY) -m pytest -q tests/test_device_emulated.py
 
 clean:
 	rm -rf $(VENV) .pytest_cache runs

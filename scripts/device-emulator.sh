@@ -67,6 +67,7 @@ CPU
 mount --bind "$DIR/cpuinfo" "$ROOT/proc/cpuinfo"
 mkdir -p "$ROOT/run/sshd"
 [ -f "$ROOT/etc/ssh/ssh_host_ed25519_key" ] || in_root ssh-keygen -A >/dev/null
+in_root usermod -p '*' pi  # useradd leaves the account locked ('!'), which sshd refuses without PAM; '*' still allows no password
 [ -f "$DIR/pi_key" ] || ssh-keygen -q -t ed25519 -N "" -f "$DIR/pi_key"
 install -d -m 700 -o "$(in_root id -u pi)" -g "$(in_root id -g pi)" "$ROOT/home/pi/.ssh"
 install -m 600 -o "$(in_root id -u pi)" -g "$(in_root id -g pi)" "$DIR/pi_key.pub" "$ROOT/home/pi/.ssh/authorized_keys"

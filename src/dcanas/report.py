@@ -200,7 +200,7 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
         ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
-    fmt = lambda x: "n/a" if x is None else (f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
+    fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else (f"{x:,.3g}" if isinstance(x, float) and abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
     verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], "✅" if r["met"] else "❌"]
                     for r in v["rows"]]
     vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])

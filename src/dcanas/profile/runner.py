@@ -38,14 +38,19 @@ def status_kb(field):
 
 def cpu_model():
     text = _read("/proc/cpuinfo") or ""
-    for key in ("model name", "Hardware", "Processor"):
-        for line in text.splitlines():
-            if line.startswith(key) and ":" in line:
-                return line.split(":", 1)[1].strip()
+    fields = {}
+    for line in text.splitlines():
+        if ":" in line:
+            k, v = line.split(":", 1)
+            fields.setdefault(k.strip(), v.strip())
+    if "model name" in fields:  # x86, some Arm kernels
+        return fields["model name"]
     parts = sorted({line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("CPU part")})
-    if parts:
-        return ", ".join(PART_NAMES.get(p, p) for p in parts)
-    return platform.processor() or platform.machine()
+    board = fields.get("Model") or fields.get("Hardware")
+    if parts:  # Arm: name the cores, then the board (Raspberry Pi OS shows "Model")
+        cores = ", ".join(PART_NAMES.get(p, p) for p in parts)
+        return "%s (%s)" % (cores, board) if board else cores
+    return board or platform.processor() or platform.machine()
 
 
 def cpu_freq_mhz():

@@ -49,6 +49,11 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
                          margin=None if value is None else budget - value, met=met,
                          source={"params": "analytic counter", "flops": "analytic counter", "latency_ms": "device",
                                  "peak_memory_mb": "device (VmHWM)", "model_size_kb": "file"}[key]))
+    if measured.get("reference_top1_match") is not None:
+        # The device's own output on the shipped reference input must agree with PyTorch's: a runtime
+        # that runs the model fast but wrongly (tflite-runtime 2.14 on a dynamic-range int8 model) fails.
+        rows.append(dict(budget="outputs match PyTorch (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
+                         margin=None, met=bool(measured["reference_top1_match"]), source="device vs .ref.npz"))
     return dict(device=profile.name, model=model.name, passed=all(r["met"] for r in rows), rows=rows,
                 emulated=profile.emulated)
 
@@ -58,7 +63,8 @@ def format_table(v: dict[str, Any]) -> str:
     for r in v["rows"]:
         m = "n/a" if r["measured"] is None else f"{r['measured']:,.2f}".rstrip("0").rstrip(".")
         margin = "" if r["margin"] is None else f"{r['margin']:+,.2f}".rstrip("0").rstrip(".")
-        lines.append(f"| {r['budget']} | {r['limit']:,} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else '❌'} |")
+        limit = f"{r['limit']:,}" if not isinstance(r["limit"], str) else r["limit"]
+        lines.append(f"| {r['budget']} | {limit} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else '❌'} |")
     lines.append(f"verdict on {v['device']}: {'PASS: every budget met' if v['passed'] else 'FAIL: a budget was missed'}"
                  + (" (EMULATED device: latency and memory are not real-hardware numbers)" if v["emulated"] else ""))
     return "\n".join(lines)

@@ -1,0 +1,32 @@
+"""`make test-device`: the profiler against the emulated Raspberry Pi (arm64 Debian bookworm under
+qemu-user, Python 3.11, Debian's numpy 1.24, tflite-runtime 2.14 and onnxruntime from PyPI's aarch64
+wheels). Opt-in: it needs `make device-emulator` (root, ~6-15 minutes to build)."""
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.skipif(os.environ.get("DCANAS_EMULATED_PI") != "1",
+                                reason="the emulated Pi is opt-in: `make test-device` (builds it with `make device-emulator`)")
+
+from test_profile import artifacts  # noqa: E402,F401 - the exported ONNX/TFLite fixture
+
+
+def profile(model, *extra):
+    r = subprocess.run([sys.executable, "-m", "dcanas", "profile", "--device", "rpi4-emulated", str(model), "--runs", "5",
+                        "--warmup", "1", "--json", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+    assert r.stdout, r.stderr
+    return r, json.loads(r.stdout)
+
+
+@pytest.mark.parametrize("fmt,engine", [("onnx", "onnxruntime"), ("tflite", "tflite_runtime")])
+def test_emulated_pi_runs_the_model(artifacts, fmt, engine):
+    r, out = profile(artifacts[fmt])
+    assert out["machine"] == "aarch64" and out["python"].startswith("3.11") and out["numpy_version"].startswith("1.")
+    assert out["engine"] == engine and "Cortex-A72" in out["cpu_model"]
+    assert out["reference_max_abs_diff"] < 1e-4 and out["reference_top1_match"]
+    assert out["emulated"] and "meaningless" in out["note"]
