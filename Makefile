@@ -24,16 +24,17 @@ $(DATA)/train-images-idx3-ubyte.gz:
 	@bash scripts/fetch-fashion-mnist.sh $(DATA)
 
 test: install data
-	@bash scripts/ensure-sshd.sh
+	@bash scripts/ensure-test-deps.sh
 	$(PY) -m pytest -q $(PYTEST_ARGS)
 
+# The main job on the embedded default: real Fashion-MNIST, the `local` device (budget: 250k params,
+# latency, memory, size), the CPU preset; every stage real. A rerun resumes (finished stages are reused).
 demo: install data
-	$(VENV)/bin/dcanas cost --genotype DARTS_V2 --dataset fashion-mnist
-	$(VENV)/bin/dcanas search --space darts --dataset fashion-mnist --metric params --budget 200000 \
-		--preset cpu-demo --out runs/demo-search
+	$(VENV)/bin/dcanas run --device local --dataset fashion-mnist --preset cpu-demo --out runs/demo --resume
 
 bench: install data
 	$(PY) benchmarks/search_cost.py
+	$(PY) benchmarks/budget_precision.py
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:
