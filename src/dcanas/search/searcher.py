@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from ..errors import UserError
+from ..presets import apply_preset as _apply_preset
 from ..io import peak_rss_mb, torch_load, torch_save, write_json
 from ..nets.config import NetConfig, default_config
 from ..nets.cost import network_cost
@@ -84,11 +85,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def apply_preset(cfg: SearchConfig, name: Optional[str]) -> SearchConfig:
-    if not name:
-        return cfg
-    if name not in PRESETS:
-        raise UserError(f"unknown preset {name!r}; valid: {', '.join(PRESETS)}")
-    return replace(cfg, **PRESETS[name])
+    return _apply_preset(cfg, PRESETS, name, "search")
 
 
 def eval_config(cfg: SearchConfig) -> NetConfig:

@@ -15,6 +15,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..presets import apply_preset as _apply_preset
 from ..io import torch_load, torch_save, write_json
 from . import data as D
 from .model_io import build_baseline, save_model
@@ -62,11 +63,7 @@ PRESETS: dict[str, dict[str, Any]] = {
 
 
 def apply_preset(cfg: TrainConfig, name: Optional[str]) -> TrainConfig:
-    if not name:
-        return cfg
-    if name not in PRESETS:
-        raise UserError(f"unknown training preset {name!r}; valid: {', '.join(PRESETS)}")
-    return replace(cfg, **PRESETS[name])
+    return _apply_preset(cfg, PRESETS, name, "training")
 
 
 def _dist() -> tuple[int, int]:
