@@ -69,13 +69,8 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     get_spec(cfg.dataset)
-    from .lug import resolve_search_budget
-
     cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget)
-    if cfg.budget <= 0:
-        raise UserError(f"--budget must be positive, got {cfg.budget}")
-    K_prime, _ = resolve_search_budget(cfg, args.cache_dir)
-    result = run_search(replace(cfg, search_budget=K_prime), args.out, resume=args.resume)
+    result = run_search(cfg, args.out, resume=args.resume, lug_cache=args.cache_dir)
     s = result.summary
     print(json.dumps(s["genotype"]))
     print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "

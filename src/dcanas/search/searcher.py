@@ -142,10 +142,13 @@ class SearchResult:
 
 
 def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
-               progress: ProgressFn = _stderr, stop_after_steps: Optional[int] = None) -> SearchResult:
+               progress: ProgressFn = _stderr, stop_after_steps: Optional[int] = None,
+               lug_cache: Optional[str | Path] = None) -> SearchResult:
     """Search, writing ``genotype.json``, ``search.json`` and ``checkpoint.pt`` under ``out_dir``.
 
-    ``stop_after_steps`` ends the process abruptly mid-epoch (for crash tests, like ``kill -9``).
+    Without ``cfg.search_budget``, K' comes from the matching LUG (else K' = K_d, with a warning),
+    looked up after the budget and the data were checked. ``stop_after_steps`` ends the process
+    abruptly mid-epoch (for crash tests, like ``kill -9``).
     """
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
@@ -153,9 +156,11 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
     if cfg.budget <= 0:
         raise UserError(f"--budget must be a positive number of {cfg.metric}, got {cfg.budget}")
     check_budget(cfg, cm)
-    K_prime = float(cfg.search_budget or cfg.budget)
     spec = D.get_spec(cfg.dataset)
     train_all = D.load_split(cfg.dataset, cfg.data_root, train=True)
+    from .lug import resolve_search_budget
+
+    K_prime, _ = resolve_search_budget(cfg, Path(lug_cache) if lug_cache else None, progress)
     s_train, s_val = D.search_split(train_all, cfg.subset, cfg.seed)
     device = _device(cfg.device)
 
