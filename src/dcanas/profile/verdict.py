@@ -61,7 +61,7 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
 def format_table(v: dict[str, Any]) -> str:
     lines = ["| budget | limit | measured | margin | source | |", "|---|---:|---:|---:|---|---|"]
     for r in v["rows"]:
-        m = "n/a" if r["measured"] is None else f"{r['measured']:,.2f}".rstrip("0").rstrip(".")
+        m = "n/a" if r["measured"] is None else (f"{r['measured']:.2g}" if abs(r["measured"]) < 0.01 else f"{r['measured']:,.2f}".rstrip("0").rstrip("."))
         margin = "" if r["margin"] is None else f"{r['margin']:+,.2f}".rstrip("0").rstrip(".")
         limit = f"{r['limit']:,}" if not isinstance(r["limit"], str) else r["limit"]
         lines.append(f"| {r['budget']} | {limit} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else '❌'} |")

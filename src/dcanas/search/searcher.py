@@ -73,7 +73,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # The paper's supernet (Appendix D): 8 cells, C=16, 50 epochs, batch 512, lr 0.2 -- GPU work.
     "paper": dict(C=16, cells=8, epochs=50, batch_size=512, lr=0.2),
     # Sized for 2 CPU cores in a few minutes on Fashion-MNIST (a 6,000-image subset).
-    "cpu-demo": dict(C=8, cells=5, epochs=6, batch_size=64, subset=3000, arch_lr=3e-3, lambda_lr=0.1,
+    "cpu-demo": dict(C=8, cells=5, epochs=5, batch_size=64, subset=3000, arch_lr=3e-3, lambda_lr=0.1,
                      eval_C=16, eval_layers=8),
     # The budget-precision benchmark's grid: many searches, so smaller than cpu-demo.
     "cpu-lug": dict(C=8, cells=5, epochs=4, batch_size=64, subset=2000, arch_lr=3e-3, lambda_lr=0.1,
