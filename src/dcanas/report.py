@@ -168,8 +168,9 @@ def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
 
 def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
+    cls = {"met": "ok", "passed": "ok", "MISSED": "bad", "FAILED": "bad"}  # words, not emoji: no emoji font is needed
     h = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
+        "<tr>" + "".join(f"<td class=\"{cls.get(c, '')}\">{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
     return md, h
 
 
@@ -201,16 +202,16 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
     fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else (f"{x:,.3g}" if isinstance(x, float) and abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
-    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], "✅" if r["met"] else "❌"]
+    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], "met" if r["met"] else "MISSED"]
                     for r in v["rows"]]
     vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
     cc = v["cross_check"]
     cmd_, chtml = _table([["params", fmt(cc["params"]), fmt(cc["fvcore_params"])], ["FLOPs (MACs)", fmt(cc["flops"]), fmt(cc["fvcore_flops"])]],
                          ["derived network", "analytic counter", "fvcore"])
     ex_rows = [[r["format"], r["file"], f"{r.get('size_kb', 0):.1f}", f"{r['export_s']:.1f}", f"{r.get('max_abs_diff', float('nan')):.2e}",
-                f"{r.get('top1_agreement', float('nan')):.3f}", "✅" if r["passed"] else "❌"] for r in export["rows"]]
+                f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in export["rows"]]
     emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
-    st_rows = [[name, s.get("status", ""), f"{s.get('wall_s', 0):.1f}"] for name, s in run["stages"].items()]
+    st_rows = [[name, s.get("status", ""), f"{s.get('wall_s', 0):.1f}"] for name, s in run["stages"].items() if name != "report"]
     smd, shtml = _table(st_rows, ["stage", "status", "wall (s)"])
     verdict_line = f"**Verdict on {v['device']}: {'PASS — every budget met' if v['passed'] else 'FAIL — a budget was missed'}**"
     if v.get("emulated"):
@@ -229,7 +230,7 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
                    f"{base64.b64encode(p.read_bytes()).decode()}\">" for t, p in figs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}
+td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
 .verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v['passed'] else '#fbe4e4'}}}</style></head><body>
 <h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
 <p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}<h2>Cost cross-check</h2>{chtml}
