@@ -43,6 +43,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-derived-cells", action="store_true")
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--device", help="auto (default), cpu or cuda")
+    p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -53,7 +54,7 @@ def config_from_args(args: argparse.Namespace):
     fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
                   epochs=args.epochs, batch_size=args.batch_size, C=args.channels, cells=args.cells, nodes=args.nodes,
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
-                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device)
+                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device, amp=args.amp or None)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
                          bottleneck=args.bottleneck if args.bottleneck is not None else 4,

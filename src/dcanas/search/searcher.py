@@ -190,6 +190,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
     if n_steps == 0:
         raise UserError(f"batch size {cfg.batch_size} is larger than the search split ({len(s_train)} images); lower --batch-size or raise --subset")
     done_steps = 0
+    # AMP (optional, CUDA only): bf16 autocast needs no loss scaling; on the CPU this is a no-op.
+    autocast = torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         if cfg.options.derived_cells and epoch % cfg.rederive_every == 0:
@@ -204,8 +206,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
             xt, yt, xv, yv = xt.to(device), yt.to(device), xv.to(device), yv.to(device)
             # 1. w on search-train (first order)
             w_opt.zero_grad(set_to_none=True)
-            logits = model(xt)
-            loss = ce(logits, yt)
+            with autocast:
+                logits = model(xt)
+                loss = ce(logits, yt)
             loss.backward()
             nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
             w_opt.step()
@@ -213,8 +216,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
             sums["train_correct"] += int((logits.argmax(1) == yt).sum())
             # 2. alpha on search-val with the Lagrangian term (eq. 4)
             a_opt.zero_grad(set_to_none=True)
-            logits = model(xv)
-            val_loss = ce(logits, yv)
+            with autocast:
+                logits = model(xv)
+                val_loss = ce(logits, yv)
             total = val_loss
             if cfg.options.constraint:
                 k_s_t = cm.expected(model.alphas)
