@@ -4,14 +4,17 @@
 # under qemu-user-static + binfmt_misc, a `pi` user with a venv (--system-site-packages) holding
 # onnxruntime and tflite-runtime from PyPI's aarch64 wheels, and sshd in the chroot on 127.0.0.1:PORT.
 # Latencies under emulation are meaningless; the aarch64 userland, numpy 1.x and the runtimes are real.
-#   scripts/device-emulator.sh start|stop   (EMU_DIR=.emulator, EMU_PORT=2222)
+#   scripts/device-emulator.sh start|stop   (EMU_DIR=~/.cache/dcanas/emulator, EMU_PORT=2222)
 set -euo pipefail
 cd "$(dirname "$0")/.."
-DIR=${EMU_DIR:-$PWD/.emulator}
+# Where the rpi4-emulated profile looks for the key and known_hosts (a fixed place, not the current directory).
+DIR=${EMU_DIR:-${XDG_CACHE_HOME:-$HOME/.cache}/dcanas/emulator}
 ROOT=$DIR/rootfs
 PORT=${EMU_PORT:-2222}
 TARBALL=$DIR/rootfs.tar.zst
-MIRROR=${EMU_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/debian.sources 2>/dev/null || echo http://deb.debian.org/debian)}
+# The Debian mirror this machine's apt already uses (EMU_MIRROR overrides); none configured is an error, not a guess.
+MIRROR=${EMU_MIRROR:-$(awk '/^URIs:/{print $2; exit}' /etc/apt/sources.list.d/*.sources 2>/dev/null || true)}
+[ -n "$MIRROR" ] || MIRROR=$(awk '$1=="deb"{print ($2 ~ /^\[/ ? $3 : $2); exit}' /etc/apt/sources.list /etc/apt/sources.list.d/*.list 2>/dev/null || true)
 in_root() { chroot "$ROOT" env -i PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin HOME=/root "$@"; }
 
 stop() {
@@ -21,6 +24,7 @@ stop() {
 }
 
 if [ "${1:-start}" = stop ]; then stop; exit 0; fi
+[ -n "$MIRROR" ] || { echo "device-emulator: no Debian mirror in this machine's apt configuration (/etc/apt/sources.list*); set EMU_MIRROR=URL" >&2; exit 2; }
 [ "$(id -u)" = 0 ] || { echo "device-emulator: needs root (debootstrap, chroot, binfmt_misc)" >&2; exit 2; }
 t0=$(date +%s)
 export DEBIAN_FRONTEND=noninteractive

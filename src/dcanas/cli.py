@@ -7,6 +7,7 @@ import json
 import sys
 from typing import Callable, Optional
 
+from .argtypes import positive_int
 from .errors import UserError
 
 Handler = Callable[[argparse.Namespace], int]
@@ -53,8 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("cost", help="analytic params/FLOPs of an evaluation network, cross-checked by fvcore")
     p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V1, DARTS_V2, NB201_REF)")
     p.add_argument("--dataset", default="cifar10", metavar="NAME", help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
-    p.add_argument("--channels", type=int, help="initial channels C (default: the paper's for the space)")
-    p.add_argument("--layers", type=int, help="DARTS cells, or NB201 cells per stage")
+    p.add_argument("--channels", type=positive_int, help="initial channels C (default: the paper's for the space)")
+    p.add_argument("--layers", type=positive_int, help="DARTS cells, or NB201 cells per stage")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")
     p.set_defaults(func=cmd_cost)
 

@@ -1,29 +1,77 @@
 """Atomic writes: write to a temporary file in the same folder, fsync, then rename.
 
-A crash leaves either the old file or the new one under the final name, never half of one.
+A crash leaves either the old file or the new one under the final name, never half of one. The
+temporary name carries the writer's pid (``.NAME.PID.XXXX.tmp``), so a later start can remove
+the leftovers of writers that died (:func:`clean_stale_tmp`) without touching a live writer's.
 """
 from __future__ import annotations
 
 import json
 import os
+import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Optional
+
+from .errors import UserError
+
+TMP_RE = re.compile(r"^\..+\.(\d+)\.[^.]+\.tmp$")
 
 
-def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = True) -> Path:
+def atomic_write(path: str | Path, write: Callable[[Any], None], binary: bool = True, mode: Optional[int] = None) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.{os.getpid()}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb" if binary else "w") as fh:
             write(fh)
             fh.flush()
             os.fsync(fh.fileno())
+        if mode is not None:
+            os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    return path
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_tmp(folder: str | Path, recursive: bool = True) -> list[Path]:
+    """Remove ``.NAME.PID.XXXX.tmp`` files whose writer is no longer running; returns what was removed."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    removed = []
+    for p in (folder.rglob(".*.tmp") if recursive else folder.glob(".*.tmp")):
+        m = TMP_RE.match(p.name)
+        if m and p.is_file() and not _alive(int(m.group(1))):
+            p.unlink(missing_ok=True)
+            removed.append(p)
+    return removed
+
+
+def ensure_writable_dir(path: str | Path, what: str) -> Path:
+    """Create ``path`` if needed and prove it writable now, before any work (one line otherwise)."""
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{what} {path} is a file, not a folder; choose another path")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-probe.")
+        os.close(fd)
+        os.unlink(probe)
+    except OSError as exc:
+        raise UserError(f"{what} {path} is not writable ({exc.strerror}); choose a folder you can write to") from None
     return path
 
 
@@ -41,6 +89,24 @@ def torch_load(path: str | Path) -> Any:
     import torch
 
     return torch.load(path, map_location="cpu", weights_only=True)
+
+
+def load_checkpoint(path: str | Path, fix: str) -> Any:
+    """A checkpoint that must load; a truncated or foreign file is one line naming it and ``fix``."""
+    try:
+        return torch_load(path)
+    except Exception as exc:  # noqa: BLE001 - any unreadable checkpoint is reported the same way
+        raise UserError(f"checkpoint {path} is corrupt or not a dcanas checkpoint ({type(exc).__name__}); {fix}") from None
+
+
+def file_sha256(path: str | Path) -> str:
+    import hashlib
+
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def peak_rss_mb() -> float:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shutil
 import sys
 import time
 import traceback
@@ -19,7 +20,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from .errors import UserError
-from .io import write_json
+from .io import clean_stale_tmp, write_json
 
 STAGES = ("search", "train", "export", "profile", "verdict", "report")
 
@@ -58,6 +59,23 @@ def hash_inputs(*parts: Any) -> str:
     return h.hexdigest()
 
 
+def _prepare_stage_dir(run: "RunDir", name: str, st: dict[str, Any], inputs: str, from_stage: str | None,
+                       progress: Callable[[str], None]) -> None:
+    """A stage that runs again with the inputs it was interrupted with continues from its checkpoints
+    (and says so); with other inputs, or redone on purpose (``--from``, or after it had finished),
+    its folder is cleared first, so no checkpoint written under other options is ever reused."""
+    d = run.root / name
+    if not d.is_dir() or not any(d.iterdir()):
+        return
+    if from_stage is None and st.get("inputs") == inputs and st.get("status") in ("running", "failed"):
+        progress(f"   resuming {name} from the checkpoints in {d} (same inputs as the interrupted attempt; "
+                 f"--from {name} starts it afresh)")
+        return
+    why = f"--from {from_stage}" if from_stage else "its inputs changed"
+    shutil.rmtree(d)
+    progress(f"   cleared {d} ({why}); {name} starts afresh")
+
+
 @dataclass
 class StageSpec:
     name: str
@@ -94,6 +112,8 @@ def run_pipeline(run: RunDir, stages: list[StageSpec], *, resume: bool, from_sta
         raise UserError(f"{run.root} already holds a run; pass --resume to continue it, --from STAGE to redo from a stage, "
                         f"or choose another --out")
     forced = False
+    for stale in clean_stale_tmp(run.root):
+        progress(f"removed {stale.relative_to(run.root)}, left by an interrupted write")
     run.state["versions"] = versions()
     for spec in stages:
         forced = forced or spec.name == from_stage
@@ -102,11 +122,12 @@ def run_pipeline(run: RunDir, stages: list[StageSpec], *, resume: bool, from_sta
         if not forced and st.get("status") == "done" and st.get("inputs") == inputs:
             progress(f"== {spec.name}: unchanged, reused ({st.get('wall_s', 0):.1f}s earlier)")
             continue
+        progress(f"== {spec.name}")
+        _prepare_stage_dir(run, spec.name, st, inputs, from_stage if forced else None, progress)
         log = run.stage_dir(spec.name) / "log.txt"
         st.update(status="running", inputs=inputs, started=datetime.now(timezone.utc).isoformat(timespec="seconds"),
                   log=str(log.relative_to(run.root)))
         run.save()
-        progress(f"== {spec.name}")
         t0 = time.time()
         with open(log, "a") as fh:
             def say(msg: str) -> None:

@@ -202,7 +202,7 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
     fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else (f"{x:,.3g}" if isinstance(x, float) and abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
-    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], "met" if r["met"] else "MISSED"]
+    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], {True: "met", False: "MISSED", None: "not counted"}[r["met"]]]
                     for r in v["rows"]]
     vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
     cc = v["cross_check"]

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 import sys
+
+from .argtypes import positive_int, nonneg_int
 from datetime import date
 from pathlib import Path
 
@@ -18,12 +20,15 @@ def cmd_run(args: argparse.Namespace) -> int:
                     preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
                     baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
                     cache_dir=args.cache_dir,
-                    search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset).items() if v},
+                    search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset,
+                                                            eval_C=args.eval_channels, eval_layers=args.eval_layers).items() if v},
                     train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
     if args.formats:
         from .export.formats import resolve_formats
         resolve_formats(args.formats)
     stages = Stages(cfg, profile)
+    for note in stages.notes:
+        print(note, file=sys.stderr)
     from .search.searcher import check_budget, cost_model
     check_budget(stages.search_cfg, cost_model(stages.search_cfg))
     if args.from_stage in (None, "search") and profile.connection.transport != "local":
@@ -57,16 +62,19 @@ def add_run_parser(sub) -> None:
     p.add_argument("--data-root")
     p.add_argument("--space", default="darts")
     p.add_argument("--metric", help="params or flops (default: the profile's budget)")
-    p.add_argument("--seeds", type=int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
+    p.add_argument("--seeds", type=positive_int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
     p.add_argument("--preset", default="cpu-demo", help="cpu-demo (2 CPU cores, minutes), tiny (tests), paper (GPU)")
     p.add_argument("--formats", help="export formats (default: the profile's engine/precision, plus onnx)")
     p.add_argument("--baselines", help="also train these for the accuracy/params plot: mobilenet_v2,resnet18")
-    p.add_argument("--runs", type=int, default=50, help="timed runs on the device")
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--search-epochs", type=int)
-    p.add_argument("--search-subset", type=int)
-    p.add_argument("--train-epochs", type=int)
-    p.add_argument("--train-subset", type=int)
+    p.add_argument("--runs", type=positive_int, default=50, help="timed runs on the device")
+    p.add_argument("--warmup", type=nonneg_int, default=10)
+    p.add_argument("--search-epochs", type=positive_int)
+    p.add_argument("--search-subset", type=positive_int)
+    p.add_argument("--train-epochs", type=positive_int)
+    p.add_argument("--train-subset", type=positive_int)
+    p.add_argument("--eval-channels", type=positive_int, help="channels C of the evaluation network the budget refers to "
+                   "(default: the preset's, widened or narrowed to fit the device budget)")
+    p.add_argument("--eval-layers", type=positive_int, help="cells of the evaluation network the budget refers to")
     p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
     p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo from this stage on")

@@ -44,7 +44,7 @@ class Stages:
     """Binds a RunConfig and a device profile to the stage functions."""
 
     def __init__(self, cfg: RunConfig, profile: DeviceProfile) -> None:
-        from .search.searcher import SearchConfig, apply_preset
+        from .search.searcher import SearchConfig, apply_preset, fit_eval_network
 
         if cfg.preset not in RUN_PRESETS:
             raise UserError(f"unknown preset {cfg.preset!r}; valid: {', '.join(RUN_PRESETS)}")
@@ -57,6 +57,10 @@ class Stages:
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
                                   **cfg.search_overrides)
+        self.notes: list[str] = []
+        if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
+            self.search_cfg, note = fit_eval_network(self.search_cfg)
+            self.notes += [note] if note else []
 
     def specs(self) -> list[StageSpec]:
         return [StageSpec("search", self.search_inputs, self.search), StageSpec("train", self.train_inputs, self.train),

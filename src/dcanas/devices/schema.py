@@ -1,9 +1,13 @@
 """Device profiles: YAML files (shipped ones under ``profiles/``, or any path) validated into
-frozen dataclasses. Every error names the key, the bad value and the valid choices."""
+frozen dataclasses. Every field's type and range is checked (booleans are YAML booleans, never
+strings); every error names the key, the bad value and the valid choices. Relative paths in a
+profile (key_file, known_hosts) are resolved against the profile's own folder."""
 from __future__ import annotations
 
+import math
 import os
-from dataclasses import dataclass, field
+import re
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Optional
 
@@ -16,6 +20,8 @@ BUDGET_KEYS = ("params", "flops", "latency_ms", "peak_memory_mb", "model_size_kb
 ENGINES = ("onnxruntime", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 TRANSPORTS = ("local", "ssh", "adb")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+PATH_FIELDS = ("key_file", "known_hosts")
 
 
 class ProfileError(UserError):
@@ -43,6 +49,7 @@ class Connection:
     trust_on_first_use: bool = False      # record an unknown host key instead of refusing it
     connect_timeout_s: float = 10.0
     retries: int = 3
+    keepalive_s: float = 5.0              # SSH keepalive interval; a link silent for 4x this (and >= 20 s) is dead
 
 
 @dataclass(frozen=True)
@@ -61,9 +68,43 @@ class DeviceProfile:
         return next((m for m in ("params", "flops") if m in self.budget), None)
 
 
+# ---- one checker per kind of field: (test, what is valid) --------------------------
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_num(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+KINDS: dict[str, tuple[Any, str]] = {
+    "str": (lambda v: isinstance(v, str) and v != "", "a non-empty string"),
+    "bool": (lambda v: isinstance(v, bool), "true or false (a YAML boolean, unquoted)"),
+    "int>=0": (lambda v: _is_int(v) and v >= 0, "an integer >= 0"),
+    "int>=1": (lambda v: _is_int(v) and v >= 1, "an integer >= 1"),
+    "port": (lambda v: _is_int(v) and 0 < v < 65536, "an integer 1..65535"),
+    "seconds": (lambda v: _is_num(v) and 0 < v <= 3600, "a number of seconds, 0 < s <= 3600"),
+    "positive": (lambda v: _is_num(v) and v > 0, "a positive number"),
+}
+CONNECTION_KINDS = {"transport": "str", "host": "str", "port": "port", "user": "str", "key_file": "str",
+                    "known_hosts": "str", "python": "str", "workdir": "str", "serial": "str", "trust_on_first_use": "bool",
+                    "connect_timeout_s": "seconds", "retries": "int>=0", "keepalive_s": "seconds"}
+RUNTIME_KINDS = {"engine": "str", "threads": "int>=1", "precision": "str"}
+
+
 def _expect(cond: bool, where: str, value: Any, valid: str) -> None:
     if not cond:
         raise ProfileError(f"{where}: invalid value {value!r}; valid: {valid}")
+
+
+def _typed(sec: dict, kinds: dict[str, str], where: str) -> dict:
+    for k, v in sec.items():
+        if v is None:
+            continue  # an explicit null keeps the default
+        test, valid = KINDS[kinds[k]]
+        _expect(test(v), f"{where}.{k}'", v, valid)
+    return {k: v for k, v in sec.items() if v is not None}
 
 
 def _section(raw: dict, key: str, source: str) -> dict:
@@ -78,36 +119,45 @@ def _known(sec: dict, allowed: tuple[str, ...], where: str) -> None:
             raise ProfileError(f"{where}: unknown key {k!r}; valid keys: {', '.join(allowed)}")
 
 
-def parse_profile(raw: Any, source: str) -> DeviceProfile:
+def _resolve(path: Optional[str], folder: Optional[Path]) -> Optional[str]:
+    """``~`` expanded; a relative path is relative to the profile's folder (not the current directory)."""
+    if path is None:
+        return None
+    p = Path(path).expanduser()
+    return str(p if p.is_absolute() or folder is None else (folder / p).resolve())
+
+
+def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> DeviceProfile:
     _expect(isinstance(raw, dict), source, type(raw).__name__, "a YAML mapping with name, budget, runtime, connection")
     _known(raw, ("name", "description", "budget", "runtime", "connection", "emulated"), source)
     name = raw.get("name")
-    _expect(isinstance(name, str) and name != "", f"{source}: 'name'", name, "a non-empty string")
+    _expect(isinstance(name, str) and NAME_RE.fullmatch(name) is not None, f"{source}: 'name'", name,
+            "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 64 characters")
+    _expect(isinstance(raw.get("description", ""), str), f"{source}: 'description'", raw.get("description"), "a string")
+    _expect(isinstance(raw.get("emulated", False), bool), f"{source}: 'emulated'", raw.get("emulated"), KINDS["bool"][1])
     budget = _section(raw, "budget", source)
     _known(budget, BUDGET_KEYS, f"{source}: 'budget'")
     _expect(bool(budget), f"{source}: 'budget'", budget, f"at least one of {', '.join(BUDGET_KEYS)}")
     for k, v in budget.items():
-        _expect(isinstance(v, (int, float)) and not isinstance(v, bool) and v > 0, f"{source}: 'budget.{k}'", v, "a positive number")
+        _expect(_is_num(v) and v > 0, f"{source}: 'budget.{k}'", v, "a positive number")
     rt = _section(raw, "runtime", source)
-    _known(rt, ("engine", "threads", "precision"), f"{source}: 'runtime'")
-    runtime = Runtime(**rt)
+    _known(rt, tuple(RUNTIME_KINDS), f"{source}: 'runtime'")
+    runtime = Runtime(**_typed(rt, RUNTIME_KINDS, f"{source}: 'runtime"))
     _expect(runtime.engine in ENGINES, f"{source}: 'runtime.engine'", runtime.engine, ", ".join(ENGINES))
     _expect(runtime.precision in PRECISIONS, f"{source}: 'runtime.precision'", runtime.precision, ", ".join(PRECISIONS))
-    _expect(isinstance(runtime.threads, int) and runtime.threads >= 1, f"{source}: 'runtime.threads'", runtime.threads, "an integer >= 1")
     _expect(not (runtime.engine == "onnxruntime" and runtime.precision != "fp32"), f"{source}: 'runtime.precision'",
             runtime.precision, "fp32 with engine onnxruntime (quantized formats are TFLite)")
     con = _section(raw, "connection", source)
-    fields = tuple(Connection.__dataclass_fields__)
-    _known(con, fields, f"{source}: 'connection'")
+    _known(con, tuple(f.name for f in fields(Connection)), f"{source}: 'connection'")
+    con = _typed(con, CONNECTION_KINDS, f"{source}: 'connection")
+    con.update({k: _resolve(con.get(k), folder) for k in PATH_FIELDS if k in con})
     connection = Connection(**con)
     _expect(connection.transport in TRANSPORTS, f"{source}: 'connection.transport'", connection.transport, ", ".join(TRANSPORTS))
     if connection.transport == "ssh":
-        _expect(isinstance(connection.host, str) and connection.host != "", f"{source}: 'connection.host'", connection.host,
+        _expect(connection.host is not None, f"{source}: 'connection.host'", connection.host,
                 "a host name, an address or an ~/.ssh/config alias")
-    if connection.port is not None:
-        _expect(isinstance(connection.port, int) and 0 < connection.port < 65536, f"{source}: 'connection.port'", connection.port, "1..65535")
-    return DeviceProfile(name=name, description=str(raw.get("description", "")), budget=dict(budget), runtime=runtime,
-                         connection=connection, emulated=bool(raw.get("emulated", False)), source=source)
+    return DeviceProfile(name=name, description=raw.get("description", ""), budget=dict(budget), runtime=runtime,
+                         connection=connection, emulated=raw.get("emulated", False), source=source)
 
 
 def list_profiles() -> list[str]:
@@ -120,16 +170,18 @@ def load_profile(name_or_path: str | os.PathLike) -> DeviceProfile:
     path = Path(text).expanduser()
     if not path.is_file():
         shipped = PROFILES_DIR / f"{text}.yaml"
-        if not shipped.is_file():
+        if not NAME_RE.fullmatch(text) or not shipped.is_file():
             raise ProfileError(f"device {text!r} is neither a YAML file nor a shipped profile; shipped: {', '.join(list_profiles())}")
         path = shipped
     try:
-        raw = yaml.safe_load(path.read_text())
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ProfileError(f"{path}: not a text file (byte {exc.start} is not UTF-8); a device profile is a YAML file") from None
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         where = f" line {mark.line + 1}" if mark else ""
-        raise ProfileError(f"{path}:{where} is not valid YAML ({getattr(exc, 'problem', exc)})") from None
-    try:
-        return parse_profile(raw, str(path))
-    except TypeError as exc:  # a wrongly typed section
-        raise ProfileError(f"{path}: {exc}") from None
+        problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+        raise ProfileError(f"{path}:{where} is not valid YAML ({problem})") from None
+    except OSError as exc:
+        raise ProfileError(f"{path}: cannot be read ({exc.strerror})") from None
+    return parse_profile(raw, str(path), path.resolve().parent)

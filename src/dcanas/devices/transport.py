@@ -4,13 +4,13 @@ habit): ``connect``, ``run``, ``put``, ``mkdtemp``, ``rmtree``; used as a contex
 Every remote command is an argv list joined with ``shlex.join`` (each argument quoted). ``put``
 uploads to a temporary name and renames only after the remote sha256 matches, so a half-sent
 model never runs under its final name. File-system verbs run through the device's Python, so
-they work wherever the runner can run.
+they work wherever the runner can run. A link that is cut or goes silent during ``run`` ends in a
+:class:`LinkLost` (a :class:`DeviceError`) within seconds, never a hang.
 """
 from __future__ import annotations
 
 import getpass
-import hashlib
-import os
+import logging
 import shlex
 import shutil
 import socket
@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import Callable, Optional
 
 from ..errors import UserError
+from ..io import file_sha256
+from .known_hosts import append_host_key, host_entry_name, load_known_hosts
 from .schema import Connection, DeviceProfile
 
 SHA256_PY = "import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');[h.update(c) for c in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())"
@@ -30,9 +32,19 @@ RENAME_PY = "import os,sys;os.replace(sys.argv[1],sys.argv[2])"
 RMTREE_PY = "import shutil,sys;shutil.rmtree(sys.argv[1],ignore_errors=True)"
 REMOVE_PY = "import os,sys;os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
 
+Warn = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
 
 class DeviceError(UserError):
     """The device cannot be reached or refused us: one line with what failed and how to fix it."""
+
+
+class LinkLost(DeviceError):
+    """The connection was cut or went silent while a command ran; the session cannot be used again."""
 
 
 @dataclass
@@ -40,14 +52,6 @@ class Result:
     rc: int
     stdout: str
     stderr: str
-
-
-def sha256_file(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class Transport:
@@ -60,16 +64,22 @@ class Transport:
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def connect(self) -> None:
+    def connect(self, retries: Optional[int] = None, timeout: Optional[float] = None) -> None:
         pass
 
     def close(self) -> None:
         pass
 
+    def alive(self) -> bool:
+        """False once the link was lost: cleanup then goes through a fresh connection."""
+        return True
+
     def describe(self) -> str:
         raise NotImplementedError
 
-    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+        """Run ``argv`` on the device. ``timeout``: the whole command; ``silence_s``: the longest a
+        command that prints heartbeats may go without a byte before the link counts as dead."""
         raise NotImplementedError
 
     def _upload(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]]) -> None:
@@ -91,9 +101,10 @@ class Transport:
     def exists(self, path: str) -> bool:
         return self.py("import os,sys;print(os.path.exists(sys.argv[1]))", path).stdout.strip() == "True"
 
-    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None, retries: int = 3) -> None:
+    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None, retries: int = 3,
+            warn: Warn = _stderr) -> None:
         """Upload to ``remote + '.part'``, check sha256 on the device, then rename to ``remote``."""
-        want = sha256_file(local)
+        want = file_sha256(local)
         tmp = remote + ".part"
         delay = 0.5
         for attempt in range(1, retries + 2):
@@ -109,8 +120,7 @@ class Transport:
             except (OSError, EOFError, socket.error) + _ssh_errors() as exc:
                 if attempt > retries:
                     raise DeviceError(f"{self.describe()}: upload of {local.name} failed after {attempt} attempts ({type(exc).__name__}: {exc})") from None
-                print(f"  upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s",
-                      file=sys.stderr, flush=True)
+                warn(f"  upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s")
                 time.sleep(delay)
                 delay *= 2
                 self.reconnect()
@@ -140,11 +150,13 @@ class LocalTransport(Transport):
     def describe(self) -> str:
         return "local"
 
-    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
             raise DeviceError(f"local: {argv[0]!r} not found ({exc}); check connection.python in the profile") from None
+        except subprocess.TimeoutExpired:
+            raise DeviceError(f"local: {Path(argv[0]).name} did not finish in {timeout:.0f} s; raise --timeout") from None
         return Result(p.returncode, p.stdout, p.stderr)
 
     def _upload(self, local: Path, remote: str, callback) -> None:
@@ -152,12 +164,14 @@ class LocalTransport(Transport):
 
 
 class SSHTransport(Transport):
-    """paramiko with ~/.ssh/config, keys and the agent only, host keys checked (RejectPolicy)."""
+    """paramiko with ~/.ssh/config, keys and the agent only, host keys checked (RejectPolicy, or
+    trust-on-first-use appending one hashed line), keepalive on, keys under ``@revoked`` refused."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, warn: Warn = _stderr) -> None:
         import paramiko
 
-        self.conn = conn
+        logging.getLogger("paramiko").addHandler(logging.NullHandler())  # no tracebacks of paramiko's threads on stderr
+        self.conn, self.warn = conn, warn
         self.python = conn.python
         cfg_path = Path("~/.ssh/config").expanduser()
         entry = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(conn.host) if cfg_path.is_file() else {}
@@ -172,23 +186,41 @@ class SSHTransport(Transport):
     def describe(self) -> str:
         return f"{self.user}@{self.hostname}:{self.port}"
 
-    def connect(self) -> None:
+    def _client(self):
+        import paramiko
+
+        client = paramiko.SSHClient()
+        kh = load_known_hosts(self.known_hosts, client.get_host_keys())  # paramiko's own loader raises on @markers
+        if not getattr(self, "_warned", False):
+            for why in kh.skipped:
+                self.warn(f"warning: {self.known_hosts} {why}: skipped")
+            self._warned = True
+        added: list = []
+
+        class Policy(paramiko.MissingHostKeyPolicy):
+            def missing_host_key(self_, client_, hostname, key):  # noqa: N805
+                if not self.conn.trust_on_first_use:
+                    raise paramiko.SSHException(f"known_hosts: unknown host key for {hostname}")
+                added.append((hostname, key))
+
+        client.set_missing_host_key_policy(Policy())
+        return client, kh, added
+
+    def connect(self, retries: Optional[int] = None, timeout: Optional[float] = None) -> None:
         import paramiko
 
         for k in self.key_files:
             if not Path(k).is_file():
                 raise DeviceError(f"{self.describe()}: key file {k} not found; set connection.key_file to a private key whose public half is in the device's authorized_keys")
+        retries = self.conn.retries if retries is None else retries
+        timeout = self.conn.connect_timeout_s if timeout is None else timeout
         delay = 0.5
-        for attempt in range(1, self.conn.retries + 2):
-            client = paramiko.SSHClient()
-            if self.known_hosts.is_file():
-                client.load_host_keys(str(self.known_hosts))
-            client.set_missing_host_key_policy(paramiko.AutoAddPolicy() if self.conn.trust_on_first_use else paramiko.RejectPolicy())
+        for attempt in range(1, retries + 2):
+            client, kh, added = self._client()
             try:
                 client.connect(self.hostname, self.port, username=self.user, key_filename=self.key_files or None,
                                allow_agent=True, look_for_keys=not self.key_files, password=None,
-                               timeout=self.conn.connect_timeout_s, banner_timeout=self.conn.connect_timeout_s,
-                               auth_timeout=self.conn.connect_timeout_s)
+                               timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
             except paramiko.BadHostKeyException:
                 client.close()
                 raise DeviceError(f"{self.describe()}: the host key CHANGED since it was recorded in {self.known_hosts}; if the device was "
@@ -203,17 +235,22 @@ class SSHTransport(Transport):
                     raise DeviceError(f"{self.describe()}: unknown host key (not in {self.known_hosts}); verify it and add it with "
                                       f"`ssh-keyscan -p {self.port} {self.hostname} >> {self.known_hosts}`, or set "
                                       f"connection.trust_on_first_use: true") from None
-                if attempt > self.conn.retries:
-                    raise DeviceError(f"{self.describe()}: SSH failed ({exc}) after {attempt} attempts") from None
+                if attempt > retries:
+                    raise DeviceError(f"{self.describe()}: SSH failed ({exc}) after {attempt} attempt(s)") from None
             except (OSError, EOFError) as exc:
                 client.close()
-                if attempt > self.conn.retries:
-                    raise DeviceError(f"cannot reach {self.describe()} ({exc}) after {attempt} attempts; is the device on, "
+                if attempt > retries:
+                    raise DeviceError(f"cannot reach {self.describe()} ({exc or type(exc).__name__}) after {attempt} attempt(s); is the device on, "
                                       f"sshd running, and connection.host/port right?") from None
             else:
-                if self.conn.trust_on_first_use:
-                    self.known_hosts.parent.mkdir(parents=True, exist_ok=True)
-                    client.save_host_keys(str(self.known_hosts))
+                key = client.get_transport().get_remote_server_key()
+                if (key.get_name(), key.get_base64()) in kh.revoked:
+                    client.close()
+                    raise DeviceError(f"{self.describe()}: the host's key is marked @revoked in {self.known_hosts}; refusing to connect")
+                for name, new_key in added:  # trust on first use: one hashed line, appended atomically
+                    append_host_key(self.known_hosts, host_entry_name(self.hostname, self.port), new_key)
+                    self.warn(f"recorded the host key of {name} ({new_key.get_name()}) in {self.known_hosts} (trust on first use)")
+                client.get_transport().set_keepalive(max(1, int(self.conn.keepalive_s)))
                 self.client = client
                 return
             time.sleep(delay)
@@ -224,13 +261,50 @@ class SSHTransport(Transport):
             self.client.close()
             self.client = None
 
-    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
+    def alive(self) -> bool:
+        t = self.client.get_transport() if self.client is not None else None
+        return t is not None and t.is_active()
+
+    def _lost(self, why: str) -> LinkLost:
+        self.close()  # a cut or frozen session is never reused
+        return LinkLost(f"{self.describe()}: {why}")
+
+    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+        import paramiko
+
         if self.client is None:
             self.connect()
-        _, stdout, stderr = self.client.exec_command(shlex.join(argv), timeout=timeout)
-        out = stdout.read().decode(errors="replace")
-        err = stderr.read().decode(errors="replace")
-        return Result(stdout.channel.recv_exit_status(), out, err)
+        try:
+            chan = self.client.get_transport().open_session(timeout=self.conn.connect_timeout_s)
+            chan.exec_command(shlex.join(argv))
+        except (paramiko.SSHException, OSError, EOFError, AttributeError) as exc:
+            raise self._lost(f"the connection failed before {Path(argv[0]).name} started ({type(exc).__name__}: {exc})") from None
+        out, err = bytearray(), bytearray()
+        start = last = time.monotonic()
+        name = Path(argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]).name
+        while True:
+            got = False
+            while chan.recv_ready():
+                out += chan.recv(1 << 16)
+                got = True
+            while chan.recv_stderr_ready():
+                err += chan.recv_stderr(1 << 16)
+                got = True
+            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                break
+            now = time.monotonic()
+            last = now if got else last
+            transport = self.client.get_transport() if self.client else None
+            if transport is None or not transport.is_active() or chan.closed:
+                raise self._lost(f"the connection was cut while {name} ran (after {now - start:.0f} s)")
+            if timeout is not None and now - start > timeout:
+                raise self._lost(f"{name} did not finish in {timeout:.0f} s; raise --timeout if the model is that slow")
+            if silence_s is not None and now - last > silence_s:
+                raise self._lost(f"the link went silent for {silence_s:.0f} s while {name} ran (no heartbeat); "
+                                 f"check the network, or raise connection.keepalive_s")
+            if not got:
+                time.sleep(0.02)
+        return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _upload(self, local: Path, remote: str, callback) -> None:
         if self.client is None:
@@ -245,7 +319,7 @@ class SSHTransport(Transport):
 class AdbTransport(Transport):
     """An Android phone without sshd, through the ``adb`` binary."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, warn: Warn = _stderr) -> None:
         self.conn = conn
         self.python = conn.python
         self.adb = shutil.which("adb")
@@ -256,15 +330,18 @@ class AdbTransport(Transport):
     def _base(self) -> list[str]:
         return [self.adb] + (["-s", self.conn.serial] if self.conn.serial else [])
 
-    def connect(self) -> None:
+    def connect(self, retries: Optional[int] = None, timeout: Optional[float] = None) -> None:
         if not self.adb:
             raise DeviceError("adb not found on PATH; install Android platform-tools (Debian: apt-get install adb) and enable USB debugging")
         r = subprocess.run(self._base() + ["get-state"], capture_output=True, text=True, timeout=30)
         if r.returncode != 0 or "device" not in r.stdout:
             raise DeviceError(f"{self.describe()}: not ready ({(r.stderr or r.stdout).strip()}); check `adb devices`")
 
-    def run(self, argv: list[str], timeout: Optional[float] = None) -> Result:
-        p = subprocess.run(self._base() + ["shell", shlex.join(argv)], capture_output=True, text=True, timeout=timeout)
+    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+        try:
+            p = subprocess.run(self._base() + ["shell", shlex.join(argv)], capture_output=True, text=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise LinkLost(f"{self.describe()}: {Path(argv[0]).name} did not finish in {timeout:.0f} s") from None
         return Result(p.returncode, p.stdout, p.stderr)
 
     def _upload(self, local: Path, remote: str, callback) -> None:
@@ -273,6 +350,8 @@ class AdbTransport(Transport):
             raise OSError(p.stderr.strip())
 
 
-def make_transport(profile: DeviceProfile) -> Transport:
+def make_transport(profile: DeviceProfile, warn: Warn = _stderr) -> Transport:
     kind = profile.connection.transport
-    return {"local": LocalTransport, "ssh": SSHTransport, "adb": AdbTransport}[kind](profile.connection)
+    if kind == "local":
+        return LocalTransport(profile.connection)
+    return {"ssh": SSHTransport, "adb": AdbTransport}[kind](profile.connection, warn=warn)

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import argparse
 
+from ..argtypes import nonneg_float, positive_int
+
 
 def cmd_export(args: argparse.Namespace) -> int:
     from .exporter import export_model
@@ -26,8 +28,8 @@ def add_export_parser(sub) -> None:
     p.add_argument("--dataset", help="validation/calibration data (default: the model's dataset; random inputs if absent)")
     p.add_argument("--data-root")
     p.add_argument("--layout", default="nchw", help="TFLite input layout: nchw (default) or nhwc")
-    p.add_argument("--n", type=int, default=100, help="validation inputs (default 100)")
-    p.add_argument("--min-top1", type=float, help="override the quantized formats' top-1 agreement threshold")
+    p.add_argument("--n", type=positive_int, default=100, help="validation inputs (default 100)")
+    p.add_argument("--min-top1", type=nonneg_float, help="override the quantized formats' top-1 agreement threshold")
     p.add_argument("--dynamic-batch", action="store_true", help="ONNX with a dynamic batch dimension")
     p.add_argument("--out", required=True)
     p.set_defaults(func=cmd_export)

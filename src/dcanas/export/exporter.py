@@ -16,9 +16,9 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write, write_json
+from ..io import atomic_write, clean_stale_tmp, ensure_writable_dir, file_sha256, write_json
 from ..train import data as D
-from ..train.model_io import file_sha256, load_model
+from ..train.model_io import load_model
 from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats
 from .validate import RUNNERS, ShapeError, compare
@@ -78,22 +78,25 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                  progress: Callable[[str], None] = _stderr) -> list[dict[str, Any]]:
     if layout not in ("nchw", "nhwc"):
         raise UserError(f"unknown layout {layout!r}; valid: nchw, nhwc")
+    if n_validate < 1 or n_calibration < 1:
+        raise UserError(f"--n must be >= 1 (validation inputs), got {min(n_validate, n_calibration)}")
     fmts = resolve_formats(formats)
+    out = ensure_writable_dir(out_dir, "export --out")
+    for stale in clean_stale_tmp(out, recursive=False):
+        progress(f"removed {stale.name}, left by an interrupted write")
     model, meta = load_model(model_path)
     model_sha = file_sha256(model_path)
     inputs = load_inputs(meta, dataset, data_root, n_validate, n_calibration)
     progress(f"validating on {inputs.source}")
     with torch.no_grad():
         reference = model(torch.from_numpy(inputs.validation)).numpy()
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
     stem = Path(model_path).stem if Path(model_path).stem != "model" else "model"
     rows = []
     floats: dict[str, Path] = {}  # layout -> fp32 .tflite, converted once and quantized per format
     for fmt in fmts:
         art_layout = "nchw" if fmt.engine == "onnxruntime" else layout
         final = out / f"{stem}{fmt.suffix}"
-        tmp = out / f".{final.name}.tmp"
+        tmp = out / f".{final.name}.{os.getpid()}.export.tmp"  # io.clean_stale_tmp removes it if we die
         row: dict[str, Any] = dict(format=fmt.name, file=final.name, layout=art_layout, passed=False)
         t0 = time.time()
         sample = torch.from_numpy(inputs.validation[:1])
@@ -104,7 +107,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                 row["opset"] = ONNX_OPSET
             else:
                 if art_layout not in floats:
-                    floats[art_layout] = out / f".{stem}.{art_layout}.float.tflite"
+                    floats[art_layout] = out / f".{stem}.{art_layout}.{os.getpid()}.float.tmp"
                     export_tflite(model, sample, floats[art_layout], art_layout)
                 if fmt.quantization is None:
                     shutil.copyfile(floats[art_layout], tmp)
@@ -129,8 +132,11 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
         if tmp.exists():
             row["size_kb"] = tmp.stat().st_size / 1024
             if row["passed"]:
+                # The sidecars name the artifact's sha256 and are placed first; the model's rename is the
+                # last step, so a kill in between leaves an old model beside new sidecars, which every
+                # reader detects (profile.remote.check_reference), never a silent mismatch.
+                _write_sidecars(final, fmt, meta, art_layout, model_sha, inputs, reference, file_sha256(tmp))
                 os.replace(tmp, final)
-                _write_sidecars(final, fmt, meta, art_layout, model_sha, inputs, reference)
             else:
                 os.replace(tmp, out / f"{final.name}.rejected")
         rows.append(row)
@@ -145,11 +151,12 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
 
 
 def _write_sidecars(final: Path, fmt: ExportFormat, meta: dict[str, Any], layout: str, model_sha: str,
-                    inputs: Inputs, reference: np.ndarray) -> None:
+                    inputs: Inputs, reference: np.ndarray, artifact_sha: str) -> None:
     """``<name>.json`` (TFLite; ONNX carries it in metadata_props) and ``<name>.ref.npz``: one real
     input and the PyTorch output, so the device can check its own outputs."""
     if fmt.engine == "tflite":
-        write_json(final.with_name(final.name + ".json"), artifact_metadata(meta, fmt, layout, model_sha, 1))
+        write_json(final.with_name(final.name + ".json"), artifact_metadata(meta, fmt, layout, model_sha, 1) | {"artifact_sha256": artifact_sha})
     buf = io.BytesIO()
-    np.savez(buf, input=_layout(inputs.validation[:1], layout), output=reference[:1], real=np.array(inputs.real))
+    np.savez(buf, input=_layout(inputs.validation[:1], layout), output=reference[:1], real=np.array(inputs.real),
+             model_sha256=np.array(artifact_sha))
     atomic_write(final.with_name(final.name + ".ref.npz"), lambda fh: fh.write(buf.getvalue()))

@@ -51,9 +51,9 @@ class DartsGenotype:
                 node = k // 2 + 2
                 if op not in DARTS_OPS or op == "none":
                     raise GenotypeError(f"{cell} edge {k}: unknown op {op!r}; valid: {', '.join(o for o in DARTS_OPS if o != 'none')}")
-                if not isinstance(src, int) or not 0 <= src < node:
+                if type(src) is not int or not 0 <= src < node:  # a YAML/JSON true is not node 1
                     raise GenotypeError(f"{cell} edge {k}: input node {src!r} is not in 0..{node - 1} (node {node} can read only earlier nodes)")
-            if not concat or any(not isinstance(c, int) or not 0 <= c < len(edges) // 2 + 2 for c in concat):
+            if not concat or any(type(c) is not int or not 0 <= c < len(edges) // 2 + 2 for c in concat):
                 raise GenotypeError(f"{cell}_concat {list(concat)}: indices must be nodes in 0..{len(edges) // 2 + 1}")
         return self
 

@@ -6,6 +6,8 @@ import json
 from dataclasses import asdict
 from pathlib import Path
 
+from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+
 
 def cmd_devices(args: argparse.Namespace) -> int:
     from ..devices.schema import list_profiles, load_profile
@@ -46,7 +48,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.device)
     result = profile_model(profile, args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           min_seconds=args.min_seconds, affinity=args.affinity)
+                           min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout)
     v = verdict(profile, Path(args.model), result, args.percentile)
     if args.json:
         print(json.dumps({**result, "verdict": v}))
@@ -73,10 +75,12 @@ def add_profile_parsers(sub) -> None:
     p = sub.add_parser("profile", help="push an exported model to a device, measure it there, and give the budget verdict")
     p.add_argument("model", help="MODEL.onnx or MODEL.tflite (its .ref.npz beside it is pushed too)")
     p.add_argument("--device", required=True, help="a shipped profile name (local, rpi4, ...) or a YAML path")
-    p.add_argument("--runs", type=int, default=50)
-    p.add_argument("--warmup", type=int, default=10)
-    p.add_argument("--min-seconds", type=float, default=0.0, help="keep timing until at least this long")
-    p.add_argument("--threads", type=int, help="default: the profile's runtime.threads")
+    p.add_argument("--runs", type=positive_int, default=50)
+    p.add_argument("--warmup", type=nonneg_int, default=10)
+    p.add_argument("--min-seconds", type=nonneg_float, default=0.0, help="keep timing until at least this long")
+    p.add_argument("--threads", type=positive_int, help="default: the profile's runtime.threads")
+    p.add_argument("--timeout", type=positive_float, help="give up on the device after this many seconds "
+                   "(default: derived from --runs, the model's size and the latency budget)")
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3'")
     p.add_argument("--percentile", default="p50", choices=["p50", "p90"], help="latency percentile the budget is checked at")
     p.add_argument("--json", action="store_true")

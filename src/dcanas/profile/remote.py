@@ -1,5 +1,11 @@
 """Profile an exported model on a device: connect, push (runner + model + reference), run, collect,
-remove the remote work directory. nn-Meter's split: the runner on the device, parsing on the host."""
+remove the remote work directory. nn-Meter's split: the runner on the device, parsing on the host.
+
+Everything that can be checked on the host is checked before connecting (the model parses, its
+reference input belongs to it, the options are in range). During the run the runner prints
+heartbeats and exits when its stdin closes, so a cut or silent link ends within seconds on both
+sides; cleanup runs on a fresh connection when the old one died and never hides the first error.
+"""
 from __future__ import annotations
 
 import json
@@ -9,10 +15,18 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..devices.schema import DeviceProfile
-from ..devices.transport import DeviceError, Transport, make_transport
+from ..devices.transport import RMTREE_PY, DeviceError, Transport, make_transport
 from ..errors import UserError
+from ..export.inspect import recognise
+from ..io import file_sha256
+from . import runner as R
 
-RUNNER = Path(__file__).with_name("runner.py")
+RUNNER = Path(R.__file__)
+# Stop the runner recorded in the pid file (if it still runs), then remove the work directory.
+CLEANUP_PY = ("import os,shutil,signal,sys\nw=sys.argv[1]\ntry:\n os.kill(int(open(os.path.join(w,'runner.pid')).read()),signal.SIGKILL)\n"
+              "except Exception:\n pass\nshutil.rmtree(w,ignore_errors=True)\nprint(os.path.exists(w))")
+
+Progress = Callable[[str], None]
 
 
 def _stderr(msg: str) -> None:
@@ -26,33 +40,103 @@ def _parse(stdout: str, where: str) -> dict[str, Any]:
     raise DeviceError(f"{where}: the runner printed no result ({stdout.strip()[-200:]!r})")
 
 
-def check_device(profile: DeviceProfile, progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
+def check_reference(model: Path) -> Optional[Path]:
+    """``<model>.ref.npz`` when it belongs to this very file (its recorded sha256), else None
+    (a reference written for another export is never used to judge this one)."""
+    ref = model.with_name(model.name + ".ref.npz")
+    if not ref.is_file():
+        return None
+    import numpy as np
+
+    try:
+        with np.load(ref, allow_pickle=False) as z:
+            want = str(z["model_sha256"]) if "model_sha256" in z else None
+    except (OSError, ValueError, KeyError) as exc:
+        raise UserError(f"{ref} is unreadable ({type(exc).__name__}); export the model again") from None
+    if want is not None and want != file_sha256(model):
+        raise UserError(f"{ref} was written for another version of {model.name} (sha256 differs): the export was "
+                        f"interrupted or the files were mixed; export the model again")
+    return ref
+
+
+def check_options(runs: int, warmup: int, threads: Optional[int], min_seconds: float, affinity: Optional[str]) -> None:
+    if runs < 1:
+        raise UserError(f"--runs must be >= 1, got {runs}")
+    if warmup < 0:
+        raise UserError(f"--warmup must be >= 0, got {warmup}")
+    if threads is not None and threads < 1:
+        raise UserError(f"--threads must be >= 1, got {threads}")
+    if min_seconds < 0:
+        raise UserError(f"--min-seconds must be >= 0, got {min_seconds}")
+    if affinity is not None:
+        try:
+            cpus = R.parse_affinity(affinity)
+        except ValueError:
+            cpus = set()
+        if not cpus or min(cpus) < 0:
+            raise UserError(f"--affinity {affinity!r} is not a CPU set; valid: a hex mask like 0x3 or a list like 0,2-3")
+
+
+def run_timeout(profile: DeviceProfile, model: Path, runs: int, warmup: int, min_seconds: float) -> float:
+    """A generous bound on the runner's time: start-up and load (a slow Python on a Pi under
+    emulation takes seconds), then each run at 20x the latency budget (at least 1 s)."""
+    per_run = max(1.0, 20 * profile.budget.get("latency_ms", 50) / 1000)
+    return 120 + 30 * model.stat().st_size / 2**20 + (runs + warmup + 1) * per_run + min_seconds
+
+
+def cleanup(transport: Transport, profile: DeviceProfile, wd: str, progress: Progress) -> None:
+    """Stop the runner and remove ``wd``; on a fresh connection when the old one died. Never raises:
+    what could not be removed is said, with where it is."""
+    why = "no answer"
+    for fresh in (False, True):
+        if not fresh and not transport.alive():
+            continue
+        t = make_transport(profile, warn=progress) if fresh else transport
+        try:
+            if fresh:
+                t.connect(retries=0, timeout=min(5.0, profile.connection.connect_timeout_s))
+            r = t.py(CLEANUP_PY, wd, timeout=20)
+            if r.rc == 0 and r.stdout.strip().endswith("False"):
+                if fresh:
+                    progress(f"[cleanup] removed {wd} on a fresh connection")
+                return
+            why = (r.stderr.strip().splitlines() or [f"exit code {r.rc}"])[-1]
+        except Exception as exc:  # noqa: BLE001 - cleanup must never hide the error that brought us here
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            if fresh:
+                t.close()
+    progress(f"[cleanup] WARNING: could not remove {wd} on {profile.name} ({why}); remove it by hand: "
+             f"{profile.connection.python} -c {RMTREE_PY!r} {wd}")
+
+
+def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[str, Any]:
     """Connect and report Python, machine, CPU, cores, memory, disk and importable runtimes."""
-    with make_transport(profile) as t:
+    with make_transport(profile, warn=progress) as t:
         progress(f"connected to {t.describe()}")
         wd = t.mkdtemp(profile.connection.workdir)
         try:
-            t.put(RUNNER, f"{wd}/runner.py")
+            t.put(RUNNER, f"{wd}/runner.py", retries=profile.connection.retries, warn=progress)
             r = t.run([t.python, f"{wd}/runner.py", "--check"], timeout=120)
             info = _parse(r.stdout, t.describe())
         finally:
-            t.rmtree(wd)
+            cleanup(t, profile, wd, progress)
     info["transport"] = t.describe()
     return info
 
 
 def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
                   threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
-                  timeout_s: float = 1800, progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
+                  timeout_s: Optional[float] = None, progress: Progress = _stderr) -> dict[str, Any]:
     """Run the model on the device and return the runner's JSON plus the host-side timings."""
     model = Path(model)
-    if not model.is_file():
-        raise UserError(f"model {model} not found; export one with `dcanas export --model model.pt --formats onnx,tflite --out DIR`")
-    if model.suffix not in (".onnx", ".tflite"):
-        raise UserError(f"{model.name}: unknown model type {model.suffix!r}; valid: .onnx, .tflite")
-    ref = model.with_name(model.name + ".ref.npz")
+    recognise(model)  # a garbage file never reaches the device
+    check_options(runs, warmup, threads, min_seconds, affinity)
+    ref = check_reference(model)
+    timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds)
+    keepalive = profile.connection.keepalive_s
     t_start = time.perf_counter()
-    transport: Transport = make_transport(profile)
+    transport: Transport = make_transport(profile, warn=progress)
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
     progress(f"[connect] {profile.name} ({transport.describe()})")
@@ -61,26 +145,32 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
         wd = transport.mkdtemp(profile.connection.workdir)
         try:
             t0 = time.perf_counter()
-            progress(f"[push] {model.name} ({model.stat().st_size / 1024:.1f} KB) + runner{' + reference' if ref.is_file() else ''}")
-            transport.put(RUNNER, f"{wd}/runner.py", retries=profile.connection.retries)
-            transport.put(model, f"{wd}/{model.name}", retries=profile.connection.retries)
-            if ref.is_file():
-                transport.put(ref, f"{wd}/{ref.name}", retries=profile.connection.retries)
+            progress(f"[push] {model.name} ({model.stat().st_size / 1024:.1f} KB) + runner{' + reference' if ref else ''}")
+            for f in [RUNNER, model] + ([ref] if ref else []):
+                transport.put(f, f"{wd}/{f.name}", retries=profile.connection.retries, warn=progress)
             phases["push_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            progress(f"[run] {warmup} warm-up + {runs} timed runs, {threads or profile.runtime.threads} threads")
-            argv = [transport.python, f"{wd}/runner.py", "--model", f"{wd}/{model.name}", "--threads", str(threads or profile.runtime.threads),
-                    "--warmup", str(warmup), "--runs", str(runs), "--min-seconds", str(min_seconds)]
-            if ref.is_file():
+            n_threads = threads or profile.runtime.threads
+            progress(f"[run] {warmup} warm-up + {runs} timed runs, {n_threads} threads (gives up after {timeout_s:.0f} s)")
+            argv = [transport.python, f"{wd}/runner.py", "--model", f"{wd}/{model.name}", "--threads", str(n_threads),
+                    "--warmup", str(warmup), "--runs", str(runs), "--min-seconds", str(min_seconds),
+                    "--pidfile", f"{wd}/runner.pid"]
+            if profile.connection.transport == "ssh":  # the runner exits when the channel closes, and beats
+                argv += ["--watchdog", "--heartbeat", str(keepalive)]
+            if ref:
                 argv += ["--ref", f"{wd}/{ref.name}"]
             if affinity:
                 argv += ["--affinity", affinity]
-            r = transport.run(argv, timeout=timeout_s)
+            r = transport.run(argv, timeout=timeout_s, silence_s=max(20.0, 4 * keepalive))
             phases["run_s"] = time.perf_counter() - t0
             progress("[collect] result")
             result = _parse(r.stdout, transport.describe())
-        finally:
-            transport.rmtree(wd)
+        except BaseException as exc:
+            if isinstance(exc, KeyboardInterrupt):
+                progress(f"[interrupted] stopping the runner and removing {wd}")
+            cleanup(transport, profile, wd, progress)
+            raise
+        cleanup(transport, profile, wd, progress)
     if result.get("error") == "runtime_missing":
         raise DeviceError(f"{profile.name}: {result['package']} is not installed for {profile.connection.python} on the device; "
                           f"fix: {result['fix']}")

@@ -4,7 +4,10 @@
 Python >= 3.9, numpy 1.x or 2.x. Pushed next to the model and run on the device; prints ONE
 JSON object on stdout.  ``--check`` reports the device instead of timing a model.
 
-Exit codes: 0 ok, 3 a runtime (or numpy) is missing, 4 the model failed to load or run.
+Exit codes: 0 ok, 3 a runtime (or numpy) is missing, 4 the model failed to load or run,
+5 the host went away (``--watchdog``: stdin closed).  ``--heartbeat S`` prints a line to stderr
+every S seconds so the host can tell a slow model from a dead link; ``--pidfile`` lets the host
+stop the runner from a fresh connection.
 """
 import argparse
 import json
@@ -13,7 +16,11 @@ import platform
 import shutil
 import subprocess
 import sys
+import threading
 import time
+
+EXIT_OK, EXIT_MISSING, EXIT_FAILED, EXIT_HOST_GONE = 0, 3, 4, 5
+HEARTBEAT = "dcanas-runner: alive"
 
 PART_NAMES = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
               "0xd08": "Cortex-A72", "0xd09": "Cortex-A73", "0xd0a": "Cortex-A75", "0xd0b": "Cortex-A76",
@@ -238,6 +245,30 @@ def profile(args):
     return result
 
 
+def start_watchdog(heartbeat_s):
+    """Exit when the host goes away (stdin closes: the SSH channel ended), and print heartbeats."""
+    def watch():
+        try:
+            while sys.stdin.buffer.read(1024):
+                pass
+        except (OSError, ValueError):
+            pass
+        os._exit(EXIT_HOST_GONE)
+
+    def beat():
+        while True:
+            time.sleep(heartbeat_s)
+            try:
+                sys.stderr.write(HEARTBEAT + "\n")
+                sys.stderr.flush()
+            except (OSError, ValueError):
+                os._exit(EXIT_HOST_GONE)
+
+    threading.Thread(target=watch, daemon=True).start()
+    if heartbeat_s:
+        threading.Thread(target=beat, daemon=True).start()
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description="dcanas on-device runner")
     p.add_argument("--model")
@@ -248,17 +279,25 @@ def main(argv=None):
     p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3' (taskset style)")
     p.add_argument("--check", action="store_true", help="report the device and its runtimes")
+    p.add_argument("--watchdog", action="store_true", help="exit when stdin closes (the host went away)")
+    p.add_argument("--heartbeat", type=float, default=0.0, help="seconds between heartbeat lines on stderr (0: none)")
+    p.add_argument("--pidfile", help="write this process's pid here")
     args = p.parse_args(argv)
+    if args.pidfile:
+        with open(args.pidfile, "w") as fh:
+            fh.write(str(os.getpid()))
+    if args.watchdog:
+        start_watchdog(args.heartbeat)
     try:
         out = device_info() if args.check else profile(args)
-        code = 0
+        code = EXIT_OK
     except Missing as exc:
         out = {"error": "runtime_missing", "package": exc.package, "detail": str(exc),
                "fix": "pip install %s (in the Python this profile's connection.python names)" % exc.package.split(" ")[0]}
-        code = 3
+        code = EXIT_MISSING
     except Exception as exc:  # noqa: BLE001 - reported to the host as JSON
         out = {"error": "failed", "detail": "%s: %s" % (type(exc).__name__, exc)}
-        code = 4
+        code = EXIT_FAILED
     sys.stdout.write(json.dumps(out) + "\n")
     return code
 

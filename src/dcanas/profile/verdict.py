@@ -1,42 +1,42 @@
 """The budget verdict: each budget of the device profile against what was measured on the
-device (latency, peak memory), counted by the analytic counter (params, FLOPs) or read from the
+device (latency, peak memory), counted from the model's graph (params, FLOPs) or read from the
 file (size). Exit 0 when all are met, 1 when any is missed: a release can gate on it."""
 from __future__ import annotations
 
-import json
 from pathlib import Path
 from typing import Any, Optional
 
 from ..devices.schema import DeviceProfile
-
-
-def artifact_metadata(model: Path) -> dict[str, Any]:
-    """The export stage's metadata: ONNX metadata_props, or the TFLite sidecar <file>.json."""
-    if model.suffix == ".onnx":
-        import onnx
-
-        props = {p.key: p.value for p in onnx.load(str(model), load_external_data=False).metadata_props}
-        return {k: (json.loads(v) if v[:1] in "[{\"" or v in ("null", "true", "false") else v) for k, v in props.items()}
-    side = model.with_name(model.name + ".json")
-    return json.loads(side.read_text()) if side.is_file() else {}
+from ..errors import UserError
+from ..export.inspect import graph_cost, metadata
 
 
 def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, int]]:
-    if not meta.get("genotype") or not meta.get("net_config"):
-        return None
-    from ..nets.config import NetConfig
-    from ..nets.cost import network_cost
-    from ..nets.genotype import genotype_from_json
+    """The analytic counter's params/FLOPs for the genotype a model's metadata names (None without one)."""
+    try:
+        from ..nets.config import NetConfig
+        from ..nets.cost import network_cost
+        from ..nets.genotype import genotype_from_json
 
-    c = network_cost(genotype_from_json(meta["genotype"]), NetConfig.from_json(meta["net_config"]))
+        c = network_cost(genotype_from_json(meta["genotype"]), NetConfig.from_json(meta["net_config"]))
+    except (KeyError, TypeError, ValueError, UserError):  # no genotype, or metadata that does not describe one
+        return None
     return {"params": c.params, "flops": c.flops}
 
 
+SOURCES = {"params": "model graph", "flops": "model graph", "latency_ms": "device", "peak_memory_mb": "device (VmHWM)",
+           "model_size_kb": "file"}
+
+
 def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50") -> dict[str, Any]:
-    cost = analytic_cost(artifact_metadata(model))
+    """Params and FLOPs are counted from the graph of the file that was profiled (batch norm folded
+    by the exporters), never taken from its metadata; the analytic counter's figures for the
+    genotype in the metadata are shown beside them. A quantity the graph does not allow to count
+    is "not counted" and not a failure."""
+    graph = graph_cost(model)
+    analytic = analytic_cost(metadata(model))
     values: dict[str, Optional[float]] = {
-        "params": cost["params"] if cost else None,
-        "flops": cost["flops"] if cost else None,
+        "params": graph["params"], "flops": graph["flops"],
         "latency_ms": measured["latency_ms"][percentile],
         "peak_memory_mb": measured.get("peak_rss_mb"),
         "model_size_kb": model.stat().st_size / 1024,
@@ -44,18 +44,18 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
     rows = []
     for key, budget in profile.budget.items():
         value = values.get(key)
-        met = value is not None and value <= budget
+        met = None if value is None else value <= budget
+        source = SOURCES[key] + (f"; analytic {analytic[key]:,}" if analytic and key in analytic else "")
         rows.append(dict(budget=key + (f" ({percentile})" if key == "latency_ms" else ""), limit=budget, measured=value,
                          margin=None if value is None else budget - value, met=met,
-                         source={"params": "analytic counter", "flops": "analytic counter", "latency_ms": "device",
-                                 "peak_memory_mb": "device (VmHWM)", "model_size_kb": "file"}[key]))
+                         source=source if value is not None else "not counted (the graph's shapes are not all known)"))
     if measured.get("reference_top1_match") is not None:
         # The device's own output on the shipped reference input must agree with PyTorch's: a runtime
         # that runs the model fast but wrongly (tflite-runtime 2.14 on a dynamic-range int8 model) fails.
         rows.append(dict(budget="outputs match PyTorch (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
                          margin=None, met=bool(measured["reference_top1_match"]), source="device vs .ref.npz"))
-    return dict(device=profile.name, model=model.name, passed=all(r["met"] for r in rows), rows=rows,
-                emulated=profile.emulated)
+    return dict(device=profile.name, model=model.name, passed=all(r["met"] is not False for r in rows), rows=rows,
+                emulated=profile.emulated, graph=graph, analytic=analytic)
 
 
 def format_table(v: dict[str, Any]) -> str:
@@ -64,7 +64,7 @@ def format_table(v: dict[str, Any]) -> str:
         m = "n/a" if r["measured"] is None else (f"{r['measured']:.2g}" if abs(r["measured"]) < 0.01 else f"{r['measured']:,.2f}".rstrip("0").rstrip("."))
         margin = "" if r["margin"] is None else f"{r['margin']:+,.2f}".rstrip("0").rstrip(".")
         limit = f"{r['limit']:,}" if not isinstance(r["limit"], str) else r["limit"]
-        lines.append(f"| {r['budget']} | {limit} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else '❌'} |")
+        lines.append(f"| {r['budget']} | {limit} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else ('–' if r['met'] is None else '❌')} |")
     lines.append(f"verdict on {v['device']}: {'PASS: every budget met' if v['passed'] else 'FAIL: a budget was missed'}"
                  + (" (EMULATED device: latency and memory are not real-hardware numbers)" if v["emulated"] else ""))
     return "\n".join(lines)

@@ -6,6 +6,7 @@ import json
 import re
 from dataclasses import replace
 
+from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
@@ -26,20 +27,20 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
     p.add_argument("--metric", default="params", help="params or flops")
     p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), tiny (seconds), paper (Appendix D; GPU)")
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int)
-    p.add_argument("--channels", type=int, help="supernet initial channels C")
-    p.add_argument("--cells", type=int, help="supernet cells (DARTS) or cells per stage (NB201)")
-    p.add_argument("--nodes", type=int, help="intermediate nodes per DARTS cell")
-    p.add_argument("--eval-channels", type=int, help="channels of the evaluation network the budget refers to")
-    p.add_argument("--eval-layers", type=int, help="layers of the evaluation network the budget refers to")
-    p.add_argument("--subset", type=int, help="use only N training images (split in halves)")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--lr", type=float)
-    p.add_argument("--arch-lr", type=float)
-    p.add_argument("--lambda-lr", type=float)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int)
+    p.add_argument("--channels", type=positive_int, help="supernet initial channels C")
+    p.add_argument("--cells", type=positive_int, help="supernet cells (DARTS) or cells per stage (NB201)")
+    p.add_argument("--nodes", type=positive_int, help="intermediate nodes per DARTS cell")
+    p.add_argument("--eval-channels", type=positive_int, help="channels of the evaluation network the budget refers to")
+    p.add_argument("--eval-layers", type=positive_int, help="layers of the evaluation network the budget refers to")
+    p.add_argument("--subset", type=positive_int, help="use only N training images (split in halves)")
+    p.add_argument("--seed", type=nonneg_int)
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--arch-lr", type=positive_float)
+    p.add_argument("--lambda-lr", type=nonneg_float)
     p.add_argument("--no-weight-sharing", action="store_true")
-    p.add_argument("--bottleneck", type=int, metavar="R", help="channel bottleneck ratio r (1 = off; default 4)")
+    p.add_argument("--bottleneck", type=positive_int, metavar="R", help="channel bottleneck ratio r (1 = off; default 4)")
     p.add_argument("--no-derived-cells", action="store_true")
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--device", help="auto (default), cpu or cuda")
@@ -94,9 +95,9 @@ def add_search_parser(sub) -> None:
     lug_sub = p.add_subparsers(dest="lug_command", required=True, parser_class=type(p))
     b = lug_sub.add_parser("build", help="one search per K' on a grid; records the derived K_d of each")
     add_search_options(b)
-    b.add_argument("--points", type=int, default=5)
+    b.add_argument("--points", type=positive_int, default=5)
     b.add_argument("--range", nargs=2, type=parse_quantity, metavar=("LO", "HI"), help="K' range (default: the feasible range)")
-    b.add_argument("--jobs", type=int, default=1, help="searches at a time, each in its own process")
+    b.add_argument("--jobs", type=positive_int, default=1, help="searches at a time, each in its own process")
     b.add_argument("--cache-dir")
     b.add_argument("--runs-dir", help="where the grid's search run directories go (default: under the cache)")
     b.set_defaults(func=cmd_lug_build)

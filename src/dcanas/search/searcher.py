@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from ..errors import UserError
 from ..presets import apply_preset as _apply_preset
-from ..io import peak_rss_mb, torch_load, torch_save, write_json
+from ..io import clean_stale_tmp, ensure_writable_dir, load_checkpoint, peak_rss_mb, torch_save, write_json
 from ..nets.config import NetConfig, default_config
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
@@ -121,6 +121,26 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
                         f"{lo:,} .. {hi:,}; choose a budget in it or change --eval-channels/--eval-layers")
 
 
+def fit_eval_network(cfg: SearchConfig, max_C: int = 256) -> tuple[SearchConfig, Optional[str]]:
+    """``cfg`` with an evaluation-network width whose feasible range holds the budget, and a line
+    saying what changed (None when the preset's network already fits). The search from the widened
+    or narrowed network keeps its layers; the nearest even C that fits wins."""
+    cm = cost_model(cfg)
+    lo, hi = cm.feasible_range()
+    if lo <= cfg.budget <= hi:
+        return cfg, None
+    C0 = cm.eval_cfg.C
+    candidates = range(C0 + 2, max_C + 1, 2) if cfg.budget > hi else range(C0 - 2, 3, -2)
+    for C in candidates:
+        trial = replace(cfg, eval_C=C)
+        tlo, thi = cost_model(trial).feasible_range()
+        if tlo <= cfg.budget <= thi:
+            return trial, (f"the budget {cfg.metric}={cfg.budget:,.0f} is outside the feasible range {lo:,} .. {hi:,} of the "
+                           f"preset's evaluation network (C={C0}, {cm.eval_cfg.layers} cells); using C={C} "
+                           f"({tlo:,} .. {thi:,}) instead; --eval-channels/--eval-layers choose it yourself")
+    return cfg, None  # nothing fits: check_budget says so with the range
+
+
 def _device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -155,7 +175,12 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
     cm = cost_model(cfg)
     if cfg.budget <= 0:
         raise UserError(f"--budget must be a positive number of {cfg.metric}, got {cfg.budget}")
+    for name in ("epochs", "batch_size", "C", "cells", "nodes"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"search option {name} must be >= 1, got {getattr(cfg, name)}")
     check_budget(cfg, cm)
+    ensure_writable_dir(out, "search --out")  # now, not after the first epoch
+    clean_stale_tmp(out)
     spec = D.get_spec(cfg.dataset)
     train_all = D.load_split(cfg.dataset, cfg.data_root, train=True)
     from .lug import resolve_search_budget
@@ -172,7 +197,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, resume: bool = False,
     a_opt = torch.optim.Adam(model.arch_parameters(), cfg.arch_lr, betas=cfg.arch_betas, weight_decay=cfg.arch_weight_decay)
     lam, start_epoch, history, steps = 0.0, 0, [], []
     if resume and ckpt_path.is_file():
-        state = torch_load(ckpt_path)
+        state = load_checkpoint(ckpt_path, f"delete it to start the search over, or choose another --out")
         if state["config"] != cfg.to_json():
             raise UserError(f"{ckpt_path} was written by a search with other options; use another --out or drop --resume")
         model.load_state_dict(state["model"])

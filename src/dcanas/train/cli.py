@@ -5,6 +5,8 @@ import argparse
 import json
 from dataclasses import replace
 
+from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..nets.genotype import load_genotype
@@ -56,18 +58,18 @@ def add_train_parsers(sub) -> None:
     p = sub.add_parser("train", help="retrain a derived network (or a torchvision baseline) from scratch")
     p.add_argument("--genotype", help="genotype.json, an NB201 arch string or a known name (DARTS_V2)")
     p.add_argument("--arch", default=None, help="dcanas (default, needs --genotype), mobilenet_v2 or resnet18")
-    p.add_argument("--width", type=float, help="MobileNetV2 width multiplier (baselines)")
+    p.add_argument("--width", type=positive_float, help="MobileNetV2 width multiplier (baselines)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root")
-    p.add_argument("--channels", type=int)
-    p.add_argument("--layers", type=int)
-    p.add_argument("--epochs", type=int)
-    p.add_argument("--batch-size", type=int, help="global batch size (split across torchrun processes)")
-    p.add_argument("--lr", type=float)
-    p.add_argument("--subset", type=int, help="train on the first N training images")
-    p.add_argument("--seed", type=int)
-    p.add_argument("--drop-path", type=float)
-    p.add_argument("--cutout", type=int)
+    p.add_argument("--channels", type=positive_int)
+    p.add_argument("--layers", type=positive_int)
+    p.add_argument("--epochs", type=positive_int)
+    p.add_argument("--batch-size", type=positive_int, help="global batch size (split across torchrun processes)")
+    p.add_argument("--lr", type=positive_float)
+    p.add_argument("--subset", type=positive_int, help="train on the first N training images")
+    p.add_argument("--seed", type=nonneg_int)
+    p.add_argument("--drop-path", type=nonneg_float)
+    p.add_argument("--cutout", type=nonneg_int)
     p.add_argument("--no-auxiliary", action="store_true")
     p.add_argument("--device")
     p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), paper-cifar, paper-imagenet, tiny")
@@ -79,6 +81,6 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--model", required=True)
     p.add_argument("--dataset", help="default: the dataset the model was trained on")
     p.add_argument("--data-root")
-    p.add_argument("--subset", type=int)
+    p.add_argument("--subset", type=positive_int)
     p.add_argument("--json", action="store_true")
     p.set_defaults(func=cmd_evaluate)

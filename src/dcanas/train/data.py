@@ -6,12 +6,13 @@ Small datasets are held in memory as uint8 tensors and batched without per-sampl
 """
 from __future__ import annotations
 
+import codecs
 import gzip
 import pickle
 import struct
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterator, Optional
+from typing import Any, Iterator, Optional
 
 import numpy as np
 import torch
@@ -117,15 +118,57 @@ def _load_idx(root: Path, name: str, train: bool) -> ArrayData:
     raise FileNotFoundError(f"{prefix}-images-idx3-ubyte")
 
 
-def _load_cifar(root: Path, name: str, train: bool) -> ArrayData:
-    from torchvision.datasets import CIFAR10, CIFAR100
+class _ArraysOnly(pickle.Unpickler):
+    """Unpickles numpy arrays, lists, dicts, strings and numbers, nothing else: a dataset file can
+    never run code (CIFAR and ImageNet16 ship as pickles)."""
 
-    cls = CIFAR10 if name == "cifar10" else CIFAR100
+    ALLOWED = {("_codecs", "encode"): codecs.encode, ("numpy", "ndarray"): np.ndarray, ("numpy", "dtype"): np.dtype}
+    for _mod in ("numpy.core.multiarray", "numpy._core.multiarray"):
+        ALLOWED[(_mod, "_reconstruct")] = np.ndarray.__reduce__(np.zeros(1))[0]
+        ALLOWED[(_mod, "scalar")] = np.float64(0).__reduce__()[0]
+
+    def find_class(self, module: str, name: str):
+        if (module, name) in self.ALLOWED:
+            return self.ALLOWED[(module, name)]
+        raise pickle.UnpicklingError(f"{module}.{name}")
+
+
+def read_pickle(path: Path) -> Any:
+    """A dataset pickle through :class:`_ArraysOnly`; anything else in it is a one-line DataError."""
+    try:
+        with path.open("rb") as fh:
+            return _ArraysOnly(fh, encoding="latin1").load()
+    except pickle.UnpicklingError as exc:
+        raise DataError(f"{path} holds a Python object other than arrays, lists, dicts and numbers ({exc}); refusing to "
+                        f"unpickle it (it could run code): use the dataset's original files") from None
+    except (EOFError, ValueError, TypeError, AttributeError, IndexError, KeyError) as exc:
+        raise DataError(f"{path} is not a readable dataset pickle ({type(exc).__name__}); use the dataset's original files") from None
+
+
+def _field(entry: Any, path: Path, *keys: str) -> Any:
+    for k in keys:
+        for key in (k, k.encode()):
+            if isinstance(entry, dict) and key in entry:
+                return entry[key]
+    raise DataError(f"{path}: no {' or '.join(keys)!r} entry; use the dataset's original files")
+
+
+def _load_cifar(root: Path, name: str, train: bool) -> ArrayData:
+    """The python-pickle CIFAR batches (cifar-10-batches-py/, cifar-100-python/)."""
+    folder, files, label_key = (("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)] if train else ["test_batch"], "labels")
+                                if name == "cifar10" else ("cifar-100-python", ["train" if train else "test"], "fine_labels"))
     for d in (root, root.parent):
-        if (d / cls.base_folder).is_dir():
-            ds = cls(str(d), train=train, download=False)
-            return ArrayData(torch.from_numpy(ds.data).permute(0, 3, 1, 2).contiguous(), torch.tensor(ds.targets, dtype=torch.int64))
-    raise FileNotFoundError(cls.base_folder)
+        if (d / folder).is_dir():
+            xs, ys = [], []
+            for f in files:
+                path = d / folder / f
+                if not path.is_file():
+                    raise FileNotFoundError(f"{folder}/{f}")
+                entry = read_pickle(path)
+                xs.append(np.asarray(_field(entry, path, "data"), dtype=np.uint8).reshape(-1, 3, 32, 32))
+                ys.append(np.asarray(_field(entry, path, label_key), dtype=np.int64))
+            return ArrayData(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))
+    raise FileNotFoundError(folder)
 
 
 def _load_imagenet16(root: Path, name: str, train: bool, classes: int = 120) -> ArrayData:
@@ -134,10 +177,9 @@ def _load_imagenet16(root: Path, name: str, train: bool, classes: int = 120) -> 
     for f in files:
         if not f.is_file():
             raise FileNotFoundError(f.name)
-        with f.open("rb") as fh:
-            entry = pickle.load(fh, encoding="latin1")  # the dataset's own format (numpy arrays)
-        x = np.asarray(entry["data"], dtype=np.uint8).reshape(-1, 3, 16, 16)
-        y = np.asarray(entry["labels"], dtype=np.int64) - 1
+        entry = read_pickle(f)
+        x = np.asarray(_field(entry, f, "data"), dtype=np.uint8).reshape(-1, 3, 16, 16)
+        y = np.asarray(_field(entry, f, "labels"), dtype=np.int64) - 1
         keep = y < classes
         xs.append(x[keep]), ys.append(y[keep])
     return ArrayData(torch.from_numpy(np.concatenate(xs)), torch.from_numpy(np.concatenate(ys)))

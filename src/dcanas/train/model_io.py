@@ -3,7 +3,6 @@ network (genotype, network config, normalization, class names), loadable with
 ``torch.load(weights_only=True)`` and without the search code."""
 from __future__ import annotations
 
-import hashlib
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +56,9 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     try:
         blob = torch_load(path)
     except Exception as exc:  # noqa: BLE001 - any unreadable file is the user's input error
-        raise UserError(f"{path} is not a readable model file ({type(exc).__name__}: {exc})") from None
+        # torch's own message advises weights_only=False (arbitrary code execution): never pass it on.
+        raise UserError(f"{path} is not a dcanas model file (torch.load(weights_only=True) cannot read it: "
+                        f"{type(exc).__name__}); give the model.pt written by `dcanas train`") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise UserError(f"{path} is not a dcanas model file (format {blob.get('format') if isinstance(blob, dict) else None!r}, expected {FORMAT})")
     meta = {k: v for k, v in blob.items() if k != "state_dict"}
@@ -67,14 +68,6 @@ def load_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     except RuntimeError as exc:
         raise UserError(f"{path}: the weights do not match its genotype/network config ({str(exc).splitlines()[0]})") from None
     return model.eval(), meta
-
-
-def file_sha256(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _unwrap(model: nn.Module) -> nn.Module:

@@ -16,7 +16,7 @@ import torch.nn.functional as F
 
 from ..errors import UserError
 from ..presets import apply_preset as _apply_preset
-from ..io import torch_load, torch_save, write_json
+from ..io import clean_stale_tmp, ensure_writable_dir, load_checkpoint, torch_save, write_json
 from . import data as D
 from .model_io import build_baseline, save_model
 
@@ -136,6 +136,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     spec = D.get_spec(cfg.dataset)
     if cfg.batch_size % world:
         raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
+    for name in ("epochs", "batch_size"):
+        if getattr(cfg, name) < 1:
+            raise UserError(f"training option {name} must be >= 1, got {getattr(cfg, name)}")
+    if rank == 0:
+        ensure_writable_dir(out, "train --out")
+        clean_stale_tmp(out)
     train_data = D.load_split(cfg.dataset, cfg.data_root, train=True)
     test_data = D.load_split(cfg.dataset, cfg.data_root, train=False)
     if cfg.subset:
@@ -152,7 +158,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     history: list[dict[str, Any]] = []
     best, start = -1.0, 0
     if resume and ckpt_path.is_file():
-        state = torch_load(ckpt_path)
+        state = load_checkpoint(ckpt_path, "delete it to start the training over, or choose another --out")
         if state["config"] != cfg.to_json() or state["world"] != world:
             raise UserError(f"{ckpt_path} was written by a run with other options; use another --out or drop --resume")
         model.load_state_dict(state["model"])
