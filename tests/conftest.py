@@ -17,3 +17,43 @@ def fashion_root() -> Path:
         pytest.skip(f"real Fashion-MNIST not found under {DATA_ROOT}/fashion-mnist: run `make data` "
                     "(needs Debian's package dataset-fashion-mnist)")
     return DATA_ROOT / "fashion-mnist"
+
+
+def run_dcanas(*args: str, timeout: float = 300, **kw):
+    """`python -m dcanas ARGS` in a subprocess (no stdin, as in CI)."""
+    import subprocess
+    import sys
+
+    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout,
+                          stdin=subprocess.DEVNULL, **kw)
+
+
+@pytest.fixture(scope="session")
+def artifacts(tmp_path_factory):
+    """An (untrained) small DARTS network exported to ONNX and TFLite with metadata and reference pairs.
+    Shared and read-only: a test that tampers with a file copies it first."""
+    from dcanas.export.exporter import export_model
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.data import get_spec
+    from dcanas.train.model_io import save_model
+    from dcanas.train.trainer import TrainConfig, build_model
+
+    d = tmp_path_factory.mktemp("artifacts")
+    model, meta = build_model(TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3), get_spec("fashion-mnist"))
+    save_model(d / "model.pt", model.eval(), meta)
+    rows = export_model(d / "model.pt", ["onnx", "tflite"], d, data_root=str(d / "no-data"), n_validate=4, n_calibration=4,
+                        progress=lambda m: None)
+    assert all(r["passed"] for r in rows)
+    return {"onnx": d / "model.onnx", "tflite": d / "model.tflite", "pt": d / "model.pt"}
+
+
+@pytest.fixture(scope="session")
+def sshd(tmp_path_factory):
+    """A real OpenSSH sshd on 127.0.0.1 (tests/sshd.py)."""
+    from sshd import SSHD, start_sshd
+
+    if not os.path.exists(SSHD):
+        pytest.skip("openssh-server not installed (make test installs it when run as root)")
+    server = start_sshd(tmp_path_factory.mktemp("sshd"))
+    yield server
+    server.stop()

@@ -22,33 +22,6 @@ def dcanas(*args, timeout=300):
     return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout)
 
 
-@pytest.fixture(scope="module")
-def artifacts(tmp_path_factory):
-    """An (untrained) small DARTS network exported to ONNX and TFLite with metadata and reference pairs."""
-    from dcanas.export.exporter import export_model
-    from dcanas.nets.genotype import KNOWN
-    from dcanas.train.data import get_spec
-    from dcanas.train.model_io import save_model
-    from dcanas.train.trainer import TrainConfig, build_model
-
-    d = tmp_path_factory.mktemp("artifacts")
-    model, meta = build_model(TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3), get_spec("fashion-mnist"))
-    save_model(d / "model.pt", model.eval(), meta)
-    rows = export_model(d / "model.pt", ["onnx", "tflite"], d, data_root=str(d / "no-data"), n_validate=4, n_calibration=4,
-                        progress=lambda m: None)
-    assert all(r["passed"] for r in rows)
-    return {"onnx": d / "model.onnx", "tflite": d / "model.tflite"}
-
-
-@pytest.fixture(scope="module")
-def sshd(tmp_path_factory):
-    if not os.path.exists(SSHD):
-        pytest.skip("openssh-server not installed (make test installs it when run as root)")
-    server = start_sshd(tmp_path_factory.mktemp("sshd"))
-    yield server
-    server.stop()
-
-
 # ---- profiles ----------------------------------------------------------------------
 
 @pytest.mark.parametrize("name", list_profiles())
@@ -66,6 +39,20 @@ BAD_PROFILES = [
     ({"name": "x", "budget": {"params": 1}, "connection": {"transport": "telnet"}}, "connection.transport"),
     ({"name": "x", "budget": {"params": 1}, "connection": {"transport": "ssh"}}, "connection.host"),
     ({"name": "x", "budget": {"params": 1}, "runtime": {"engine": "onnxruntime", "precision": "int8"}}, "runtime.precision"),
+    # every field typed and in range; booleans are YAML booleans, the name a plain name
+    ({"name": "x", "budget": {"params": 1}, "connection": {"transport": "ssh", "host": "h", "trust_on_first_use": "false"}},
+     "connection.trust_on_first_use"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"retries": "three"}}, "connection.retries"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"retries": -1}}, "connection.retries"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"connect_timeout_s": "ten"}}, "connection.connect_timeout_s"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"keepalive_s": 0}}, "connection.keepalive_s"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"port": "22"}}, "connection.port"),
+    ({"name": "x", "budget": {"params": 1}, "connection": {"host": 5}}, "connection.host"),
+    ({"name": "x", "budget": {"params": 1}, "runtime": {"threads": True}}, "runtime.threads"),
+    ({"name": "x", "budget": {"params": True}}, "budget.params"),
+    ({"name": "x", "budget": {"params": 1}, "emulated": "yes"}, "emulated"),
+    ({"name": "../../x", "budget": {"params": 1}}, "'name'"),
+    ({"name": "a b", "budget": {"params": 1}}, "'name'"),
 ]
 
 

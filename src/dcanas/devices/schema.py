@@ -49,7 +49,7 @@ class Connection:
     trust_on_first_use: bool = False      # record an unknown host key instead of refusing it
     connect_timeout_s: float = 10.0
     retries: int = 3
-    keepalive_s: float = 5.0              # SSH keepalive interval; a link silent for 4x this (and >= 20 s) is dead
+    keepalive_s: float = 5.0              # SSH keepalive and runner heartbeat interval; a run silent for 4x this (>= 10 s) is a dead link
 
 
 @dataclass(frozen=True)

@@ -33,6 +33,7 @@ RMTREE_PY = "import shutil,sys;shutil.rmtree(sys.argv[1],ignore_errors=True)"
 REMOVE_PY = "import os,sys;os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
 
 Warn = Callable[[str], None]
+_WARNED: set = set()
 
 
 def _stderr(msg: str) -> None:
@@ -191,10 +192,10 @@ class SSHTransport(Transport):
 
         client = paramiko.SSHClient()
         kh = load_known_hosts(self.known_hosts, client.get_host_keys())  # paramiko's own loader raises on @markers
-        if not getattr(self, "_warned", False):
-            for why in kh.skipped:
+        for why in kh.skipped:
+            if (self.known_hosts, why) not in _WARNED:  # once per process, not per connection
+                _WARNED.add((self.known_hosts, why))
                 self.warn(f"warning: {self.known_hosts} {why}: skipped")
-            self._warned = True
         added: list = []
 
         class Policy(paramiko.MissingHostKeyPolicy):
@@ -304,7 +305,13 @@ class SSHTransport(Transport):
                                  f"check the network, or raise connection.keepalive_s")
             if not got:
                 time.sleep(0.02)
-        return Result(chan.recv_exit_status(), out.decode(errors="replace"), err.decode(errors="replace"))
+        rc = chan.recv_exit_status()
+        if rc == -1:  # the channel closed without an exit status
+            if not self.alive():  # the session died under the command
+                raise self._lost(f"the connection was cut while {name} ran (after {time.monotonic() - start:.0f} s)")
+            tail = (err.decode(errors="replace").strip().splitlines() or ["no message"])[-1]
+            raise DeviceError(f"{self.describe()}: {name} was killed on the device without an exit status ({tail})")
+        return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _upload(self, local: Path, remote: str, callback) -> None:
         if self.client is None:

@@ -161,7 +161,7 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
                 argv += ["--ref", f"{wd}/{ref.name}"]
             if affinity:
                 argv += ["--affinity", affinity]
-            r = transport.run(argv, timeout=timeout_s, silence_s=max(20.0, 4 * keepalive))
+            r = transport.run(argv, timeout=timeout_s, silence_s=max(10.0, 4 * keepalive))
             phases["run_s"] = time.perf_counter() - t0
             progress("[collect] result")
             result = _parse(r.stdout, transport.describe())

@@ -248,10 +248,10 @@ def profile(args):
 def start_watchdog(heartbeat_s):
     """Exit when the host goes away (stdin closes: the SSH channel ended), and print heartbeats."""
     def watch():
-        try:
-            while sys.stdin.buffer.read(1024):
+        try:  # os.read, not sys.stdin: a daemon thread inside a buffered read aborts the interpreter's exit
+            while os.read(0, 1024):
                 pass
-        except (OSError, ValueError):
+        except OSError:
             pass
         os._exit(EXIT_HOST_GONE)
 
