@@ -12,8 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.skipif(os.environ.get("DCANAS_EMULATED_PI") != "1",
                                 reason="the emulated Pi is opt-in: `make test-device` (builds it with `make device-emulator`)")
-
-from test_profile import artifacts  # noqa: E402,F401 - the exported ONNX/TFLite fixture
+# `artifacts` (the exported ONNX/TFLite fixture) comes from conftest.py
 
 
 def profile(model, *extra):
