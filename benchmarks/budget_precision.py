@@ -23,18 +23,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 def _search(cfg_json: dict, K_d: float, K_prime: float, threads: int) -> dict:
     import torch
 
-    from dcanas.search.searcher import SearchConfig, run_search
+    from dcanas.search.config import SearchConfig
+    from dcanas.search.searcher import run_search
 
     torch.set_num_threads(threads)
     cfg = replace(SearchConfig.from_json(cfg_json), budget=K_d, search_budget=K_prime)
     with tempfile.TemporaryDirectory() as d:
-        s = run_search(cfg, d, progress=lambda m: None).summary
+        s = run_search(cfg, d, K_prime, progress=lambda m: None).summary
     return dict(K_d=K_d, K_prime=K_prime, derived=s["derived_cost"], rel_error=s["rel_error"], val_acc=s["val_acc"])
 
 
 def main() -> int:
     from dcanas.search.lug import build_lug
-    from dcanas.search.searcher import SearchConfig, apply_preset
+    from dcanas.search.config import SearchConfig, apply_preset
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-lug")

@@ -38,30 +38,28 @@ def _rss_mb(field: str) -> float:
 
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     import torch
-    import torch.nn as nn
 
-    from dcanas.search.constraint import CostModel, constraint_term, update_lambda
-    from dcanas.search.supernet import SearchOptions, Supernet, SupernetConfig
-    from dcanas.nets.config import NetConfig
-    from dcanas.train import data as D
+    from dcanas import datasets as D
+    from dcanas.search.config import SearchConfig, cost_model, supernet_config
+    from dcanas.search.searcher import autocast_for, optimizers, search_step
+    from dcanas.search.supernet import SearchOptions, Supernet
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     spec = D.get_spec("fashion-mnist")
     train = D.load_split("fashion-mnist", args.data_root, train=True)
     s_train, s_val = D.search_split(train, 2 * args.batch_size * (args.steps + args.warmup), 0)
-    g = torch.Generator().manual_seed(0)
     tb = list(D.batches(s_train, spec, args.batch_size, shuffle=False, drop_last=True))
     vb = list(D.batches(s_val, spec, args.batch_size, shuffle=False, drop_last=True))
     opts = SearchOptions(**VARIANTS[name])
-    cfg = SupernetConfig(space="darts", C=args.channels, cells=args.cells, nodes=4, num_classes=10,
-                         in_channels=1, input_size=28, options=opts)
-    model = Supernet(cfg).to(device)
-    cm = CostModel("darts", NetConfig(C=16, layers=8, num_classes=10, in_channels=1, input_size=28), model.op_names, 4, "params")
-    w_opt = torch.optim.SGD(model.weight_parameters(), 0.025, momentum=0.9, weight_decay=3e-4)
-    a_opt = torch.optim.Adam(model.arch_parameters(), 6e-4, betas=(0.5, 0.999), weight_decay=1e-3)
-    ce = nn.CrossEntropyLoss()
-    lam, target = 0.0, 150_000.0
+    # The search loop's own step (searcher.search_step) on the cpu-demo-like supernet; eval network C=16, 8 cells.
+    cfg = SearchConfig(dataset="fashion-mnist", C=args.channels, cells=args.cells, nodes=4, batch_size=args.batch_size,
+                       lr=0.025, eval_C=16, eval_layers=8, budget=150_000.0, options=opts)
+    model = Supernet(supernet_config(cfg)).to(device)
+    cm = cost_model(cfg)
+    w_opt, _, a_opt = optimizers(model, cfg)
+    autocast = autocast_for(cfg, device)
+    lam = 0.0
     times = []
     base = _rss_mb("VmRSS")
     if device.type == "cuda":
@@ -72,19 +70,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        w_opt.zero_grad(set_to_none=True)
-        ce(model(xt), yt).backward()
-        nn.utils.clip_grad_norm_(model.weight_parameters(), 5.0)
-        w_opt.step()
-        a_opt.zero_grad(set_to_none=True)
-        loss = ce(model(xv), yv)
-        if opts.constraint:
-            term, _ = constraint_term(cm.expected(model.alphas), target, lam)
-            loss = loss + term.to(device)
-        loss.backward()
-        a_opt.step()
-        if opts.constraint:
-            lam = update_lambda(lam, float(cm.expected(model.alphas).detach()), target, 0.1)
+        lam, _ = search_step(model, cm, cfg, (xt, yt), (xv, yv), w_opt, a_opt, cfg.budget, lam, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:

@@ -34,7 +34,7 @@ def artifacts(tmp_path_factory):
     Shared and read-only: a test that tampers with a file copies it first."""
     from dcanas.export.exporter import export_model
     from dcanas.nets.genotype import KNOWN
-    from dcanas.train.data import get_spec
+    from dcanas.datasets import get_spec
     from dcanas.train.model_io import save_model
     from dcanas.train.trainer import TrainConfig, build_model
 

@@ -227,7 +227,7 @@ def test_shipped_profiles_get_past_the_budget_check(device, tmp_path):
     """The README's headline example: each shipped profile with the cpu-demo preset passes the budget
     check (the evaluation network is widened to fit, and says so); an SSH device then stops only at
     its connection check, before any search."""
-    from dcanas.search.searcher import check_budget, cost_model
+    from dcanas.search.config import check_budget, cost_model
     from dcanas.stages import RunConfig, Stages
 
     profile = load_profile(device)
@@ -385,7 +385,7 @@ def _cifar(root: Path, test_batch) -> None:
 
 
 def test_cifar_pickles_are_read_without_running_code(tmp_path):
-    from dcanas.train import data as D
+    from dcanas import datasets as D
 
     _cifar(tmp_path, {b"labels": [3], b"data": np.zeros((1, 3072), np.uint8)})
     train = D.load_split("cifar10", tmp_path, train=True)

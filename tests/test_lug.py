@@ -13,7 +13,7 @@ import pytest
 
 from dcanas.errors import UserError
 from dcanas.search.lug import LUG, find_lug, isotonic, lug_filename, options_hash
-from dcanas.search.searcher import SearchConfig, apply_preset
+from dcanas.search.config import SearchConfig, apply_preset
 from dcanas.search.supernet import SearchOptions
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from dcanas.search.searcher import SearchConfig, apply_preset, cost_model
+from dcanas.search.config import SearchConfig, apply_preset, cost_model
 
 TINY = ["--preset", "tiny", "--epochs", "3"]
 
@@ -101,5 +101,5 @@ def test_derived_cost_rises_with_budget(fashion_root):
         cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist", data_root=str(fashion_root)), "tiny"),
                       budget=lo + frac * (hi - lo), epochs=4, lambda_lr=2.0, arch_lr=0.02)
         with tempfile.TemporaryDirectory() as d:
-            costs.append(run_search(cfg, d, progress=lambda m: None).summary["derived_cost"])
+            costs.append(run_search(cfg, d, cfg.budget, progress=lambda m: None).summary["derived_cost"])
     assert costs[0] <= costs[1] <= costs[2] and costs[0] < costs[2], costs

@@ -15,7 +15,7 @@ Handler = Callable[[argparse.Namespace], int]
 
 def _net_config(space: str, dataset: str, channels: Optional[int], layers: Optional[int]):
     from .nets.config import default_config
-    from .train.data import get_spec
+    from .datasets import get_spec
 
     spec = get_spec(dataset)
     return default_config(space, in_channels=spec.in_channels, input_size=spec.size,

@@ -1,4 +1,5 @@
-"""Named presets: a table of field overrides applied to a config dataclass."""
+"""The ONE presets table (torch-free, so argparse ``choices`` and ``--help`` read it at start-up):
+named overrides of the search, training and run configurations, each with a line of help."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -7,6 +8,47 @@ from typing import Any, Optional, TypeVar
 from .errors import UserError
 
 T = TypeVar("T")
+
+SEARCH_PRESETS: dict[str, dict[str, Any]] = {
+    # The paper's supernet (Appendix D): 8 cells, C=16, 50 epochs, batch 512, lr 0.2 -- GPU work.
+    "paper": dict(C=16, cells=8, epochs=50, batch_size=512, lr=0.2),
+    # Sized for 2 CPU cores in a few minutes on Fashion-MNIST (a 3,000-image subset).
+    "cpu-demo": dict(C=8, cells=5, epochs=5, batch_size=64, subset=3000, arch_lr=3e-3, lambda_lr=0.1,
+                     eval_C=16, eval_layers=8),
+    # The budget-precision benchmark's grid: many searches, so smaller than cpu-demo.
+    "cpu-lug": dict(C=8, cells=5, epochs=4, batch_size=64, subset=2000, arch_lr=3e-3, lambda_lr=0.1,
+                    eval_C=16, eval_layers=8),
+    # Seconds: for tests.
+    "tiny": dict(C=4, cells=3, nodes=2, epochs=2, batch_size=32, subset=256, arch_lr=3e-3, lambda_lr=0.5,
+                 eval_C=8, eval_layers=3),
+}
+
+TRAIN_PRESETS: dict[str, dict[str, Any]] = {
+    "paper-cifar": dict(epochs=600, batch_size=96, C=36, layers=20, lr=0.025),
+    "paper-imagenet": dict(epochs=250, batch_size=1024, C=48, layers=14, lr=0.5, weight_decay=3e-5, label_smoothing=0.1),
+    # 2 CPU cores, minutes: Fashion-MNIST, 4,000 training images, the first 2,000 test images, C=16, 8 cells
+    # (measured here: one epoch over 10,000 images and the 10,000 test images took 223 s).
+    "cpu-demo": dict(epochs=3, batch_size=96, C=16, layers=8, lr=0.05, subset=4000, test_subset=2000, cutout=8, drop_path=0.1),
+    "tiny": dict(epochs=2, batch_size=32, C=4, layers=3, subset=256, test_subset=128, cutout=4, drop_path=0.1),
+}
+
+# `dcanas run --preset` -> (search preset, training preset)
+RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),
+                                           "paper": ("paper", "paper-cifar")}
+
+HELP = {
+    "paper": "the paper's sizes (Appendix D; GPU work)",
+    "paper-cifar": "DARTS' CIFAR retraining: 600 epochs, C=36, 20 cells (GPU work)",
+    "paper-imagenet": "DARTS' ImageNet retraining: 250 epochs, C=48, 14 cells (GPU work)",
+    "cpu-demo": "minutes on 2 CPU cores (Fashion-MNIST subsets)",
+    "cpu-lug": "the budget-precision benchmark's searches (smaller than cpu-demo)",
+    "tiny": "seconds (tests)",
+}
+
+
+def describe(table: dict[str, Any]) -> str:
+    """``--help`` text listing a table's presets."""
+    return "; ".join(f"{name}: {HELP[name]}" for name in table)
 
 
 def apply_preset(cfg: T, table: dict[str, dict[str, Any]], name: Optional[str], kind: str) -> T:

@@ -29,8 +29,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     stages = Stages(cfg, profile)
     for note in stages.notes:
         print(note, file=sys.stderr)
-    from .search.searcher import check_budget, cost_model
-    check_budget(stages.search_cfg, cost_model(stages.search_cfg))
     if args.from_stage in (None, "search") and profile.connection.transport != "local":
         print(f"checking the connection to {profile.name} before the search ...", file=sys.stderr)
         connection_check(profile)  # seconds, not after an hour of search

@@ -44,7 +44,7 @@ class Stages:
     """Binds a RunConfig and a device profile to the stage functions."""
 
     def __init__(self, cfg: RunConfig, profile: DeviceProfile) -> None:
-        from .search.searcher import SearchConfig, apply_preset, fit_eval_network
+        from .search.config import SearchConfig, apply_preset, check_budget, cost_model, fit_eval_network
 
         if cfg.preset not in RUN_PRESETS:
             raise UserError(f"unknown preset {cfg.preset!r}; valid: {', '.join(RUN_PRESETS)}")
@@ -61,6 +61,7 @@ class Stages:
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)
             self.notes += [note] if note else []
+        check_budget(self.search_cfg, cost_model(self.search_cfg))  # before any connection or work
 
     def specs(self) -> list[StageSpec]:
         return [StageSpec("search", self.search_inputs, self.search), StageSpec("train", self.train_inputs, self.train),
@@ -76,9 +77,8 @@ class Stages:
 
     def search(self, run: RunDir, say: Say) -> dict[str, Any]:
         from .search.lug import resolve_search_budget
-        from .search.searcher import check_budget, cost_model, run_search
+        from .search.searcher import run_search
 
-        check_budget(self.search_cfg, cost_model(self.search_cfg))
         K_prime, lug = resolve_search_budget(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None, say)
         d = run.stage_dir("search")
         results = []
@@ -86,7 +86,7 @@ class Stages:
             cfg = replace(self.search_cfg, seed=seed, search_budget=K_prime)
             seed_dir = d / f"seed-{seed}"
             say(f"seed {seed + 1}/{self.cfg.seeds}: K_d={cfg.budget:,.0f} {cfg.metric}, K'={K_prime:,.0f}")
-            res = run_search(cfg, seed_dir, resume=(seed_dir / "checkpoint.pt").exists(), progress=say)
+            res = run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say)
             results.append(res.summary | {"seed": seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs
         write_json(d / "genotype.json", best["genotype"])

@@ -17,7 +17,7 @@ import torch
 
 from ..errors import UserError
 from ..io import atomic_write, clean_stale_tmp, ensure_writable_dir, file_sha256, write_json
-from ..train import data as D
+from .. import datasets as D
 from ..train.model_io import load_model
 from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats

@@ -48,7 +48,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
 
 
 def config_from_args(args: argparse.Namespace):
-    from .searcher import SearchConfig, apply_preset
+    from .config import SearchConfig, apply_preset
     from .supernet import SearchOptions
 
     cfg = apply_preset(SearchConfig(), args.preset)
@@ -66,13 +66,17 @@ def config_from_args(args: argparse.Namespace):
 
 
 def cmd_search(args: argparse.Namespace) -> int:
-    from ..train.data import get_spec
+    from pathlib import Path
+
+    from ..datasets import get_spec
+    from .lug import resolve_search_budget
     from .searcher import run_search
 
     cfg = config_from_args(args)
     get_spec(cfg.dataset)
     cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget)
-    result = run_search(cfg, args.out, resume=args.resume, lug_cache=args.cache_dir)
+    cache = Path(args.cache_dir) if args.cache_dir else None
+    result = run_search(cfg, args.out, lambda: resolve_search_budget(cfg, cache)[0], resume=args.resume)
     s = result.summary
     print(json.dumps(s["genotype"]))
     print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "

@@ -17,6 +17,8 @@ from typing import Any, Callable, Optional
 from .. import __version__
 from ..errors import UserError
 from ..io import atomic_write, write_json
+from .config import SearchConfig, cost_model
+from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets).
 _NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed")
@@ -110,12 +112,10 @@ def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: 
     """One grid point in its own process, limited to ``threads`` torch threads."""
     import torch
 
-    from .searcher import SearchConfig, run_search
-
     torch.set_num_threads(threads)
     cfg = replace(SearchConfig.from_json(cfg_json), budget=K_prime, search_budget=K_prime)
     resume = (Path(run_dir) / "checkpoint.pt").exists()
-    res = run_search(cfg, run_dir, resume=resume, progress=lambda m: None)
+    res = run_search(cfg, run_dir, K_prime, resume=resume, progress=lambda m: None)
     return dict(K_prime=K_prime, K_d=res.summary["derived_cost"], run_dir=run_dir, val_acc=res.summary["val_acc"])
 
 
@@ -139,8 +139,6 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
               cache_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
               progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[LUG, Path]:
     """Run the grid (resuming finished and checkpointed points), write the LUG JSON + PNG atomically."""
-    from .searcher import cost_model
-
     cm = cost_model(cfg)
     lo, hi = value_range or cm.feasible_range()
     flo, fhi = cm.feasible_range()
@@ -211,8 +209,6 @@ def plot_lug(lug: LUG, path: Path) -> None:
 
 def merge_runs(run_dirs: list[Path], cache_dir: Optional[Path] = None, out: Optional[Path] = None) -> tuple[LUG, Path]:
     """Build a LUG from search run directories made elsewhere (a cluster, torchrun-launched searches)."""
-    from .searcher import SearchConfig
-
     pts = [point_from_run(Path(d)) for d in run_dirs]
     missing = [str(d) for d, p in zip(run_dirs, pts) if p is None]
     if missing:

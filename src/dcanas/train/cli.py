@@ -10,7 +10,7 @@ from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..nets.genotype import load_genotype
-    from .data import get_spec
+    from ..datasets import get_spec
     from .trainer import TrainConfig, apply_preset, train
 
     cfg = apply_preset(TrainConfig(), args.preset)
@@ -31,7 +31,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from . import data as D
+    from .. import datasets as D
     from .model_io import load_model
     from .trainer import evaluate
 

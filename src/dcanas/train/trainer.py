@@ -15,9 +15,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..errors import UserError
+from ..presets import TRAIN_PRESETS
 from ..presets import apply_preset as _apply_preset
-from ..io import clean_stale_tmp, ensure_writable_dir, load_checkpoint, torch_save, write_json
-from . import data as D
+from ..io import clean_stale_tmp, ensure_writable_dir, resume_state, torch_save, write_json
+from .. import datasets as D
 from .model_io import build_baseline, save_model
 
 
@@ -53,18 +54,8 @@ class TrainConfig:
         return asdict(self)
 
 
-PRESETS: dict[str, dict[str, Any]] = {
-    "paper-cifar": dict(epochs=600, batch_size=96, C=36, layers=20, lr=0.025),
-    "paper-imagenet": dict(epochs=250, batch_size=1024, C=48, layers=14, lr=0.5, weight_decay=3e-5, label_smoothing=0.1),
-    # 2 CPU cores, minutes: Fashion-MNIST, 4,000 training images, the first 2,000 test images, C=16, 8 cells
-    # (measured here: one epoch over 10,000 images and the 10,000 test images took 223 s).
-    "cpu-demo": dict(epochs=3, batch_size=96, C=16, layers=8, lr=0.05, subset=4000, test_subset=2000, cutout=8, drop_path=0.1),
-    "tiny": dict(epochs=2, batch_size=32, C=4, layers=3, subset=256, test_subset=128, cutout=4, drop_path=0.1),
-}
-
-
 def apply_preset(cfg: TrainConfig, name: Optional[str]) -> TrainConfig:
-    return _apply_preset(cfg, PRESETS, name, "training")
+    return _apply_preset(cfg, TRAIN_PRESETS, name, "training")
 
 
 def _dist() -> tuple[int, int]:
@@ -157,10 +148,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs, eta_min=0.0)
     history: list[dict[str, Any]] = []
     best, start = -1.0, 0
-    if resume and ckpt_path.is_file():
-        state = load_checkpoint(ckpt_path, "delete it to start the training over, or choose another --out")
-        if state["config"] != cfg.to_json() or state["world"] != world:
-            raise UserError(f"{ckpt_path} was written by a run with other options; use another --out or drop --resume")
+    state = resume_state(ckpt_path, resume, {"config": cfg.to_json(), "world": world}, "training run")
+    if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
@@ -168,8 +157,6 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         history, best, start = state["history"], state["best"], state["epoch"]
         if rank == 0:
             progress(f"resumed {out} at epoch {start}/{cfg.epochs}")
-    elif ckpt_path.exists():
-        raise UserError(f"{out} already holds a training run; pass --resume to continue it or choose another --out")
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     local_bs = cfg.batch_size // world

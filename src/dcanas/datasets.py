@@ -17,7 +17,7 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from ..errors import UserError
+from .errors import UserError
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")

@@ -1,0 +1,117 @@
+"""A search's configuration and what follows from it alone: presets, the evaluation network the
+budget refers to, the supernet, the cost model, and the budget checks (feasible range, fitting the
+evaluation network to the budget). No training and no LUG here: the LUG and the loop import this."""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field, replace
+from typing import Any, Optional
+
+from .. import datasets as D
+from ..errors import UserError
+from ..nets.config import NetConfig, default_config
+from ..nets.ops import SPACE_OPS
+from ..presets import SEARCH_PRESETS
+from ..presets import apply_preset as _apply_preset
+from .constraint import CostModel
+from .supernet import SearchOptions, SupernetConfig
+
+
+@dataclass
+class SearchConfig:
+    """Everything a search run depends on; every hyper-parameter overridable (defaults: Appendix D)."""
+
+    space: str = "darts"
+    dataset: str = "fashion-mnist"
+    data_root: Optional[str] = None
+    metric: str = "params"
+    budget: float = 0.0                  # K_d, the device budget
+    search_budget: Optional[float] = None  # K' (None: K_d)
+    epochs: int = 50
+    batch_size: int = 64
+    C: int = 16
+    cells: int = 8
+    nodes: int = 4
+    eval_C: Optional[int] = None         # evaluation network the budget refers to (default: the paper's)
+    eval_layers: Optional[int] = None
+    subset: Optional[int] = None
+    seed: int = 0
+    lr: Optional[float] = None           # None: 0.2 * batch / 512 (the paper's 0.2 at batch 512)
+    lr_min: float = 0.0
+    momentum: float = 0.9
+    weight_decay: float = 3e-4
+    grad_clip: float = 5.0
+    arch_lr: float = 6e-4
+    arch_betas: tuple[float, float] = (0.5, 0.999)
+    arch_weight_decay: float = 1e-3
+    lambda_lr: float = 0.1
+    rederive_every: int = 1
+    options: SearchOptions = field(default_factory=SearchOptions)
+    device: str = "auto"
+    amp: bool = False
+
+    def to_json(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["arch_betas"] = list(self.arch_betas)
+        return d
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "SearchConfig":
+        d = dict(d)
+        d["options"] = SearchOptions(**d["options"])
+        d["arch_betas"] = tuple(d["arch_betas"])
+        return cls(**d)
+
+
+def apply_preset(cfg: SearchConfig, name: Optional[str]) -> SearchConfig:
+    return _apply_preset(cfg, SEARCH_PRESETS, name, "search")
+
+
+def eval_config(cfg: SearchConfig) -> NetConfig:
+    spec = D.get_spec(cfg.dataset)
+    return default_config(cfg.space, in_channels=spec.in_channels, input_size=spec.size, num_classes=spec.num_classes,
+                          C=cfg.eval_C, layers=cfg.eval_layers)
+
+
+def supernet_config(cfg: SearchConfig) -> SupernetConfig:
+    spec = D.get_spec(cfg.dataset)
+    nodes = cfg.nodes if cfg.space == "darts" else 3
+    return SupernetConfig(space=cfg.space, C=cfg.C, cells=cfg.cells, nodes=nodes, num_classes=spec.num_classes,
+                          in_channels=spec.in_channels, input_size=spec.size, options=cfg.options)
+
+
+def cost_model(cfg: SearchConfig) -> CostModel:
+    if cfg.space not in SPACE_OPS:
+        raise UserError(f"unknown search space {cfg.space!r}; valid: {', '.join(SPACE_OPS)}")
+    if cfg.metric not in ("params", "flops"):
+        raise UserError(f"unknown metric {cfg.metric!r}; valid: params, flops")
+    scfg = supernet_config(cfg)
+    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric)
+
+
+def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
+    """An infeasible K_d is refused before any training (one line naming the feasible range)."""
+    lo, hi = cm.feasible_range()
+    if not lo <= cfg.budget <= hi:
+        raise UserError(f"budget {cfg.metric}={cfg.budget:,.0f} is outside what the {cfg.space} space can derive at "
+                        f"C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}: feasible range "
+                        f"{lo:,} .. {hi:,}; choose a budget in it or change --eval-channels/--eval-layers")
+
+
+def fit_eval_network(cfg: SearchConfig, max_C: int = 256) -> tuple[SearchConfig, Optional[str]]:
+    """``cfg`` with an evaluation-network width whose feasible range holds the budget, and a line
+    saying what changed (None when the preset's network already fits). The search from the widened
+    or narrowed network keeps its layers; the nearest even C that fits wins."""
+    cm = cost_model(cfg)
+    lo, hi = cm.feasible_range()
+    if lo <= cfg.budget <= hi:
+        return cfg, None
+    C0 = cm.eval_cfg.C
+    candidates = range(C0 + 2, max_C + 1, 2) if cfg.budget > hi else range(C0 - 2, 3, -2)
+    for C in candidates:
+        trial = replace(cfg, eval_C=C)
+        tlo, thi = cost_model(trial).feasible_range()
+        if tlo <= cfg.budget <= thi:
+            return trial, (f"the budget {cfg.metric}={cfg.budget:,.0f} is outside the feasible range {lo:,} .. {hi:,} of the "
+                           f"preset's evaluation network (C={C0}, {cm.eval_cfg.layers} cells); using C={C} "
+                           f"({tlo:,} .. {thi:,}) instead; --eval-channels/--eval-layers choose it yourself")
+    return cfg, None  # nothing fits: check_budget says so with the range
