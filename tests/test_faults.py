@@ -452,3 +452,37 @@ def test_run_from_says_what_it_clears_and_resumes(tmp_path):
     state = run_pipeline(RunDir(tmp_path / "r", {}), stages, resume=False, from_stage="a", progress=msgs.append)
     assert not state["stages"]["a"]["summary"]["resumed_from_checkpoint"]
     assert any("cleared" in m and "(--from a)" in m for m in msgs)
+
+
+# ---- the transport's error paths, against the real sshd ----------------------------------
+
+def test_missing_remote_python_is_named_not_a_checksum_error(sshd, tmp_path):
+    """A wrong connection.python used to surface as a "sha256 mismatch"; now the failing command is named."""
+    from dcanas.devices.transport import RemoteCommandError, make_transport
+
+    profile = load_profile(ssh_profile(sshd, tmp_path, python="/nonexistent/python3"))
+    with make_transport(profile) as t:
+        with pytest.raises(RemoteCommandError, match=r"python3 failed with exit code 127 .*connection.python"):
+            t.mkdtemp(str(tmp_path / "remote"))
+        r = t.run(["sh", "-c", "echo out; echo err >&2; exit 3"])
+        assert (r.rc, r.stdout, r.stderr) == (3, "out\n", "err\n")
+        with pytest.raises(RemoteCommandError, match=r"sh failed with exit code 3 \(err\)"):
+            t.run(["sh", "-c", "echo err >&2; exit 3"], check=True)
+
+
+def test_retry_notices_go_to_the_given_log(sshd, tmp_path):
+    from dcanas.devices.transport import make_transport
+
+    big = tmp_path / "blob.bin"
+    big.write_bytes(os.urandom(2 * 2**20))
+    profile = load_profile(ssh_profile(sshd, tmp_path, retries=1))
+    log: list[str] = []
+    cut = {"done": False}
+    with make_transport(profile, warn=log.append) as t:
+        def callback(sent, total):
+            if not cut["done"] and sent > 2**20:
+                cut["done"] = True
+                t.client.get_transport().sock.close()
+        t.put(big, str(tmp_path / "remote" / "blob.bin"), callback=callback)
+    assert len(log) == 1 and "retry 1/1" in log[0]
+    assert (tmp_path / "remote" / "blob.bin").read_bytes() == big.read_bytes()

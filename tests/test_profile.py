@@ -171,23 +171,25 @@ def test_connection_cut_during_upload(sshd, tmp_path):
     """A cut mid-upload leaves nothing under the final name; the retry reconnects and succeeds."""
     big = tmp_path / "blob.bin"
     big.write_bytes(os.urandom(3 * 2**20))
-    profile = load_profile(sshd.profile_yaml(tmp_path / "p.yaml"))
     remote = str(sshd.root / "remote" / "blob.bin")
     seen = {"cut": 0, "final_during_cut": None}
-    with make_transport(profile) as t:
-        assert isinstance(t, SSHTransport)
-
-        def cut(sent, total):
-            if seen["cut"] == 0 and sent > 2**20:
-                seen["cut"] += 1
-                seen["final_during_cut"] = os.path.exists(remote)
-                t.client.get_transport().sock.close()  # the network goes away mid-transfer
-        with pytest.raises(DeviceError, match="upload of blob.bin failed"):
-            t.put(big, remote, callback=cut, retries=0)
-        assert not os.path.exists(remote)
+    for retries in (0, 2):  # ONE retry policy: the profile's connection.retries, for connect and upload
+        profile = load_profile(sshd.profile_yaml(tmp_path / "p.yaml", connection=dict(retries=retries)))
         seen["cut"] = 0
-        t.reconnect()
-        t.put(big, remote, callback=cut, retries=2)
+        with make_transport(profile) as t:
+            assert isinstance(t, SSHTransport)
+
+            def cut(sent, total):
+                if seen["cut"] == 0 and sent > 2**20:
+                    seen["cut"] += 1
+                    seen["final_during_cut"] = os.path.exists(remote)
+                    t.client.get_transport().sock.close()  # the network goes away mid-transfer
+            if retries == 0:
+                with pytest.raises(DeviceError, match="upload of blob.bin failed"):
+                    t.put(big, remote, callback=cut)
+                assert not os.path.exists(remote)
+            else:
+                t.put(big, remote, callback=cut)
     assert seen["final_during_cut"] is False and seen["cut"] == 1
     assert sha256_file(Path(remote)) == sha256_file(big)
     assert not os.path.exists(remote + ".part")

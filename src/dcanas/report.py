@@ -127,18 +127,18 @@ def plot_latency(result: dict[str, Any], budget_ms: float | None, path: Path) ->
 
 def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
     """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib."""
+    from .nets.genotype import DARTS_INPUTS, NB201Genotype, darts_edge_node
+
     plt = _plt()
     if genotype["space"] == "darts":
-        cells = [("normal cell", genotype["normal"], 2), ("reduction cell", genotype["reduce"], 2)]
+        cells = [("normal cell", genotype["normal"], DARTS_INPUTS), ("reduction cell", genotype["reduce"], DARTS_INPUTS)]
     else:
-        from .nets.genotype import NB201Genotype
-
         g = NB201Genotype.from_str(genotype["arch"])
         cells = [("NB201 cell", [[op, i] for node in g.nodes for op, i in node], 1)]
     fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.6), squeeze=False)
     for ax, (title, edges, inputs) in zip(axes[0], cells):
-        if inputs == 2:
-            targets = [2 + k // 2 for k in range(len(edges))]
+        if inputs == DARTS_INPUTS:
+            targets = [darts_edge_node(k) for k in range(len(edges))]
         else:
             targets = [j for j in range(1, 4) for _ in range(j)]
         n_nodes = max(targets) + 1

@@ -13,7 +13,6 @@ import getpass
 import logging
 import shlex
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -48,6 +47,10 @@ class LinkLost(DeviceError):
     """The connection was cut or went silent while a command ran; the session cannot be used again."""
 
 
+class RemoteCommandError(DeviceError):
+    """A command ran on the device and failed; the message carries its exit code and last stderr line."""
+
+
 @dataclass
 class Result:
     rc: int
@@ -56,7 +59,14 @@ class Result:
 
 
 class Transport:
+    """The verbs every transport offers. Retries follow ONE policy, the profile's
+    ``connection.retries``, for connecting and uploading alike; ``retryable`` names the errors of
+    this transport that a retry may cure. Notices go to ``warn`` (the stage log in a run)."""
+
     python: str = "python3"
+    retryable: tuple = (OSError, EOFError)
+    conn: Connection
+    warn: Warn = staticmethod(_stderr)
 
     def __enter__(self) -> "Transport":
         self.connect()
@@ -78,23 +88,30 @@ class Transport:
     def describe(self) -> str:
         raise NotImplementedError
 
-    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None,
+            check: bool = False) -> Result:
         """Run ``argv`` on the device. ``timeout``: the whole command; ``silence_s``: the longest a
-        command that prints heartbeats may go without a byte before the link counts as dead."""
+        command that prints heartbeats may go without a byte before the link counts as dead;
+        ``check``: a non-zero exit raises :class:`RemoteCommandError` with the remote stderr."""
+        r = self._run(argv, timeout, silence_s)
+        if check and r.rc != 0:
+            tail = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[-1]
+            raise RemoteCommandError(f"{self.describe()}: {Path(argv[0]).name} failed with exit code {r.rc} ({tail}); "
+                                     f"check connection.python in the profile")
+        return r
+
+    def _run(self, argv: list[str], timeout: Optional[float], silence_s: Optional[float]) -> Result:
         raise NotImplementedError
 
     def _upload(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]]) -> None:
         raise NotImplementedError
 
-    def py(self, code: str, *args: str, timeout: Optional[float] = 60) -> Result:
-        return self.run([self.python, "-c", code, *args], timeout=timeout)
+    def py(self, code: str, *args: str, timeout: Optional[float] = 60, check: bool = True) -> Result:
+        """A snippet run by the device's Python (``connection.python``); failures raise by default."""
+        return self.run([self.python, "-c", code, *args], timeout=timeout, check=check)
 
     def mkdtemp(self, parent: Optional[str] = None) -> str:
-        r = self.py(MKDTEMP_PY, *([parent] if parent else []))
-        if r.rc != 0:
-            raise DeviceError(f"{self.describe()}: cannot create a work directory with {self.python!r}: {r.stderr.strip().splitlines()[-1:] or r.stdout}"
-                              f"; check connection.python and connection.workdir in the profile")
-        return r.stdout.strip().splitlines()[-1]
+        return self.py(MKDTEMP_PY, *([parent] if parent else [])).stdout.strip().splitlines()[-1]
 
     def rmtree(self, path: str) -> None:
         self.py(RMTREE_PY, path)
@@ -102,56 +119,45 @@ class Transport:
     def exists(self, path: str) -> bool:
         return self.py("import os,sys;print(os.path.exists(sys.argv[1]))", path).stdout.strip() == "True"
 
-    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None, retries: int = 3,
-            warn: Warn = _stderr) -> None:
-        """Upload to ``remote + '.part'``, check sha256 on the device, then rename to ``remote``."""
+    def put(self, local: Path, remote: str, callback: Optional[Callable[[int, int], None]] = None) -> None:
+        """Upload to ``remote + '.part'``, check sha256 on the device, then rename to ``remote``;
+        an interrupted upload is retried ``connection.retries`` times on a fresh connection."""
         want = file_sha256(local)
         tmp = remote + ".part"
-        delay = 0.5
+        delay, retries = 0.5, self.conn.retries
         for attempt in range(1, retries + 2):
             try:
                 self._upload(local, tmp, callback)
                 got = self.py(SHA256_PY, tmp).stdout.strip()
                 if got != want:
                     raise OSError(f"sha256 mismatch after upload ({got[:12]} != {want[:12]})")
-                r = self.py(RENAME_PY, tmp, remote)
-                if r.rc != 0:
-                    raise OSError(r.stderr.strip())
+                self.py(RENAME_PY, tmp, remote)
                 return
-            except (OSError, EOFError, socket.error) + _ssh_errors() as exc:
+            except self.retryable as exc:
                 if attempt > retries:
                     raise DeviceError(f"{self.describe()}: upload of {local.name} failed after {attempt} attempts ({type(exc).__name__}: {exc})") from None
-                warn(f"  upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s")
+                self.warn(f"upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s")
                 time.sleep(delay)
                 delay *= 2
                 self.reconnect()
-                try:
-                    self.py(REMOVE_PY, tmp)
-                except Exception:  # noqa: BLE001 - best effort; the .part name never runs
-                    pass
+                self.py(REMOVE_PY, tmp, check=False)  # the .part name never runs
 
     def reconnect(self) -> None:
         self.close()
         self.connect()
 
 
-def _ssh_errors() -> tuple:
-    import paramiko
-
-    return (paramiko.SSHException,)
-
-
 class LocalTransport(Transport):
     """This machine: a subprocess (no shell)."""
 
-    def __init__(self, conn: Connection) -> None:
+    def __init__(self, conn: Connection, warn: Warn = _stderr) -> None:
         self.python = sys.executable if conn.python in ("python3", "python", None) else conn.python
-        self.conn = conn
+        self.conn, self.warn = conn, warn
 
     def describe(self) -> str:
         return "local"
 
-    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+    def _run(self, argv: list[str], timeout: Optional[float], silence_s: Optional[float]) -> Result:
         try:
             p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
         except FileNotFoundError as exc:
@@ -173,6 +179,7 @@ class SSHTransport(Transport):
 
         logging.getLogger("paramiko").addHandler(logging.NullHandler())  # no tracebacks of paramiko's threads on stderr
         self.conn, self.warn = conn, warn
+        self.retryable = (OSError, EOFError, paramiko.SSHException)
         self.python = conn.python
         cfg_path = Path("~/.ssh/config").expanduser()
         entry = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(conn.host) if cfg_path.is_file() else {}
@@ -270,7 +277,7 @@ class SSHTransport(Transport):
         self.close()  # a cut or frozen session is never reused
         return LinkLost(f"{self.describe()}: {why}")
 
-    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+    def _run(self, argv: list[str], timeout: Optional[float], silence_s: Optional[float]) -> Result:
         import paramiko
 
         if self.client is None:
@@ -327,7 +334,7 @@ class AdbTransport(Transport):
     """An Android phone without sshd, through the ``adb`` binary."""
 
     def __init__(self, conn: Connection, warn: Warn = _stderr) -> None:
-        self.conn = conn
+        self.conn, self.warn = conn, warn
         self.python = conn.python
         self.adb = shutil.which("adb")
 
@@ -344,7 +351,7 @@ class AdbTransport(Transport):
         if r.returncode != 0 or "device" not in r.stdout:
             raise DeviceError(f"{self.describe()}: not ready ({(r.stderr or r.stdout).strip()}); check `adb devices`")
 
-    def run(self, argv: list[str], timeout: Optional[float] = None, silence_s: Optional[float] = None) -> Result:
+    def _run(self, argv: list[str], timeout: Optional[float], silence_s: Optional[float]) -> Result:
         try:
             p = subprocess.run(self._base() + ["shell", shlex.join(argv)], capture_output=True, text=True, timeout=timeout)
         except subprocess.TimeoutExpired:
@@ -359,6 +366,4 @@ class AdbTransport(Transport):
 
 def make_transport(profile: DeviceProfile, warn: Warn = _stderr) -> Transport:
     kind = profile.connection.transport
-    if kind == "local":
-        return LocalTransport(profile.connection)
-    return {"ssh": SSHTransport, "adb": AdbTransport}[kind](profile.connection, warn=warn)
+    return {"local": LocalTransport, "ssh": SSHTransport, "adb": AdbTransport}[kind](profile.connection, warn=warn)

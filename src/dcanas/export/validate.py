@@ -44,23 +44,17 @@ def run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
 def run_tflite(path: Path, inputs: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
+    from ..profile.runner import from_output, to_input  # the device runner's own I/O scaling
+
     interp = Interpreter(model_path=str(path))
     interp.allocate_tensors()
     inp, out = interp.get_input_details()[0], interp.get_output_details()[0]
     batch = inp["shape"][0]
     results = []
     for i in range(0, len(inputs), batch):
-        x = inputs[i:i + batch]
-        if inp["dtype"] != np.float32:  # integer I/O: quantize with the tensor's own parameters
-            scale, zero = inp["quantization"]
-            x = np.clip(np.round(x / scale + zero), np.iinfo(inp["dtype"]).min, np.iinfo(inp["dtype"]).max).astype(inp["dtype"])
-        interp.set_tensor(inp["index"], x)
+        interp.set_tensor(inp["index"], to_input(inputs[i:i + batch], inp, np))
         interp.invoke()
-        y = interp.get_tensor(out["index"])
-        if out["dtype"] != np.float32:
-            scale, zero = out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        results.append(y.copy())
+        results.append(from_output(interp.get_tensor(out["index"]), out, np))
     return np.concatenate(results)
 
 

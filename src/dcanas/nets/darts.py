@@ -7,7 +7,7 @@ import torch
 import torch.nn as nn
 
 from .config import NetConfig
-from .genotype import DartsGenotype
+from .genotype import EDGES_PER_NODE, DartsGenotype
 from .ops import FactorizedReduce, Identity, ReLUConvBN, build_op, drop_path
 
 
@@ -77,14 +77,15 @@ class Cell(nn.Module):
 
     def forward(self, s0: torch.Tensor, s1: torch.Tensor, drop_prob: float = 0.0) -> torch.Tensor:
         states = [self.preprocess0(s0), self.preprocess1(s1)]
-        for k in range(len(self.ops) // 2):
-            h = []
-            for e in (2 * k, 2 * k + 1):
-                out = self.ops[e](states[self.indices[e]])
-                if self.training and drop_prob > 0 and not isinstance(self.ops[e], Identity):
-                    out = drop_path(out, drop_prob)
-                h.append(out)
-            states.append(h[0] + h[1])
+        h: list[torch.Tensor] = []
+        for e, op in enumerate(self.ops):  # edges come in node order (genotype.darts_edge_node)
+            out = op(states[self.indices[e]])
+            if self.training and drop_prob > 0 and not isinstance(op, Identity):
+                out = drop_path(out, drop_prob)
+            h.append(out)
+            if len(h) == EDGES_PER_NODE:
+                states.append(sum(h[1:], h[0]))
+                h = []
         return torch.cat([states[i] for i in self.concat], dim=1)
 
 

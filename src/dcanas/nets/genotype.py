@@ -21,6 +21,21 @@ from .ops import DARTS_OPS, NB201_OPS
 
 Edge = tuple[str, int]
 
+# The DARTS cell conventions, defined here once: nodes 0 and 1 are the two previous cells' outputs,
+# and each intermediate node keeps two incoming edges (DARTS' rule), stored as consecutive pairs.
+DARTS_INPUTS = 2
+EDGES_PER_NODE = 2
+
+
+def darts_edge_node(k: int) -> int:
+    """The node the k-th edge of a DARTS genotype cell enters."""
+    return DARTS_INPUTS + k // EDGES_PER_NODE
+
+
+def cell_edges(inputs: int, nodes: int) -> list[tuple[int, int]]:
+    """The (source, target) edges of a search cell, in the row order of its alpha: every i < j for each node j."""
+    return [(i, j) for j in range(inputs, inputs + nodes) for i in range(j)]
+
 
 class GenotypeError(UserError, ValueError):
     """A genotype that does not describe a valid cell (one line, names the problem)."""
@@ -38,23 +53,24 @@ class DartsGenotype:
 
     @property
     def steps(self) -> int:
-        return len(self.normal) // 2
+        return len(self.normal) // EDGES_PER_NODE
 
     def validate(self) -> "DartsGenotype":
         for cell, edges, concat in (("normal", self.normal, self.normal_concat),
                                     ("reduce", self.reduce, self.reduce_concat)):
-            if not edges or len(edges) % 2:
+            if not edges or len(edges) % EDGES_PER_NODE:
                 raise GenotypeError(f"{cell}: {len(edges)} edges; a DARTS cell needs 2 per intermediate node (e.g. 8 for 4 nodes)")
             if len(edges) != len(self.normal):
                 raise GenotypeError(f"{cell}: {len(edges)} edges but normal has {len(self.normal)}; both cells need the same node count")
             for k, (op, src) in enumerate(edges):
-                node = k // 2 + 2
+                node = darts_edge_node(k)
                 if op not in DARTS_OPS or op == "none":
                     raise GenotypeError(f"{cell} edge {k}: unknown op {op!r}; valid: {', '.join(o for o in DARTS_OPS if o != 'none')}")
                 if type(src) is not int or not 0 <= src < node:  # a YAML/JSON true is not node 1
                     raise GenotypeError(f"{cell} edge {k}: input node {src!r} is not in 0..{node - 1} (node {node} can read only earlier nodes)")
-            if not concat or any(type(c) is not int or not 0 <= c < len(edges) // 2 + 2 for c in concat):
-                raise GenotypeError(f"{cell}_concat {list(concat)}: indices must be nodes in 0..{len(edges) // 2 + 1}")
+            n_nodes = darts_edge_node(len(edges) - 1) + 1
+            if not concat or any(type(c) is not int or not 0 <= c < n_nodes for c in concat):
+                raise GenotypeError(f"{cell}_concat {list(concat)}: indices must be nodes in 0..{n_nodes - 1}")
         return self
 
     def to_json(self) -> dict[str, Any]:
@@ -118,7 +134,8 @@ def genotype_from_json(data: Any) -> Genotype:
     if space == "darts":
         try:
             edges = {k: tuple((str(op), src) for op, src in data[k]) for k in ("normal", "reduce")}
-            concat = {k: tuple(data.get(k, range(2, len(edges[k[:-7]]) // 2 + 2))) for k in ("normal_concat", "reduce_concat")}
+            concat = {k: tuple(data.get(k, range(DARTS_INPUTS, darts_edge_node(len(edges[k[:-7]]) - 1) + 1)))
+                      for k in ("normal_concat", "reduce_concat")}
         except (KeyError, TypeError, ValueError) as exc:
             raise GenotypeError(f"darts genotype needs 'normal' and 'reduce' as lists of [op, input] pairs ({exc})") from None
         return DartsGenotype(edges["normal"], concat["normal_concat"], edges["reduce"], concat["reduce_concat"]).validate()
@@ -176,10 +193,10 @@ def random_genotype(space: str, rng: random.Random, steps: int = 4) -> Genotype:
 
     def cell() -> tuple[Edge, ...]:
         edges: list[Edge] = []
-        for node in range(2, steps + 2):
-            for src in rng.sample(range(node), 2):
+        for node in range(DARTS_INPUTS, steps + DARTS_INPUTS):
+            for src in rng.sample(range(node), EDGES_PER_NODE):
                 edges.append((rng.choice(ops), src))
         return tuple(edges)
 
-    concat = tuple(range(2, steps + 2))
+    concat = tuple(range(DARTS_INPUTS, steps + DARTS_INPUTS))
     return DartsGenotype(cell(), concat, cell(), concat)

@@ -95,7 +95,7 @@ def cleanup(transport: Transport, profile: DeviceProfile, wd: str, progress: Pro
         try:
             if fresh:
                 t.connect(retries=0, timeout=min(5.0, profile.connection.connect_timeout_s))
-            r = t.py(CLEANUP_PY, wd, timeout=20)
+            r = t.py(CLEANUP_PY, wd, timeout=20, check=False)
             if r.rc == 0 and r.stdout.strip().endswith("False"):
                 if fresh:
                     progress(f"[cleanup] removed {wd} on a fresh connection")
@@ -116,7 +116,7 @@ def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[s
         progress(f"connected to {t.describe()}")
         wd = t.mkdtemp(profile.connection.workdir)
         try:
-            t.put(RUNNER, f"{wd}/runner.py", retries=profile.connection.retries, warn=progress)
+            t.put(RUNNER, f"{wd}/runner.py")
             r = t.run([t.python, f"{wd}/runner.py", "--check"], timeout=120)
             info = _parse(r.stdout, t.describe())
         finally:
@@ -147,7 +147,7 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
             t0 = time.perf_counter()
             progress(f"[push] {model.name} ({model.stat().st_size / 1024:.1f} KB) + runner{' + reference' if ref else ''}")
             for f in [RUNNER, model] + ([ref] if ref else []):
-                transport.put(f, f"{wd}/{f.name}", retries=profile.connection.retries, warn=progress)
+                transport.put(f, f"{wd}/{f.name}")
             phases["push_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
             n_threads = threads or profile.runtime.threads
@@ -171,7 +171,7 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
             cleanup(transport, profile, wd, progress)
             raise
         cleanup(transport, profile, wd, progress)
-    if result.get("error") == "runtime_missing":
+    if result.get("error") == R.ERROR_MISSING:
         raise DeviceError(f"{profile.name}: {result['package']} is not installed for {profile.connection.python} on the device; "
                           f"fix: {result['fix']}")
     if result.get("error"):

@@ -19,7 +19,9 @@ import sys
 import threading
 import time
 
+# The protocol, defined here once (the host imports it): exit codes and the JSON "error" kinds.
 EXIT_OK, EXIT_MISSING, EXIT_FAILED, EXIT_HOST_GONE = 0, 3, 4, 5
+ERROR_MISSING, ERROR_FAILED = "runtime_missing", "failed"
 HEARTBEAT = "dcanas-runner: alive"
 
 PART_NAMES = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55", "0xd07": "Cortex-A57",
@@ -137,6 +139,24 @@ def load_tflite(path, threads):
     raise Missing("ai-edge-litert (or tflite-runtime)", "; ".join(errors))
 
 
+def to_input(x, detail, np):
+    """float -> the tensor's dtype: integer I/O is quantized with the tensor's own (scale, zero point).
+    The one definition of TFLite I/O scaling; the host's export validation imports it."""
+    if detail["dtype"] == np.float32:
+        return x
+    scale, zero = detail["quantization"]
+    info = np.iinfo(detail["dtype"])
+    return np.clip(np.round(x / scale + zero), info.min, info.max).astype(detail["dtype"])
+
+
+def from_output(y, detail, np):
+    """The tensor's dtype -> float (dequantized with its own parameters)."""
+    if y.dtype == np.float32:
+        return y.copy()
+    scale, zero = detail["quantization"]
+    return (y.astype(np.float32) - zero) * scale
+
+
 class Engine:
     def __init__(self, path, threads):
         import numpy as np
@@ -169,17 +189,9 @@ class Engine:
         np = self.np
         if self.kind == "onnx":
             return self.sess.run(None, {self.input_name: x})[0]
-        if self.dtype != np.float32:
-            scale, zero = self.inp["quantization"]
-            info = np.iinfo(self.dtype)
-            x = np.clip(np.round(x / scale + zero), info.min, info.max).astype(self.dtype)
-        self.interp.set_tensor(self.inp["index"], x)
+        self.interp.set_tensor(self.inp["index"], to_input(x, self.inp, np))
         self.interp.invoke()
-        y = self.interp.get_tensor(self.out["index"])
-        if y.dtype != np.float32:
-            scale, zero = self.out["quantization"]
-            y = (y.astype(np.float32) - zero) * scale
-        return y.copy()
+        return from_output(self.interp.get_tensor(self.out["index"]), self.out, np)
 
 
 def percentile(sorted_values, q):
@@ -292,11 +304,11 @@ def main(argv=None):
         out = device_info() if args.check else profile(args)
         code = EXIT_OK
     except Missing as exc:
-        out = {"error": "runtime_missing", "package": exc.package, "detail": str(exc),
+        out = {"error": ERROR_MISSING, "package": exc.package, "detail": str(exc),
                "fix": "pip install %s (in the Python this profile's connection.python names)" % exc.package.split(" ")[0]}
         code = EXIT_MISSING
     except Exception as exc:  # noqa: BLE001 - reported to the host as JSON
-        out = {"error": "failed", "detail": "%s: %s" % (type(exc).__name__, exc)}
+        out = {"error": ERROR_FAILED, "detail": "%s: %s" % (type(exc).__name__, exc)}
         code = EXIT_FAILED
     sys.stdout.write(json.dumps(out) + "\n")
     return code

@@ -21,9 +21,8 @@ import torch
 from ..nets.config import NetConfig
 from ..nets.cost import darts_edge_cost, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
 from ..nets.darts import darts_layout
-from ..nets.genotype import Genotype
+from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
-from .derive import cell_edges
 
 
 class CostModel:
@@ -31,7 +30,7 @@ class CostModel:
 
     def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str) -> None:
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
-        inputs = 2 if space == "darts" else 1
+        inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
         K = len(op_names)
         self.B: dict[str, torch.Tensor] = {}
@@ -42,7 +41,7 @@ class CostModel:
                 B = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
                     for e, (i, j) in enumerate(self.edges):
-                        keep = 2.0 / j  # the derived cell keeps 2 of node j's j incoming edges
+                        keep = EDGES_PER_NODE / j  # the derived cell keeps 2 of node j's j incoming edges
                         for k, op in enumerate(op_names):
                             B[e, k] += keep * darts_edge_cost(s, op, i).get(metric)
                 self.B[kind] = B
@@ -74,13 +73,13 @@ class CostModel:
                 hi += float(B.max(dim=1).values.sum())
                 continue
             usable = [k for k, n in enumerate(self.op_names) if n != "none"]
-            Bu = B[:, usable] * torch.tensor([j / 2.0 for _, j in self.edges], dtype=B.dtype).unsqueeze(1)  # undo the 2/j
-            for j in range(2, 2 + self.nodes):
+            Bu = B[:, usable] * torch.tensor([j / EDGES_PER_NODE for _, j in self.edges], dtype=B.dtype).unsqueeze(1)  # undo 2/j
+            for j in range(DARTS_INPUTS, DARTS_INPUTS + self.nodes):
                 rows = [e for e, (_, t) in enumerate(self.edges) if t == j]
                 mins = sorted(float(Bu[r].min()) for r in rows)
                 maxs = sorted((float(Bu[r].max()) for r in rows), reverse=True)
-                lo += sum(mins[:2])
-                hi += sum(maxs[:2])
+                lo += sum(mins[:EDGES_PER_NODE])
+                hi += sum(maxs[:EDGES_PER_NODE])
         return int(round(lo)), int(round(hi))
 
 

@@ -5,12 +5,7 @@ from typing import Mapping, Sequence
 
 import torch
 
-from ..nets.genotype import DartsGenotype, Genotype, NB201Genotype
-
-
-def cell_edges(inputs: int, nodes: int) -> list[tuple[int, int]]:
-    """The (source, target) edges of a cell, in the row order of its alpha: every i < j for each node j."""
-    return [(i, j) for j in range(inputs, inputs + nodes) for i in range(j)]
+from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges
 
 
 def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> Genotype:
@@ -28,13 +23,13 @@ def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[st
         w = torch.softmax(alphas[kind].float(), dim=-1).clone()
         if none is not None:
             w[:, none] = -1.0
-        edges = cell_edges(2, nodes)
+        edges = cell_edges(DARTS_INPUTS, nodes)
         chosen = []
-        for j in range(2, nodes + 2):
+        for j in range(DARTS_INPUTS, nodes + DARTS_INPUTS):
             rows = [(edges.index((i, j)), i) for i in range(j)]
-            ranked = sorted(rows, key=lambda r: (-float(w[r[0]].max()), r[1]))[:2]
+            ranked = sorted(rows, key=lambda r: (-float(w[r[0]].max()), r[1]))[:EDGES_PER_NODE]
             for row, i in sorted(ranked, key=lambda r: r[1]):
                 chosen.append((op_names[int(w[row].argmax())], i))
         cells[kind] = tuple(chosen)
-    concat = tuple(range(2, nodes + 2))
+    concat = tuple(range(DARTS_INPUTS, nodes + DARTS_INPUTS))
     return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)

@@ -22,10 +22,10 @@ import torch.nn.functional as F
 
 from ..nets.config import NetConfig
 from ..nets.darts import darts_layout, make_stem, preprocess
-from ..nets.genotype import Genotype
+from ..nets.genotype import DARTS_INPUTS, Genotype, cell_edges, darts_edge_node
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import SPACE_OPS, build_op
-from .derive import cell_edges, derive
+from .derive import derive
 
 
 @dataclass(frozen=True)
@@ -56,7 +56,7 @@ class SupernetConfig:
 
     @property
     def inputs(self) -> int:
-        return 2 if self.space == "darts" else 1
+        return DARTS_INPUTS if self.space == "darts" else 1
 
     def net_config(self) -> NetConfig:
         return NetConfig(C=self.C, layers=self.cells, num_classes=self.num_classes,
@@ -215,8 +215,10 @@ class Supernet(nn.Module):
         index = {n: k for k, n in enumerate(self.op_names)}
         if self.cfg.space == "darts":
             edges = g.reduce if kind == "reduce" else g.normal
-            return {2 + n: [(edges[2 * n][1], index[edges[2 * n][0]]), (edges[2 * n + 1][1], index[edges[2 * n + 1][0]])]
-                    for n in range(self.cfg.nodes)}
+            selected: dict[int, list[tuple[int, int]]] = {DARTS_INPUTS + n: [] for n in range(self.cfg.nodes)}
+            for k, (op, src) in enumerate(edges):
+                selected[darts_edge_node(k)].append((src, index[op]))
+            return selected
         return {j: [(i, index[op]) for op, i in node] for j, node in enumerate(g.nodes, start=1)}
 
     def runs_mixed(self, index: int) -> bool:
