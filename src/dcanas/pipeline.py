@@ -14,16 +14,15 @@ import shutil
 import sys
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, is_dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, TypeVar
 
 from .errors import UserError
 from .io import clean_stale_tmp, write_json
 
-STAGES = ("search", "train", "export", "profile", "verdict", "report")
-
+T = TypeVar("T")
 
 class StageFailed(Exception):
     def __init__(self, stage: str, log: Path, cause: BaseException) -> None:
@@ -80,7 +79,7 @@ def _prepare_stage_dir(run: "RunDir", name: str, st: dict[str, Any], inputs: str
 class StageSpec:
     name: str
     inputs: Callable[["RunDir"], str]   # hash of everything the stage depends on
-    run: Callable[["RunDir", Callable[[str], None]], dict[str, Any]]  # returns a summary for run.json
+    run: Callable[["RunDir", Callable[[str], None]], Any]  # returns the stage's outputs record (a dataclass)
 
 
 class RunDir:
@@ -98,6 +97,20 @@ class RunDir:
     def save(self) -> None:
         self.state.update(config=self.config, versions=self.state.get("versions") or versions())
         write_json(self.state_path, self.state)
+
+    def path(self, relative: str) -> Path:
+        """A path a stage's outputs record names (relative to the run directory)."""
+        return self.root / relative
+
+    def outputs(self, name: str, cls: type[T]) -> T:
+        """The typed outputs record of finished stage ``name``."""
+        st = self.state.get("stages", {}).get(name, {})
+        if st.get("status") != "done":
+            raise UserError(f"stage {name!r} has not finished in {self.root}; run it first (--from {name})")
+        try:
+            return cls(**st["summary"])
+        except TypeError:
+            raise UserError(f"{self.state_path}: stage {name!r} was written by another dcanas version; redo it with --from {name}") from None
 
     def stage_state(self, name: str) -> dict[str, Any]:
         return self.state.setdefault("stages", {}).setdefault(name, {"status": "pending"})
@@ -135,7 +148,8 @@ def run_pipeline(run: RunDir, stages: list[StageSpec], *, resume: bool, from_sta
                 fh.flush()
                 progress(f"   {msg}")
             try:
-                summary = spec.run(run, say)
+                out = spec.run(run, say)
+                summary = asdict(out) if is_dataclass(out) else out
             except BaseException as exc:  # noqa: BLE001 - recorded, then re-raised as one line
                 fh.write(traceback.format_exc())
                 st.update(status="failed", wall_s=time.time() - t0, error=f"{type(exc).__name__}: {exc}")

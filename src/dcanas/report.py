@@ -7,10 +7,13 @@ import html
 import io
 import json
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from .devices.schema import DeviceProfile
 from .io import atomic_write
+
+if TYPE_CHECKING:
+    from .pipeline import RunDir
 
 
 def _plt():
@@ -174,25 +177,20 @@ def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
     return md, h
 
 
-def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
+def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any]) -> dict[str, Path]:
+    """report.md and a self-contained report.html from the finished stages' typed outputs records."""
     from .nets.ops import SPACE_OPS
 
-    root = Path(root)
-    d = root / "report"
-    d.mkdir(exist_ok=True)
-    run = json.loads((root / "run.json").read_text())
-    search_sum = json.loads((root / "search" / "summary.json").read_text())
-    best_dir = root / search_sum["seeds"][[s["seed"] for s in search_sum["seeds"]].index(search_sum["best_seed"])]["dir"]
-    search = json.loads((best_dir / "search.json").read_text())
-    genotype = json.loads((root / "search" / "genotype.json").read_text())
-    train = json.loads((root / "train" / "searched" / "train.json").read_text())
-    train_sum = json.loads((root / "train" / "summary.json").read_text())
-    prof = json.loads((root / "profile" / "result.json").read_text())
-    v = json.loads((root / "verdict" / "verdict.json").read_text())
-    export = json.loads((root / "export" / "export.json").read_text())
+    d = run.stage_dir("report")
+    s, t, e, p, v = (outputs[k] for k in ("search", "train", "export", "profile", "verdict"))
+    search = json.loads(run.path(s.search_log).read_text())
+    genotype = json.loads(run.path(s.genotype).read_text())
+    train = json.loads(run.path(t.train_log).read_text())
+    prof = json.loads(run.path(p.result).read_text())
+    verdict = json.loads(run.path(v.verdict).read_text())
 
-    pareto = [dict(name="DCA-NAS (searched)", params=train_sum["params"], test_top1=train_sum["test_top1"])]
-    pareto += [dict(name=b["arch"], params=b["params"], test_top1=b["test_top1"]) for b in train_sum["baselines"]]
+    pareto = [dict(name="DCA-NAS (searched)", params=t.params, test_top1=t.test_top1)]
+    pareto += [dict(name=b["arch"], params=b["params"], test_top1=b["test_top1"]) for b in t.baselines]
     figs = [
         ("The derived cells (genotype)", plot_genotype(genotype, d / "genotype.png")),
         ("Architecture weights over the search", plot_alphas(search, list(SPACE_OPS[genotype["space"]]), d / "alphas.png")),
@@ -203,22 +201,22 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
     ]
     fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else (f"{x:,.3g}" if isinstance(x, float) and abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
     verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], {True: "met", False: "MISSED", None: "not counted"}[r["met"]]]
-                    for r in v["rows"]]
+                    for r in v.rows]
     vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
-    cc = v["cross_check"]
+    cc = v.cross_check
     cmd_, chtml = _table([["params", fmt(cc["params"]), fmt(cc["fvcore_params"])], ["FLOPs (MACs)", fmt(cc["flops"]), fmt(cc["fvcore_flops"])]],
                          ["derived network", "analytic counter", "fvcore"])
     ex_rows = [[r["format"], r["file"], f"{r.get('size_kb', 0):.1f}", f"{r['export_s']:.1f}", f"{r.get('max_abs_diff', float('nan')):.2e}",
-                f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in export["rows"]]
+                f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in e.rows]
     emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
-    st_rows = [[name, s.get("status", ""), f"{s.get('wall_s', 0):.1f}"] for name, s in run["stages"].items() if name != "report"]
+    st_rows = [[name, st.get("status", ""), f"{st.get('wall_s', 0):.1f}"] for name, st in run.state["stages"].items() if name != "report"]
     smd, shtml = _table(st_rows, ["stage", "status", "wall (s)"])
-    verdict_line = f"**Verdict on {v['device']}: {'PASS — every budget met' if v['passed'] else 'FAIL — a budget was missed'}**"
-    if v.get("emulated"):
+    verdict_line = f"**Verdict on {verdict['device']}: {'PASS — every budget met' if v.passed else 'FAIL — a budget was missed'}**"
+    if verdict.get("emulated"):
         verdict_line += " (emulated device: latency and memory are not real-hardware numbers)"
-    summary = (f"Device **{profile.name}** ({profile.description}). Searched {search_sum['metric']} budget K_d = {search_sum['K_d']:,.0f} "
-               f"(K' = {search_sum['K_prime']:,.0f}, LUG: {search_sum['lug']}); derived network: {search_sum['derived_params']:,} params, "
-               f"{search_sum['derived_flops']:,} MACs; test top-1 {100 * train_sum['test_top1']:.2f}% on {run['config']['dataset']}; "
+    summary = (f"Device **{profile.name}** ({profile.description}). Searched {s.metric} budget K_d = {s.K_d:,.0f} "
+               f"(K' = {s.K_prime:,.0f}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
+               f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
                f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
     md = [f"# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",
           "## Cost cross-check", "", cmd_, "", "## Export", "", emd, "", "## Stages", "", smd, ""]
@@ -231,7 +229,7 @@ def write_report(root: Path, profile: DeviceProfile) -> dict[str, Path]:
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
-.verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v['passed'] else '#fbe4e4'}}}</style></head><body>
+.verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v.passed else '#fbe4e4'}}}</style></head><body>
 <h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
 <p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}<h2>Cost cross-check</h2>{chtml}
 <h2>Export</h2>{ehtml}<h2>Stages</h2>{shtml}{imgs}

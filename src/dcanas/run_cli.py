@@ -4,7 +4,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .argtypes import positive_int, nonneg_int
+from .argtypes import nonneg_int, positive_int
+from .presets import RUN_PRESETS
 from datetime import date
 from pathlib import Path
 
@@ -13,7 +14,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .devices.schema import load_profile
     from .errors import UserError
     from .pipeline import RunDir, StageFailed, run_pipeline
-    from .stages import RunConfig, Stages, connection_check
+    from .stages import (ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, Stages, TrainOutputs, VerdictOutputs,
+                         connection_check)
 
     profile = load_profile(args.device)
     cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,
@@ -36,23 +38,21 @@ def cmd_run(args: argparse.Namespace) -> int:
     run = RunDir(out, cfg.to_json())
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        state = run_pipeline(run, stages.specs(), resume=args.resume, from_stage=args.from_stage, progress=say)
+        run_pipeline(run, stages.specs(), resume=args.resume, from_stage=args.from_stage, progress=say)
     except StageFailed as exc:
         print(f"dcanas run: {exc}", file=sys.stderr)
         return 2 if isinstance(exc.cause, UserError) else 1
-    v = state["stages"]["verdict"]["summary"]
-    s = state["stages"]["search"]["summary"]
-    t = state["stages"]["train"]["summary"]
-    p = state["stages"]["profile"]["summary"]
-    print(f"{profile.name}: {s['metric']} budget {s['K_d']:,.0f} -> derived network {s['derived_params']:,} params, "
-          f"{s['derived_flops']:,} MACs; test top-1 {100 * t['test_top1']:.2f}%; {p['engine']} p50 {p['latency_ms']['p50']:.3f} ms, "
-          f"peak RSS {p['peak_rss_mb']:.1f} MB; verdict: {'PASS' if v['passed'] else 'FAIL'}")
-    print(f"report: {out / 'report' / 'report.html'}")
-    return 0 if v["passed"] else 1
+    v, s = run.outputs("verdict", VerdictOutputs), run.outputs("search", SearchOutputs)
+    t, p = run.outputs("train", TrainOutputs), run.outputs("profile", ProfileOutputs)
+    print(f"{profile.name}: {s.metric} budget {s.K_d:,.0f} -> derived network {s.derived_params:,} params, "
+          f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}%; {p.engine} p50 {p.latency_ms['p50']:.3f} ms, "
+          f"peak RSS {p.peak_rss_mb:.1f} MB; verdict: {'PASS' if v.passed else 'FAIL'}")
+    print(f"report: {run.path(run.outputs('report', ReportOutputs).html)}")
+    return 0 if v.passed else 1
 
 
 def add_run_parser(sub) -> None:
-    from .pipeline import STAGES
+    from .stages import STAGES
 
     p = sub.add_parser("run", help="the whole pipeline: device profile -> searched, trained, exported, profiled network + verdict")
     p.add_argument("--device", required=True, help="a shipped profile (local, rpi4, pixel3-termux, rpi4-emulated) or a YAML path")
@@ -61,7 +61,8 @@ def add_run_parser(sub) -> None:
     p.add_argument("--space", default="darts")
     p.add_argument("--metric", help="params or flops (default: the profile's budget)")
     p.add_argument("--seeds", type=positive_int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
-    p.add_argument("--preset", default="cpu-demo", help="cpu-demo (2 CPU cores, minutes), tiny (tests), paper (GPU)")
+    p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS),
+                   help="; ".join(f"{k}: search {s!r} + training {t!r}" for k, (s, t) in RUN_PRESETS.items()))
     p.add_argument("--formats", help="export formats (default: the profile's engine/precision, plus onnx)")
     p.add_argument("--baselines", help="also train these for the accuracy/params plot: mobilenet_v2,resnet18")
     p.add_argument("--runs", type=positive_int, default=50, help="timed runs on the device")

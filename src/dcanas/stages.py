@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -12,11 +11,80 @@ from .devices.schema import DeviceProfile
 from .errors import UserError
 from .io import write_json
 from .pipeline import RunDir, StageSpec, hash_inputs
+from .presets import RUN_PRESETS
 
 Say = Callable[[str], None]
 
-# `dcanas run --preset` -> (search preset, training preset)
-RUN_PRESETS = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"), "paper": ("paper", "paper-cifar")}
+
+# ---- what each stage hands on: typed records (paths relative to the run directory) --------------
+
+@dataclass(frozen=True)
+class SearchOutputs:
+    genotype: str            # the winning genotype (JSON)
+    search_log: str          # the winning seed's search.json (epochs, alphas, k_s and lambda per step)
+    best_seed: int
+    K_d: float
+    K_prime: float
+    lug: str
+    metric: str
+    derived_params: int
+    derived_flops: int
+    val_acc: float
+    under_budget: bool
+    eval_config: dict[str, Any]
+    seeds: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class TrainOutputs:
+    model: str               # model.pt of the searched network
+    train_log: str
+    params: int
+    test_top1: float
+    test_top5: float
+    seconds: float
+    baselines: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ExportOutputs:
+    manifest: str            # export.json
+    device_artifact: str     # the file whose format the device profile's runtime runs
+    rows: list[dict[str, Any]]
+
+
+@dataclass(frozen=True)
+class ProfileOutputs:
+    result: str              # the runner's full result.json
+    engine: str
+    engine_version: str
+    machine: str
+    cpu_model: str
+    peak_rss_mb: Optional[float]
+    latency_ms: dict[str, float]
+    wall_s: float
+    orchestration_overhead_s: float
+    reference_max_abs_diff: Optional[float]
+
+
+@dataclass(frozen=True)
+class VerdictOutputs:
+    verdict: str
+    passed: bool
+    rows: list[dict[str, Any]]
+    cross_check: dict[str, int]
+
+
+@dataclass(frozen=True)
+class ReportOutputs:
+    markdown: str
+    html: str
+
+
+# The stage list, defined once: name -> the record it returns, in run order.
+OUTPUTS: dict[str, type] = {"search": SearchOutputs, "train": TrainOutputs, "export": ExportOutputs,
+                            "profile": ProfileOutputs, "verdict": VerdictOutputs, "report": ReportOutputs}
+STAGES = tuple(OUTPUTS)
 
 
 @dataclass
@@ -64,9 +132,11 @@ class Stages:
         check_budget(self.search_cfg, cost_model(self.search_cfg))  # before any connection or work
 
     def specs(self) -> list[StageSpec]:
-        return [StageSpec("search", self.search_inputs, self.search), StageSpec("train", self.train_inputs, self.train),
-                StageSpec("export", self.export_inputs, self.export), StageSpec("profile", self.profile_inputs, self.profile_stage),
-                StageSpec("verdict", self.verdict_inputs, self.verdict), StageSpec("report", self.report_inputs, self.report)]
+        """The stages in order, from the one table (:data:`OUTPUTS`)."""
+        methods = {"search": (self.search_inputs, self.search), "train": (self.train_inputs, self.train),
+                   "export": (self.export_inputs, self.export), "profile": (self.profile_inputs, self.profile_stage),
+                   "verdict": (self.verdict_inputs, self.verdict), "report": (self.report_inputs, self.report)}
+        return [StageSpec(name, *methods[name]) for name in STAGES]
 
     # ---- search -------------------------------------------------------------------
     def search_inputs(self, run: RunDir) -> str:
@@ -75,7 +145,7 @@ class Stages:
         lug = find_lug(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
         return hash_inputs(self.search_cfg.to_json(), self.cfg.seeds, lug or "no-lug")
 
-    def search(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def search(self, run: RunDir, say: Say) -> SearchOutputs:
         from .search.lug import resolve_search_budget
         from .search.searcher import run_search
 
@@ -90,119 +160,134 @@ class Stages:
             results.append(res.summary | {"seed": seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs
         write_json(d / "genotype.json", best["genotype"])
-        summary = dict(best_seed=best["seed"], K_d=best["K_d"], K_prime=K_prime, lug=lug, metric=best["metric"],
-                       derived_params=best["derived_params"], derived_flops=best["derived_flops"], val_acc=best["val_acc"],
-                       under_budget=best["under_budget"], eval_config=best["eval_config"],
-                       seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results])
-        write_json(d / "summary.json", summary)
+        out = SearchOutputs(genotype="search/genotype.json", search_log=f"{best['dir']}/search.json", best_seed=best["seed"],
+                            K_d=best["K_d"], K_prime=K_prime, lug=lug, metric=best["metric"],
+                            derived_params=best["derived_params"], derived_flops=best["derived_flops"],
+                            val_acc=best["val_acc"], under_budget=best["under_budget"], eval_config=best["eval_config"],
+                            seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results])
         say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {best['derived_cost']:,}")
-        return summary
+        return out
 
     # ---- train --------------------------------------------------------------------
     def _train_cfg(self, run: RunDir):
         from .train.trainer import TrainConfig, apply_preset
 
-        ev = json.loads((run.root / "search" / "summary.json").read_text())["eval_config"]
-        genotype = json.loads((run.root / "search" / "genotype.json").read_text())
+        s = run.outputs("search", SearchOutputs)
+        genotype = json.loads(run.path(s.genotype).read_text())
         # The network the budget was searched for: the search's evaluation config.
         return replace(apply_preset(TrainConfig(), self.train_preset), genotype=genotype, dataset=self.cfg.dataset,
-                       data_root=self.cfg.data_root, C=ev["C"], layers=ev["layers"], **self.cfg.train_overrides)
+                       data_root=self.cfg.data_root, C=s.eval_config["C"], layers=s.eval_config["layers"],
+                       **self.cfg.train_overrides)
 
     def train_inputs(self, run: RunDir) -> str:
-        g = run.root / "search" / "genotype.json"
+        g = run.path(run.outputs("search", SearchOutputs).genotype)
         return hash_inputs(g, self.train_preset, self.cfg.train_overrides, self.cfg.baselines, self.cfg.dataset)
 
-    def train(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def train(self, run: RunDir, say: Say) -> TrainOutputs:
         from .train.trainer import train
 
         d = run.stage_dir("train")
         cfg = self._train_cfg(run)
         res = train(cfg, d / "searched", resume=(d / "searched" / "checkpoint.pt").exists(), progress=say)
         last = res["history"][-1]
-        summary = dict(params=res["params"], test_top1=last["test_top1"], test_top5=last["test_top5"],
-                       seconds=sum(r["seconds"] for r in res["history"]), baselines=[])
+        baselines = []
         for arch in self.cfg.baselines:
             b = replace(cfg, arch=arch, genotype=None, width=0.35 if arch == "mobilenet_v2" else 1.0)
             say(f"baseline {arch}")
             r = train(b, d / arch, resume=(d / arch / "checkpoint.pt").exists(), progress=say)
-            summary["baselines"].append(dict(arch=arch, params=r["params"], test_top1=r["history"][-1]["test_top1"]))
-        write_json(d / "summary.json", summary)
-        return summary
+            baselines.append(dict(arch=arch, params=r["params"], test_top1=r["history"][-1]["test_top1"]))
+        return TrainOutputs(model="train/searched/model.pt", train_log="train/searched/train.json", params=res["params"],
+                            test_top1=last["test_top1"], test_top5=last["test_top5"],
+                            seconds=sum(r["seconds"] for r in res["history"]), baselines=baselines)
 
     # ---- export -------------------------------------------------------------------
-    def formats(self) -> list[str]:
+    def target_format(self) -> str:
+        """The export the device runs: its profile's engine and precision."""
         from .export.formats import formats_for
 
+        return formats_for(self.profile.runtime.engine, self.profile.runtime.precision).name
+
+    def formats(self) -> list[str]:
         if self.cfg.formats:
             return list(self.cfg.formats)
-        target = formats_for(self.profile.runtime.engine, self.profile.runtime.precision).name
+        target = self.target_format()
         return sorted({target, "onnx"}, key=lambda n: n != target)  # the device's format first
 
     def export_inputs(self, run: RunDir) -> str:
-        return hash_inputs(run.root / "train" / "searched" / "model.pt", self.formats())
+        return hash_inputs(run.path(run.outputs("train", TrainOutputs).model), self.formats())
 
-    def export(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def export(self, run: RunDir, say: Say) -> ExportOutputs:
         from .export.exporter import export_model
 
         d = run.stage_dir("export")
-        rows = export_model(run.root / "train" / "searched" / "model.pt", self.formats(), d, dataset=self.cfg.dataset,
+        rows = export_model(run.path(run.outputs("train", TrainOutputs).model), self.formats(), d, dataset=self.cfg.dataset,
                             data_root=self.cfg.data_root, progress=say)
         failed = [r for r in rows if not r["passed"]]
         if failed:
             raise RuntimeError("export validation failed: " + "; ".join(f"{r['format']}: {r.get('reason')}" for r in failed))
-        return dict(rows=[{k: v for k, v in r.items() if k != "ops"} for r in rows], device_artifact=rows[0]["file"])
+        target = self.target_format()
+        match = [r for r in rows if r["format"] == target]
+        if not match:
+            say(f"WARNING: --formats has no {target} export, the format {self.profile.name}'s runtime runs; "
+                f"profiling {rows[0]['file']} instead")
+        return ExportOutputs(manifest="export/export.json", device_artifact=f"export/{(match or rows)[0]['file']}",
+                             rows=[{k: v for k, v in r.items() if k not in ("ops", "traceback")} for r in rows])
 
     # ---- profile ------------------------------------------------------------------
     def _artifact(self, run: RunDir) -> Path:
-        rows = json.loads((run.root / "export" / "export.json").read_text())["rows"]
-        return run.root / "export" / rows[0]["file"]
+        return run.path(run.outputs("export", ExportOutputs).device_artifact)
 
     def profile_inputs(self, run: RunDir) -> str:
         return hash_inputs(self._artifact(run), Path(self.profile.source), self.cfg.runs, self.cfg.warmup)
 
-    def profile_stage(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def profile_stage(self, run: RunDir, say: Say) -> ProfileOutputs:
         from .profile.remote import profile_model
 
         res = profile_model(self.profile, self._artifact(run), runs=self.cfg.runs, warmup=self.cfg.warmup, progress=say)
         write_json(run.stage_dir("profile") / "result.json", res)
         say(f"latency p50 {res['latency_ms']['p50']:.3f} ms, peak RSS {res['peak_rss_mb']:.1f} MB on {res['machine']}")
-        return {k: res[k] for k in ("engine", "engine_version", "machine", "cpu_model", "peak_rss_mb", "latency_ms", "wall_s",
-                                    "orchestration_overhead_s", "reference_max_abs_diff")}
+        return ProfileOutputs(result="profile/result.json", **{k: res[k] for k in (
+            "engine", "engine_version", "machine", "cpu_model", "peak_rss_mb", "latency_ms", "wall_s",
+            "orchestration_overhead_s", "reference_max_abs_diff")})
 
     # ---- verdict ------------------------------------------------------------------
     def verdict_inputs(self, run: RunDir) -> str:
-        return hash_inputs(run.root / "profile" / "result.json", Path(self.profile.source))
+        return hash_inputs(run.path(run.outputs("profile", ProfileOutputs).result), Path(self.profile.source))
 
-    def verdict(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def verdict(self, run: RunDir, say: Say) -> VerdictOutputs:
         from .nets.build import build_network
         from .nets.config import NetConfig
         from .nets.cost import fvcore_cost, network_cost
         from .nets.genotype import genotype_from_json
         from .profile.verdict import format_table, verdict
 
-        measured = json.loads((run.root / "profile" / "result.json").read_text())
+        measured = json.loads(run.path(run.outputs("profile", ProfileOutputs).result).read_text())
         v = verdict(self.profile, self._artifact(run), measured)
-        model = json.loads((run.root / "search" / "summary.json").read_text())
-        g, net = genotype_from_json(json.loads((run.root / "search" / "genotype.json").read_text())), NetConfig.from_json(model["eval_config"])
+        s = run.outputs("search", SearchOutputs)
+        g, net = genotype_from_json(json.loads(run.path(s.genotype).read_text())), NetConfig.from_json(s.eval_config)
         analytic = network_cost(g, net)
         fv = fvcore_cost(build_network(g, replace(net, auxiliary=False)), net.input_size, net.in_channels)
         v["cross_check"] = dict(params=analytic.params, flops=analytic.flops, fvcore_params=fv.params, fvcore_flops=fv.flops)
         write_json(run.stage_dir("verdict") / "verdict.json", v)
         for line in format_table(v).splitlines():
             say(line)
-        return dict(passed=v["passed"], rows=v["rows"], cross_check=v["cross_check"])
+        return VerdictOutputs(verdict="verdict/verdict.json", passed=v["passed"], rows=v["rows"], cross_check=v["cross_check"])
 
     # ---- report -------------------------------------------------------------------
-    def report_inputs(self, run: RunDir) -> str:
-        return hash_inputs(*(run.root / f for f in ("search/summary.json", "train/summary.json", "export/export.json",
-                                                      "profile/result.json", "verdict/verdict.json")))
+    def _report_sources(self, run: RunDir) -> dict[str, Any]:
+        return {name: run.outputs(name, cls) for name, cls in OUTPUTS.items() if name != "report"}
 
-    def report(self, run: RunDir, say: Say) -> dict[str, Any]:
+    def report_inputs(self, run: RunDir) -> str:
+        o = self._report_sources(run)
+        return hash_inputs(*(run.path(p) for p in (o["search"].search_log, o["train"].train_log, o["export"].manifest,
+                                                    o["profile"].result, o["verdict"].verdict)))
+
+    def report(self, run: RunDir, say: Say) -> ReportOutputs:
         from .report import write_report
 
-        paths = write_report(run.root, self.profile)
+        paths = write_report(run, self.profile, self._report_sources(run))
         say(f"report: {paths['html']}")
-        return {k: str(v) for k, v in paths.items()}
+        return ReportOutputs(markdown=str(paths["markdown"].relative_to(run.root)), html=str(paths["html"].relative_to(run.root)))
 
 
 def connection_check(profile: DeviceProfile) -> None:

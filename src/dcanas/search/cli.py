@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
+from ..presets import SEARCH_PRESETS, describe
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
 
@@ -26,7 +27,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
     p.add_argument("--metric", default="params", help="params or flops")
-    p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), tiny (seconds), paper (Appendix D; GPU)")
+    p.add_argument("--preset", choices=list(SEARCH_PRESETS), help=describe(SEARCH_PRESETS))
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
     p.add_argument("--channels", type=positive_int, help="supernet initial channels C")
@@ -95,6 +96,8 @@ def add_search_parser(sub) -> None:
     p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
     p.set_defaults(func=cmd_search)
 
+
+def add_lug_parser(sub) -> None:
     p = sub.add_parser("lug", help="look-up graph: build (parallel searches), show, merge run directories")
     lug_sub = p.add_subparsers(dest="lug_command", required=True, parser_class=type(p))
     b = lug_sub.add_parser("build", help="one search per K' on a grid; records the derived K_d of each")

@@ -6,6 +6,7 @@ import json
 from dataclasses import replace
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from ..presets import TRAIN_PRESETS, describe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -72,7 +73,7 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--cutout", type=nonneg_int)
     p.add_argument("--no-auxiliary", action="store_true")
     p.add_argument("--device")
-    p.add_argument("--preset", help="cpu-demo (minutes on 2 CPU cores), paper-cifar, paper-imagenet, tiny")
+    p.add_argument("--preset", choices=list(TRAIN_PRESETS), help=describe(TRAIN_PRESETS))
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
     p.set_defaults(func=cmd_train)
