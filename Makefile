@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.install-stamp
 DATA   := data/fashion-mnist
 
-.PHONY: install test demo bench data clean device-emulator test-device
+.PHONY: install test test-fast demo bench data clean device-emulator test-device
 
 install: $(STAMP)
 
@@ -25,7 +25,14 @@ $(DATA)/train-images-idx3-ubyte.gz:
 
 test: install data
 	@bash scripts/ensure-test-deps.sh
+	$(VENV)/bin/ruff check src tests benchmarks
 	$(PY) -m pytest -q $(PYTEST_ARGS)
+
+# The inner loop: lint and the tests not marked slow (about 3 minutes here).
+test-fast: install data
+	@bash scripts/ensure-test-deps.sh
+	$(VENV)/bin/ruff check src tests benchmarks
+	$(PY) -m pytest -q -m "not slow" $(PYTEST_ARGS)
 
 # The main job on the embedded default: real Fashion-MNIST, the `local` device (budget: 250k params,
 # latency, memory, size), the CPU preset; every stage real. A rerun resumes (finished stages are reused).

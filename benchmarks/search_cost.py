@@ -107,8 +107,8 @@ def main() -> int:
     v = rows[0]
     print(f"supernet C={args.channels}, {args.cells} cells, batch {args.batch_size} (28x28x1, real Fashion-MNIST), "
           f"median of {args.steps} steps after {args.warmup} warm-up, {rows[0]['device']}, {rows[0]['threads']} threads")
-    print(f"| variant | ms/step | images/s | peak MB | weights | speed-up vs vanilla | memory ratio (vanilla/variant) |")
-    print(f"|---|---:|---:|---:|---:|---:|---:|")
+    print("| variant | ms/step | images/s | peak MB | weights | speed-up vs vanilla | memory ratio (vanilla/variant) |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['variant']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['peak_mb']:.0f} | {r['weights']:,} | "
               f"{v['ms_per_step'] / r['ms_per_step']:.2f}x | {v['peak_mb'] / max(r['peak_mb'], 1e-9):.2f}x |")

@@ -88,7 +88,7 @@ LogLevel VERBOSE
             break
         except OSError:
             if proc.poll() is not None:
-                raise RuntimeError(f"sshd exited: {(root / 'sshd.log').read_text()[-2000:]}")
+                raise RuntimeError(f"sshd exited: {(root / 'sshd.log').read_text()[-2000:]}") from None
             time.sleep(0.05)
     host_pub = (root / "host_key.pub").read_text().split()[:2]
     known = root / "known_hosts"

@@ -54,18 +54,24 @@ def trained(tmp_path_factory, fashion_root):
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_every_format_exports_and_validates(trained, fashion_root, tmp_path, space, layout):
     names = [f for f in FORMATS if not (f == "onnx" and layout == "nhwc")]
-    # Quantized formats of a 2-epoch network: the drift is measured and reported; the pass
-    # threshold for them is checked on a better-trained network in test_int8_on_real_images.
+    # Every format keeps its own threshold: fp32 must match within 1e-4 and pass; a quantized format
+    # of a 2-epoch network passes exactly when its top-1 agreement meets the format's gate, and one
+    # that does not is kept as .rejected, never under its final name.
     rows = export_model(trained[space], names, tmp_path, data_root=str(fashion_root), layout=layout, n_validate=64,
-                        n_calibration=32, min_top1=0.5, progress=lambda m: None)
+                        n_calibration=32, progress=lambda m: None)
     assert [r["format"] for r in rows] == names
     for r in rows:
-        assert r["passed"], r
         assert r["real_inputs"] and r["n_inputs"] == 64
         fmt = FORMATS[r["format"]]
         if fmt.precision == "fp32":
-            assert r["max_abs_diff"] <= 1e-4
+            assert r["passed"] and r["max_abs_diff"] <= fmt.max_abs_diff, {k: v for k, v in r.items() if k != "ops"}
+        else:
+            assert r["passed"] == (r["top1_agreement"] >= fmt.min_top1_agreement)
+            assert r["top1_agreement"] >= 0.5, {k: v for k, v in r.items() if k != "ops"}  # quantized, not broken
         art = tmp_path / r["file"]
+        assert art.is_file() == r["passed"] and (tmp_path / (r["file"] + ".rejected")).is_file() != r["passed"]
+        if not r["passed"]:
+            continue
         assert art.is_file() and (tmp_path / (r["file"] + ".ref.npz")).is_file()
         ref = np.load(tmp_path / (r["file"] + ".ref.npz"))
         assert ref["input"].shape == ((1, 28, 28, 1) if r["layout"] == "nhwc" else (1, 1, 28, 28))

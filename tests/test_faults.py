@@ -329,7 +329,7 @@ def test_forged_metadata_does_not_change_the_counted_params(artifacts, tmp_path)
         if p.key == "net_config":
             p.value = p.value.replace('"C": 4', '"C": 16')
     onnx.save(m, str(tmp_path / "forged.onnx"))
-    from dcanas.devices.schema import list_profiles, load_profile
+    from dcanas.devices.schema import load_profile
     from dcanas.profile.verdict import verdict
 
     measured = {"latency_ms": {"p50": 1.0}, "peak_rss_mb": 10.0}
@@ -443,7 +443,9 @@ def test_run_from_says_what_it_clears_and_resumes(tmp_path):
     stages = [StageSpec("a", lambda run: "inputs-1", flaky)]
     msgs: list[str] = []
     run = RunDir(tmp_path / "r", {})
-    with pytest.raises(Exception):
+    from dcanas.pipeline import StageFailed
+
+    with pytest.raises(StageFailed, match="killed"):
         run_pipeline(run, stages, resume=False, from_stage=None, progress=msgs.append)
     state = run_pipeline(RunDir(tmp_path / "r", {}), stages, resume=True, from_stage=None, progress=msgs.append)
     assert state["stages"]["a"]["summary"]["resumed_from_checkpoint"]

@@ -48,7 +48,9 @@ def test_end_to_end_local(local_run):
     state = json.loads((out / "run.json").read_text())
     assert [s for s in state["stages"]] == ["search", "train", "export", "profile", "verdict", "report"]
     assert all(s["status"] == "done" and s["wall_s"] > 0 and len(s["inputs"]) == 64 for s in state["stages"].values())
-    assert state["versions"]["torch"].startswith("2.14") and state["config"]["preset"] == "tiny"
+    from importlib.metadata import version
+
+    assert state["versions"]["torch"] == version("torch") and state["config"]["preset"] == "tiny"
     for f in ("search/genotype.json", "train/searched/model.pt", "export/model.onnx", "export/model.tflite",
               "profile/result.json", "verdict/verdict.json", "report/report.md", "report/report.html"):
         assert (out / f).is_file(), f
@@ -106,7 +108,7 @@ def test_failing_stage_names_stage_and_log(tmp_path, fashion_root):
     tiny_profile(prof, transport="local", python=str(tmp_path / "no-such-python"))
     out = tmp_path / "run"
     r = subprocess.run(run_cmd(prof, out, fashion_root), capture_output=True, text=True, timeout=900)
-    assert r.returncode in (1, 2)
+    assert r.returncode == 2, r.stderr[-2000:]  # a missing python is the user's input: one line, exit 2
     last = r.stderr.strip().splitlines()[-1]
     assert "stage 'profile' failed" in last and "profile/log.txt" in last, last
     state = json.loads((out / "run.json").read_text())

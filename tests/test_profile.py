@@ -11,9 +11,8 @@ import yaml
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
 from dcanas.io import file_sha256 as sha256_file
-from dcanas.profile.remote import profile_model
 
-from sshd import SSHD, start_sshd
+from sshd import SSHD
 
 needs_sshd = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed (make test installs it as root)")
 
@@ -75,7 +74,7 @@ def test_bad_yaml_and_unknown_device_exit_2(tmp_path):
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_profile_local_json(artifacts, fmt):
     r = dcanas("profile", "--device", "local", str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
-    assert r.returncode in (0, 1), r.stderr
+    assert r.returncode == 0, r.stderr  # the local profile's budgets are far above this small network
     out = json.loads(r.stdout)
     for key in ("engine", "engine_version", "python", "machine", "cpu_model", "threads", "model_size_bytes", "load_ms",
                 "first_inference_ms", "warmup_runs", "timed_runs", "peak_rss_mb", "rss_increase_mb", "before", "after"):
@@ -109,7 +108,7 @@ def test_verdict_gates_with_exit_code(artifacts, tmp_path):
 def test_profile_over_ssh(sshd, artifacts, tmp_path, fmt):
     prof = sshd.profile_yaml(tmp_path / "p.yaml")
     r = dcanas("profile", "--device", str(prof), str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
-    assert r.returncode in (0, 1), r.stderr
+    assert r.returncode == 0, r.stderr  # budget: 1,000 ms and 4,096 MB
     out = json.loads(r.stdout)
     assert out["timed_runs"] == 10 and out["reference_max_abs_diff"] < 1e-4
     assert out["orchestration_overhead_s"] > 0 and out["wall_s"] > out["total_s"]
@@ -214,6 +213,6 @@ def test_shell_metacharacters_in_paths_are_harmless(sshd, artifacts, tmp_path):
     Path(str(odd) + ".ref.npz").write_bytes(ref.read_bytes())
     prof = sshd.profile_yaml(tmp_path / "p.yaml")
     r = dcanas("profile", "--device", str(prof), str(odd), "--runs", "3", "--json")
-    assert r.returncode in (0, 1), r.stderr
+    assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"] == odd.name
     assert not list(Path("/").glob("PWNED")) and not list(Path.home().glob("PWNED")) and not list(sshd.root.rglob("PWNED"))

@@ -20,8 +20,9 @@ OPTIONS = {
 }
 
 
-def tiny(space, options=SearchOptions(), C=8):
-    return Supernet(SupernetConfig(space=space, C=C, num_classes=10, in_channels=1, input_size=16, options=options, **SPACES[space]))
+def tiny(space, options=None, C=8):
+    return Supernet(SupernetConfig(space=space, C=C, num_classes=10, in_channels=1, input_size=16,
+                                   options=options or SearchOptions(), **SPACES[space]))
 
 
 @pytest.mark.parametrize("space", SPACES)

@@ -216,6 +216,15 @@ def _load_imagefolder(spec: DatasetSpec, root: Path, train: bool) -> ArrayData:
     return ArrayData(images, torch.tensor(ds.targets, dtype=torch.int64))
 
 
+def holdout(train: ArrayData, fraction: float, seed: int) -> tuple[ArrayData, ArrayData]:
+    """(training, validation): ``fraction`` of the images, drawn with ``seed``, held out for model selection."""
+    n_val = int(len(train) * fraction)
+    if n_val == 0:
+        return train, train.subset(slice(0, 0))
+    perm = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+    return train.subset(perm[n_val:]), train.subset(perm[:n_val])
+
+
 def search_split(train: ArrayData, subset: Optional[int], seed: int) -> tuple[ArrayData, ArrayData]:
     """DARTS' split of the training set into search-train and search-val halves (``subset`` caps the total)."""
     g = torch.Generator().manual_seed(seed)

@@ -125,6 +125,15 @@ def file_sha256(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def crash_point(steps_done: int, stop_after_steps: Optional[int] = None) -> None:
+    """The deterministic crash for resume tests: after ``stop_after_steps`` optimizer steps (or
+    ``DCANAS_EXIT_AFTER_STEPS`` in the environment, for a subprocess) the process ends abruptly,
+    like ``kill -9``: no cleanup, no checkpoint of the epoch under way."""
+    limit = stop_after_steps if stop_after_steps is not None else os.environ.get("DCANAS_EXIT_AFTER_STEPS")
+    if limit is not None and steps_done >= int(limit):
+        os._exit(137)
+
+
 def peak_rss_mb() -> float:
     """Peak resident set size of this process (VmHWM), in MB."""
     import resource

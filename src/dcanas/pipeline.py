@@ -147,6 +147,11 @@ def run_pipeline(run: RunDir, stages: list[StageSpec], *, resume: bool, from_sta
                 fh.write(msg + "\n")
                 fh.flush()
                 progress(f"   {msg}")
+
+            def log_only(msg: str) -> None:  # details that belong in log.txt, not on the console
+                fh.write(msg + "\n")
+                fh.flush()
+            say.log = log_only  # type: ignore[attr-defined]
             try:
                 out = spec.run(run, say)
                 summary = asdict(out) if is_dataclass(out) else out

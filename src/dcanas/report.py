@@ -199,9 +199,17 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
         ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
-    fmt = lambda x: "n/a" if x is None else x if isinstance(x, str) else (f"{x:,.3g}" if isinstance(x, float) and abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".") if isinstance(x, float) else f"{x:,}")
-    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], {True: "met", False: "MISSED", None: "not counted"}[r["met"]]]
-                    for r in v.rows]
+    def fmt(x: Any) -> str:
+        if x is None:
+            return "n/a"
+        if isinstance(x, str):
+            return x
+        if isinstance(x, float):
+            return f"{x:,.3g}" if abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".")
+        return f"{x:,}"
+
+    met = {True: "met", False: "MISSED", None: "not counted"}
+    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], met[r["met"]]] for r in v.rows]
     vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
     cc = v.cross_check
     cmd_, chtml = _table([["params", fmt(cc["params"]), fmt(cc["fvcore_params"])], ["FLOPs (MACs)", fmt(cc["flops"]), fmt(cc["fvcore_flops"])]],
@@ -218,7 +226,7 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                f"(K' = {s.K_prime:,.0f}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
                f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
                f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
-    md = [f"# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",
+    md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",
           "## Cost cross-check", "", cmd_, "", "## Export", "", emd, "", "## Stages", "", smd, ""]
     for title, p in figs:
         md += [f"## {title}", "", f"![{title}]({p.name})", ""]
@@ -228,7 +236,8 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                    f"{base64.b64encode(p.read_bytes()).decode()}\">" for t, p in figs)
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
+td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}
+td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
 .verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v.passed else '#fbe4e4'}}}</style></head><body>
 <h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
 <p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}<h2>Cost cross-check</h2>{chtml}

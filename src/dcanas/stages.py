@@ -223,6 +223,9 @@ class Stages:
         rows = export_model(run.path(run.outputs("train", TrainOutputs).model), self.formats(), d, dataset=self.cfg.dataset,
                             data_root=self.cfg.data_root, progress=say)
         failed = [r for r in rows if not r["passed"]]
+        for r in failed:
+            if r.get("traceback"):
+                getattr(say, "log", lambda m: None)(f"{r['format']}: {r['traceback']}")
         if failed:
             raise RuntimeError("export validation failed: " + "; ".join(f"{r['format']}: {r.get('reason')}" for r in failed))
         target = self.target_format()

@@ -219,7 +219,8 @@ class SSHTransport(Transport):
 
         for k in self.key_files:
             if not Path(k).is_file():
-                raise DeviceError(f"{self.describe()}: key file {k} not found; set connection.key_file to a private key whose public half is in the device's authorized_keys")
+                raise DeviceError(f"{self.describe()}: key file {k} not found; set connection.key_file to a private key "
+                                  f"whose public half is in the device's authorized_keys")
         retries = self.conn.retries if retries is None else retries
         timeout = self.conn.connect_timeout_s if timeout is None else timeout
         delay = 0.5

@@ -11,8 +11,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     rows = export_model(args.model, args.formats, args.out, dataset=args.dataset, data_root=args.data_root,
                         layout=args.layout, n_validate=args.n, dynamic_batch=args.dynamic_batch, min_top1=args.min_top1)
-    print(f"| format | file | size (KB) | export (s) | max abs diff | top-1 agreement | ok |")
-    print(f"|---|---|---:|---:|---:|---:|---|")
+    print("| format | file | size (KB) | export (s) | max abs diff | top-1 agreement | ok |")
+    print("|---|---|---:|---:|---:|---:|---|")
     for r in rows:
         print(f"| {r['format']} | {r['file']} | {r.get('size_kb', 0):.1f} | {r['export_s']:.1f} | "
               f"{r.get('max_abs_diff', float('nan')):.2e} | {r.get('top1_agreement', float('nan')):.3f} | "

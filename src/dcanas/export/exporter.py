@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import os
+import traceback
 import shutil
 import sys
 import time
@@ -127,7 +128,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
             row.update(reason=str(exc), export_s=time.time() - t0)
         except Exception as exc:  # noqa: BLE001 - a converter failure is reported, others continue
             row.update(reason=f"export failed: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}",
-                       export_s=time.time() - t0)
+                       export_s=time.time() - t0, traceback=traceback.format_exc())  # the whole story, in export.json
             tmp.unlink(missing_ok=True)
         if tmp.exists():
             row["size_kb"] = tmp.stat().st_size / 1024

@@ -33,7 +33,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(row))
         return 0
-    print(f"{genotype.space} network on {args.dataset}: C={cfg.C}, layers={cfg.layers}, {cfg.input_size}x{cfg.input_size}x{cfg.in_channels}, {cfg.num_classes} classes")
+    print(f"{genotype.space} network on {args.dataset}: C={cfg.C}, layers={cfg.layers}, "
+          f"{cfg.input_size}x{cfg.input_size}x{cfg.in_channels}, {cfg.num_classes} classes")
     print(f"{'':16}{'analytic':>16}{'fvcore':>16}")
     print(f"{'params':16}{analytic.params:>16,}{fv.params:>16,}")
     print(f"{'FLOPs (MACs)':16}{analytic.flops:>16,}{fv.flops:>16,}")
@@ -44,7 +45,8 @@ def cmd_cost(args: argparse.Namespace) -> int:
 def add_cost_parser(sub) -> None:
     p = sub.add_parser("cost", help="analytic params/FLOPs of an evaluation network, cross-checked by fvcore")
     p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V1, DARTS_V2, NB201_REF)")
-    p.add_argument("--dataset", default="cifar10", metavar="NAME", help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
+    p.add_argument("--dataset", default="cifar10", metavar="NAME",
+                   help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
     p.add_argument("--channels", type=positive_int, help="initial channels C (default: the paper's for the space)")
     p.add_argument("--layers", type=positive_int, help="DARTS cells, or NB201 cells per stage")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Callable
 
 from .config import NetConfig
-from .darts import CellSlot, conv_out, darts_layout, stem_channels
+from .darts import CellSlot, conv_out, darts_layout
 from .genotype import DartsGenotype, Genotype, NB201Genotype
 from .nb201 import nb201_layout
 

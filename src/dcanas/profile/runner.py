@@ -165,7 +165,7 @@ class Engine:
             try:
                 import onnxruntime as ort
             except ImportError as exc:
-                raise Missing("onnxruntime", str(exc))
+                raise Missing("onnxruntime", str(exc)) from None
             opts = ort.SessionOptions()
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
@@ -211,7 +211,7 @@ def profile(args):
     try:
         import numpy as np
     except ImportError as exc:
-        raise Missing("numpy", str(exc))
+        raise Missing("numpy", str(exc)) from None
     rss_base = status_kb("VmRSS")
     t0 = time.perf_counter()
     engine = Engine(args.model, args.threads)

@@ -121,8 +121,8 @@ def add_lug_parser(sub) -> None:
 
 def _print_lug(lug, path) -> None:
     print(f"{path}: {lug.space} / {lug.dataset} / {lug.metric}, options {lug.options_hash}, dcanas {lug.code_version}")
-    print(f"| K' | measured K_d | monotone K_d | search-val acc |")
-    print(f"|---:|---:|---:|---:|")
+    print("| K' | measured K_d | monotone K_d | search-val acc |")
+    print("|---:|---:|---:|---:|")
     for i, (p, m) in enumerate(zip(lug.points, lug.monotone)):
         mark = " (repaired)" if i in lug.repaired else ""
         print(f"| {p['K_prime']:,.0f} | {p['K_d']:,.0f} | {m:,.0f}{mark} | {p.get('val_acc', float('nan')):.3f} |")

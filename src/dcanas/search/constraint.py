@@ -67,7 +67,7 @@ class CostModel:
     def feasible_range(self) -> tuple[int, int]:
         """Cost of the cheapest and of the most expensive network the space can derive."""
         lo = hi = float(self.fixed)
-        for kind, B in self.B.items():
+        for B in self.B.values():
             if self.space == "nb201":
                 lo += float(B.min(dim=1).values.sum())
                 hi += float(B.max(dim=1).values.sum())

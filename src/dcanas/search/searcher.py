@@ -14,7 +14,7 @@ import torch.nn as nn
 
 from .. import datasets as D
 from ..errors import UserError
-from ..io import clean_stale_tmp, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
+from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from .config import SearchConfig, check_budget, cost_model, supernet_config
@@ -157,9 +157,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                 sums[key] += v
             steps.append([round(k_s, 1), round(lam, 6)])
             done_steps += 1
-            if stop_after_steps is not None and done_steps >= stop_after_steps:
-                import os
-                os._exit(137)  # abrupt, like kill -9: no cleanup, no checkpoint of this epoch
+            crash_point(done_steps, stop_after_steps)
         sched.step()
         genotype = model.derive()
         seen = max(1, sums["seen"])

@@ -5,7 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import time
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -17,7 +17,7 @@ import torch.nn.functional as F
 from ..errors import UserError
 from ..presets import TRAIN_PRESETS
 from ..presets import apply_preset as _apply_preset
-from ..io import clean_stale_tmp, ensure_writable_dir, resume_state, torch_save, write_json
+from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, resume_state, torch_save, write_json
 from .. import datasets as D
 from .model_io import build_baseline, save_model
 
@@ -47,6 +47,7 @@ class TrainConfig:
     label_smoothing: float = 0.0
     subset: Optional[int] = None         # first N training images (quick runs)
     test_subset: Optional[int] = None
+    val_fraction: float = 0.1            # held out of the training images to choose best.pt (never the test split)
     seed: int = 0
     device: str = "auto"
 
@@ -92,8 +93,9 @@ def _logits(out):
 
 @torch.no_grad()
 def evaluate(model: nn.Module, data: D.ArrayData, spec: D.DatasetSpec, batch_size: int = 256,
-             device: torch.device = torch.device("cpu"), rank: int = 0, world: int = 1) -> dict[str, Any]:
+             device: Optional[torch.device] = None, rank: int = 0, world: int = 1) -> dict[str, Any]:
     """Loss, top-1, top-5 and the confusion matrix (rows: true class); summed over ranks."""
+    device = device or torch.device("cpu")
     model.eval()
     n_cls = spec.num_classes
     conf = torch.zeros(n_cls, n_cls, dtype=torch.int64)
@@ -120,7 +122,8 @@ def _stderr(msg: str) -> None:
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
-    """Train; writes ``model.pt`` (last), ``best.pt``, ``checkpoint.pt`` and ``train.json`` under ``out_dir``."""
+    """Train; writes ``model.pt`` (last epoch), ``best.pt`` (best top-1 on a validation split held out of the
+    training images, never the test split), ``checkpoint.pt`` and ``train.json`` under ``out_dir``."""
     rank, world = _dist()
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
@@ -139,6 +142,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         train_data = train_data.subset(slice(0, cfg.subset))
     if cfg.test_subset:
         test_data = test_data.subset(slice(0, cfg.test_subset))
+    if not 0 <= cfg.val_fraction < 1:
+        raise UserError(f"val_fraction must be in [0, 1), got {cfg.val_fraction}")
+    train_data, val_data = D.holdout(train_data, cfg.val_fraction, cfg.seed)
     device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", 0))) if (cfg.device == "auto" and torch.cuda.is_available()) \
         else torch.device("cpu" if cfg.device == "auto" else cfg.device)
     torch.manual_seed(cfg.seed)
@@ -160,6 +166,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
     local_bs = cfg.batch_size // world
+    done_steps = 0
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
@@ -183,6 +190,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             loss.backward()
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
+            done_steps += 1
+            crash_point(done_steps)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
@@ -191,15 +200,16 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             for t in (loss_sum, correct, seen):
                 dist.all_reduce(t)
         ev = evaluate(model, test_data, spec, device=device, rank=rank, world=world)
+        val = evaluate(model, val_data, spec, device=device, rank=rank, world=world)["top1"] if len(val_data) else None
         row = dict(epoch=epoch + 1, lr=lr, train_loss=float(loss_sum) / max(int(seen), 1),
-                   train_acc=int(correct) / max(int(seen), 1), test_loss=ev["loss"], test_top1=ev["top1"],
+                   train_acc=int(correct) / max(int(seen), 1), val_top1=val, test_loss=ev["loss"], test_top1=ev["top1"],
                    test_top5=ev["top5"], seconds=time.time() - t0)
         history.append(row)
         if rank == 0:
             save_model(out / "model.pt", model, {**meta, "epoch": epoch + 1, "test_top1": ev["top1"]})
-            if ev["top1"] > best:
-                best = ev["top1"]
-                save_model(out / "best.pt", model, {**meta, "epoch": epoch + 1, "test_top1": ev["top1"]})
+            if val is not None and val > best:  # model selection on the validation split, never on test
+                best = val
+                save_model(out / "best.pt", model, {**meta, "epoch": epoch + 1, "val_top1": val, "test_top1": ev["top1"]})
             torch_save(ckpt_path, dict(config=cfg.to_json(), world=world, model=model.state_dict(), opt=opt.state_dict(),
                                        sched=sched.state_dict(), rng=torch.get_rng_state(), history=history, best=best,
                                        epoch=epoch + 1))
