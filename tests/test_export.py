@@ -50,6 +50,7 @@ def trained(tmp_path_factory, fashion_root):
     return models
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 @pytest.mark.parametrize("layout", ["nchw", "nhwc"])
 def test_every_format_exports_and_validates(trained, fashion_root, tmp_path, space, layout):
@@ -105,6 +106,7 @@ def test_stride2_avg_pool_converts_to_builtin_ops(tmp_path):
     assert [o for o in tflite_ops(tmp_path / "torch.tflite") if o.startswith("STABLEHLO")]
 
 
+@pytest.mark.slow
 def test_int8_on_real_images(tmp_path, fashion_root):
     """Full-integer int8 calibrated on real training images, validated on real test images, is gated
     by the format's own threshold (0.97 top-1 agreement): placed under its final name only when it
@@ -141,6 +143,7 @@ def test_export_cli_bad_input(tmp_path, args, needle):
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
+@pytest.mark.slow
 def test_export_cli_table_and_exit_code(trained, fashion_root, tmp_path):
     r = subprocess.run([sys.executable, "-m", "dcanas", "export", "--model", str(trained["darts"]), "--formats", "onnx",
                         "--data-root", str(fashion_root), "--n", "16", "--out", str(tmp_path)],

@@ -110,6 +110,7 @@ def test_connection_cut_during_run_ends_cleanly(sshd, artifacts, tmp_path):
     assert "removed" in err and "fresh connection" in err
 
 
+@pytest.mark.slow
 def test_frozen_session_is_detected_and_cleaned_up(sshd, artifacts, tmp_path):
     profile = ssh_profile(sshd, tmp_path, keepalive_s=1)  # silent for max(10, 4 x 1) s = a dead link
     before = set(descendants(sshd.proc.pid))

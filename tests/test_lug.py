@@ -65,6 +65,7 @@ def lug_cmd(*args, **kw):
     return [sys.executable, "-m", "dcanas", "lug", *args]
 
 
+@pytest.mark.slow
 def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
     cache = tmp_path / "cache"
     args = ["build", "--preset", "tiny", "--epochs", "1", "--points", "3", "--jobs", "2", "--data-root", str(fashion_root),
@@ -102,6 +103,7 @@ def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
     assert LUG.load(tmp_path / "merged.json").monotone == lug.monotone
 
 
+@pytest.mark.slow
 def test_killed_build_resumes_reusing_finished_points(tmp_path, fashion_root):
     cache = tmp_path / "cache"
     args = ["build", "--preset", "tiny", "--epochs", "1", "--points", "3", "--jobs", "1", "--data-root", str(fashion_root),

@@ -15,6 +15,8 @@ import yaml
 
 from sshd import SSHD, start_sshd
 
+pytestmark = pytest.mark.slow  # every test here runs (part of) the pipeline
+
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 

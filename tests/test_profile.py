@@ -91,6 +91,7 @@ def test_profile_local_json(artifacts, fmt):
     assert (r.returncode == 0) == out["verdict"]["passed"]
 
 
+@pytest.mark.slow
 def test_verdict_gates_with_exit_code(artifacts, tmp_path):
     base = yaml.safe_load((Path(load_profile("local").source)).read_text())
     for latency, params, code in ((1e-6, 10**9, 1), (10_000, 10**9, 0), (10_000, 10, 1)):

@@ -21,6 +21,7 @@ def _range():
     return cost_model(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny")).feasible_range()
 
 
+@pytest.mark.slow
 def test_search_outputs(tmp_path, fashion_root):
     lo, hi = _range()
     budget = int(lo + 0.5 * (hi - lo))
@@ -38,6 +39,7 @@ def test_search_outputs(tmp_path, fashion_root):
     assert "epoch 3/3" in r.stderr
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_gives_same_genotype(tmp_path, fashion_root):
     lo, hi = _range()
     args = [*TINY, "--budget", str(int(lo + 0.4 * (hi - lo)))]
@@ -59,6 +61,7 @@ def test_resume_after_kill_9_gives_same_genotype(tmp_path, fashion_root):
     assert not list((tmp_path / "killed").glob(".*.tmp"))
 
 
+@pytest.mark.slow
 def test_existing_run_needs_resume(tmp_path, fashion_root):
     lo, hi = _range()
     args = ["--preset", "tiny", "--epochs", "1", "--budget", str(int((lo + hi) / 2))]
@@ -82,6 +85,7 @@ def test_missing_data_says_where_to_put_it(tmp_path):
     assert r.returncode == 2 and "make data" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+@pytest.mark.slow
 def test_derived_cost_rises_with_budget(fashion_root):
     """A sweep of budgets on a tiny space: the derived network's cost does not fall as the budget grows."""
     from dcanas.search.searcher import run_search
