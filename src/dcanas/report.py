@@ -58,20 +58,25 @@ def plot_alphas(search: dict[str, Any], op_names: list[str], path: Path) -> Path
     return _save(fig, path)
 
 
+def _label(ax, xlabel: str, ylabel: str, title: str | None = None, legend: int | None = None) -> None:
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if title:
+        ax.set_title(title, fontsize=9)
+    if legend:
+        ax.legend(fontsize=legend)
+
+
 def plot_constraint(search: dict[str, Any], path: Path) -> Path:
     plt = _plt()
-    steps = search["steps"]
+    steps, summary = search["steps"], search["summary"]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     a.plot([s[0] for s in steps], label="k_s (expected cost, eq. 3)")
-    a.axhline(search["summary"]["K_prime"], color="r", ls="--", label="K' (search budget)")
-    a.axhline(search["summary"]["K_d"], color="k", ls=":", label="K_d (device budget)")
-    a.set_xlabel("alpha step")
-    a.set_ylabel(search["summary"]["metric"])
-    a.legend(fontsize=7)
+    a.axhline(summary["K_prime"], color="r", ls="--", label="K' (search budget)")
+    a.axhline(summary["K_d"], color="k", ls=":", label="K_d (device budget)")
+    _label(a, "alpha step", summary["metric"], legend=7)
     b.plot([s[1] for s in steps], color="tab:purple")
-    b.set_xlabel("alpha step")
-    b.set_ylabel("lambda")
-    b.set_title("Lagrange multiplier", fontsize=9)
+    _label(b, "alpha step", "lambda", title="Lagrange multiplier")
     fig.tight_layout()
     return _save(fig, path)
 
@@ -81,16 +86,13 @@ def plot_training(train: dict[str, Any], path: Path) -> Path:
     ep = train["epochs"]
     x = [e["epoch"] for e in ep]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
-    a.plot(x, [e["train_acc"] for e in ep], "o-", label="train")
-    a.plot(x, [e["test_top1"] for e in ep], "o-", label="test top-1")
-    a.set_xlabel("epoch")
-    a.set_ylabel("accuracy")
-    a.legend(fontsize=8)
-    b.plot(x, [e["train_loss"] for e in ep], "o-", label="train")
-    b.plot(x, [e["test_loss"] for e in ep], "o-", label="test")
-    b.set_xlabel("epoch")
-    b.set_ylabel("loss")
-    b.legend(fontsize=8)
+    for key, label in (("train_acc", "train"), ("val_top1", "validation (chooses best.pt)"), ("test_top1", "test top-1")):
+        if all(e.get(key) is not None for e in ep):
+            a.plot(x, [e[key] for e in ep], "o-", label=label)
+    _label(a, "epoch", "accuracy", legend=8)
+    for key, label in (("train_loss", "train"), ("test_loss", "test")):
+        b.plot(x, [e[key] for e in ep], "o-", label=label)
+    _label(b, "epoch", "loss", legend=8)
     fig.tight_layout()
     return _save(fig, path)
 
