@@ -40,7 +40,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     import torch
 
     from dcanas import datasets as D
-    from dcanas.search.config import SearchConfig, cost_model, supernet_config
+    from dcanas.search.config import SearchConfig, cost_models, supernet_config
     from dcanas.search.searcher import autocast_for, optimizers, search_step
     from dcanas.search.supernet import SearchOptions, Supernet
 
@@ -56,10 +56,10 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     cfg = SearchConfig(dataset="fashion-mnist", C=args.channels, cells=args.cells, nodes=4, batch_size=args.batch_size,
                        lr=0.025, eval_C=16, eval_layers=8, budget=150_000.0, options=opts)
     model = Supernet(supernet_config(cfg)).to(device)
-    cm = cost_model(cfg)
+    cms = cost_models(cfg)
     w_opt, _, a_opt = optimizers(model, cfg)
     autocast = autocast_for(cfg, device)
-    lam = 0.0
+    lams = {m: 0.0 for m in cms}
     times = []
     base = _rss_mb("VmRSS")
     if device.type == "cuda":
@@ -70,7 +70,7 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        lam, _ = search_step(model, cm, cfg, (xt, yt), (xv, yv), w_opt, a_opt, cfg.budget, lam, autocast)
+        lams, _ = search_step(model, cms, cfg, (xt, yt), (xv, yv), w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:

@@ -122,9 +122,11 @@ class Stages:
             raise UserError(f"device {profile.name!r} has no {metric or 'params/flops'} budget to search under; add budget.params "
                             f"or budget.flops to {profile.source}")
         s_preset, self.train_preset = RUN_PRESETS[cfg.preset]
+        # every budget a cost model predicts is a constraint: the search metric's (through the LUG) and the other one's
+        extra = {m: float(profile.budget[m]) for m in ("params", "flops") if m in profile.budget and m != metric}
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
-                                  **cfg.search_overrides)
+                                  extra_budgets=extra, **cfg.search_overrides)
         self.notes: list[str] = []
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)

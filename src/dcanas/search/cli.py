@@ -46,6 +46,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
+    p.add_argument("--derive", choices=["budget", "argmax"], help="budget (default): the most probable genotype within every "
+                   "budget, exact; argmax: the paper's rule (may exceed the budget)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -56,7 +58,8 @@ def config_from_args(args: argparse.Namespace):
     fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
                   epochs=args.epochs, batch_size=args.batch_size, C=args.channels, cells=args.cells, nodes=args.nodes,
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
-                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device, amp=args.amp or None)
+                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device, amp=args.amp or None,
+                  derive=args.derive)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
                          bottleneck=args.bottleneck if args.bottleneck is not None else 4,
@@ -80,6 +83,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     result = run_search(cfg, args.out, lambda: resolve_search_budget(cfg, cache)[0], resume=args.resume)
     s = result.summary
     print(json.dumps(s["genotype"]))
+    for rule, d in s["derivations"].items():
+        print(f"{rule:7} derivation: {cfg.metric}={d['cost'][cfg.metric]:,}  log-probability {d['log_prob']:.3f}"
+              + ("  (chosen)" if rule == cfg.derive else ""))
     print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "
           f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
           f"search-val acc={s['val_acc']:.3f}  -> {args.out}/genotype.json")
@@ -104,6 +110,8 @@ def add_lug_parser(sub) -> None:
     add_search_options(b)
     b.add_argument("--points", type=positive_int, default=5)
     b.add_argument("--range", nargs=2, type=parse_quantity, metavar=("LO", "HI"), help="K' range (default: the feasible range)")
+    b.add_argument("--max-points", type=positive_int, help="refine where K_d jumps > 5%% between neighbours, up to this "
+                   "many points in all (default: 2 x --points)")
     b.add_argument("--jobs", type=positive_int, default=1, help="searches at a time, each in its own process")
     b.add_argument("--cache-dir")
     b.add_argument("--runs-dir", help="where the grid's search run directories go (default: under the cache)")
@@ -136,7 +144,7 @@ def cmd_lug_build(args: argparse.Namespace) -> int:
     cfg = config_from_args(args)
     lug, path = build_lug(cfg, points=args.points, value_range=tuple(args.range) if args.range else None, jobs=args.jobs,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                          runs_dir=Path(args.runs_dir) if args.runs_dir else None)
+                          runs_dir=Path(args.runs_dir) if args.runs_dir else None, max_points=args.max_points)
     _print_lug(lug, path)
     print(f"plot: {path.with_suffix('.png')}")
     return 0

@@ -48,6 +48,8 @@ class SearchConfig:
     options: SearchOptions = field(default_factory=SearchOptions)
     device: str = "auto"
     amp: bool = False
+    derive: str = "budget"               # budget: most probable genotype within every budget; argmax: the paper's rule
+    extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -88,13 +90,50 @@ def cost_model(cfg: SearchConfig) -> CostModel:
     return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric)
 
 
+DERIVE_RULES = ("budget", "argmax")
+
+
+def budgets(cfg: SearchConfig) -> dict[str, float]:
+    """Every device budget the search obeys: the primary metric's K_d and the extra ones."""
+    return {cfg.metric: cfg.budget, **cfg.extra_budgets}
+
+
+def cost_models(cfg: SearchConfig) -> dict[str, CostModel]:
+    """One cost model per budgeted metric (the primary first)."""
+    primary = cost_model(cfg)
+    return {m: primary if m == cfg.metric else replace_metric(primary, m) for m in budgets(cfg)}
+
+
+def replace_metric(cm: CostModel, metric: str) -> CostModel:
+    if metric not in ("params", "flops"):
+        raise UserError(f"unknown metric {metric!r}; valid: params, flops")
+    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric)
+
+
 def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
-    """An infeasible K_d is refused before any training (one line naming the feasible range)."""
-    lo, hi = cm.feasible_range()
-    if not lo <= cfg.budget <= hi:
-        raise UserError(f"budget {cfg.metric}={cfg.budget:,.0f} is outside what the {cfg.space} space can derive at "
-                        f"C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}: feasible range "
-                        f"{lo:,} .. {hi:,}; choose a budget in it or change --eval-channels/--eval-layers")
+    """An infeasible budget is refused before any training: one line naming the binding budget and the
+    feasible range of the evaluation network (``fit_eval_network`` widens or narrows it in a run), or
+    saying that no network of the space meets every budget at once."""
+    if cfg.derive not in DERIVE_RULES:
+        raise UserError(f"unknown derivation {cfg.derive!r}; valid: {', '.join(DERIVE_RULES)}")
+    where = (f"the {cfg.space} space can derive at C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}")
+    for m, K in budgets(cfg).items():
+        lo, hi = (cm if m == cfg.metric else replace_metric(cm, m)).feasible_range()
+        if not lo <= K <= hi:
+            raise UserError(f"budget {m}={K:,.0f} is outside what {where}: feasible range {lo:,} .. {hi:,}; "
+                            f"choose a budget in it or change --eval-channels/--eval-layers")
+    if cfg.extra_budgets:
+        import torch
+
+        from .derive import derive_within
+
+        cms = cost_models(cfg)
+        kinds = ("normal", "reduce") if cfg.space == "darts" else ("normal",)
+        uniform = {k: torch.zeros(len(cm.edges), len(cm.op_names)) for k in kinds}
+        if derive_within(cfg.space, uniform, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
+                         {m: c.fixed for m, c in cms.items()}, budgets(cfg)) is None:
+            raise UserError(f"no network {where} meets every budget at once ({', '.join(f'{m}={K:,.0f}' for m, K in budgets(cfg).items())}); "
+                            f"raise one of them")
 
 
 def fit_eval_network(cfg: SearchConfig, max_C: int = 256) -> tuple[SearchConfig, Optional[str]]:

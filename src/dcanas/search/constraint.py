@@ -23,6 +23,7 @@ from ..nets.cost import darts_edge_cost, darts_fixed_cost, network_cost, nb201_f
 from ..nets.darts import darts_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
+from .derive import derivable
 
 
 class CostModel:
@@ -32,33 +33,45 @@ class CostModel:
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
+        self.usable = derivable(space, op_names)
         K = len(op_names)
-        self.B: dict[str, torch.Tensor] = {}
+        self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
         if space == "darts":
             slots = darts_layout(eval_cfg, nodes)
             self.fixed = darts_fixed_cost(eval_cfg, slots, nodes).get(metric)
             for kind, red in (("normal", False), ("reduce", True)):
-                B = torch.zeros(len(self.edges), K, dtype=torch.float64)
+                U = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
-                    for e, (i, j) in enumerate(self.edges):
-                        keep = EDGES_PER_NODE / j  # the derived cell keeps 2 of node j's j incoming edges
+                    for e, (i, _) in enumerate(self.edges):
                         for k, op in enumerate(op_names):
-                            B[e, k] += keep * darts_edge_cost(s, op, i).get(metric)
-                self.B[kind] = B
+                            U[e, k] += darts_edge_cost(s, op, i).get(metric)
+                self.U[kind] = U
+            # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j
+            keep = torch.tensor([EDGES_PER_NODE / j for _, j in self.edges], dtype=torch.float64).unsqueeze(1)
+            self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
             self.fixed = nb201_fixed_cost(eval_cfg).get(metric)
-            B = torch.zeros(len(self.edges), K, dtype=torch.float64)
+            U = torch.zeros(len(self.edges), K, dtype=torch.float64)
             for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
                 for k, op in enumerate(op_names):
-                    B[:, k] += op_cost(op, s.C_out, s.C_out, 1, s.size).get(metric)
-            self.B["normal"] = B
+                    U[:, k] += op_cost(op, s.C_out, s.C_out, 1, s.size).get(metric)
+            self.U = {"normal": U}
+            self.B = dict(self.U)  # NB201 keeps every edge
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
-        """Eq. 3: k_s(alpha) = fixed + sum over cells, edges, ops of softmax(alpha)_o * b(o)."""
+        """Eq. 3: k_s(alpha) = fixed + sum over cells, edges, ops of softmax(alpha)_o * b(o), the softmax
+        taken over the ops the derivation can pick (DARTS: not ``none``, which costs 0 but is never
+        derived), so that k_s is the expected cost of a derived network."""
         total = torch.tensor(float(self.fixed), dtype=torch.float64)
         for kind, B in self.B.items():
-            total = total + (torch.softmax(alphas[kind].double(), dim=-1) * B.to(alphas[kind].device)).sum()
+            a = alphas[kind].double()[:, self.usable]
+            total = total + (torch.softmax(a, dim=-1) * B[:, self.usable].to(a.device)).sum()
         return total
+
+    def edge_costs(self) -> dict[str, torch.Tensor]:
+        """Per cell type, the exact cost of op k on edge e summed over every cell of that type (no 2/j
+        weighting): a derived network costs ``fixed`` plus these over its chosen (edge, op) pairs."""
+        return self.U
 
     def derived(self, genotype: Genotype) -> int:
         """The real cost of the derived evaluation network (the analytic counter)."""
@@ -67,13 +80,12 @@ class CostModel:
     def feasible_range(self) -> tuple[int, int]:
         """Cost of the cheapest and of the most expensive network the space can derive."""
         lo = hi = float(self.fixed)
-        for B in self.B.values():
+        for U in self.edge_costs().values():
+            Bu = U[:, self.usable]
             if self.space == "nb201":
-                lo += float(B.min(dim=1).values.sum())
-                hi += float(B.max(dim=1).values.sum())
+                lo += float(Bu.min(dim=1).values.sum())
+                hi += float(Bu.max(dim=1).values.sum())
                 continue
-            usable = [k for k, n in enumerate(self.op_names) if n != "none"]
-            Bu = B[:, usable] * torch.tensor([j / EDGES_PER_NODE for _, j in self.edges], dtype=B.dtype).unsqueeze(1)  # undo 2/j
             for j in range(DARTS_INPUTS, DARTS_INPUTS + self.nodes):
                 rows = [e for e, (_, t) in enumerate(self.edges) if t == j]
                 mins = sorted(float(Bu[r].min()) for r in rows)

@@ -1,11 +1,16 @@
-"""Derivation: a pure function alphas -> Genotype (paper Algorithm 1, last line; DARTS' rule)."""
+"""Derivations, both pure functions of alphas: the paper's arg-max rule (Algorithm 1, last line;
+DARTS' rule) and the budget-aware rule (the most probable genotype within every budget, exact)."""
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+import bisect
+import itertools
+from dataclasses import dataclass
+from typing import Mapping, Optional, Sequence
 
+import numpy as np
 import torch
 
-from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges
+from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges, darts_edge_node
 
 
 def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> Genotype:
@@ -31,5 +36,169 @@ def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[st
             for row, i in sorted(ranked, key=lambda r: r[1]):
                 chosen.append((op_names[int(w[row].argmax())], i))
         cells[kind] = tuple(chosen)
+    concat = tuple(range(DARTS_INPUTS, nodes + DARTS_INPUTS))
+    return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+# ---- the budget-aware derivation ---------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Derivation:
+    """A derived genotype with its exact analytic cost per metric and its log-probability under alpha."""
+
+    genotype: Genotype
+    cost: dict[str, int]
+    log_prob: float
+    rule: str
+
+    def to_json(self) -> dict:
+        return {"rule": self.rule, "genotype": self.genotype.to_json(), "cost": self.cost, "log_prob": self.log_prob}
+
+
+def log_probs(space: str, alpha: torch.Tensor, op_names: Sequence[str]) -> torch.Tensor:
+    """log softmax of alpha over the ops the derivation can pick (DARTS: every op but ``none``);
+    the excluded ops get -inf. The same distribution weights b(o) in k_s (eq. 3)."""
+    lp = torch.full(alpha.shape, float("-inf"), dtype=torch.float64)
+    usable = derivable(space, op_names)
+    lp[:, usable] = torch.log_softmax(alpha.double()[:, usable], dim=-1)
+    return lp
+
+
+def genotype_log_prob(genotype: Genotype, lp: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> float:
+    """Sum of the log-probabilities (:func:`log_probs`) of a genotype's chosen (edge, op) pairs."""
+    index = {n: k for k, n in enumerate(op_names)}
+    if isinstance(genotype, NB201Genotype):
+        edges = cell_edges(1, nodes)
+        return sum(float(lp["normal"][edges.index((i, j)), index[op]]) for j, node in enumerate(genotype.nodes, start=1)
+                   for op, i in node)
+    edges = cell_edges(DARTS_INPUTS, nodes)
+    total = 0.0
+    for kind, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        for k, (op, i) in enumerate(cell):
+            total += float(lp[kind][edges.index((i, darts_edge_node(k))), index[op]])
+    return total
+
+
+def derivable(space: str, op_names: Sequence[str]) -> list[int]:
+    return [k for k, n in enumerate(op_names) if not (space == "darts" and n == "none")]
+
+
+def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
+            edge_costs: Mapping[str, Mapping[str, torch.Tensor]], metrics: Sequence[str]):
+    """Per choice group (DARTS: a node of a cell type; NB201: an edge), its options as arrays:
+    costs (O x M), log-probabilities (O,) and what each option picks [(kind, edge row, op index), ...]."""
+    usable = derivable(space, op_names)
+    groups = []
+    for kind, alpha in alphas.items():
+        lp = log_probs(space, alpha, op_names).numpy()
+        U = np.stack([edge_costs[m][kind].numpy() for m in metrics], axis=-1)  # E x K x M
+        inputs = DARTS_INPUTS if space == "darts" else 1
+        edges = cell_edges(inputs, nodes)
+        if space == "nb201":
+            for e in range(len(edges)):
+                groups.append((np.array([U[e, k] for k in usable]), np.array([lp[e, k] for k in usable]),
+                               [[(kind, e, k)] for k in usable]))
+            continue
+        for j in range(inputs, inputs + nodes):
+            rows = [edges.index((i, j)) for i in range(j)]
+            costs, lps, picks = [], [], []
+            for a, b in itertools.combinations(rows, EDGES_PER_NODE):
+                for ka in usable:
+                    for kb in usable:
+                        costs.append(U[a, ka] + U[b, kb])
+                        lps.append(lp[a, ka] + lp[b, kb])
+                        picks.append([(kind, a, ka), (kind, b, kb)])
+            groups.append((np.array(costs), np.array(lps), picks))
+    return groups
+
+
+def _pareto(costs: np.ndarray, lps: np.ndarray) -> np.ndarray:
+    """Indices of the points no other point beats: lower-or-equal cost in every metric and a higher
+    log-probability. Exact; ties in log-probability keep the cheaper point."""
+    order = np.lexsort((*[costs[:, m] for m in range(costs.shape[1] - 1, -1, -1)], -lps))  # logp desc, then cost asc
+    if costs.shape[1] == 1:
+        keep, best = [], np.inf
+        for i in order:  # by logp desc: keep a point only if it is cheaper than every kept point
+            if costs[i, 0] < best:
+                keep.append(i)
+                best = costs[i, 0]
+        return np.array(keep, dtype=np.int64)
+    if costs.shape[1] == 2:
+        xs: list[float] = []   # staircase: c0 ascending, c1 strictly descending
+        ys: list[float] = []
+        keep = []
+        for i in order:
+            c0, c1 = costs[i]
+            p = bisect.bisect_right(xs, c0) - 1
+            if p >= 0 and ys[p] <= c1:
+                continue  # a kept point with higher-or-equal logp is at most as costly in both
+            keep.append(i)
+            q = p + 1
+            while q < len(xs) and ys[q] >= c1:
+                del xs[q], ys[q]
+            xs.insert(q, c0)
+            ys.insert(q, c1)
+        return np.array(keep, dtype=np.int64)
+    keep = []
+    for i in order:
+        if not any(np.all(costs[k] <= costs[i]) for k in keep):
+            keep.append(i)
+    return np.array(keep, dtype=np.int64)
+
+
+def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
+                  edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
+                  budgets: Mapping[str, float]) -> Optional[Derivation]:
+    """The budget-aware derivation: the most probable genotype (largest sum of log softmax weights of
+    its chosen (edge, op) pairs, under the space's rule) whose exact analytic cost is within every
+    budget; None when no genotype of the space is. Exact: the cost is additive over edges for a
+    fixed evaluation network, so this is a multiple-choice knapsack over the choice groups, solved
+    by merging Pareto fronts of (cost, log-probability) group by group and pruning partial choices
+    that cannot meet a budget even with the cheapest rest. Ties in log-probability go to the
+    cheaper genotype, then to the earlier op in the ops table (the enumeration order)."""
+    metrics = list(budgets)
+    limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
+    groups = []
+    for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics):
+        keep = _pareto(costs, lps)
+        groups.append((costs[keep], lps[keep], [picks[i] for i in keep]))
+    min_rest = np.zeros((len(groups) + 1, len(metrics)))
+    for g in range(len(groups) - 1, -1, -1):
+        min_rest[g] = min_rest[g + 1] + groups[g][0].min(axis=0)
+    if np.any(min_rest[0] > limit + 1e-6):
+        return None
+    S_cost, S_lp = np.zeros((1, len(metrics))), np.zeros(1)
+    back: list[tuple[np.ndarray, np.ndarray]] = []
+    for g, (costs, lps, _) in enumerate(groups):
+        tot = (S_cost[:, None, :] + costs[None, :, :]).reshape(-1, len(metrics))
+        tlp = (S_lp[:, None] + lps[None, :]).reshape(-1)
+        ok = np.all(tot + min_rest[g + 1] <= limit + 1e-6, axis=1)
+        idx = np.nonzero(ok)[0]
+        keep = idx[_pareto(tot[idx], tlp[idx])]
+        back.append((keep // len(lps), keep % len(lps)))
+        S_cost, S_lp = tot[keep], tlp[keep]
+    best = int(np.argmax(S_lp))  # _pareto keeps the cheapest among equal log-probabilities first
+    chosen = []
+    for g in range(len(groups) - 1, -1, -1):
+        prev, opt = back[g]
+        chosen.append(groups[g][2][opt[best]])
+        best = int(prev[best])
+    picks = [p for group in reversed(chosen) for p in group]
+    genotype = _genotype_from_picks(space, picks, op_names, nodes)
+    cost = {m: round(fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks)) for m in metrics}
+    lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
+    return Derivation(genotype, cost, lp, "budget")
+
+
+def _genotype_from_picks(space: str, picks: list[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
+    inputs = DARTS_INPUTS if space == "darts" else 1
+    edges = cell_edges(inputs, nodes)
+    if space == "nb201":
+        chosen = {edges[e]: op_names[k] for _, e, k in picks}
+        return NB201Genotype(tuple(tuple((chosen[(i, j)], i) for i in range(j)) for j in range(1, nodes + 1)))
+    cells = {}
+    for kind in ("normal", "reduce"):
+        sel = sorted((edges[e][1], edges[e][0], op_names[k]) for kd, e, k in picks if kd == kind)  # by node, then source
+        cells[kind] = tuple((op, i) for _, i, op in sel)
     concat = tuple(range(DARTS_INPUTS, nodes + DARTS_INPUTS))
     return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)

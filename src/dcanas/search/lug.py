@@ -1,7 +1,8 @@
 """The look-up graph (paper Section 3.2, Appendix B): the derived network's real cost K_d as a
 function of the search budget K', measured by one search per grid point (in parallel processes),
-made monotone explicitly, cached per (space, dataset, metric, search options), and inverted:
-``lookup(K_d) -> K'``."""
+made monotone conservatively (the running maximum: a grid point's K_d is never taken lower than any
+K_d measured at a smaller K'), cached per (space, dataset, metric, search options), and inverted:
+``lookup(K_d) -> K'``, which never returns a grid point whose measured K_d is above the budget."""
 from __future__ import annotations
 
 import hashlib
@@ -20,8 +21,9 @@ from ..io import atomic_write, write_json
 from .config import SearchConfig, cost_model
 from .searcher import run_search
 
-# Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets).
-_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed")
+# Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
+# derivation rule: a LUG records what the arg-max derivation gives at each K').
+_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive")
 
 
 def default_cache_dir() -> Path:
@@ -48,14 +50,14 @@ class LUG:
     options_hash: str
     options: dict[str, Any]
     points: list[dict[str, Any]]           # measured: K_prime, K_d, run_dir
-    monotone: list[float] = field(default_factory=list)  # K_d made non-decreasing in K'
-    repaired: list[int] = field(default_factory=list)    # indices whose K_d the repair changed
+    monotone: list[float] = field(default_factory=list)  # the upper envelope: running max of the measured K_d
+    repaired: list[int] = field(default_factory=list)    # indices whose K_d the envelope raised
     code_version: str = __version__
 
     @classmethod
     def from_points(cls, cfg, points: list[dict[str, Any]]) -> "LUG":
         pts = sorted(points, key=lambda p: p["K_prime"])
-        mono = isotonic([float(p["K_d"]) for p in pts])
+        mono = upper_envelope([float(p["K_d"]) for p in pts])
         repaired = [i for i, (p, m) in enumerate(zip(pts, mono)) if abs(p["K_d"] - m) > 1e-9]
         return cls(cfg.space, cfg.dataset, cfg.metric, options_hash(cfg), options_key(cfg), pts, mono, repaired)
 
@@ -77,13 +79,17 @@ class LUG:
         return (self.monotone[0], self.monotone[-1])
 
     def lookup(self, K_d: float) -> float:
-        """The largest K' whose (monotone, linearly interpolated) K_d does not exceed ``K_d``."""
+        """The largest K' whose envelope K_d (linearly interpolated) does not exceed ``K_d``. The
+        envelope is at least every K_d measured at or below that K', so no measured grid point at or
+        below the answer is over the budget; a budget above the top of the range takes the top point."""
         xs = [p["K_prime"] for p in self.points]
         ys = self.monotone
         lo, hi = self.range
-        if not lo <= K_d <= hi:
-            raise UserError(f"budget {K_d:,.0f} is outside this LUG's measured range {lo:,.0f} .. {hi:,.0f} ({self.metric}); "
-                            f"rebuild it with a wider --range or pick a budget inside it")
+        if K_d >= hi:
+            return xs[-1]
+        if K_d < lo:
+            raise UserError(f"budget {K_d:,.0f} is below this LUG's measured range {lo:,.0f} .. {hi:,.0f} ({self.metric}); "
+                            f"rebuild it with a lower --range or pick a budget inside it")
         best = xs[0]
         for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
             if y1 <= K_d:
@@ -93,18 +99,12 @@ class LUG:
         return best
 
 
-def isotonic(ys: list[float]) -> list[float]:
-    """Pool-adjacent-violators: the closest non-decreasing sequence (least squares)."""
-    blocks: list[list[float]] = []  # [sum, count]
-    for y in ys:
-        blocks.append([y, 1])
-        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] > blocks[-1][0] / blocks[-1][1]:
-            s, c = blocks.pop()
-            blocks[-1][0] += s
-            blocks[-1][1] += c
+def upper_envelope(ys: list[float]) -> list[float]:
+    """The running maximum: the smallest non-decreasing sequence that is nowhere below ``ys``.
+    (Least-squares pooling would lower a measured K_d and let a lookup pick a K' measured over budget.)"""
     out: list[float] = []
-    for s, c in blocks:
-        out.extend([s / c] * c)
+    for y in ys:
+        out.append(max(y, out[-1]) if out else y)
     return out
 
 
@@ -116,7 +116,13 @@ def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: 
     cfg = replace(SearchConfig.from_json(cfg_json), budget=K_prime, search_budget=K_prime)
     resume = (Path(run_dir) / "checkpoint.pt").exists()
     res = run_search(cfg, run_dir, K_prime, resume=resume, progress=lambda m: None)
-    return dict(K_prime=K_prime, K_d=res.summary["derived_cost"], run_dir=run_dir, val_acc=res.summary["val_acc"])
+    return dict(K_prime=K_prime, K_d=natural_cost(res.summary), run_dir=run_dir, val_acc=res.summary["val_acc"])
+
+
+def natural_cost(summary: dict[str, Any]) -> float:
+    """What the search at K' produces by itself: the arg-max derivation's cost (the budget-aware one is
+    cut to its budget by construction, so it would say nothing about K')."""
+    return summary["derivations"]["argmax"]["cost"][summary["metric"]]
 
 
 def point_from_run(run_dir: Path) -> Optional[dict[str, Any]]:
@@ -125,7 +131,7 @@ def point_from_run(run_dir: Path) -> Optional[dict[str, Any]]:
     if not (report.is_file() and (run_dir / "genotype.json").is_file()):
         return None
     s = json.loads(report.read_text())
-    return dict(K_prime=s["summary"]["K_prime"], K_d=s["summary"]["derived_cost"], run_dir=str(run_dir),
+    return dict(K_prime=s["summary"]["K_prime"], K_d=natural_cost(s["summary"]), run_dir=str(run_dir),
                 val_acc=s["summary"]["val_acc"], config=s["config"])
 
 
@@ -136,43 +142,60 @@ def grid(lo: float, hi: float, n: int) -> list[float]:
 
 
 def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]] = None, jobs: int = 1,
-              cache_dir: Optional[Path] = None, runs_dir: Optional[Path] = None,
+              cache_dir: Optional[Path] = None, runs_dir: Optional[Path] = None, max_points: Optional[int] = None,
               progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[LUG, Path]:
-    """Run the grid (resuming finished and checkpointed points), write the LUG JSON + PNG atomically."""
+    """Run the grid (resuming finished and checkpointed points), then refine it where K_d jumps by more
+    than 5% between neighbours (bisection, up to ``max_points`` in all; default 2 x points), and write
+    the LUG JSON + PNG atomically."""
     cm = cost_model(cfg)
     lo, hi = value_range or cm.feasible_range()
     flo, fhi = cm.feasible_range()
     if not (flo <= lo < hi <= fhi):
         raise UserError(f"--range {lo:,.0f} {hi:,.0f} must lie inside the feasible range {flo:,} .. {fhi:,} and LO < HI")
+    max_points = max(points, max_points if max_points is not None else 2 * points)
     cache = Path(cache_dir or default_cache_dir())
     runs = Path(runs_dir or cache / "runs" / options_hash(cfg))
-    targets = grid(lo, hi, points)
-    done: list[dict[str, Any]] = []
-    todo = []
-    for i, kp in enumerate(targets):
-        d = runs / f"point-{i:02d}-{int(kp)}"
-        pt = point_from_run(d)
-        if pt is not None:
-            done.append(pt)
-            progress(f"point {i + 1}/{len(targets)} K'={kp:,.0f}: reused {d}")
-        else:
-            todo.append((i, kp, d))
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
-    if todo:
-        progress(f"running {len(todo)} searches, {jobs} at a time, {threads} torch thread(s) each")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_point, cfg.to_json(), float(kp), str(d), threads): (i, kp) for i, kp, d in todo}
-            for fut in as_completed(futures):
-                i, kp = futures[fut]
-                pt = fut.result()
-                done.append(pt)
-                progress(f"point {i + 1}/{len(targets)} K'={kp:,.0f}: derived K_d={pt['K_d']:,}")
+    done = _measure(cfg, [(runs / f"point-{i:02d}-{int(kp)}", kp) for i, kp in enumerate(grid(lo, hi, points))], jobs, progress)
+    while len(done) < max_points:
+        pts = sorted(done, key=lambda p: p["K_prime"])
+        mids = [round((a["K_prime"] + b["K_prime"]) / 2) for a, b in zip(pts, pts[1:])
+                if abs(b["K_d"] - a["K_d"]) > JUMP * max(a["K_d"], b["K_d"]) and b["K_prime"] - a["K_prime"] >= 2]
+        if not mids:
+            break
+        progress(f"refining: K_d jumps by more than {JUMP:.0%} in {len(mids)} interval(s); bisecting")
+        done += _measure(cfg, [(runs / f"point-r-{int(kp)}", kp) for kp in mids[:max_points - len(done)]], jobs, progress)
     lug = LUG.from_points(cfg, [{k: p[k] for k in ("K_prime", "K_d", "run_dir", "val_acc")} for p in done])
     path = save_lug(lug, cache / lug_filename(cfg))
     if lug.repaired:
         where = ", ".join(f"{lug.points[i]['K_prime']:,.0f}" for i in lug.repaired)
-        progress(f"made monotone: K_d at K'={where} replaced by the pooled values (measurement noise)")
+        progress(f"made monotone: K_d at K'={where} raised to the largest K_d measured below them (measurement noise)")
     return lug, path
+
+
+JUMP = 0.05  # neighbours whose K_d differ by more than this fraction are bisected
+
+
+def _measure(cfg, targets: list[tuple[Path, float]], jobs: int, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One search per (run directory, K'): finished ones reused, the rest run ``jobs`` at a time."""
+    done: list[dict[str, Any]] = []
+    todo = []
+    for d, kp in targets:
+        pt = point_from_run(d)
+        if pt is not None:
+            done.append(pt)
+            progress(f"K'={kp:,.0f}: reused {d}")
+        else:
+            todo.append((kp, d))
+    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    if todo:
+        progress(f"running {len(todo)} searches, {jobs} at a time, {threads} torch thread(s) each")
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(_run_point, cfg.to_json(), float(kp), str(d), threads): kp for kp, d in todo}
+            for n, fut in enumerate(as_completed(futures), 1):
+                pt = fut.result()
+                done.append(pt)
+                progress(f"point {n}/{len(todo)} K'={futures[fut]:,.0f}: derived K_d={pt['K_d']:,}")
+    return done
 
 
 def save_lug(lug: LUG, path: Path) -> Path:

@@ -17,8 +17,9 @@ from ..errors import UserError
 from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
-from .config import SearchConfig, check_budget, cost_model, supernet_config
+from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, constraint_term, update_lambda
+from .derive import Derivation, derive_within, genotype_log_prob, log_probs
 from .supernet import Supernet
 
 
@@ -42,12 +43,13 @@ class SearchResult:
     out_dir: Path
 
 
-def search_step(model: Supernet, cm: CostModel, cfg: SearchConfig, train_batch: tuple[torch.Tensor, torch.Tensor],
+def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, train_batch: tuple[torch.Tensor, torch.Tensor],
                 val_batch: tuple[torch.Tensor, torch.Tensor], w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                K_prime: float, lam: float, autocast) -> tuple[float, dict[str, float]]:
+                targets: dict[str, float], lams: dict[str, float], autocast) -> tuple[dict[str, float], dict[str, float]]:
     """One bi-level first-order step (Algorithm 1): w on search-train, alpha on search-val with the
-    Lagrangian term (eq. 4), then lambda by projected gradient ascent. Returns the new lambda and the
-    step's statistics; the search loop and the search-cost benchmark both run exactly this."""
+    Lagrangian terms (eq. 4, one per budgeted metric), then each lambda by projected gradient ascent.
+    Returns the new lambdas and the step's statistics; the search loop and the search-cost benchmark
+    both run exactly this."""
     ce = nn.functional.cross_entropy
     (xt, yt), (xv, yv) = train_batch, val_batch
     # 1. w on search-train (first order)
@@ -59,24 +61,25 @@ def search_step(model: Supernet, cm: CostModel, cfg: SearchConfig, train_batch: 
     nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
     w_opt.step()
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
-    # 2. alpha on search-val with the Lagrangian term (eq. 4)
+    # 2. alpha on search-val with the Lagrangian terms (eq. 4, summed over the budgets)
     a_opt.zero_grad(set_to_none=True)
     with autocast:
         logits = model(xv)
         val_loss = ce(logits, yv)
     total = val_loss
     if cfg.options.constraint:
-        term, _ = constraint_term(cm.expected(model.alphas), K_prime, lam)
-        total = total + term.to(val_loss.device)
+        for m, cm in cms.items():
+            term, _ = constraint_term(cm.expected(model.alphas), targets[m], lams[m])
+            total = total + term.to(val_loss.device)
     total.backward()
     a_opt.step()
-    # 3. lambda, projected gradient ascent on the new alpha
-    k_s = float(cm.expected(model.alphas).detach())
+    # 3. each lambda, projected gradient ascent on the new alpha
+    k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
     if cfg.options.constraint:
-        lam = update_lambda(lam, k_s, K_prime, cfg.lambda_lr)
+        lams = {m: update_lambda(lams[m], k_s[m], targets[m], cfg.lambda_lr) for m in cms}
     stats.update(val_loss=float(val_loss.detach()) * len(yv), val_correct=int((logits.argmax(1) == yv).sum()),
                  seen=len(yv), k_s=k_s)
-    return lam, stats
+    return lams, stats
 
 
 def optimizers(model: Supernet, cfg: SearchConfig):
@@ -105,7 +108,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     """
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
-    cm = cost_model(cfg)
+    cms = cost_models(cfg)
+    cm = cms[cfg.metric]
     if cfg.budget <= 0:
         raise UserError(f"--budget must be a positive number of {cfg.metric}, got {cfg.budget}")
     for name in ("epochs", "batch_size", "C", "cells", "nodes"):
@@ -123,14 +127,14 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     torch.manual_seed(cfg.seed)
     model = Supernet(supernet_config(cfg)).to(device)
     w_opt, sched, a_opt = optimizers(model, cfg)
-    lam, start_epoch, history, steps = 0.0, 0, [], []
+    lams, start_epoch, history, steps = {m: 0.0 for m in cms}, 0, [], []
     state = resume_state(ckpt_path, resume, {"config": cfg.to_json()}, "search")
     if state is not None:
         model.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
         a_opt.load_state_dict(state["a_opt"])
         sched.load_state_dict(state["sched"])
-        lam, start_epoch, history, steps = state["lambda"], state["epoch"], state["history"], state["steps"]
+        lams, start_epoch, history, steps = state["lambda"], state["epoch"], state["history"], state["steps"]
         torch.set_rng_state(state["rng"])
         model.genotype = genotype_from_json(state["genotype"])
         progress(f"resumed {out} at epoch {start_epoch}/{cfg.epochs}")
@@ -148,20 +152,22 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         val_it = D.batches(s_val, spec, cfg.batch_size, shuffle=True, g=g, drop_last=True)
         model.train()
         sums = dict(train_loss=0.0, train_correct=0, val_loss=0.0, val_correct=0, seen=0)
-        k_s = float(cm.expected(model.alphas).detach())
+        k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
+        targets = {**cfg.extra_budgets, cfg.metric: K_prime}  # K' for the primary budget (LUG); K_d for the others
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
             batch_t, batch_v = (xt.to(device), yt.to(device)), (xv.to(device), yv.to(device))
-            lam, st = search_step(model, cm, cfg, batch_t, batch_v, w_opt, a_opt, K_prime, lam, autocast)
-            k_s = st.pop("k_s")
+            lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast)
+            k_s_all = st.pop("k_s")
             for key, v in st.items():
                 sums[key] += v
-            steps.append([round(k_s, 1), round(lam, 6)])
+            steps.append([round(k_s_all[cfg.metric], 1), round(lams[cfg.metric], 6)])
             done_steps += 1
             crash_point(done_steps, stop_after_steps)
         sched.step()
         genotype = model.derive()
         seen = max(1, sums["seen"])
-        row = dict(epoch=epoch + 1, k_s=k_s, K_prime=K_prime, K_d=cfg.budget, **{"lambda": lam},
+        k_s, lam = k_s_all[cfg.metric], lams[cfg.metric]
+        row = dict(epoch=epoch + 1, k_s=k_s, K_prime=K_prime, K_d=cfg.budget, **{"lambda": lam}, k_s_all=k_s_all, lambdas=lams,
                    lr=w_opt.param_groups[0]["lr"],
                    train_loss=sums["train_loss"] / seen, train_acc=sums["train_correct"] / seen,
                    val_loss=sums["val_loss"] / seen, val_acc=sums["val_correct"] / seen,
@@ -172,21 +178,43 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         torch_save(ckpt_path, dict(config=cfg.to_json(), model=model.state_dict(), w_opt=w_opt.state_dict(),
                                    a_opt=a_opt.state_dict(), sched=sched.state_dict(), epoch=epoch + 1, history=history,
                                    steps=steps, rng=torch.get_rng_state(), genotype=model.genotype.to_json(),
-                                   **{"lambda": lam}))
+                                   **{"lambda": lams}))
         progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={k_s:,.0f}  K'={K_prime:,.0f}  "
                  f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={row['derived_cost']:,}")
-    return finish(cfg, out, model, cm, history, steps, K_prime)
+    return finish(cfg, out, model, cms, history, steps, K_prime)
 
 
-def finish(cfg: SearchConfig, out: Path, model: Supernet, cm: CostModel, history: list, steps: list, K_prime: float) -> SearchResult:
-    genotype = model.derive()
+def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -> dict[str, Derivation]:
+    """Both derivations of the final alphas with their exact costs and log-probabilities: the paper's
+    arg-max rule and the budget-aware rule (the most probable genotype within every device budget)."""
+    alphas = {t: a.detach().cpu() for t, a in model.alphas.items()}
+    cm = cms[cfg.metric]
+    argmax = model.derive()
+    lp = {t: log_probs(cfg.space, a, cm.op_names) for t, a in alphas.items()}
+    out = {"argmax": Derivation(argmax, {m: c.derived(argmax) for m, c in cms.items()},
+                                genotype_log_prob(argmax, lp, cm.op_names, cm.nodes), "argmax")}
+    within = derive_within(cfg.space, alphas, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
+                           {m: c.fixed for m, c in cms.items()}, budgets(cfg))
+    if within is None:  # check_budget refuses such budgets before training; kept as a guard
+        raise UserError(f"no genotype of the space meets every budget ({budgets(cfg)}); raise one of them")
+    out["budget"] = within
+    return out
+
+
+def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostModel], history: list, steps: list,
+           K_prime: float) -> SearchResult:
+    cm = cms[cfg.metric]
+    found = derivations(cfg, model, cms)
+    genotype = found[cfg.derive].genotype
     cost = network_cost(genotype, cm.eval_cfg)
     derived = cost.get(cfg.metric)
     summary = dict(space=cfg.space, dataset=cfg.dataset, metric=cfg.metric, K_d=cfg.budget, K_prime=K_prime,
+                   derive=cfg.derive, budgets=budgets(cfg),
                    derived_params=cost.params, derived_flops=cost.flops, derived_cost=derived,
-                   under_budget=derived <= cfg.budget, rel_error=(derived - cfg.budget) / cfg.budget,
+                   under_budget=all(cost.get(m) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),
+                   derivations={k: d.to_json() for k, d in found.items()},
                    seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()))
     write_json(out / "genotype.json", genotype.to_json())
     write_json(out / "search.json", dict(config=cfg.to_json(), summary=summary, epochs=history, steps=steps))
