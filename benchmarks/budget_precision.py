@@ -1,8 +1,10 @@
-"""Budget precision with and without the LUG (paper Section 3.2): for 5 device budgets across the
-range of a CPU-sized configuration on real Fashion-MNIST, search with K' from the LUG and with
-K' = K_d, and report the derived network's cost and its relative error against the budget.
+"""Budget precision (issue 13): for 8 device budgets spread over the feasible range of a CPU-sized
+configuration on real Fashion-MNIST, search with K' from the (conservative, refined) LUG and with
+K' = K_d, and report what each derivation gives against the budget: the paper's arg-max rule and
+the budget-aware rule (the default), with the search-val accuracy beside each. Then the lambda step
+(0.01, 0.1, 1) at the middle budget.
 
-    python benchmarks/budget_precision.py [--preset cpu-lug] [--points 7] [--jobs 2]
+    python benchmarks/budget_precision.py [--preset cpu-lug] [--points 7] [--max-points 12] [--jobs 2]
 """
 from __future__ import annotations
 
@@ -19,6 +21,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
+FRACTIONS = [0.1 + 0.8 * i / 7 for i in range(8)]
+LAMBDA_STEPS = (0.01, 0.1, 1.0)
+
 
 def _search(cfg_json: dict, K_d: float, K_prime: float, threads: int) -> dict:
     import torch
@@ -28,45 +33,82 @@ def _search(cfg_json: dict, K_d: float, K_prime: float, threads: int) -> dict:
 
     torch.set_num_threads(threads)
     cfg = replace(SearchConfig.from_json(cfg_json), budget=K_d, search_budget=K_prime)
+    t0 = time.time()
     with tempfile.TemporaryDirectory() as d:
         s = run_search(cfg, d, K_prime, progress=lambda m: None).summary
-    return dict(K_d=K_d, K_prime=K_prime, derived=s["derived_cost"], rel_error=s["rel_error"], val_acc=s["val_acc"])
+    cost = {rule: d["cost"][cfg.metric] for rule, d in s["derivations"].items()}
+    return dict(K_d=K_d, K_prime=K_prime, lambda_lr=cfg.lambda_lr, val_acc=s["val_acc"], seconds=time.time() - t0,
+                argmax=cost["argmax"], budget=cost["budget"], log_prob={r: d["log_prob"] for r, d in s["derivations"].items()})
+
+
+def _err(r: dict, rule: str) -> float:
+    return (r[rule] - r["K_d"]) / r["K_d"]
+
+
+def _summary(rows: list[dict], rule: str) -> str:
+    errs = [_err(r, rule) for r in rows]
+    over = sum(e > 0 for e in errs)
+    short = [-e for e in errs if e <= 0]
+    return (f"{rule}: {over}/{len(rows)} over budget, mean shortfall {100 * sum(short) / max(len(short), 1):.1f}%, "
+            f"worst shortfall {100 * max(short, default=0):.1f}%, worst overshoot {100 * max([e for e in errs if e > 0], default=0):.1f}%")
 
 
 def main() -> int:
+    from dcanas.search.config import SearchConfig, apply_preset, cost_model
     from dcanas.search.lug import build_lug
-    from dcanas.search.config import SearchConfig, apply_preset
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-lug")
     p.add_argument("--points", type=int, default=7)
+    p.add_argument("--max-points", type=int, default=12)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--epochs", type=int, help="override the preset's search epochs")
     p.add_argument("--cache-dir", default=str(Path(__file__).parent / ".lug-cache"))
     p.add_argument("--json")
     args = p.parse_args()
-    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root), args.preset))
+    cfg = apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root, device=args.device), args.preset)
+    if args.epochs:
+        cfg = replace(cfg, epochs=args.epochs)
     t0 = time.time()
-    lug, path = build_lug(cfg, points=args.points, jobs=args.jobs, cache_dir=Path(args.cache_dir))
+    lug, path = build_lug(cfg, points=args.points, max_points=args.max_points, jobs=args.jobs, cache_dir=Path(args.cache_dir))
     t_lug = time.time() - t0
-    lo, hi = lug.range
-    budgets = [round(lo + (hi - lo) * f) for f in (0.1, 0.3, 0.5, 0.7, 0.9)]
+    lo, hi = cost_model(cfg).feasible_range()
+    budgets = [round(lo + (hi - lo) * f) for f in FRACTIONS]
     threads = max(1, (os.cpu_count() or 1) // args.jobs)
-    jobs = [(b, lug.lookup(b)) for b in budgets] + [(b, float(b)) for b in budgets]
+    runs = ([(cfg, b, lug.lookup(b)) for b in budgets if b >= lug.range[0]] + [(cfg, b, float(b)) for b in budgets]
+            + [(replace(cfg, lambda_lr=s), budgets[3], float(budgets[3])) for s in LAMBDA_STEPS if s != cfg.lambda_lr])
+    t1 = time.time()
     with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
-        rows = list(pool.map(_search, [cfg.to_json()] * len(jobs), [j[0] for j in jobs], [j[1] for j in jobs], [threads] * len(jobs)))
-    with_lug, without = rows[:5], rows[5:]
-    print(f"{args.preset} on real Fashion-MNIST, metric {cfg.metric}; LUG {path.name} ({args.points} points, built in {t_lug:.0f}s "
-          f"with {args.jobs} jobs), measured range {lo:,.0f} .. {hi:,.0f}")
-    print("| K_d (budget) | LUG: K' | LUG: derived | LUG: error | no LUG (K'=K_d): derived | no LUG: error |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for a, b in zip(with_lug, without):
-        print(f"| {a['K_d']:,} | {a['K_prime']:,.0f} | {a['derived']:,} | {100 * a['rel_error']:+.1f}% | {b['derived']:,} | {100 * b['rel_error']:+.1f}% |")
-    over = sum(r["rel_error"] > 0 for r in with_lug)
-    print(f"with the LUG: {over}/5 over budget, mean |error| {100 * sum(abs(r['rel_error']) for r in with_lug) / 5:.1f}%; "
-          f"without: {sum(r['rel_error'] > 0 for r in without)}/5 over, mean |error| {100 * sum(abs(r['rel_error']) for r in without) / 5:.1f}%")
+        rows = list(pool.map(_search, [c.to_json() for c, _, _ in runs], [b for _, b, _ in runs], [k for _, _, k in runs],
+                             [threads] * len(runs)))
+    n_lug = sum(1 for b in budgets if b >= lug.range[0])
+    with_lug, without, steps = rows[:n_lug], rows[n_lug:n_lug + len(budgets)], rows[n_lug + len(budgets):]
+    print(f"{args.preset} on real Fashion-MNIST, metric {cfg.metric}, {cfg.epochs} search epochs, device {args.device}; "
+          f"LUG {path.name}: {len(lug.points)} points ({args.points} grid + refinement), built in {t_lug:.0f}s with "
+          f"{args.jobs} jobs; measured K_d range {lug.range[0]:,.0f} .. {lug.range[1]:,.0f}; feasible range {lo:,} .. {hi:,}; "
+          f"{len(runs)} searches in {time.time() - t1:.0f}s")
+    print("| K_d (budget) | LUG: K' | LUG argmax | LUG budget-aware | LUG val acc | K'=K_d argmax | K'=K_d budget-aware | K'=K_d val acc |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    by_b = {r["K_d"]: r for r in with_lug}
+    for b in without:
+        a = by_b.get(b["K_d"])
+        lug_cols = (f"{a['K_prime']:,.0f} | {a['argmax']:,} ({100 * _err(a, 'argmax'):+.1f}%) | {a['budget']:,} "
+                    f"({100 * _err(a, 'budget'):+.1f}%) | {a['val_acc']:.3f}") if a else "below the LUG's range | | | "
+        print(f"| {b['K_d']:,} | {lug_cols} | {b['argmax']:,} ({100 * _err(b, 'argmax'):+.1f}%) | "
+              f"{b['budget']:,} ({100 * _err(b, 'budget'):+.1f}%) | {b['val_acc']:.3f} |")
+    for name, rs in (("with the LUG", with_lug), ("K'=K_d", without)):
+        print(f"{name}: " + "; ".join(_summary(rs, rule) for rule in ("argmax", "budget")))
+    mid = [r for r in without if r["K_d"] == budgets[3]] + steps
+    print(f"\nlambda step at K_d = {budgets[3]:,} (K'=K_d):")
+    print("| lambda step | argmax derived | budget-aware derived | search-val acc |")
+    print("|---:|---:|---:|---:|")
+    for r in sorted(mid, key=lambda r: r["lambda_lr"]):
+        print(f"| {r['lambda_lr']:g} | {r['argmax']:,} ({100 * _err(r, 'argmax'):+.1f}%) | {r['budget']:,} "
+              f"({100 * _err(r, 'budget'):+.1f}%) | {r['val_acc']:.3f} |")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(lug=str(path), with_lug=with_lug, without=without), indent=2))
+        Path(args.json).write_text(json.dumps(dict(lug=lug.to_json(), with_lug=with_lug, without=without, lambda_steps=mid), indent=2))
     return 0
 
 

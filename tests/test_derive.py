@@ -156,6 +156,8 @@ def test_darts_derivation_is_fast_at_the_papers_size():
                       {m: cm.fixed for m, cm in cms.items()}, {"params": (lo + hi) / 2, "flops": (flo + fhi) / 2})
     elapsed = time.perf_counter() - t0
     assert d is not None and d.cost["params"] <= (lo + hi) / 2 and d.cost["flops"] <= (flo + fhi) / 2
+    real = network_cost(d.genotype, net)
+    assert (real.params, real.flops) == (d.cost["params"], d.cost["flops"])
     assert elapsed < 5.0, elapsed  # a generous ceiling for a shared CI core; the benchmark gives the measured figure
 
 
