@@ -1,8 +1,8 @@
 """Budget precision (issue 13): for 8 device budgets spread over the feasible range of a CPU-sized
 configuration on real Fashion-MNIST, search with K' from the (conservative, refined) LUG and with
 K' = K_d, and report what each derivation gives against the budget: the paper's arg-max rule and
-the budget-aware rule (the default), with the search-val accuracy beside each. Then the lambda step
-(0.01, 0.1, 1) at the middle budget.
+the budget-aware rule (the default) and the filling rule (most probable within [0.95 K_d, K_d]), with
+the search-val accuracy beside each. Then the lambda step (0.01, 0.1, 1) at the fourth budget.
 
     python benchmarks/budget_precision.py [--preset cpu-lug] [--points 7] [--max-points 12] [--jobs 2]
 """
@@ -38,7 +38,7 @@ def _search(cfg_json: dict, K_d: float, K_prime: float, threads: int) -> dict:
         s = run_search(cfg, d, K_prime, progress=lambda m: None).summary
     cost = {rule: d["cost"][cfg.metric] for rule, d in s["derivations"].items()}
     return dict(K_d=K_d, K_prime=K_prime, lambda_lr=cfg.lambda_lr, val_acc=s["val_acc"], seconds=time.time() - t0,
-                argmax=cost["argmax"], budget=cost["budget"], log_prob={r: d["log_prob"] for r, d in s["derivations"].items()})
+                argmax=cost["argmax"], budget=cost["budget"], fill=cost["fill"], log_prob={r: d["log_prob"] for r, d in s["derivations"].items()})
 
 
 def _err(r: dict, rule: str) -> float:
@@ -89,24 +89,25 @@ def main() -> int:
           f"LUG {path.name}: {len(lug.points)} points ({args.points} grid + refinement), built in {t_lug:.0f}s with "
           f"{args.jobs} jobs; measured K_d range {lug.range[0]:,.0f} .. {lug.range[1]:,.0f}; feasible range {lo:,} .. {hi:,}; "
           f"{len(runs)} searches in {time.time() - t1:.0f}s")
-    print("| K_d (budget) | LUG: K' | LUG argmax | LUG budget-aware | LUG val acc | K'=K_d argmax | K'=K_d budget-aware | K'=K_d val acc |")
-    print("|---:|---:|---:|---:|---:|---:|---:|---:|")
+    rules = ("argmax", "budget", "fill")
+    cell = lambda r, rule: f"{r[rule]:,} ({100 * _err(r, rule):+.1f}%)"  # noqa: E731
+    print("| K_d (budget) | LUG: K' | LUG argmax | LUG budget-aware | LUG fill | LUG val acc "
+          "| K'=K_d argmax | K'=K_d budget-aware | K'=K_d fill | K'=K_d val acc |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     by_b = {r["K_d"]: r for r in with_lug}
     for b in without:
         a = by_b.get(b["K_d"])
-        lug_cols = (f"{a['K_prime']:,.0f} | {a['argmax']:,} ({100 * _err(a, 'argmax'):+.1f}%) | {a['budget']:,} "
-                    f"({100 * _err(a, 'budget'):+.1f}%) | {a['val_acc']:.3f}") if a else "below the LUG's range | | | "
-        print(f"| {b['K_d']:,} | {lug_cols} | {b['argmax']:,} ({100 * _err(b, 'argmax'):+.1f}%) | "
-              f"{b['budget']:,} ({100 * _err(b, 'budget'):+.1f}%) | {b['val_acc']:.3f} |")
+        lug_cols = (f"{a['K_prime']:,.0f} | " + " | ".join(cell(a, r) for r in rules) + f" | {a['val_acc']:.3f}") if a \
+            else "below the LUG's range | | | | "
+        print(f"| {b['K_d']:,} | {lug_cols} | " + " | ".join(cell(b, r) for r in rules) + f" | {b['val_acc']:.3f} |")
     for name, rs in (("with the LUG", with_lug), ("K'=K_d", without)):
-        print(f"{name}: " + "; ".join(_summary(rs, rule) for rule in ("argmax", "budget")))
+        print(f"{name}: " + "; ".join(_summary(rs, rule) for rule in rules))
     mid = [r for r in without if r["K_d"] == budgets[3]] + steps
     print(f"\nlambda step at K_d = {budgets[3]:,} (K'=K_d):")
-    print("| lambda step | argmax derived | budget-aware derived | search-val acc |")
-    print("|---:|---:|---:|---:|")
+    print("| lambda step | argmax derived | budget-aware derived | fill derived | search-val acc |")
+    print("|---:|---:|---:|---:|---:|")
     for r in sorted(mid, key=lambda r: r["lambda_lr"]):
-        print(f"| {r['lambda_lr']:g} | {r['argmax']:,} ({100 * _err(r, 'argmax'):+.1f}%) | {r['budget']:,} "
-              f"({100 * _err(r, 'budget'):+.1f}%) | {r['val_acc']:.3f} |")
+        print(f"| {r['lambda_lr']:g} | " + " | ".join(cell(r, rule) for rule in rules) + f" | {r['val_acc']:.3f} |")
     if args.json:
         Path(args.json).write_text(json.dumps(dict(lug=lug.to_json(), with_lug=with_lug, without=without, lambda_steps=mid), indent=2))
     return 0

@@ -16,7 +16,7 @@ from dcanas.nets.cost import network_cost
 from dcanas.nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, NB201Genotype, cell_edges
 from dcanas.nets.ops import DARTS_OPS
 from dcanas.search.constraint import CostModel
-from dcanas.search.derive import derivable, derive_within, log_probs
+from dcanas.search.derive import derivable, derive_filling, derive_within, log_probs
 
 # A small space for brute force: DARTS with 2 nodes and 4 derivable ops (768 choices per cell, 589,824
 # genotypes), NB201 with 3 derivable ops (729 genotypes).
@@ -92,8 +92,9 @@ def brute_force_costs(space: str):
     return _COSTS[space]
 
 
-def brute_force_best(space: str, alphas, budgets: dict[str, float]) -> float:
-    """The largest log-probability of any genotype of the small space within the budgets (-inf: none)."""
+def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float = float("-inf")) -> float:
+    """The largest log-probability of any genotype of the small space within the budgets whose params
+    are at least ``floor`` (-inf: none)."""
     ops = SMALL[space]["ops"]
     col = {"params": 0, "flops": 1}
     lp = {k: log_probs(space, a, ops).numpy() for k, a in alphas.items()}
@@ -105,12 +106,13 @@ def brute_force_best(space: str, alphas, budgets: dict[str, float]) -> float:
 
     if space == "nb201":
         choices, c = brute_force_costs(space)
-        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0)
+        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0) & (c[:, 0] >= floor)
         return float(cell_lp("normal", choices)[ok].max()) if ok.any() else float("-inf")
     choices, cn, cr, c0 = brute_force_costs(space)
     ok = np.ones((len(choices), len(choices)), dtype=bool)
     for m, b in budgets.items():
         ok &= (cn[:, None, col[m]] + cr[None, :, col[m]] - c0[col[m]]) <= b
+    ok &= (cn[:, None, 0] + cr[None, :, 0] - c0[0]) >= floor
     total = cell_lp("normal", choices)[:, None] + cell_lp("reduce", choices)[None, :]
     return float(total[ok].max()) if ok.any() else float("-inf")
 
@@ -205,3 +207,29 @@ def test_equal_log_probabilities_go_to_the_cheaper_op():
     assert d.cost["params"] == cms["params"].feasible_range()[0]  # all equally likely: the cheapest genotype
     # in the normal cell max_pool_3x3, avg_pool_3x3 and skip_connect all cost 0: the earliest in the ops table wins
     assert [op for op, _ in d.genotype.normal] == ["max_pool_3x3"] * 4, d.genotype.normal
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_filling_derivation_lands_in_the_window(space):
+    """--derive fill: the most probable genotype with params in [0.95 x budget, budget], never over;
+    against brute force (its cost steps are 0.05% of the budget, so it is exact on this space)."""
+    cms = cost_models(space, ("params",))
+    cm = cms["params"]
+    rng = torch.Generator().manual_seed(1)
+    nodes, ops = SMALL[space]["nodes"], SMALL[space]["ops"]
+    lo, hi = cm.feasible_range()
+    pyrng = random.Random(1)
+    hits = 0
+    for _ in range(100):
+        alphas = random_alphas(space, rng, scale=pyrng.choice([0.01, 1.0, 3.0]))
+        budget = {"params": lo + pyrng.random() * (hi - lo)}
+        d = derive_filling(space, alphas, ops, nodes, {"params": cm.edge_costs()}, {"params": cm.fixed}, budget, "params", 0.95)
+        best = brute_force_best(space, alphas, budget, floor=0.95 * budget["params"])
+        if d is None:
+            assert best == float("-inf")
+            continue
+        real = network_cost(d.genotype, SMALL[space]["net"]).params
+        assert real == d.cost["params"] and 0.95 * budget["params"] <= real <= budget["params"]
+        assert abs(d.log_prob - best) < 1e-9, (d.log_prob, best)
+        hits += 1
+    assert hits >= 30

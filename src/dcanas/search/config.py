@@ -48,7 +48,9 @@ class SearchConfig:
     options: SearchOptions = field(default_factory=SearchOptions)
     device: str = "auto"
     amp: bool = False
-    derive: str = "budget"               # budget: most probable genotype within every budget; argmax: the paper's rule
+    derive: str = "budget"               # budget: most probable genotype within every budget; argmax: the paper's rule;
+    #                                      fill: most probable with the primary cost in [fill_fraction x K_d, K_d]
+    fill_fraction: float = 0.95
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
 
     def to_json(self) -> dict[str, Any]:
@@ -90,7 +92,7 @@ def cost_model(cfg: SearchConfig) -> CostModel:
     return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric)
 
 
-DERIVE_RULES = ("budget", "argmax")
+DERIVE_RULES = ("budget", "fill", "argmax")
 
 
 def budgets(cfg: SearchConfig) -> dict[str, float]:

@@ -190,6 +190,56 @@ def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequ
     return Derivation(genotype, cost, lp, "budget")
 
 
+def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
+                   edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
+                   budgets: Mapping[str, float], primary: str, fill: float, buckets: int = 2000) -> Optional[Derivation]:
+    """The most probable genotype whose ``primary`` cost lies in [fill x budget, budget] (and within every
+    other budget); None when the search finds none. A dynamic programme over the primary cost in
+    ``buckets`` steps of budget/buckets, keeping the most probable partial choice per step: costs are
+    exact and never over a budget, the optimum is exact up to that resolution (a step of 0.05% of the
+    budget at the default)."""
+    metrics = list(budgets)
+    p = metrics.index(primary)
+    limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
+    floor = fill * budgets[primary] - fixed[primary]
+    width = max(budgets[primary] / buckets, 1e-9)
+    groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics)
+    min_rest = np.zeros((len(groups) + 1, len(metrics)))
+    max_rest = np.zeros(len(groups) + 1)
+    for g in range(len(groups) - 1, -1, -1):
+        min_rest[g] = min_rest[g + 1] + groups[g][0].min(axis=0)
+        max_rest[g] = max_rest[g + 1] + groups[g][0][:, p].max()
+    S_cost, S_lp = np.zeros((1, len(metrics))), np.zeros(1)
+    back: list[tuple[np.ndarray, np.ndarray]] = []
+    for g, (costs, lps, _) in enumerate(groups):
+        tot = (S_cost[:, None, :] + costs[None, :, :]).reshape(-1, len(metrics))
+        tlp = (S_lp[:, None] + lps[None, :]).reshape(-1)
+        ok = np.all(tot + min_rest[g + 1] <= limit + 1e-6, axis=1) & (tot[:, p] + max_rest[g + 1] >= floor - 1e-6)
+        idx = np.nonzero(ok)[0]
+        if not len(idx):
+            return None
+        bucket = np.floor(tot[idx, p] / width).astype(np.int64)
+        order = np.lexsort((-tlp[idx], bucket))  # per bucket, the most probable first
+        first = np.ones(len(order), dtype=bool)
+        first[1:] = bucket[order][1:] != bucket[order][:-1]
+        keep = idx[order[first]]
+        back.append((keep // len(lps), keep % len(lps)))
+        S_cost, S_lp = tot[keep], tlp[keep]
+    final = np.nonzero(S_cost[:, p] >= floor - 1e-6)[0]
+    if not len(final):
+        return None
+    best = int(final[np.argmax(S_lp[final])])
+    chosen = []
+    for g in range(len(groups) - 1, -1, -1):
+        prev, opt = back[g]
+        chosen.append(groups[g][2][opt[best]])
+        best = int(prev[best])
+    picks = [pk for group in reversed(chosen) for pk in group]
+    cost = {m: round(fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks)) for m in metrics}
+    lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
+    return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, "fill")
+
+
 def _genotype_from_picks(space: str, picks: list[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
     inputs = DARTS_INPUTS if space == "darts" else 1
     edges = cell_edges(inputs, nodes)

@@ -19,7 +19,7 @@ from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, constraint_term, update_lambda
-from .derive import Derivation, derive_within, genotype_log_prob, log_probs
+from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
 from .supernet import Supernet
 
 
@@ -198,6 +198,9 @@ def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -
     if within is None:  # check_budget refuses such budgets before training; kept as a guard
         raise UserError(f"no genotype of the space meets every budget ({budgets(cfg)}); raise one of them")
     out["budget"] = within
+    filling = derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
+                             {m: c.fixed for m, c in cms.items()}, budgets(cfg), cfg.metric, cfg.fill_fraction)
+    out["fill"] = filling or within  # no genotype in the window: the budget-aware one
     return out
 
 
