@@ -46,9 +46,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
-    p.add_argument("--derive", choices=["budget", "fill", "argmax"], help="budget (default): the most probable genotype within "
-                   "every budget, exact; fill: the most probable whose cost is within [0.95 x budget, budget]; argmax: the "
-                   "paper's rule (may exceed the budget)")
+    p.add_argument("--derive", choices=["fill", "budget", "argmax"], help="fill (default): the most probable genotype whose cost "
+                   "is within [0.95 x budget, budget]; budget: the most probable within the budget (exact; may leave much of "
+                   "it unused); argmax: the paper's rule (may exceed the budget)")
 
 
 def config_from_args(args: argparse.Namespace):

@@ -48,8 +48,9 @@ class SearchConfig:
     options: SearchOptions = field(default_factory=SearchOptions)
     device: str = "auto"
     amp: bool = False
-    derive: str = "budget"               # budget: most probable genotype within every budget; argmax: the paper's rule;
-    #                                      fill: most probable with the primary cost in [fill_fraction x K_d, K_d]
+    # fill (default): the most probable genotype with the primary cost in [fill_fraction x K_d, K_d] and within every
+    # budget (else the budget rule); budget: the most probable within every budget; argmax: the paper's rule
+    derive: str = "fill"
     fill_fraction: float = 0.95
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
 
