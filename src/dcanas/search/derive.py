@@ -178,16 +178,24 @@ def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequ
         back.append((keep // len(lps), keep % len(lps)))
         S_cost, S_lp = tot[keep], tlp[keep]
     best = int(np.argmax(S_lp))  # _pareto keeps the cheapest among equal log-probabilities first
+    return _derivation(space, _backtrack(groups, back, best), alphas, op_names, nodes, edge_costs, fixed, "budget")
+
+
+def _backtrack(groups: list, back: list[tuple[np.ndarray, np.ndarray]], best: int) -> list[tuple[str, int, int]]:
+    """The (cell type, edge row, op index) picks of final state ``best``, following the back-pointers."""
     chosen = []
     for g in range(len(groups) - 1, -1, -1):
         prev, opt = back[g]
         chosen.append(groups[g][2][opt[best]])
         best = int(prev[best])
-    picks = [p for group in reversed(chosen) for p in group]
-    genotype = _genotype_from_picks(space, picks, op_names, nodes)
-    cost = {m: round(fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks)) for m in metrics}
+    return [p for group in reversed(chosen) for p in group]
+
+
+def _derivation(space: str, picks: list[tuple[str, int, int]], alphas: Mapping[str, torch.Tensor], op_names: Sequence[str],
+                nodes: int, edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float], rule: str) -> Derivation:
+    cost = {m: round(fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks)) for m in edge_costs}
     lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
-    return Derivation(genotype, cost, lp, "budget")
+    return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, rule)
 
 
 def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
@@ -229,15 +237,7 @@ def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
     if not len(final):
         return None
     best = int(final[np.argmax(S_lp[final])])
-    chosen = []
-    for g in range(len(groups) - 1, -1, -1):
-        prev, opt = back[g]
-        chosen.append(groups[g][2][opt[best]])
-        best = int(prev[best])
-    picks = [pk for group in reversed(chosen) for pk in group]
-    cost = {m: round(fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks)) for m in metrics}
-    lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
-    return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, "fill")
+    return _derivation(space, _backtrack(groups, back, best), alphas, op_names, nodes, edge_costs, fixed, "fill")
 
 
 def _genotype_from_picks(space: str, picks: list[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
