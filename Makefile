@@ -42,6 +42,7 @@ demo: install data
 bench: install data
 	$(PY) benchmarks/search_cost.py
 	$(PY) benchmarks/budget_precision.py
+	$(PY) benchmarks/size_model.py
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:

@@ -150,3 +150,18 @@ def test_export_cli_table_and_exit_code(trained, fashion_root, tmp_path):
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
     assert "| onnx | model.onnx |" in r.stdout and "✅" in r.stdout
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "tflite"])
+def test_size_model_bounds_the_exported_file(artifacts, fmt):
+    """The model-size model the search holds a model_size_kb budget with (export/size_model.py) predicts
+    at least the real file's size, and not far above it, for a network outside its calibration set
+    (DARTS_V2 at C=4, 3 cells; calibrated on C 8..24)."""
+    from dcanas.export.inspect import metadata
+    from dcanas.profile.verdict import analytic_cost
+
+    path = artifacts[fmt]
+    predicted = analytic_cost(metadata(path))["model_size_kb"]
+    real = path.stat().st_size / 1024
+    print(f"{fmt}: file {real:.1f} KB, predicted {predicted:.1f} KB")
+    assert real <= predicted <= 1.3 * real, (fmt, real, predicted)

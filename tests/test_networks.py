@@ -6,7 +6,7 @@ import torch
 
 from dcanas.nets.build import build_network
 from dcanas.nets.config import NetConfig, default_config
-from dcanas.nets.cost import fvcore_cost, network_cost
+from dcanas.nets.cost import fvcore_cost, module_graph_counts, network_cost
 from dcanas.nets.genotype import load_genotype, random_genotype
 from dcanas.datasets import DATASETS
 
@@ -56,6 +56,8 @@ def test_analytic_equals_fvcore(name, dataset):
     assert net.eval()(torch.randn(1, spec.in_channels, spec.size, spec.size)).shape == (1, spec.num_classes)
     a, f = network_cost(g, cfg), fvcore_cost(net, spec.size, spec.in_channels)
     assert a.params == f.params
+    m = module_graph_counts(net)
+    assert (a.layers, a.channels, a.avgpools) == (m.layers, m.channels, m.avgpools)
     assert abs(a.flops - f.flops) <= 0.01 * f.flops
 
 

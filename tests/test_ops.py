@@ -2,7 +2,7 @@
 import pytest
 import torch
 
-from dcanas.nets.cost import OP_COSTS, fvcore_cost, op_cost
+from dcanas.nets.cost import OP_COSTS, fvcore_cost, module_graph_counts, op_cost
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS, OPS, SPACE_OPS, build_op
 
 
@@ -34,6 +34,8 @@ def test_op_shape_and_cost(name, stride, channels, size):
     assert y.shape == (2, C_out, out, out)
     analytic = op_cost(name, C_in, C_out, stride, size)
     assert analytic.params == sum(p.numel() for p in op.parameters())
+    g = module_graph_counts(op)  # the counts the model-size model reads
+    assert (analytic.layers, analytic.channels, analytic.avgpools) == (g.layers, g.channels, g.avgpools)
     # Identity and none have no weights to trace through; fvcore counts 0 for them as we do.
     real = fvcore_cost(_Wrap(op), size, C_in)
     assert analytic.flops == real.flops

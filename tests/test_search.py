@@ -5,7 +5,7 @@ import torch
 from dcanas.nets.config import NetConfig
 from dcanas.nets.genotype import DartsGenotype, NB201Genotype
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS
-from dcanas.search.constraint import CostModel, constraint_term, update_lambda
+from dcanas.search.constraint import CostModel, add_constraint_gradients, update_lambda, violation
 from dcanas.search.derive import cell_edges, derive
 from dcanas.search.supernet import SearchCell, SearchOptions, Supernet, SupernetConfig
 
@@ -119,9 +119,9 @@ def test_constraint_gradient_sign(space):
     """Descending the Lagrangian term moves weight from expensive ops to cheap ones."""
     cm = _cost_model(space)
     alphas = {k: torch.zeros(len(cm.edges), len(cm.op_names), requires_grad=True) for k in cm.B}
-    term, details = constraint_term(cm.expected(alphas), 0.5 * float(cm.expected(alphas)), lam=1.0)
-    term.backward()
-    assert details.ratio == pytest.approx(2.0)
+    v = violation(cm.expected(alphas), 0.5 * float(cm.expected(alphas).detach()))
+    assert float(v) == pytest.approx(1.0)
+    add_constraint_gradients(list(alphas.values()), {"params": v}, {"params": 1.0}, adaptive=False)
     g = alphas["normal"].grad[0]
     names = list(cm.op_names)
     expensive = names.index("sep_conv_3x3" if space == "darts" else "nor_conv_3x3")
@@ -129,6 +129,25 @@ def test_constraint_gradient_sign(space):
     assert g[expensive] > 0 > g[cheap]
     if space == "darts":  # `none` is never derived, so k_s (eq. 3) does not weight it: no gradient
         assert g[names.index("none")] == 0
+
+
+@pytest.mark.parametrize("space", SPACES)
+@pytest.mark.parametrize("lam", [0.5, 2.0])
+def test_adaptive_term_matches_the_loss_gradient_norm(space, lam):
+    """Adaptive lambda step: the constraint's gradient is rescaled to the loss gradient's norm, so with a
+    zero loss gradient elsewhere the added gradient's norm is lambda x that norm, whatever the budget's units."""
+    cm = _cost_model(space)
+    alphas = {k: torch.zeros(len(cm.edges), len(cm.op_names), requires_grad=True) for k in cm.B}
+    loss_grads = {k: 1e-3 * torch.randn(a.shape, generator=torch.Generator().manual_seed(1)) for k, a in alphas.items()}
+    norm = float(torch.sqrt(sum((g ** 2).sum() for g in loss_grads.values())))
+    for target in (0.5, 5e6):  # units do not matter
+        for k, a in alphas.items():
+            a.grad = loss_grads[k].clone()
+        v = violation(cm.expected(alphas), target * float(cm.expected(alphas).detach()))
+        scales = add_constraint_gradients(list(alphas.values()), {"params": v}, {"params": lam}, adaptive=True)
+        added = torch.sqrt(sum(((a.grad - loss_grads[k]) ** 2).sum() for k, a in alphas.items()))
+        assert float(added) == pytest.approx(lam * norm, rel=1e-5)
+        assert scales["params"] > 0
 
 
 def test_lambda_projected_ascent():

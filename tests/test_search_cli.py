@@ -100,3 +100,30 @@ def test_derived_cost_rises_with_budget(fashion_root):
         with tempfile.TemporaryDirectory() as d:
             costs.append(run_search(cfg, d, cfg.budget, progress=lambda m: None).summary["derived_cost"])
     assert costs[0] <= costs[1] <= costs[2] and costs[0] < costs[2], costs
+
+
+def test_model_size_budget_binds_and_holds(tmp_path, fashion_root):
+    """A model_size_kb budget (the int8 TFLite file, predicted) that binds below a loose params budget:
+    the chosen genotype is within both, with its own lambda; an impossible size is refused in one line."""
+    from dataclasses import replace
+
+    from dcanas.search.config import replace_metric
+
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), size_format="tflite-int8")
+    lo, hi = _range()
+    slo, shi = replace_metric(cost_model(cfg), "model_size_kb").feasible_range()
+    size = slo + 0.3 * (shi - slo)
+    args = ["--preset", "tiny", "--epochs", "1", "--budget", str(int(lo + 0.9 * (hi - lo))), "--size-format", "tflite-int8",
+            "--lambda-step", "adaptive"]
+    r = search(tmp_path / "s", *args, "--also-budget", f"model_size_kb={size:.1f}", data_root=fashion_root)
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "s" / "search.json").read_text())
+    summary, last = s["summary"], s["epochs"][-1]
+    assert summary["under_budget"] and summary["derived_model_size_kb"] <= size
+    assert summary["derived_params"] <= summary["K_d"]
+    assert set(last["lambdas"]) == {"params", "model_size_kb"}
+    assert f"also model_size_kb: {summary['derived_model_size_kb']:,}" in r.stdout
+    bad = search(tmp_path / "t", *args, "--also-budget", "model_size_kb=1", data_root=fashion_root)
+    assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
+    assert "model_size_kb=1" in bad.stderr and "feasible range" in bad.stderr
+    assert search(tmp_path / "u", *args, "--also-budget", "size=1", data_root=fashion_root).returncode == 2

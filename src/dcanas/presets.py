@@ -9,6 +9,10 @@ from .errors import UserError
 
 T = TypeVar("T")
 
+# What a search can hold as a budget (a cost model predicts each): params and FLOPs counted, the
+# model size predicted for the device's export format (export/size_model.py).
+BUDGET_METRICS = ("params", "flops", "model_size_kb")
+
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's supernet (Appendix D): 8 cells, C=16, 50 epochs, batch 512, lr 0.2 -- GPU work.
     "paper": dict(C=16, cells=8, epochs=50, batch_size=512, lr=0.2),

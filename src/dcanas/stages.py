@@ -123,10 +123,11 @@ class Stages:
                             f"or budget.flops to {profile.source}")
         s_preset, self.train_preset = RUN_PRESETS[cfg.preset]
         # every budget a cost model predicts is a constraint: the search metric's (through the LUG) and the other one's
-        extra = {m: float(profile.budget[m]) for m in ("params", "flops") if m in profile.budget and m != metric}
+        # (model size: the file of the format the device runs, predicted by export/size_model.py)
+        extra = {m: float(profile.budget[m]) for m in ("params", "flops", "model_size_kb") if m in profile.budget and m != metric}
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
-                                  extra_budgets=extra, **cfg.search_overrides)
+                                  extra_budgets=extra, size_format=self.target_format(), **cfg.search_overrides)
         self.notes: list[str] = []
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)

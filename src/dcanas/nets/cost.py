@@ -12,7 +12,7 @@ functions the networks are built from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Callable
 
 from .config import NetConfig
@@ -23,14 +23,22 @@ from .nb201 import nb201_layout
 
 @dataclass(frozen=True)
 class Cost:
+    """params and FLOPs (the budgets), and the graph counts the model-size model reads
+    (``export/size_model.py``): weight layers once batch norm is folded (conv, linear), their output
+    channels (each gets a bias and, in int8, a scale), and padding-excluding average pools (each
+    adds a constant divisor map to an exported graph)."""
+
     params: int = 0
     flops: int = 0
+    layers: int = 0
+    channels: int = 0
+    avgpools: int = 0
 
     def __add__(self, other: "Cost") -> "Cost":
-        return Cost(self.params + other.params, self.flops + other.flops)
+        return Cost(*(getattr(self, f.name) + getattr(other, f.name) for f in fields(self)))
 
     def __mul__(self, k: int) -> "Cost":
-        return Cost(self.params * k, self.flops * k)
+        return Cost(*(getattr(self, f.name) * k for f in fields(self)))
 
     def get(self, metric: str) -> int:
         if metric not in ("params", "flops"):
@@ -46,7 +54,7 @@ def conv(C_in: int, C_out: int, k: int, size: int, stride: int = 1, padding: int
     """Cost and output side of a Conv2d on a ``size`` x ``size`` input."""
     out = conv_out(size, k, stride, padding, dilation)
     weights = C_out * (C_in // groups) * k * k
-    return Cost(weights + (C_out if bias else 0), weights * out * out), out
+    return Cost(weights + (C_out if bias else 0), weights * out * out, layers=1, channels=C_out), out
 
 
 def bn(C: int, size: int) -> Cost:
@@ -71,12 +79,16 @@ def sep_conv(C_in: int, C_out: int, k: int, size: int, stride: int, padding: int
 
 
 def factorized_reduce(C_in: int, C_out: int, size: int) -> tuple[Cost, int]:
-    out = conv_out(size, 1, 2)
-    return Cost(C_in * C_out, C_in * C_out * out * out) + bn(C_out, out), out
+    out = conv_out(size, 1, 2)  # two 1x1 convs of C_out/2 channels each, concatenated
+    return Cost(C_in * C_out, C_in * C_out * out * out, layers=2, channels=C_out) + bn(C_out, out), out
 
 
 def _pool_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
     return relu_conv_bn(C_in, C_out, 1, size)[0] if C_in != C_out else ZERO
+
+
+def _avg_pool_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
+    return _pool_cost(C_in, C_out, stride, size) + Cost(avgpools=1)
 
 
 def _skip_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
@@ -93,7 +105,7 @@ OpCost = Callable[[int, int, int, int], Cost]
 OP_COSTS: dict[str, OpCost] = {
     "none": lambda C_in, C_out, stride, size: ZERO,
     "max_pool_3x3": _pool_cost,
-    "avg_pool_3x3": _pool_cost,
+    "avg_pool_3x3": _avg_pool_cost,
     "skip_connect": _skip_cost,
     "sep_conv_3x3": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 3, size, stride, 1)[0],
     "sep_conv_5x5": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 5, size, stride, 2)[0],
@@ -139,7 +151,7 @@ def darts_edge_cost(slot: CellSlot, op: str, src: int) -> Cost:
 
 def head_cost(C: int, size: int, num_classes: int) -> Cost:
     """Global average pooling + linear classifier (bias counted)."""
-    return Cost(C * num_classes + num_classes, C * size * size + C * num_classes)
+    return Cost(C * num_classes + num_classes, C * size * size + C * num_classes, layers=1, channels=num_classes)
 
 
 def darts_fixed_cost(cfg: NetConfig, slots: list[CellSlot], multiplier: int) -> Cost:
@@ -220,3 +232,19 @@ def fvcore_cost(model, input_size: int, in_channels: int) -> Cost:
     finally:
         model.train(was_training)
     return Cost(int(params), flops)
+
+
+def module_graph_counts(model) -> Cost:
+    """The graph counts of a built module (its weight layers, their output channels, its
+    padding-excluding average pools), auxiliary head excluded: what the analytic counts are checked
+    against."""
+    import torch.nn as nn
+
+    from .ops import AvgPool3x3
+
+    aux = getattr(model, "auxiliary_head", None)
+    skip = {id(m) for m in aux.modules()} if aux is not None else set()
+    mods = [m for m in model.modules() if id(m) not in skip]
+    weights = [m for m in mods if isinstance(m, (nn.Conv2d, nn.Linear))]
+    return Cost(layers=len(weights), channels=sum(m.out_channels if isinstance(m, nn.Conv2d) else m.out_features for m in weights),
+                avgpools=sum(isinstance(m, AvgPool3x3) for m in mods))

@@ -11,9 +11,11 @@ from ..errors import UserError
 from ..export.inspect import graph_cost, metadata
 
 
-def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, int]]:
-    """The analytic counter's params/FLOPs for the genotype a model's metadata names (None without one)."""
+def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, float]]:
+    """The analytic counter's params/FLOPs for the genotype a model's metadata names, and the model
+    size the search's size model predicted for the file's format (None without a genotype)."""
     try:
+        from ..export.size_model import SIZE_MODELS, predicted_kb
         from ..nets.config import NetConfig
         from ..nets.cost import network_cost
         from ..nets.genotype import genotype_from_json
@@ -21,7 +23,10 @@ def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, int]]:
         c = network_cost(genotype_from_json(meta["genotype"]), NetConfig.from_json(meta["net_config"]))
     except (KeyError, TypeError, ValueError, UserError):  # no genotype, or metadata that does not describe one
         return None
-    return {"params": c.params, "flops": c.flops}
+    out: dict[str, float] = {"params": c.params, "flops": c.flops}
+    if meta.get("format") in SIZE_MODELS:
+        out["model_size_kb"] = round(predicted_kb(meta["format"], c.params, c.layers, c.channels, c.avgpools), 1)
+    return out
 
 
 SOURCES = {"params": "model graph", "flops": "model graph", "latency_ms": "device", "peak_memory_mb": "device (VmHWM)",
@@ -45,7 +50,8 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
     for key, budget in profile.budget.items():
         value = values.get(key)
         met = None if value is None else value <= budget
-        source = SOURCES[key] + (f"; analytic {analytic[key]:,}" if analytic and key in analytic else "")
+        source = SOURCES[key] + (f"; {'predicted' if key == 'model_size_kb' else 'analytic'} {analytic[key]:,}"
+                                 if analytic and key in analytic else "")
         rows.append(dict(budget=key + (f" ({percentile})" if key == "latency_ms" else ""), limit=budget, measured=value,
                          margin=None if value is None else budget - value, met=met,
                          source=source if value is not None else "not counted (the graph's shapes are not all known)"))

@@ -8,6 +8,7 @@ from dataclasses import replace
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
+from ..export.formats import FORMATS
 from ..presets import SEARCH_PRESETS, describe
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
@@ -19,6 +20,17 @@ def parse_quantity(text: str) -> float:
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number like 200000, 200k or 3.5M")
     return float(m.group(1)) * _SUFFIX[m.group(2)]
+
+
+def parse_extra_budget(text: str) -> tuple[str, float]:
+    """'flops=50M' / 'model_size_kb=512' -> (metric, value)."""
+    from ..presets import BUDGET_METRICS
+
+    metric, sep, value = str(text).partition("=")
+    if not sep or metric.strip() not in BUDGET_METRICS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not METRIC=VALUE with METRIC one of {', '.join(BUDGET_METRICS)} "
+                                         f"(e.g. flops=50M, model_size_kb=512)")
+    return metric.strip(), parse_quantity(value)
 
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
@@ -39,7 +51,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonneg_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--arch-lr", type=positive_float)
-    p.add_argument("--lambda-lr", type=nonneg_float)
+    p.add_argument("--lambda-lr", type=nonneg_float, help="lambda's step per unit of budget violation")
+    p.add_argument("--lambda-step", choices=["fixed", "adaptive"], help="adaptive: the budget term's gradient is rescaled to "
+                   "the loss gradient's norm, so lambda=1 weighs them equally (see README, lambda step)")
     p.add_argument("--no-weight-sharing", action="store_true")
     p.add_argument("--bottleneck", type=positive_int, metavar="R", help="channel bottleneck ratio r (1 = off; default 4)")
     p.add_argument("--no-derived-cells", action="store_true")
@@ -59,7 +73,7 @@ def config_from_args(args: argparse.Namespace):
     fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
                   epochs=args.epochs, batch_size=args.batch_size, C=args.channels, cells=args.cells, nodes=args.nodes,
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
-                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, device=args.device, amp=args.amp or None,
+                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
                   derive=args.derive)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
@@ -79,7 +93,11 @@ def cmd_search(args: argparse.Namespace) -> int:
 
     cfg = config_from_args(args)
     get_spec(cfg.dataset)
-    cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget)
+    extra = dict(args.also_budget)
+    if cfg.metric in extra:
+        raise UserError(f"--also-budget {cfg.metric}=... repeats the primary metric; give it with --budget")
+    cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget, extra_budgets=extra,
+                  size_format=args.size_format or cfg.size_format)
     cache = Path(args.cache_dir) if args.cache_dir else None
     result = run_search(cfg, args.out, lambda: resolve_search_budget(cfg, cache)[0], resume=args.resume)
     s = result.summary
@@ -90,6 +108,9 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "
           f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
           f"search-val acc={s['val_acc']:.3f}  -> {args.out}/genotype.json")
+    chosen = s["derivations"][cfg.derive]["cost"]
+    for m, K in cfg.extra_budgets.items():
+        print(f"also {m}: {chosen[m]:,} of {K:,.0f}" + (" (predicted for " + cfg.size_format + ")" if m == "model_size_kb" else ""))
     return 0
 
 
@@ -98,6 +119,10 @@ def add_search_parser(sub) -> None:
     add_search_options(p)
     p.add_argument("--budget", type=parse_quantity, required=True, help="device budget K_d (e.g. 200k, 3.5M)")
     p.add_argument("--search-budget", type=parse_quantity, help="search budget K' (default: K_d)")
+    p.add_argument("--also-budget", type=parse_extra_budget, action="append", default=[], metavar="METRIC=VALUE",
+                   help="another budget held as a constraint with its own lambda (repeatable): flops=50M, params=300k, "
+                   "model_size_kb=512 (the file of --size-format, predicted)")
+    p.add_argument("--size-format", choices=list(FORMATS), help="the export format a model_size_kb budget refers to (default tflite)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the search checkpointed in --out")
     p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")

@@ -44,6 +44,9 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lambda_lr: float = 0.1
+    # fixed: eq. 4's term as written (lambda in units of the loss per unit of violation); adaptive: the term's
+    # gradient rescaled to the loss gradient's norm (constraint.add_constraint_gradients)
+    lambda_step: str = "fixed"
     rederive_every: int = 1
     options: SearchOptions = field(default_factory=SearchOptions)
     device: str = "auto"
@@ -53,6 +56,7 @@ class SearchConfig:
     derive: str = "fill"
     fill_fraction: float = 0.95
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
+    size_format: str = "tflite"  # the export format a model_size_kb budget refers to (the device profile's runtime)
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -90,10 +94,11 @@ def cost_model(cfg: SearchConfig) -> CostModel:
     if cfg.metric not in ("params", "flops"):
         raise UserError(f"unknown metric {cfg.metric!r}; valid: params, flops")
     scfg = supernet_config(cfg)
-    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric)
+    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format)
 
 
 DERIVE_RULES = ("budget", "fill", "argmax")
+LAMBDA_STEPS = ("fixed", "adaptive")
 
 
 def budgets(cfg: SearchConfig) -> dict[str, float]:
@@ -108,9 +113,7 @@ def cost_models(cfg: SearchConfig) -> dict[str, CostModel]:
 
 
 def replace_metric(cm: CostModel, metric: str) -> CostModel:
-    if metric not in ("params", "flops"):
-        raise UserError(f"unknown metric {metric!r}; valid: params, flops")
-    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric)
+    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format)
 
 
 def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
@@ -119,6 +122,8 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
     saying that no network of the space meets every budget at once."""
     if cfg.derive not in DERIVE_RULES:
         raise UserError(f"unknown derivation {cfg.derive!r}; valid: {', '.join(DERIVE_RULES)}")
+    if cfg.lambda_step not in LAMBDA_STEPS:
+        raise UserError(f"unknown lambda step {cfg.lambda_step!r}; valid: {', '.join(LAMBDA_STEPS)}")
     where = (f"the {cfg.space} space can derive at C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}")
     for m, K in budgets(cfg).items():
         lo, hi = (cm if m == cfg.metric else replace_metric(cm, m)).feasible_range()

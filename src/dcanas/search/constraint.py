@@ -10,16 +10,21 @@ k_s is in the units of the EVALUATION network: b(o) is the analytic cost of op o
 position of the evaluation network (its channels and resolution), and the fixed cost of stem,
 preprocessing and classifier is added, so k_s compares directly with the device budget.
 Derived cells count through the alpha of the cell type they copy.
+
+Metrics: params, flops, and model_size_kb (the exported file of ``size_format`` predicted by
+``export/size_model.py``: linear in params and the graph counts, so additive over edges too).
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import torch
 
+from ..errors import UserError
+from ..export.size_model import size_model
 from ..nets.config import NetConfig
-from ..nets.cost import darts_edge_cost, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
+from ..presets import BUDGET_METRICS as METRICS
+from ..nets.cost import Cost, darts_edge_cost, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
 from ..nets.darts import darts_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
@@ -29,8 +34,14 @@ from .derive import derivable
 class CostModel:
     """b(o) tables of one (space, evaluation network, metric); cheap to evaluate and differentiable."""
 
-    def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str) -> None:
+    def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str,
+                 size_format: str = "tflite") -> None:
+        if metric not in METRICS:
+            raise UserError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
+        self.size_format = size_format
+        self._size = size_model(size_format) if metric == "model_size_kb" else None
+        value = self.value
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
         self.usable = derivable(space, op_names)
@@ -38,25 +49,35 @@ class CostModel:
         self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
         if space == "darts":
             slots = darts_layout(eval_cfg, nodes)
-            self.fixed = darts_fixed_cost(eval_cfg, slots, nodes).get(metric)
+            self.fixed = value(darts_fixed_cost(eval_cfg, slots, nodes)) + self.offset()
             for kind, red in (("normal", False), ("reduce", True)):
                 U = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
                     for e, (i, _) in enumerate(self.edges):
                         for k, op in enumerate(op_names):
-                            U[e, k] += darts_edge_cost(s, op, i).get(metric)
+                            U[e, k] += value(darts_edge_cost(s, op, i))
                 self.U[kind] = U
             # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j
             keep = torch.tensor([EDGES_PER_NODE / j for _, j in self.edges], dtype=torch.float64).unsqueeze(1)
             self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
-            self.fixed = nb201_fixed_cost(eval_cfg).get(metric)
+            self.fixed = value(nb201_fixed_cost(eval_cfg)) + self.offset()
             U = torch.zeros(len(self.edges), K, dtype=torch.float64)
             for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
                 for k, op in enumerate(op_names):
-                    U[:, k] += op_cost(op, s.C_out, s.C_out, 1, s.size).get(metric)
+                    U[:, k] += value(op_cost(op, s.C_out, s.C_out, 1, s.size))
             self.U = {"normal": U}
             self.B = dict(self.U)  # NB201 keeps every edge
+
+    def value(self, cost: Cost) -> float:
+        """The metric of a part of a network, without the format's base bytes (see ``offset``)."""
+        if self._size is None:
+            return cost.get(self.metric)
+        return self._size.variable_bytes(cost.params, cost.layers, cost.channels, cost.avgpools) / 1024
+
+    def offset(self) -> float:
+        """What a whole network adds once: the exported format's base size (0 for params and FLOPs)."""
+        return 0.0 if self._size is None else self._size.base_bytes() / 1024
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 3: k_s(alpha) = fixed + sum over cells, edges, ops of softmax(alpha)_o * b(o), the softmax
@@ -73,9 +94,10 @@ class CostModel:
         weighting): a derived network costs ``fixed`` plus these over its chosen (edge, op) pairs."""
         return self.U
 
-    def derived(self, genotype: Genotype) -> int:
-        """The real cost of the derived evaluation network (the analytic counter)."""
-        return network_cost(genotype, self.eval_cfg).get(self.metric)
+    def derived(self, genotype: Genotype) -> float:
+        """The cost of the derived evaluation network (the analytic counter; model size: predicted)."""
+        v = self.value(network_cost(genotype, self.eval_cfg)) + self.offset()
+        return v if self._size is not None else int(v)
 
     def feasible_range(self) -> tuple[int, int]:
         """Cost of the cheapest and of the most expensive network the space can derive."""
@@ -95,21 +117,37 @@ class CostModel:
         return int(round(lo)), int(round(hi))
 
 
-@dataclass(frozen=True)
-class ConstraintDetails:
-    k_s: float
-    target: float
-    ratio: float
-    lam: float
+def violation(k_s, target: float):
+    """Eq. 4's constraint, normalised by the budget: k_s / K' - 1 (> 0 over the budget). The
+    Lagrangian adds lambda times this to the validation loss; lambda ascends along it."""
+    return k_s / target - 1.0
 
 
-def constraint_term(k_s: torch.Tensor, target: float, lam: float) -> tuple[torch.Tensor, ConstraintDetails]:
-    """Eq. 4 with the budget normalised: lambda * (k_s / K' - 1).  Returns (loss term, details)."""
-    violation = k_s / target - 1.0
-    value = float(k_s.detach())
-    return (lam * violation).float(), ConstraintDetails(value, float(target), value / target, lam)
+def add_constraint_gradients(alphas: Sequence[torch.Tensor], violations: Mapping[str, torch.Tensor],
+                             lams: Mapping[str, float], adaptive: bool) -> dict[str, float]:
+    """Eq. 4's term lambda * (k_s / K' - 1), summed over the budgets, added to the alpha gradients that
+    the validation loss's backward left in ``.grad`` (the k_s graph is tiny, so this costs no second
+    pass through the supernet). ``adaptive``: each term's gradient is first rescaled to the norm of the
+    validation-loss gradient, so lambda = 1 weighs the budget as much as the loss whatever the units
+    and magnitudes of k_s, and lambda's step is a fraction of that balance per unit of violation.
+    Returns each term's scale (1 when not adaptive)."""
+    def norm(grads) -> float:
+        return sum(float((g.double() ** 2).sum()) for g in grads if g is not None) ** 0.5
+
+    g_loss = norm(a.grad for a in alphas)
+    scales = {}
+    for m, v in violations.items():
+        grads = torch.autograd.grad(v, list(alphas), allow_unused=True)
+        g_norm = norm(grads)
+        scales[m] = g_loss / g_norm if adaptive and g_norm > 0 else 1.0
+        for a, g in zip(alphas, grads):
+            if g is None:
+                continue
+            step = (lams[m] * scales[m] * g).to(a.dtype)
+            a.grad = step if a.grad is None else a.grad + step
+    return scales
 
 
 def update_lambda(lam: float, k_s: float, target: float, lr: float) -> float:
     """Projected gradient ascent on lambda (Algorithm 1, "Update lambda"): lambda >= 0."""
-    return max(0.0, lam + lr * (k_s / target - 1.0))
+    return max(0.0, lam + lr * violation(k_s, target))

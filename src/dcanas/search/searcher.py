@@ -18,7 +18,7 @@ from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb,
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
-from .constraint import CostModel, constraint_term, update_lambda
+from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
 from .supernet import Supernet
 
@@ -66,12 +66,10 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     with autocast:
         logits = model(xv)
         val_loss = ce(logits, yv)
-    total = val_loss
-    if cfg.options.constraint:
-        for m, cm in cms.items():
-            term, _ = constraint_term(cm.expected(model.alphas), targets[m], lams[m])
-            total = total + term.to(val_loss.device)
-    total.backward()
+    val_loss.backward()
+    if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
+        violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
+        stats["scales"] = add_constraint_gradients(model.arch_parameters(), violations, lams, cfg.lambda_step == "adaptive")
     a_opt.step()
     # 3. each lambda, projected gradient ascent on the new alpha
     k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
@@ -154,10 +152,12 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         sums = dict(train_loss=0.0, train_correct=0, val_loss=0.0, val_correct=0, seen=0)
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
         targets = {**cfg.extra_budgets, cfg.metric: K_prime}  # K' for the primary budget (LUG); K_d for the others
+        scales: dict[str, float] = {}
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
             batch_t, batch_v = (xt.to(device), yt.to(device)), (xv.to(device), yv.to(device))
             lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast)
             k_s_all = st.pop("k_s")
+            scales = st.pop("scales", scales)
             for key, v in st.items():
                 sums[key] += v
             steps.append([round(k_s_all[cfg.metric], 1), round(lams[cfg.metric], 6)])
@@ -167,7 +167,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         genotype = model.derive()
         seen = max(1, sums["seen"])
         k_s, lam = k_s_all[cfg.metric], lams[cfg.metric]
-        row = dict(epoch=epoch + 1, k_s=k_s, K_prime=K_prime, K_d=cfg.budget, **{"lambda": lam}, k_s_all=k_s_all, lambdas=lams,
+        row = dict(epoch=epoch + 1, k_s=k_s, K_prime=K_prime, K_d=cfg.budget, **{"lambda": lam}, k_s_all=k_s_all, lambdas=lams, term_scales=scales,
                    lr=w_opt.param_groups[0]["lr"],
                    train_loss=sums["train_loss"] / seen, train_acc=sums["train_correct"] / seen,
                    val_loss=sums["val_loss"] / seen, val_acc=sums["val_correct"] / seen,
@@ -214,7 +214,8 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
     summary = dict(space=cfg.space, dataset=cfg.dataset, metric=cfg.metric, K_d=cfg.budget, K_prime=K_prime,
                    derive=cfg.derive, budgets=budgets(cfg),
                    derived_params=cost.params, derived_flops=cost.flops, derived_cost=derived,
-                   under_budget=all(cost.get(m) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
+                   **{f"derived_{m}": round(cms[m].derived(genotype), 1) for m in cms if m not in ("params", "flops")},
+                   under_budget=all(cms[m].derived(genotype) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),
                    derivations={k: d.to_json() for k, d in found.items()},
