@@ -139,14 +139,19 @@ def darts_preprocess_cost(slot: CellSlot) -> Cost:
     return pre0 + relu_conv_bn(slot.C_prev, slot.C, 1, slot.size)[0]
 
 
-def darts_edge_cost(slot: CellSlot, op: str, src: int) -> Cost:
-    """b(o) of one edge of a DARTS cell at ``slot``: in a reduction cell, stride 2 from the two
-    inputs, and stride 1 at the already reduced size from intermediate nodes."""
+def darts_edge_shape(slot: CellSlot, src: int) -> tuple[int, int, int, int]:
+    """(C_in, C_out, stride, input size) of an edge of a DARTS cell at ``slot``: in a reduction cell,
+    stride 2 from the two inputs, and stride 1 at the already reduced size from intermediate nodes."""
     if not slot.reduction:
-        return op_cost(op, slot.C, slot.C, 1, slot.size)
+        return slot.C, slot.C, 1, slot.size
     if src < 2:
-        return op_cost(op, slot.C, slot.C, 2, slot.size)
-    return op_cost(op, slot.C, slot.C, 1, conv_out(slot.size, 3, 2, 1))
+        return slot.C, slot.C, 2, slot.size
+    return slot.C, slot.C, 1, conv_out(slot.size, 3, 2, 1)
+
+
+def darts_edge_cost(slot: CellSlot, op: str, src: int) -> Cost:
+    """b(o) of one edge of a DARTS cell at ``slot``."""
+    return op_cost(op, *darts_edge_shape(slot, src))
 
 
 def head_cost(C: int, size: int, num_classes: int) -> Cost:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -125,17 +126,12 @@ def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[s
     return info
 
 
-def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
-                  threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
-                  timeout_s: Optional[float] = None, progress: Progress = _stderr) -> dict[str, Any]:
-    """Run the model on the device and return the runner's JSON plus the host-side timings."""
-    model = Path(model)
-    recognise(model)  # a garbage file never reaches the device
-    check_options(runs, warmup, threads, min_seconds, affinity)
-    ref = check_reference(model)
-    timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds)
+def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], list[str]], timeout_s: float, what: str,
+               progress: Progress = _stderr) -> tuple[dict[str, Any], dict[str, float], str]:
+    """One runner session: connect, push the runner and ``files`` into a fresh work dir, run the runner
+    with ``args(wd)`` (watchdog and heartbeats over SSH), parse its JSON, and clean up whatever happens.
+    Returns (the runner's JSON, phase timings, the work dir)."""
     keepalive = profile.connection.keepalive_s
-    t_start = time.perf_counter()
     transport: Transport = make_transport(profile, warn=progress)
     phases: dict[str, float] = {}
     t0 = time.perf_counter()
@@ -145,22 +141,16 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
         wd = transport.mkdtemp(profile.connection.workdir)
         try:
             t0 = time.perf_counter()
-            progress(f"[push] {model.name} ({model.stat().st_size / 1024:.1f} KB) + runner{' + reference' if ref else ''}")
-            for f in [RUNNER, model] + ([ref] if ref else []):
+            size = sum(f.stat().st_size for f in files) / 1024
+            progress(f"[push] {files[0].name if len(files) == 1 else f'{len(files)} files'} ({size:.1f} KB) + runner")
+            for f in [RUNNER] + files:
                 transport.put(f, f"{wd}/{f.name}")
             phases["push_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            n_threads = threads or profile.runtime.threads
-            progress(f"[run] {warmup} warm-up + {runs} timed runs, {n_threads} threads (gives up after {timeout_s:.0f} s)")
-            argv = [transport.python, f"{wd}/runner.py", "--model", f"{wd}/{model.name}", "--threads", str(n_threads),
-                    "--warmup", str(warmup), "--runs", str(runs), "--min-seconds", str(min_seconds),
-                    "--pidfile", f"{wd}/runner.pid"]
+            progress(f"[run] {what} (gives up after {timeout_s:.0f} s)")
+            argv = [transport.python, f"{wd}/runner.py", *args(wd), "--pidfile", f"{wd}/runner.pid"]
             if profile.connection.transport == "ssh":  # the runner exits when the channel closes, and beats
                 argv += ["--watchdog", "--heartbeat", str(keepalive)]
-            if ref:
-                argv += ["--ref", f"{wd}/{ref.name}"]
-            if affinity:
-                argv += ["--affinity", affinity]
             r = transport.run(argv, timeout=timeout_s, silence_s=max(10.0, 4 * keepalive))
             phases["run_s"] = time.perf_counter() - t0
             progress("[collect] result")
@@ -176,6 +166,53 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
                           f"fix: {result['fix']}")
     if result.get("error"):
         raise DeviceError(f"{profile.name}: the model failed on the device: {result['detail']}")
+    return result, phases, wd
+
+
+def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20, warmup: int = 5, rounds: int = 3,
+                  threads: Optional[int] = None, progress: Progress = _stderr) -> dict[str, Any]:
+    """Time many small models in one runner process on the device (the latency model's measurements):
+    p50 per round of ``runs`` runs, ``rounds`` interleaved rounds. Model names must be distinct."""
+    if len({m.name for m in models}) != len(models):
+        raise UserError("measure_batch: model file names must be distinct")
+    for m in models:
+        recognise(m)
+    listing = Path(tempfile.mkdtemp(prefix="dcanas-batch-")) / "batch.txt"
+    try:
+        listing.write_text("\n".join(m.name for m in models) + "\n")
+        n_threads = threads or profile.runtime.threads
+        per_run = max(1.0, 20 * profile.budget.get("latency_ms", 50) / 1000)
+        timeout_s = 120 + sum(30 * m.stat().st_size / 2**20 + (runs * rounds + warmup) * per_run / 10 for m in models)
+        result, _, _ = run_runner(profile, [*models, listing], lambda wd: ["--batch", f"{wd}/batch.txt", "--threads", str(n_threads),
+                                  "--runs", str(runs), "--warmup", str(warmup), "--rounds", str(rounds)], timeout_s,
+                                  f"{len(models)} models x {rounds} rounds x {runs} runs, {n_threads} threads", progress)
+    finally:
+        listing.unlink(missing_ok=True)
+        listing.parent.rmdir()
+    result["device"] = profile.name
+    result["emulated"] = profile.emulated
+    return result
+
+
+def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
+                  threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
+                  timeout_s: Optional[float] = None, progress: Progress = _stderr) -> dict[str, Any]:
+    """Run the model on the device and return the runner's JSON plus the host-side timings."""
+    model = Path(model)
+    recognise(model)  # a garbage file never reaches the device
+    check_options(runs, warmup, threads, min_seconds, affinity)
+    ref = check_reference(model)
+    timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds)
+    t_start = time.perf_counter()
+    n_threads = threads or profile.runtime.threads
+
+    def args(wd: str) -> list[str]:
+        a = ["--model", f"{wd}/{model.name}", "--threads", str(n_threads), "--warmup", str(warmup), "--runs", str(runs),
+             "--min-seconds", str(min_seconds)]
+        return a + (["--ref", f"{wd}/{ref.name}"] if ref else []) + (["--affinity", affinity] if affinity else [])
+
+    result, phases, wd = run_runner(profile, [model] + ([ref] if ref else []), args, timeout_s,
+                                    f"{warmup} warm-up + {runs} timed runs, {n_threads} threads", progress)
     result["device"] = profile.name
     result["emulated"] = profile.emulated
     result["remote_workdir"] = wd

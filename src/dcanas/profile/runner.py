@@ -194,6 +194,27 @@ class Engine:
         return from_output(self.interp.get_tensor(self.out["index"]), self.out, np)
 
 
+def governor():
+    text = _read("/sys/devices/system/cpu/cpu0/cpufreq/scaling_governor")
+    return text.strip() if text else None
+
+
+def throttled():
+    """The Raspberry Pi firmware's throttling flags (``vcgencmd get_throttled``), else None."""
+    if not shutil.which("vcgencmd"):
+        return None
+    try:
+        out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
+        return out.strip().split("=")[1]
+    except (OSError, IndexError, subprocess.SubprocessError):
+        return None
+
+
+def conditions():
+    """What a latency measurement depends on besides the model."""
+    return {"cpu_freq_mhz": cpu_freq_mhz(), "governor": governor(), "temperature_c": temperature_c(), "throttled": throttled()}
+
+
 def percentile(sorted_values, q):
     if not sorted_values:
         return None
@@ -257,6 +278,42 @@ def profile(args):
     return result
 
 
+def batch(args):
+    """Latency of many small models in one process (the latency model's measurements): each model is
+    loaded once, warmed up, then timed in ``--rounds`` interleaved rounds of ``--runs`` runs; per round
+    the median. Interleaving spreads slow drifts (heat, other load) over all models alike."""
+    try:
+        import numpy as np
+    except ImportError as exc:
+        raise Missing("numpy", str(exc)) from None
+    t_start = time.perf_counter()
+    before = conditions()
+    with open(args.batch) as fh:
+        paths = [line.strip() for line in fh if line.strip()]
+    base = os.path.dirname(os.path.abspath(args.batch))
+    engines = [Engine(os.path.join(base, p), args.threads) for p in paths]
+    rng = np.random.default_rng(0)
+    xs = [rng.standard_normal(e.shape).astype(np.float32) for e in engines]
+    for e, x in zip(engines, xs):
+        for _ in range(max(1, args.warmup)):
+            e(x)
+    rounds = [[] for _ in paths]
+    for _ in range(args.rounds):
+        for i, (e, x) in enumerate(zip(engines, xs)):
+            times = []
+            for _ in range(args.runs):
+                t0 = time.perf_counter()
+                e(x)
+                times.append((time.perf_counter() - t0) * 1000)
+            rounds[i].append(percentile(sorted(times), 50))
+    name = engines[0].name if engines else None
+    version = engines[0].version if engines else None
+    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50)} for p, r in zip(paths, rounds)],
+            "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
+            "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs,
+            "rounds": args.rounds, "before": before, "after": conditions(), "total_s": time.perf_counter() - t_start}
+
+
 def start_watchdog(heartbeat_s):
     """Exit when the host goes away (stdin closes: the SSH channel ended), and print heartbeats."""
     def watch():
@@ -291,6 +348,8 @@ def main(argv=None):
     p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3' (taskset style)")
     p.add_argument("--check", action="store_true", help="report the device and its runtimes")
+    p.add_argument("--batch", help="a file listing model paths (relative to it), one per line: time them all (p50 per round)")
+    p.add_argument("--rounds", type=int, default=3, help="with --batch: interleaved rounds")
     p.add_argument("--watchdog", action="store_true", help="exit when stdin closes (the host went away)")
     p.add_argument("--heartbeat", type=float, default=0.0, help="seconds between heartbeat lines on stderr (0: none)")
     p.add_argument("--pidfile", help="write this process's pid here")
@@ -301,7 +360,7 @@ def main(argv=None):
     if args.watchdog:
         start_watchdog(args.heartbeat)
     try:
-        out = device_info() if args.check else profile(args)
+        out = device_info() if args.check else batch(args) if args.batch else profile(args)
         code = EXIT_OK
     except Missing as exc:
         out = {"error": ERROR_MISSING, "package": exc.package, "detail": str(exc),

@@ -1,0 +1,197 @@
+"""The latency model: a network's latency on one device as a sum over its op instances, so that it is
+additive over a genotype's (edge, op) choices like params and FLOPs (the search's k_s, eq. 3, and the
+knapsack derivations take it unchanged).
+
+    latency(net) = theta_0 + sum over op types o of theta_o x sum over the instances of o of base(instance)
+
+``base`` is the instance's time measured alone on the device (basis "table": ``latency build``), or
+its analytic work when only end-to-end measurements exist (basis "work": ``latency fit``; MMACs for
+ops with weights, million input elements for pools and skips). theta_0 holds what no instance owns
+(stem, preprocessing and head in the table basis; session overhead); theta_o corrects what timing an
+op alone misses (fusion, cache effects, per-layer overhead). Fitted by least squares on relative
+errors to end-to-end measurements, pulled toward a prior (table basis: theta_0 = the measured fixed
+part, theta_o = 1) so that 5-20 networks are enough.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Optional, Sequence
+
+from ..errors import UserError
+from ..io import write_json
+from ..nets.config import NetConfig
+from ..nets.cost import darts_edge_shape, op_cost
+from ..nets.darts import darts_layout
+from ..nets.genotype import DartsGenotype, Genotype, NB201Genotype
+from ..nets.nb201 import nb201_layout
+
+Instance = tuple[str, int, int, int, int]  # (op, C_in, C_out, stride, input size)
+RIDGE = 1e-3  # strength of the pull toward the prior, per unit of squared relative error
+
+
+def instance_key(inst: Instance) -> str:
+    return ":".join(str(v) for v in inst)
+
+
+def instances(genotype: Genotype, cfg: NetConfig) -> list[Instance]:
+    """Every searched op instance of the evaluation network (none included: it costs nothing)."""
+    out: list[Instance] = []
+    if isinstance(genotype, DartsGenotype):
+        for slot in darts_layout(cfg, len(genotype.normal_concat)):
+            for op, src in (genotype.reduce if slot.reduction else genotype.normal):
+                out.append((op, *darts_edge_shape(slot, src)))
+        return out
+    assert isinstance(genotype, NB201Genotype)
+    for s in nb201_layout(cfg):
+        if not s.reduction:
+            out += [(op, s.C_out, s.C_out, 1, s.size) for node in genotype.nodes for op, _ in node]
+    return out
+
+
+def work(inst: Instance) -> float:
+    """The analytic basis: MMACs, or for an op without multiply-accumulates the million elements it reads."""
+    op, C_in, C_out, stride, size = inst
+    if op == "none":
+        return 0.0
+    macs = op_cost(op, C_in, C_out, stride, size).flops
+    return macs / 1e6 if macs else C_in * size * size / 1e6
+
+
+@dataclass
+class LatencyModel:
+    space: str
+    eval_config: dict[str, Any]
+    op_names: list[str]                      # the theta_o order
+    basis: str                               # "table" | "work"
+    intercept: float                         # theta_0, ms
+    weights: dict[str, float]                # theta_o
+    table: dict[str, float] = field(default_factory=dict)  # instance key -> ms alone on the device
+    fixed_ms: Optional[float] = None         # measured stem + preprocessing + head (table basis)
+    device: dict[str, Any] = field(default_factory=dict)   # what it was measured on, and under which conditions
+    calibration: list[dict[str, Any]] = field(default_factory=list)  # [{genotype, measured_ms, predicted_ms}]
+    stats: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def net(self) -> NetConfig:
+        return NetConfig.from_json(self.eval_config)
+
+    def base(self, inst: Instance) -> float:
+        if inst[0] == "none":
+            return 0.0
+        if self.basis == "work":
+            return work(inst)
+        try:
+            return self.table[instance_key(inst)]
+        except KeyError:
+            raise UserError(f"the latency model has no measurement for {inst[0]} at C={inst[1]}, stride {inst[3]}, size {inst[4]}: "
+                            f"it was built for another evaluation network; rebuild it (dcanas latency build)") from None
+
+    def instance_ms(self, inst: Instance) -> float:
+        """What one op instance adds to the predicted latency (the per-edge cost the search sums)."""
+        return self.weights.get(inst[0], 0.0) * self.base(inst)
+
+    def features(self, genotype: Genotype) -> list[float]:
+        phi = {o: 0.0 for o in self.op_names}
+        for inst in instances(genotype, self.net):
+            if inst[0] in phi:
+                phi[inst[0]] += self.base(inst)
+        return [1.0] + [phi[o] for o in self.op_names]
+
+    def theta(self) -> list[float]:
+        return [self.intercept] + [self.weights[o] for o in self.op_names]
+
+    def predict(self, genotype: Genotype) -> float:
+        return sum(t * f for t, f in zip(self.theta(), self.features(genotype)))
+
+    def table_only(self, genotype: Genotype) -> float:
+        """The per-op table alone: measured fixed part plus each instance's time alone (no fit)."""
+        if self.basis != "table" or self.fixed_ms is None:
+            raise UserError("this latency model has no per-op table (built by latency fit from end-to-end rows)")
+        return self.fixed_ms + sum(self.base(i) for i in instances(genotype, self.net))
+
+    def fit(self, rows: Sequence[tuple[Genotype, float]], ridge: float = RIDGE) -> "LatencyModel":
+        """Least squares on relative errors, pulled toward the prior; fills ``calibration`` and ``stats``."""
+        import numpy as np
+
+        if not rows:
+            raise UserError("no end-to-end measurements to fit the latency model to")
+        Phi = np.array([self.features(g) for g, _ in rows], dtype=np.float64)
+        y = np.array([ms for _, ms in rows], dtype=np.float64)
+        if self.basis == "table":
+            prior = np.array([self.fixed_ms or 0.0] + [1.0] * len(self.op_names))
+        else:  # one slope over all ops' work, and an intercept: the prior the per-op weights start from
+            total = Phi[:, 1:].sum(axis=1)
+            A = np.stack([np.ones_like(total), total], axis=1) / y[:, None]
+            (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+            prior = np.array([max(a, 0.0)] + [max(b, 0.0)] * len(self.op_names))
+        scale = np.maximum(np.abs(prior), 1e-3 * max(float(y.mean()), 1e-9))
+        # rows: (Phi theta - y) / y -> 0 ; ridge rows: sqrt(ridge) * (theta - prior) / scale -> 0
+        A = np.vstack([Phi / y[:, None], math.sqrt(ridge) * np.diag(1 / scale)])
+        b = np.concatenate([np.ones_like(y), math.sqrt(ridge) * prior / scale])
+        theta, *_ = np.linalg.lstsq(A, b, rcond=None)
+        self.intercept = float(theta[0])
+        self.weights = {o: float(t) for o, t in zip(self.op_names, theta[1:])}
+        pred = Phi @ theta
+        self.calibration = [dict(genotype=g.to_json(), measured_ms=float(m), predicted_ms=float(p))
+                            for (g, m), p in zip(rows, pred)]
+        self.stats = agreement(pred, y)
+        self.stats["rows"] = len(rows)
+        return self
+
+    def to_json(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_json(cls, d: dict[str, Any]) -> "LatencyModel":
+        return cls(**d)
+
+    def save(self, path: str | Path) -> Path:
+        return write_json(Path(path), dict(kind="dcanas-latency-model", version=1, **self.to_json()))
+
+
+def load_latency_model(path: str | Path) -> LatencyModel:
+    p = Path(path)
+    try:
+        d = json.loads(p.read_text())
+    except FileNotFoundError:
+        raise UserError(f"latency model {p} does not exist; build one with dcanas latency build or dcanas latency fit") from None
+    except (ValueError, UnicodeDecodeError):
+        raise UserError(f"{p} is not a latency model (not JSON)") from None
+    if not isinstance(d, dict) or d.pop("kind", None) != "dcanas-latency-model":
+        raise UserError(f"{p} is not a dcanas latency model")
+    d.pop("version", None)
+    try:
+        return LatencyModel.from_json(d)
+    except TypeError as exc:
+        raise UserError(f"{p}: not a latency model of this dcanas version ({exc})") from None
+
+
+def _ranks(x):
+    import numpy as np
+
+    order = np.argsort(x, kind="mergesort")
+    r = np.empty(len(x), dtype=np.float64)
+    r[order] = np.arange(len(x), dtype=np.float64)
+    for v in np.unique(x):  # ties share their mean rank
+        tied = x == v
+        r[tied] = r[tied].mean()
+    return r
+
+
+def agreement(pred: Iterable[float], measured: Iterable[float]) -> dict[str, float]:
+    """Spearman, Kendall (tau-b), MAPE and the share within +-10% of predictions against measurements."""
+    import numpy as np
+
+    p, m = np.asarray(list(pred), dtype=np.float64), np.asarray(list(measured), dtype=np.float64)
+    rel = np.abs(p - m) / m
+    out = dict(mape=float(rel.mean()), within_10=float((rel <= 0.10).mean()))
+    if len(p) >= 3:
+        out["spearman"] = float(np.corrcoef(_ranks(p), _ranks(m))[0, 1])
+        dp, dm = np.sign(p[:, None] - p[None, :]), np.sign(m[:, None] - m[None, :])
+        iu = np.triu_indices(len(p), 1)
+        s, tp, tm = float((dp * dm)[iu].sum()), float((dp != 0)[iu].sum()), float((dm != 0)[iu].sum())
+        out["kendall"] = s / math.sqrt(tp * tm) if tp and tm else float("nan")
+    return out
