@@ -127,3 +127,5 @@ def test_model_size_budget_binds_and_holds(tmp_path, fashion_root):
     assert bad.returncode == 2 and len(bad.stderr.strip().splitlines()) == 1
     assert "model_size_kb=1" in bad.stderr and "feasible range" in bad.stderr
     assert search(tmp_path / "u", *args, "--also-budget", "size=1", data_root=fashion_root).returncode == 2
+    loose = search(tmp_path / "v", *args, "--also-budget", "model_size_kb=1e9", data_root=fashion_root)
+    assert loose.returncode == 0, loose.stderr  # above the largest network: never binds, not an error

@@ -29,6 +29,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_devices_parser(sub)
     from .profile.cli import add_profile_parser
     add_profile_parser(sub)
+    from .latency.cli import add_latency_parser
+    add_latency_parser(sub)
     from .run_cli import add_run_parser
     add_run_parser(sub)
     return parser

@@ -11,7 +11,7 @@ from .devices.schema import DeviceProfile
 from .errors import UserError
 from .io import write_json
 from .pipeline import RunDir, StageSpec, hash_inputs
-from .presets import RUN_PRESETS
+from .presets import RUN_PRESETS, metric_text
 
 Say = Callable[[str], None]
 
@@ -158,7 +158,7 @@ class Stages:
         for seed in range(self.cfg.seeds):
             cfg = replace(self.search_cfg, seed=seed, search_budget=K_prime)
             seed_dir = d / f"seed-{seed}"
-            say(f"seed {seed + 1}/{self.cfg.seeds}: K_d={cfg.budget:,.0f} {cfg.metric}, K'={K_prime:,.0f}")
+            say(f"seed {seed + 1}/{self.cfg.seeds}: K_d={metric_text(cfg.metric, cfg.budget)} {cfg.metric}, K'={metric_text(cfg.metric, K_prime)}")
             res = run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say)
             results.append(res.summary | {"seed": seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs
@@ -168,7 +168,7 @@ class Stages:
                             derived_params=best["derived_params"], derived_flops=best["derived_flops"],
                             val_acc=best["val_acc"], under_budget=best["under_budget"], eval_config=best["eval_config"],
                             seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results])
-        say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {best['derived_cost']:,}")
+        say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {metric_text(best['metric'], best['derived_cost'])}")
         return out
 
     # ---- train --------------------------------------------------------------------

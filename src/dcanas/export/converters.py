@@ -118,3 +118,25 @@ def tflite_ops(path: Path) -> list[str]:
         if op["op_name"] not in seen:
             seen.append(op["op_name"])
     return seen
+
+
+def convert(model: nn.Module, sample: torch.Tensor, fmt, path: Path, calibration: Optional[Iterable[np.ndarray]] = None) -> Path:
+    """``model`` to one file of export format ``fmt`` (an ``ExportFormat``), NCHW, batch 1, no metadata:
+    for measuring small models (the latency model's op instances). Quantized TFLite is derived from an
+    fp32 conversion; static int8 calibrates on ``calibration`` (default: 8 standard-normal inputs)."""
+    path = Path(path)
+    if fmt.engine == "onnxruntime":
+        export_onnx(model, sample, path, {})
+        return path
+    if fmt.quantization is None:
+        export_tflite(model, sample, path)
+        return path
+    float_path = path.with_name(f".{path.name}.{os.getpid()}.float.tmp")
+    try:
+        export_tflite(model, sample, float_path)
+        if calibration is None:
+            calibration = [np.random.default_rng(k).standard_normal(tuple(sample.shape)).astype(np.float32) for k in range(8)]
+        quantize_tflite(float_path, path, fmt.quantization, calibration)
+    finally:
+        float_path.unlink(missing_ok=True)
+    return path

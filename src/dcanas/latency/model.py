@@ -29,7 +29,7 @@ from ..nets.genotype import DartsGenotype, Genotype, NB201Genotype
 from ..nets.nb201 import nb201_layout
 
 Instance = tuple[str, int, int, int, int]  # (op, C_in, C_out, stride, input size)
-RIDGE = 1e-3  # strength of the pull toward the prior, per unit of squared relative error
+RIDGES = (0.0, 1e-4, 1e-3, 1e-2, 0.1, 1.0, 10.0)  # the pull toward the prior, chosen by leave-one-out on the rows
 
 
 def instance_key(inst: Instance) -> str:
@@ -112,34 +112,40 @@ class LatencyModel:
             raise UserError("this latency model has no per-op table (built by latency fit from end-to-end rows)")
         return self.fixed_ms + sum(self.base(i) for i in instances(genotype, self.net))
 
-    def fit(self, rows: Sequence[tuple[Genotype, float]], ridge: float = RIDGE) -> "LatencyModel":
-        """Least squares on relative errors, pulled toward the prior; fills ``calibration`` and ``stats``."""
+    def fit(self, rows: Sequence[tuple[Genotype, float]], ridge: Optional[float] = None) -> "LatencyModel":
+        """Least squares on relative errors, pulled toward the prior by ``ridge`` (None: the value of
+        ``RIDGES`` with the smallest leave-one-out relative error on these rows); fills
+        ``calibration`` and ``stats``."""
         import numpy as np
 
         if not rows:
             raise UserError("no end-to-end measurements to fit the latency model to")
         Phi = np.array([self.features(g) for g, _ in rows], dtype=np.float64)
         y = np.array([ms for _, ms in rows], dtype=np.float64)
-        if self.basis == "table":
-            prior = np.array([self.fixed_ms or 0.0] + [1.0] * len(self.op_names))
-        else:  # one slope over all ops' work, and an intercept: the prior the per-op weights start from
-            total = Phi[:, 1:].sum(axis=1)
-            A = np.stack([np.ones_like(total), total], axis=1) / y[:, None]
-            (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
-            prior = np.array([max(a, 0.0)] + [max(b, 0.0)] * len(self.op_names))
-        scale = np.maximum(np.abs(prior), 1e-3 * max(float(y.mean()), 1e-9))
-        # rows: (Phi theta - y) / y -> 0 ; ridge rows: sqrt(ridge) * (theta - prior) / scale -> 0
-        A = np.vstack([Phi / y[:, None], math.sqrt(ridge) * np.diag(1 / scale)])
-        b = np.concatenate([np.ones_like(y), math.sqrt(ridge) * prior / scale])
-        theta, *_ = np.linalg.lstsq(A, b, rcond=None)
+        prior = self._prior(Phi, y)
+        if ridge is None:
+            loo = {r: _loo_error(Phi, y, prior, r) for r in RIDGES} if len(rows) >= 3 else {RIDGES[-2]: float("nan")}
+            ridge = min(loo, key=lambda r: (loo[r], -r))
+            self.stats = dict(ridge_loo={str(r): e for r, e in loo.items()})
+        theta = _solve(Phi, y, prior, ridge)
         self.intercept = float(theta[0])
         self.weights = {o: float(t) for o, t in zip(self.op_names, theta[1:])}
         pred = Phi @ theta
         self.calibration = [dict(genotype=g.to_json(), measured_ms=float(m), predicted_ms=float(p))
                             for (g, m), p in zip(rows, pred)]
-        self.stats = agreement(pred, y)
-        self.stats["rows"] = len(rows)
+        self.stats = {**self.stats, **agreement(pred, y), "rows": len(rows), "ridge": ridge}
         return self
+
+    def _prior(self, Phi, y):
+        import numpy as np
+
+        if self.basis == "table":
+            return np.array([self.fixed_ms or 0.0] + [1.0] * len(self.op_names))
+        # one slope over all ops' work and an intercept: where the per-op weights start from
+        total = Phi[:, 1:].sum(axis=1)
+        A = np.stack([np.ones_like(total), total], axis=1) / y[:, None]
+        (a, b), *_ = np.linalg.lstsq(A, np.ones_like(y), rcond=None)
+        return np.array([max(a, 0.0)] + [max(b, 0.0)] * len(self.op_names))
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -167,6 +173,29 @@ def load_latency_model(path: str | Path) -> LatencyModel:
         return LatencyModel.from_json(d)
     except TypeError as exc:
         raise UserError(f"{p}: not a latency model of this dcanas version ({exc})") from None
+
+
+def _solve(Phi, y, prior, ridge: float):
+    """argmin sum((Phi theta - y) / y)^2 + ridge * sum((theta - prior) / scale)^2."""
+    import numpy as np
+
+    scale = np.maximum(np.abs(prior), 1e-3 * max(float(y.mean()), 1e-9))
+    A = np.vstack([Phi / y[:, None], math.sqrt(ridge) * np.diag(1 / scale)])
+    b = np.concatenate([np.ones_like(y), math.sqrt(ridge) * prior / scale])
+    theta, *_ = np.linalg.lstsq(A, b, rcond=None)
+    return theta
+
+
+def _loo_error(Phi, y, prior, ridge: float) -> float:
+    """Mean relative error of each row predicted by the fit to the others."""
+    import numpy as np
+
+    errs = []
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        theta = _solve(Phi[keep], y[keep], prior, ridge)
+        errs.append(abs(float(Phi[i] @ theta) - y[i]) / y[i])
+    return float(np.mean(errs))
 
 
 def _ranks(x):

@@ -9,7 +9,7 @@ from dataclasses import replace
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
 from ..export.formats import FORMATS
-from ..presets import SEARCH_PRESETS, describe
+from ..presets import SEARCH_PRESETS, describe, metric_text
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
 
@@ -38,7 +38,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="darts", help="darts or nb201")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
-    p.add_argument("--metric", default="params", help="params or flops")
+    p.add_argument("--metric", default="params", type=lambda m: "latency_ms" if m == "latency" else m,
+                   help="params, flops or latency (latency_ms: needs --latency-model)")
+    p.add_argument("--latency-model", help="a latency model file (dcanas latency build / fit) for a latency budget")
     p.add_argument("--preset", choices=list(SEARCH_PRESETS), help=describe(SEARCH_PRESETS))
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int)
@@ -73,7 +75,8 @@ def config_from_args(args: argparse.Namespace):
     fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
                   epochs=args.epochs, batch_size=args.batch_size, C=args.channels, cells=args.cells, nodes=args.nodes,
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
-                  lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr, lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
+                  latency_model=args.latency_model, lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr,
+                  lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
                   derive=args.derive)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
@@ -103,21 +106,22 @@ def cmd_search(args: argparse.Namespace) -> int:
     s = result.summary
     print(json.dumps(s["genotype"]))
     for rule, d in s["derivations"].items():
-        print(f"{rule:7} derivation: {cfg.metric}={d['cost'][cfg.metric]:,}  log-probability {d['log_prob']:.3f}"
+        print(f"{rule:7} derivation: {cfg.metric}={metric_text(cfg.metric, d['cost'][cfg.metric])}  log-probability {d['log_prob']:.3f}"
               + ("  (chosen)" if rule == cfg.derive else ""))
-    print(f"K_d={s['K_d']:,.0f}  K'={s['K_prime']:,.0f}  derived {cfg.metric}={s['derived_cost']:,} "
+    t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
+    print(f"K_d={t(s['K_d'])}  K'={t(s['K_prime'])}  derived {cfg.metric}={t(s['derived_cost'])} "
           f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
           f"search-val acc={s['val_acc']:.3f}  -> {args.out}/genotype.json")
     chosen = s["derivations"][cfg.derive]["cost"]
     for m, K in cfg.extra_budgets.items():
-        print(f"also {m}: {chosen[m]:,} of {K:,.0f}" + (" (predicted for " + cfg.size_format + ")" if m == "model_size_kb" else ""))
+        print(f"also {m}: {metric_text(m, chosen[m])} of {metric_text(m, K)}" + (" (predicted for " + cfg.size_format + ")" if m == "model_size_kb" else ""))
     return 0
 
 
 def add_search_parser(sub) -> None:
-    p = sub.add_parser("search", help="DCA-NAS search under a params/FLOPs budget")
+    p = sub.add_parser("search", help="DCA-NAS search under a params, FLOPs or latency budget")
     add_search_options(p)
-    p.add_argument("--budget", type=parse_quantity, required=True, help="device budget K_d (e.g. 200k, 3.5M)")
+    p.add_argument("--budget", type=parse_quantity, required=True, help="device budget K_d (e.g. 200k, 3.5M; latency: ms)")
     p.add_argument("--search-budget", type=parse_quantity, help="search budget K' (default: K_d)")
     p.add_argument("--also-budget", type=parse_extra_budget, action="append", default=[], metavar="METRIC=VALUE",
                    help="another budget held as a constraint with its own lambda (repeatable): flops=50M, params=300k, "

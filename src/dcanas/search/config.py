@@ -10,7 +10,7 @@ from .. import datasets as D
 from ..errors import UserError
 from ..nets.config import NetConfig, default_config
 from ..nets.ops import SPACE_OPS
-from ..presets import SEARCH_PRESETS
+from ..presets import PRIMARY_METRICS, SEARCH_PRESETS, metric_text
 from ..presets import apply_preset as _apply_preset
 from .constraint import CostModel
 from .supernet import SearchOptions, SupernetConfig
@@ -57,6 +57,7 @@ class SearchConfig:
     fill_fraction: float = 0.95
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
     size_format: str = "tflite"  # the export format a model_size_kb budget refers to (the device profile's runtime)
+    latency_model: Optional[str] = None  # a latency model file (dcanas latency build/fit): needed for a latency_ms budget
 
     def to_json(self) -> dict[str, Any]:
         d = asdict(self)
@@ -91,10 +92,23 @@ def supernet_config(cfg: SearchConfig) -> SupernetConfig:
 def cost_model(cfg: SearchConfig) -> CostModel:
     if cfg.space not in SPACE_OPS:
         raise UserError(f"unknown search space {cfg.space!r}; valid: {', '.join(SPACE_OPS)}")
-    if cfg.metric not in ("params", "flops"):
-        raise UserError(f"unknown metric {cfg.metric!r}; valid: params, flops")
+    if cfg.metric not in PRIMARY_METRICS:
+        raise UserError(f"unknown metric {cfg.metric!r}; valid: {', '.join(PRIMARY_METRICS)}")
     scfg = supernet_config(cfg)
-    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format)
+    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format,
+                     latency_model_of(cfg))
+
+
+def latency_model_of(cfg: SearchConfig):
+    """The search's latency model (loaded once per file), or None when no latency budget needs one."""
+    if "latency_ms" not in budgets(cfg):
+        return None
+    if not cfg.latency_model:
+        raise UserError("a latency_ms budget needs a latency model: --latency-model FILE (made by dcanas latency build "
+                        "--device D, or dcanas latency fit --csv F)")
+    from ..latency.model import load_latency_model
+
+    return load_latency_model(cfg.latency_model)
 
 
 DERIVE_RULES = ("budget", "fill", "argmax")
@@ -113,7 +127,7 @@ def cost_models(cfg: SearchConfig) -> dict[str, CostModel]:
 
 
 def replace_metric(cm: CostModel, metric: str) -> CostModel:
-    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format)
+    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format, cm.latency)
 
 
 def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
@@ -127,9 +141,11 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
     where = (f"the {cfg.space} space can derive at C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}")
     for m, K in budgets(cfg).items():
         lo, hi = (cm if m == cfg.metric else replace_metric(cm, m)).feasible_range()
-        if not lo <= K <= hi:
-            raise UserError(f"budget {m}={K:,.0f} is outside what {where}: feasible range {lo:,} .. {hi:,}; "
-                            f"choose a budget in it or change --eval-channels/--eval-layers")
+        # the primary budget must lie in the range (the search fills it); another budget only bounds from
+        # above, so one over the most expensive network simply never binds
+        if K < lo or (m == cfg.metric and K > hi):
+            raise UserError(f"budget {m}={metric_text(m, K)} is outside what {where}: feasible range {metric_text(m, lo)} .. "
+                            f"{metric_text(m, hi)}; choose a budget in it or change --eval-channels/--eval-layers")
     if cfg.extra_budgets:
         import torch
 
@@ -140,7 +156,7 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
         uniform = {k: torch.zeros(len(cm.edges), len(cm.op_names)) for k in kinds}
         if derive_within(cfg.space, uniform, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
                          {m: c.fixed for m, c in cms.items()}, budgets(cfg)) is None:
-            raise UserError(f"no network {where} meets every budget at once ({', '.join(f'{m}={K:,.0f}' for m, K in budgets(cfg).items())}); "
+            raise UserError(f"no network {where} meets every budget at once ({', '.join(f'{m}={metric_text(m, K)}' for m, K in budgets(cfg).items())}); "
                             f"raise one of them")
 
 
@@ -148,6 +164,8 @@ def fit_eval_network(cfg: SearchConfig, max_C: int = 256) -> tuple[SearchConfig,
     """``cfg`` with an evaluation-network width whose feasible range holds the budget, and a line
     saying what changed (None when the preset's network already fits). The search from the widened
     or narrowed network keeps its layers; the nearest even C that fits wins."""
+    if cfg.metric == "latency_ms":  # the latency model was measured for this evaluation network: keep it
+        return cfg, None
     cm = cost_model(cfg)
     lo, hi = cm.feasible_range()
     if lo <= cfg.budget <= hi:

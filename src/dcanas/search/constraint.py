@@ -11,12 +11,13 @@ position of the evaluation network (its channels and resolution), and the fixed 
 preprocessing and classifier is added, so k_s compares directly with the device budget.
 Derived cells count through the alpha of the cell type they copy.
 
-Metrics: params, flops, and model_size_kb (the exported file of ``size_format`` predicted by
-``export/size_model.py``: linear in params and the graph counts, so additive over edges too).
+Metrics: params, flops, model_size_kb (the exported file of ``size_format`` predicted by
+``export/size_model.py``: linear in params and the graph counts, so additive over edges too), and
+latency_ms (a latency model's per-instance times, ``latency/model.py``: additive by construction).
 """
 from __future__ import annotations
 
-from typing import Mapping, Sequence
+from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import torch
 
@@ -24,24 +25,39 @@ from ..errors import UserError
 from ..export.size_model import size_model
 from ..nets.config import NetConfig
 from ..presets import BUDGET_METRICS as METRICS
-from ..nets.cost import Cost, darts_edge_cost, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
+from ..presets import metric_round
+from ..nets.cost import Cost, darts_edge_cost, darts_edge_shape, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
 from ..nets.darts import darts_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
 from .derive import derivable
+
+if TYPE_CHECKING:
+    from ..latency.model import LatencyModel
 
 
 class CostModel:
     """b(o) tables of one (space, evaluation network, metric); cheap to evaluate and differentiable."""
 
     def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str,
-                 size_format: str = "tflite") -> None:
+                 size_format: str = "tflite", latency: Optional["LatencyModel"] = None) -> None:
         if metric not in METRICS:
             raise UserError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
-        self.size_format = size_format
+        self.size_format, self.latency = size_format, latency
         self._size = size_model(size_format) if metric == "model_size_kb" else None
-        value = self.value
+        if metric == "latency_ms":
+            if latency is None:
+                raise UserError("a latency budget needs a latency model: --latency-model FILE (dcanas latency build --device D, "
+                                "or dcanas latency fit --csv F)")
+            if latency.space != space or NetConfig.from_json(latency.eval_config) != eval_cfg:
+                raise UserError(f"the latency model was made for {latency.space}, C={latency.eval_config['C']}, "
+                                f"{latency.eval_config['layers']} layers, {latency.eval_config['input_size']}px, not for this "
+                                f"search's evaluation network ({space}, C={eval_cfg.C}, {eval_cfg.layers} layers, "
+                                f"{eval_cfg.input_size}px); build one for it")
+
+        def value(cost: Cost, inst: tuple = ()) -> float:
+            return self.latency.instance_ms(inst) if metric == "latency_ms" else self.value(cost)
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
         self.usable = derivable(space, op_names)
@@ -49,23 +65,23 @@ class CostModel:
         self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
         if space == "darts":
             slots = darts_layout(eval_cfg, nodes)
-            self.fixed = value(darts_fixed_cost(eval_cfg, slots, nodes)) + self.offset()
+            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else value(darts_fixed_cost(eval_cfg, slots, nodes)))
             for kind, red in (("normal", False), ("reduce", True)):
                 U = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
                     for e, (i, _) in enumerate(self.edges):
                         for k, op in enumerate(op_names):
-                            U[e, k] += value(darts_edge_cost(s, op, i))
+                            U[e, k] += value(darts_edge_cost(s, op, i), (op, *darts_edge_shape(s, i)))
                 self.U[kind] = U
             # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j
             keep = torch.tensor([EDGES_PER_NODE / j for _, j in self.edges], dtype=torch.float64).unsqueeze(1)
             self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
-            self.fixed = value(nb201_fixed_cost(eval_cfg)) + self.offset()
+            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else value(nb201_fixed_cost(eval_cfg)))
             U = torch.zeros(len(self.edges), K, dtype=torch.float64)
             for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
                 for k, op in enumerate(op_names):
-                    U[:, k] += value(op_cost(op, s.C_out, s.C_out, 1, s.size))
+                    U[:, k] += value(op_cost(op, s.C_out, s.C_out, 1, s.size), (op, s.C_out, s.C_out, 1, s.size))
             self.U = {"normal": U}
             self.B = dict(self.U)  # NB201 keeps every edge
 
@@ -76,7 +92,10 @@ class CostModel:
         return self._size.variable_bytes(cost.params, cost.layers, cost.channels, cost.avgpools) / 1024
 
     def offset(self) -> float:
-        """What a whole network adds once: the exported format's base size (0 for params and FLOPs)."""
+        """What a whole network adds once: the exported format's base size, the latency model's theta_0
+        (0 for params and FLOPs)."""
+        if self.metric == "latency_ms":
+            return self.latency.intercept
         return 0.0 if self._size is None else self._size.base_bytes() / 1024
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -95,11 +114,13 @@ class CostModel:
         return self.U
 
     def derived(self, genotype: Genotype) -> float:
-        """The cost of the derived evaluation network (the analytic counter; model size: predicted)."""
+        """The cost of the derived evaluation network (the analytic counter; model size and latency: predicted)."""
+        if self.metric == "latency_ms":
+            return self.latency.predict(genotype)
         v = self.value(network_cost(genotype, self.eval_cfg)) + self.offset()
         return v if self._size is not None else int(v)
 
-    def feasible_range(self) -> tuple[int, int]:
+    def feasible_range(self) -> tuple[float, float]:
         """Cost of the cheapest and of the most expensive network the space can derive."""
         lo = hi = float(self.fixed)
         for U in self.edge_costs().values():
@@ -114,7 +135,7 @@ class CostModel:
                 maxs = sorted((float(Bu[r].max()) for r in rows), reverse=True)
                 lo += sum(mins[:EDGES_PER_NODE])
                 hi += sum(maxs[:EDGES_PER_NODE])
-        return int(round(lo)), int(round(hi))
+        return metric_round(self.metric, lo), metric_round(self.metric, hi)
 
 
 def violation(k_s, target: float):

@@ -10,6 +10,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
+from ..presets import metric_round
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges, darts_edge_node
 
 
@@ -194,7 +195,7 @@ def _backtrack(groups: list, back: list[tuple[np.ndarray, np.ndarray]], best: in
 def _derivation(space: str, picks: list[tuple[str, int, int]], alphas: Mapping[str, torch.Tensor], op_names: Sequence[str],
                 nodes: int, edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float], rule: str) -> Derivation:
     cost = {m: fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks) for m in edge_costs}
-    cost = {m: round(v) if m in ("params", "flops") else round(v, 1) for m, v in cost.items()}  # counts; model size in KB
+    cost = {m: metric_round(m, v) for m, v in cost.items()}
     lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
     return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, rule)
 

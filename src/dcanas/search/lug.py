@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Callable, Optional
 
 from .. import __version__
+from ..presets import metric_text
 from ..errors import UserError
 from ..io import atomic_write, write_json
 from .config import SearchConfig, cost_model
@@ -259,9 +260,9 @@ def resolve_search_budget(cfg, cache_dir: Optional[Path] = None,
     path = find_lug(cfg, cache_dir)
     if path is not None:
         kp = LUG.load(path).lookup(cfg.budget)
-        progress(f"LUG {path}: K_d={cfg.budget:,.0f} -> K'={kp:,.0f}")
+        progress(f"LUG {path}: K_d={metric_text(cfg.metric, cfg.budget)} -> K'={metric_text(cfg.metric, kp)}")
         return kp, str(path)
     progress(f"WARNING: no LUG for space={cfg.space} dataset={cfg.dataset} metric={cfg.metric} and these search options; "
-             f"searching with K'=K_d={cfg.budget:,.0f}, and the derived network may miss the budget. Build one with: "
+             f"searching with K'=K_d={metric_text(cfg.metric, cfg.budget)}, and the derived network may miss the budget. Build one with: "
              f"dcanas lug build --space {cfg.space} --dataset {cfg.dataset} --metric {cfg.metric} [the same search options]")
     return float(cfg.budget), "none"

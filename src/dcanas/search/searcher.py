@@ -17,6 +17,7 @@ from ..errors import UserError
 from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
+from ..presets import metric_round, metric_text
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
@@ -179,8 +180,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                                    a_opt=a_opt.state_dict(), sched=sched.state_dict(), epoch=epoch + 1, history=history,
                                    steps=steps, rng=torch.get_rng_state(), genotype=model.genotype.to_json(),
                                    **{"lambda": lams}))
-        progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={k_s:,.0f}  K'={K_prime:,.0f}  "
-                 f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={row['derived_cost']:,}")
+        t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
+        progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={t(k_s)}  K'={t(K_prime)}  "
+                 f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={t(row['derived_cost'])}")
     return finish(cfg, out, model, cms, history, steps, K_prime)
 
 
@@ -210,11 +212,11 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
     found = derivations(cfg, model, cms)
     genotype = found[cfg.derive].genotype
     cost = network_cost(genotype, cm.eval_cfg)
-    derived = cost.get(cfg.metric)
+    derived = metric_round(cfg.metric, cm.derived(genotype))
     summary = dict(space=cfg.space, dataset=cfg.dataset, metric=cfg.metric, K_d=cfg.budget, K_prime=K_prime,
                    derive=cfg.derive, budgets=budgets(cfg),
                    derived_params=cost.params, derived_flops=cost.flops, derived_cost=derived,
-                   **{f"derived_{m}": round(cms[m].derived(genotype), 1) for m in cms if m not in ("params", "flops")},
+                   **{f"derived_{m}": metric_round(m, cms[m].derived(genotype)) for m in cms if m not in ("params", "flops")},
                    under_budget=all(cms[m].derived(genotype) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),

@@ -1,0 +1,100 @@
+"""Latency model quality (issue 14): on one device, 30 random networks not used in any fit, measured
+end to end, against the predictions of FLOPs alone, params alone (each mapped to ms by a line fitted
+on the calibration networks), the per-op table alone, the calibrated model (table + 5, 10, 20
+calibration networks) and the end-to-end-only model (`latency fit` on the same 20 networks):
+Spearman, Kendall, MAPE and the share within +-10%, with the measurement conditions and the
+repeat-to-repeat CV.
+
+    python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30]
+"""
+from __future__ import annotations
+
+import argparse
+import copy
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+
+def main() -> int:
+    import numpy as np
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_latency_rows, key_hash
+    from dcanas.latency.measure import calibration_genotypes
+    from dcanas.latency.model import LatencyModel, agreement
+    from dcanas.nets.cost import network_cost
+    from dcanas.nets.genotype import genotype_from_json
+    from dcanas.nets.ops import SPACE_OPS
+    from dcanas.search.config import SearchConfig, apply_preset, eval_config
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="local")
+    p.add_argument("--space", default="darts")
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--preset", default="cpu-demo")
+    p.add_argument("--calibrate", type=int, default=20)
+    p.add_argument("--test", type=int, default=30)
+    p.add_argument("--runs", type=int, default=20)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--cache-dir", default=str(default_cache_dir()))
+    p.add_argument("--out", default=str(Path(__file__).with_name("latency_model.last.md")))
+    args = p.parse_args()
+    profile = load_profile(args.device)
+    cfg = apply_preset(SearchConfig(space=args.space, dataset=args.dataset), args.preset)
+    net = eval_config(cfg)
+    t0 = time.time()
+    lm, path = build_latency_model(profile, args.space, net, tuple(SPACE_OPS[args.space]), calibrate=args.calibrate,
+                                   runs=args.runs, rounds=args.rounds, cache_dir=Path(args.cache_dir))
+    t_build = time.time() - t0
+    calib = [(genotype_from_json(c["genotype"]), c["measured_ms"]) for c in lm.calibration]
+    test_g = calibration_genotypes(args.space, args.test, seed=1000 + args.calibrate)
+    seen = {repr(g.to_json()) for g, _ in calib}
+    test_g = [g for g in test_g if repr(g.to_json()) not in seen]
+    t1 = time.time()
+    work = Path(args.cache_dir) / f"{profile.name}-{args.space}-{key_hash(lm.device['key'])}"
+    y = np.array(genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", runs=args.runs,
+                                       rounds=args.rounds))
+    t_test = time.time() - t1
+
+    def line_fit(metric: str):
+        x = np.array([network_cost(g, net).get(metric) for g, _ in calib], dtype=float)
+        a, b = np.polyfit(x, [ms for _, ms in calib], 1)
+        return [a * network_cost(g, net).get(metric) + b for g in test_g]
+
+    rows = {"FLOPs alone (line fitted on the calibration networks)": line_fit("flops"),
+            "params alone (same)": line_fit("params"),
+            "per-op table alone": [lm.table_only(g) for g in test_g]}
+    for n in (5, 10, 20):
+        if n <= len(calib):
+            m = copy.deepcopy(lm)
+            m.fit(calib[:n])
+            rows[f"table + calibration on {n} networks (ridge {m.stats['ridge']})"] = [m.predict(g) for g in test_g]
+    ops = sorted(o for o in SPACE_OPS[args.space] if o != "none")
+    e2e = LatencyModel(args.space, net.to_json(), ops, "work", 0.0, {o: 0.0 for o in ops}).fit(calib)
+    rows[f"end to end only (latency fit, {len(calib)} rows)"] = [e2e.predict(g) for g in test_g]
+    cond = lm.device.get("conditions") or [{}]
+    info = lm.device.get("info") or {}
+    lines = [f"# Latency model on {profile.name} ({lm.device['key']['format']}, {profile.runtime.threads} threads), "
+             f"{args.space} evaluation network C={net.C}, {net.layers} layers, {net.input_size}px",
+             "", f"CPU {info.get('cpu_model')}, {info.get('cores')} cores; runtimes {lm.device['key'].get('runtimes')}",
+             f"conditions at the first and last measurement chunk: {cond[0].get('before')} -> {cond[-1].get('after')}",
+             f"repeat-to-repeat CV (median over the build's models of the CV of {args.rounds} round p50s): "
+             f"{100 * lm.device.get('repeat_cv', float('nan')):.2f}%",
+             f"build: {len(lm.table)} op positions + fixed parts + {len(calib)} calibration networks in {lm.device.get('build_s', t_build):.0f} s "
+             f"(cached builds are reused: this figure is the build that made the cache); {len(test_g)} held-out networks "
+             f"measured in {t_test:.0f} s; held-out latency {y.min():.3f} .. {y.max():.3f} ms",
+             "", "| predictor | Spearman | Kendall | MAPE | within +-10% |", "|---|---:|---:|---:|---:|"]
+    for name, pred in rows.items():
+        a = agreement(pred, y)
+        lines.append(f"| {name} | {a['spearman']:.3f} | {a['kendall']:.3f} | {100 * a['mape']:.1f}% | {100 * a['within_10']:.0f}% |")
+    text = "\n".join(lines) + "\n"
+    Path(args.out).write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

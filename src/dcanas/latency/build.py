@@ -1,0 +1,185 @@
+"""``dcanas latency build``: measure the per-op table and calibration networks on a device through
+the profiler's transport and runner, fit the latency model, cache it.
+
+Resumable: every exported file is placed by rename and kept in the work folder, and measurements are
+recorded chunk by chunk (``measured.json``, atomic), so a killed build exports and measures only
+what is missing. One build at a time per device (a lock file)."""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import os
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Callable, Iterator, Optional
+
+import torch
+import torch.nn as nn
+
+from ..devices.schema import DeviceProfile
+from ..errors import UserError
+from ..export.converters import convert
+from ..export.formats import ExportFormat, formats_for
+from ..io import clean_stale_tmp, write_json
+from ..nets.build import build_network
+from ..nets.config import NetConfig
+from ..nets.genotype import Genotype
+from ..profile.remote import check_device, measure_batch
+from .measure import calibration_genotypes, fixed_parts, instance_module, op_positions
+from .model import LatencyModel, instance_key
+
+Progress = Callable[[str], None]
+CHUNK = 24  # models per runner session: the unit of resume
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def default_cache_dir() -> Path:
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dcanas" / "latency"
+
+
+def model_key(profile: DeviceProfile, fmt: ExportFormat, space: str, cfg: NetConfig, runtimes: Any) -> dict[str, Any]:
+    """What a latency model is valid for: the device, its engine, precision, threads, runtime versions
+    and the evaluation network."""
+    return dict(device=profile.name, engine=profile.runtime.engine, precision=profile.runtime.precision,
+                threads=profile.runtime.threads, format=fmt.name, runtimes=runtimes, space=space, eval_config=cfg.to_json())
+
+
+def key_hash(key: dict[str, Any]) -> str:
+    return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+@contextmanager
+def device_lock(cache: Path, device: str) -> Iterator[None]:
+    cache.mkdir(parents=True, exist_ok=True)
+    with open(cache / f"{device}.lock", "w") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"another latency measurement is running on {device} (lock {cache / (device + '.lock')}); "
+                            f"one at a time per device, so that they do not slow each other down") from None
+        yield
+
+
+def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]],
+                   work: Path, *, runs: int, rounds: int, progress: Progress = _stderr) -> tuple[dict[str, dict[str, Any]], list]:
+    """Export each named model (once: kept in ``work``), time the ones not yet measured on the device in
+    chunks, and return {name: {p50_ms, p50_ms_rounds}} for all, with the conditions of each chunk."""
+    files = work / "models"
+    files.mkdir(parents=True, exist_ok=True)
+    clean_stale_tmp(files)
+    state_path = work / "measured.json"
+    state = json.loads(state_path.read_text()) if state_path.exists() else {"measured": {}, "conditions": []}
+    names = list(models)
+    paths: dict[str, Path] = {}
+    todo_export = [n for n in names if not (files / f"{_safe(n)}{fmt.suffix}").exists()]
+    t0 = time.time()
+    for n in names:
+        path = files / f"{_safe(n)}{fmt.suffix}"
+        paths[n] = path
+        if path.exists():
+            continue
+        factory, shape = models[n]
+        tmp = files / f".{path.name}.{os.getpid()}.export.tmp"
+        try:
+            with torch.no_grad():
+                convert(factory().eval(), torch.randn(shape), fmt, tmp)
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        done = todo_export.index(n) + 1
+        if done % 10 == 0 or done == len(todo_export):
+            progress(f"[export] {done}/{len(todo_export)} models to {fmt.name} ({time.time() - t0:.0f}s)")
+    todo = [n for n in names if n not in state["measured"]]
+    chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    for j, chunk in enumerate(chunks):
+        progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
+        res = measure_batch(profile, [paths[n] for n in chunk], runs=runs, rounds=rounds, progress=lambda m: None)
+        by_file = {r["model"]: r for r in res["batch"]}
+        for n in chunk:
+            r = by_file[paths[n].name]
+            state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"])
+        state["conditions"].append({k: res.get(k) for k in ("before", "after", "cpu_model", "engine", "engine_version", "threads",
+                                                           "machine", "total_s")})
+        write_json(state_path, state)
+    return {n: state["measured"][n] for n in names}, state["conditions"]
+
+
+def _safe(name: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in name)
+
+
+def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_names: tuple[str, ...], *, calibrate: int = 20,
+                        runs: int = 20, rounds: int = 3, seed: int = 0, cache_dir: Optional[Path] = None,
+                        progress: Progress = _stderr) -> tuple[LatencyModel, Path]:
+    """Measure and fit; returns the model and where it is cached (reused when it exists)."""
+    if calibrate < 0 or runs < 1 or rounds < 1:
+        raise UserError(f"--calibrate must be >= 0, --runs and --rounds >= 1 (got {calibrate}, {runs}, {rounds})")
+    fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
+    cache = Path(cache_dir) if cache_dir else default_cache_dir()
+    with device_lock(cache, profile.name):
+        info = check_device(profile, progress=lambda m: None)
+        key = model_key(profile, fmt, space, cfg, info.get("runtimes"))
+        h = key_hash(key)
+        final = cache / f"{profile.name}-{space}-{h}.json"
+        if final.exists() and calibrate_of(final) == calibrate:
+            progress(f"latency model cached: {final}")
+            from .model import load_latency_model
+            return load_latency_model(final), final
+        work = cache / f"{profile.name}-{space}-{h}"
+        t0 = time.time()
+        positions = op_positions(space, cfg, op_names)
+        parts = fixed_parts(space, cfg)
+        genotypes = calibration_genotypes(space, calibrate, seed)
+        models: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {}
+        for inst in positions:
+            models["op:" + instance_key(inst)] = (lambda inst=inst: instance_module(inst)[0], instance_module(inst)[1])
+        for k, factory, shape in parts:
+            models.setdefault("fixed:" + k, (factory, shape))
+        for i, g in enumerate(genotypes):
+            models[f"net:{seed}:{i}"] = (lambda g=g: build_network(g, cfg), (1, cfg.in_channels, cfg.input_size, cfg.input_size))
+        progress(f"latency build on {profile.name} ({fmt.name}, {profile.runtime.threads} threads): {len(positions)} op positions, "
+                 f"{len({k for k, _, _ in parts})} fixed parts, {len(genotypes)} calibration networks; {rounds} rounds x {runs} runs each")
+        measured, conditions = measure_models(profile, fmt, models, work, runs=runs, rounds=rounds, progress=progress)
+        table = {instance_key(inst): measured["op:" + instance_key(inst)]["p50_ms"] for inst in positions}
+        fixed_ms = sum(measured["fixed:" + k]["p50_ms"] for k, _, _ in parts)
+        lm = LatencyModel(space=space, eval_config=cfg.to_json(), op_names=sorted({p[0] for p in positions}), basis="table",
+                          intercept=fixed_ms, weights={p[0]: 1.0 for p in positions}, table=table, fixed_ms=fixed_ms,
+                          device=dict(key=key, info=info, conditions=conditions, repeat_cv=repeat_cv(measured),
+                                      build_s=time.time() - t0))
+        rows = [(g, measured[f"net:{seed}:{i}"]["p50_ms"]) for i, g in enumerate(genotypes)]
+        if rows:
+            lm.fit(rows)
+        lm.save(final)
+        progress(f"latency model: {final} ({time.time() - t0:.0f}s)")
+        return lm, final
+
+
+def calibrate_of(path: Path) -> Optional[int]:
+    try:
+        return len(json.loads(path.read_text()).get("calibration", []))
+    except (OSError, ValueError):
+        return None
+
+
+def repeat_cv(measured: dict[str, dict[str, Any]]) -> float:
+    """Median over models of the coefficient of variation of their per-round p50s: the noise floor."""
+    import numpy as np
+
+    cvs = [float(np.std(r["p50_ms_rounds"]) / np.mean(r["p50_ms_rounds"])) for r in measured.values() if len(r["p50_ms_rounds"]) > 1]
+    return float(np.median(cvs)) if cvs else float("nan")
+
+
+def genotype_latency_rows(profile: DeviceProfile, cfg: NetConfig, genotypes: list[Genotype], work: Path, tag: str, *,
+                          runs: int = 20, rounds: int = 3, progress: Progress = _stderr) -> list[float]:
+    """End-to-end p50 of whole networks on the device (the benchmark's held-out set)."""
+    fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
+    models = {f"{tag}:{i}": (lambda g=g: build_network(g, cfg), (1, cfg.in_channels, cfg.input_size, cfg.input_size))
+              for i, g in enumerate(genotypes)}
+    measured, _ = measure_models(profile, fmt, models, work, runs=runs, rounds=rounds, progress=progress)
+    return [measured[f"{tag}:{i}"]["p50_ms"] for i in range(len(genotypes))]

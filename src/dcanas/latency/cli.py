@@ -1,0 +1,178 @@
+"""``dcanas latency build|fit|predict|show``: argument parsing and printing."""
+from __future__ import annotations
+
+import argparse
+import csv
+from pathlib import Path
+from typing import Any, Optional
+
+from ..argtypes import nonneg_int, positive_int
+from ..errors import UserError
+
+
+def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Optional[float], dict[str, str]]]:
+    """CSV rows ``genotype,latency_ms`` (genotype: an NB201 arch string, a known name or a genotype JSON
+    path): [(genotype, latency or None, the raw row)]."""
+    from ..nets.genotype import GenotypeError, load_genotype
+
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"--csv {p} does not exist; give a CSV with a header and the columns genotype,latency_ms")
+    with open(p, newline="") as fh:
+        reader = csv.DictReader(fh)
+        cols = reader.fieldnames or []
+        wanted = ["genotype"] + (["latency_ms"] if need_latency else [])
+        missing = [c for c in wanted if c not in cols]
+        if missing:
+            raise UserError(f"{p}: no column {', '.join(missing)} in the header ({', '.join(cols) or 'empty'}); "
+                            f"the header must name {','.join(wanted)}")
+        out = []
+        for n, row in enumerate(reader, start=2):
+            try:
+                g = load_genotype(row["genotype"].strip())
+            except (GenotypeError, UserError) as exc:
+                raise UserError(f"{p} line {n}: {exc}") from None
+            ms: Optional[float] = None
+            if row.get("latency_ms") not in (None, ""):
+                try:
+                    ms = float(row["latency_ms"])
+                except ValueError:
+                    ms = -1.0
+                if not ms > 0:
+                    raise UserError(f"{p} line {n}: latency_ms {row['latency_ms']!r} is not a positive number of milliseconds")
+            elif need_latency:
+                raise UserError(f"{p} line {n}: latency_ms is empty")
+            out.append((g, ms, row))
+    if not out:
+        raise UserError(f"{p}: no rows after the header")
+    return out
+
+
+def _eval_net(args: argparse.Namespace):
+    """The evaluation network the model is for: as ``dcanas search`` with the same options picks it."""
+    from dataclasses import replace
+
+    from ..datasets import get_spec
+    from ..search.config import SearchConfig, apply_preset, eval_config
+
+    get_spec(args.dataset)
+    cfg = apply_preset(SearchConfig(space=args.space, dataset=args.dataset), args.preset)
+    cfg = replace(cfg, **{k: v for k, v in dict(eval_C=args.eval_channels, eval_layers=args.eval_layers, seed=args.seed).items()
+                          if v is not None})
+    return cfg, eval_config(cfg)
+
+
+def _net_options(p: argparse.ArgumentParser) -> None:
+    from ..presets import SEARCH_PRESETS, describe
+
+    p.add_argument("--space", default="darts", choices=["darts", "nb201"])
+    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--preset", choices=list(SEARCH_PRESETS), help="the search preset whose evaluation network to model: "
+                   + describe(SEARCH_PRESETS))
+    p.add_argument("--eval-channels", type=positive_int, help="channels of the evaluation network")
+    p.add_argument("--eval-layers", type=positive_int, help="layers of the evaluation network")
+    p.add_argument("--seed", type=nonneg_int, help="seed of the calibration networks (default 0)")
+
+
+def cmd_latency(args: argparse.Namespace) -> int:
+    from ..nets.ops import SPACE_OPS
+    from .model import LatencyModel, agreement, load_latency_model
+
+    if args.action == "build":
+        from ..devices.schema import load_profile
+        from .build import build_latency_model
+
+        profile = load_profile(args.device)
+        cfg, net = _eval_net(args)
+        lm, path = build_latency_model(profile, cfg.space, net, tuple(SPACE_OPS[cfg.space]), calibrate=args.calibrate,
+                                       runs=args.runs, rounds=args.rounds, seed=cfg.seed,
+                                       cache_dir=Path(args.cache_dir) if args.cache_dir else None)
+        if args.out:
+            lm.save(args.out)
+        print(describe(lm, args.out or path))
+        return 0
+    if args.action == "fit":
+        cfg, net = _eval_net(args)
+        rows = read_rows(args.csv)
+        wrong = [g.space for g, _, _ in rows if g.space != cfg.space]
+        if wrong:
+            raise UserError(f"{args.csv}: a {wrong[0]} genotype in a --space {cfg.space} fit; give --space {wrong[0]}")
+        ops = sorted(o for o in SPACE_OPS[cfg.space] if o != "none")
+        lm = LatencyModel(space=cfg.space, eval_config=net.to_json(), op_names=ops, basis="work", intercept=0.0,
+                          weights={o: 0.0 for o in ops}, device=dict(source=str(args.csv)))
+        lm.fit([(g, ms) for g, ms, _ in rows])
+        lm.save(args.out)
+        print(describe(lm, args.out))
+        return 0
+    if args.action == "predict":
+        lm = load_latency_model(args.model)
+        rows = read_rows(args.csv, need_latency=False)
+        out = Path(args.out)
+        preds = [lm.predict(g) for g, _, _ in rows]
+        from ..io import atomic_write
+
+        def write(fh) -> None:
+            fields = list(rows[0][2].keys()) + ["predicted_ms"]
+            w = csv.DictWriter(fh, fieldnames=fields)
+            w.writeheader()
+            for (_, _, raw), p in zip(rows, preds):
+                w.writerow({**raw, "predicted_ms": f"{p:.4f}"})
+
+        atomic_write(out, write, binary=False)
+        measured = [(p, ms) for p, (_, ms, _) in zip(preds, rows) if ms is not None]
+        line = f"{len(rows)} predictions -> {out}"
+        if len(measured) >= 3:
+            a = agreement([p for p, _ in measured], [m for _, m in measured])
+            line += f"; against the CSV's latency_ms: Spearman {a['spearman']:.3f}, MAPE {100 * a['mape']:.1f}%, within +-10% {100 * a['within_10']:.0f}%"
+        print(line)
+        return 0
+    print(describe(load_latency_model(args.model), args.model))
+    return 0
+
+
+def describe(lm, path) -> str:
+    s = lm.stats
+    lines = [f"latency model {path}: {lm.space}, basis {lm.basis}, evaluation network C={lm.eval_config['C']}, "
+             f"{lm.eval_config['layers']} layers, {lm.eval_config['input_size']}px"]
+    key = lm.device.get("key") or {}
+    if key:
+        lines.append(f"device {key.get('device')}: {key.get('format')}, {key.get('threads')} threads, runtimes {key.get('runtimes')}")
+    info = lm.device.get("info") or {}
+    if info:
+        lines.append(f"cpu {info.get('cpu_model')}, {info.get('cores')} cores")
+    for c in (lm.device.get("conditions") or [])[:1] + (lm.device.get("conditions") or [])[-1:]:
+        lines.append(f"conditions: before {c.get('before')}, after {c.get('after')}")
+    if "repeat_cv" in lm.device:
+        lines.append(f"repeat-to-repeat CV (median over models): {100 * lm.device['repeat_cv']:.2f}%")
+    if lm.fixed_ms is not None:
+        lines.append(f"per-op table: {len(lm.table)} op positions, fixed part {lm.fixed_ms:.4f} ms")
+    lines.append(f"theta_0 {lm.intercept:.4f} ms; " + ", ".join(f"{o} x{w:.3f}" for o, w in lm.weights.items()))
+    if s.get("rows"):
+        lines.append(f"fit on {s['rows']} networks (ridge {s.get('ridge')}): Spearman {s.get('spearman', float('nan')):.3f}, "
+                     f"Kendall {s.get('kendall', float('nan')):.3f}, MAPE {100 * s['mape']:.2f}%, within +-10% {100 * s['within_10']:.0f}%")
+    return "\n".join(lines)
+
+
+def add_latency_parser(sub) -> None:
+    p = sub.add_parser("latency", help="the latency model: build it on a device, fit it from a CSV, predict, show")
+    lsub = p.add_subparsers(dest="action", required=True)
+    b = lsub.add_parser("build", help="measure per-op latencies and calibration networks on a device, fit, cache")
+    _net_options(b)
+    b.add_argument("--device", required=True, help="a shipped profile or a YAML path")
+    b.add_argument("--calibrate", type=nonneg_int, default=20, help="random networks measured end to end (default 20)")
+    b.add_argument("--runs", type=positive_int, default=20, help="timed runs per model and round")
+    b.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (the p50 of their p50s)")
+    b.add_argument("--cache-dir", help="default ~/.cache/dcanas/latency")
+    b.add_argument("--out", help="also write the model here")
+    f = lsub.add_parser("fit", help="fit a latency model from end-to-end measurements: CSV genotype,latency_ms")
+    _net_options(f)
+    f.add_argument("--csv", required=True)
+    f.add_argument("--out", required=True)
+    pr = lsub.add_parser("predict", help="predict the latency of the genotypes of a CSV (column genotype)")
+    pr.add_argument("--model", required=True)
+    pr.add_argument("--csv", required=True)
+    pr.add_argument("--out", required=True)
+    s = lsub.add_parser("show", help="print a latency model, its conditions and its fit")
+    s.add_argument("model")
+    for q in (b, f, pr, s):
+        q.set_defaults(func=cmd_latency)

@@ -1,0 +1,127 @@
+"""The latency model (issue 14): the fit recovers an additive table exactly, CSV input errors are one
+line, `latency build` measures on the local device through the runner and resumes, and a search
+holds a latency budget through it."""
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+import subprocess
+import sys
+
+import pytest
+
+from dcanas.latency.model import LatencyModel, instances, work
+from dcanas.nets.config import default_config
+from dcanas.nets.genotype import dumps, random_genotype
+from dcanas.nets.ops import SPACE_OPS
+
+SPACES = ["darts", "nb201"]
+
+
+def _net(space):
+    return default_config(space, in_channels=1, input_size=28, num_classes=10, C=8, layers=5 if space == "darts" else 2)
+
+
+def _synthetic(space, n, seed=0):
+    """Genotypes and latencies from a known additive table: theta_0 + sum of theta_op x work(instance)."""
+    rng = random.Random(seed)
+    ops = sorted(o for o in SPACE_OPS[space] if o != "none")
+    truth = {o: rng.uniform(0.2, 3.0) for o in ops}
+    gs = [random_genotype(space, rng) for _ in range(n)]
+    ys = [1.5 + sum(truth.get(i[0], 0.0) * work(i) for i in instances(g, _net(space))) for g in gs]
+    return ops, truth, gs, ys
+
+
+def dcanas(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=900, **kw)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_fit_recovers_a_synthetic_additive_table(space):
+    ops, truth, gs, ys = _synthetic(space, 20)
+    lm = LatencyModel(space, _net(space).to_json(), ops, "work", 0.0, {o: 0.0 for o in ops}).fit(list(zip(gs, ys)))
+    assert lm.stats["ridge"] == 0.0  # leave-one-out picks the plain least squares on exact data
+    assert lm.intercept == pytest.approx(1.5, rel=1e-6)
+    for o in ops:
+        assert lm.weights[o] == pytest.approx(truth[o], rel=1e-6), o
+    assert lm.stats["mape"] < 1e-9 and lm.stats["spearman"] == pytest.approx(1.0)
+
+
+@pytest.mark.parametrize("space", SPACES)
+def test_latency_fit_predict_show_cli(tmp_path, space):
+    ops, truth, gs, ys = _synthetic(space, 12, seed=1)
+    csv = tmp_path / "rows.csv"
+    # NB201 rows as arch strings, DARTS rows as genotype JSON files: both spellings the CSV accepts
+    lines = ["genotype,latency_ms"]
+    for i, (g, y) in enumerate(zip(gs, ys)):
+        if space == "nb201":
+            lines.append(f"{g.tostr()},{y}")
+        else:
+            (tmp_path / f"g{i}.json").write_text(dumps(g))
+            lines.append(f"{tmp_path / f'g{i}.json'},{y}")
+    csv.write_text("\n".join(lines) + "\n")
+    model = tmp_path / "lat.json"
+    r = dcanas("latency", "fit", "--space", space, "--dataset", "fashion-mnist", "--eval-channels", "8",
+               "--eval-layers", "5" if space == "darts" else "2", "--csv", str(csv), "--out", str(model))
+    assert r.returncode == 0, r.stderr
+    assert "MAPE 0.00%" in r.stdout and "within +-10% 100%" in r.stdout
+    out = tmp_path / "pred.csv"
+    r = dcanas("latency", "predict", "--model", str(model), "--csv", str(csv), "--out", str(out))
+    assert r.returncode == 0, r.stderr
+    got = [float(line.split(",")[-1]) for line in out.read_text().splitlines()[1:]]
+    assert got == pytest.approx(ys, rel=1e-4)
+    r = dcanas("latency", "show", str(model))
+    assert r.returncode == 0 and "basis work" in r.stdout
+
+
+@pytest.mark.parametrize("content, says", [
+    ("arch,ms\nDARTS_V2,3\n", "no column genotype, latency_ms"),
+    ("genotype,latency_ms\nDARTS_V2,-3\n", "line 2: latency_ms '-3' is not a positive number"),
+    ("genotype,latency_ms\nDARTS_V2,3\nNOT_A_GENOTYPE,4\n", "line 3: genotype 'NOT_A_GENOTYPE'"),
+    ("genotype,latency_ms\n", "no rows after the header"),
+])
+def test_latency_fit_bad_csv_one_line(tmp_path, content, says):
+    csv = tmp_path / "rows.csv"
+    csv.write_text(content)
+    r = dcanas("latency", "fit", "--space", "darts", "--csv", str(csv), "--out", str(tmp_path / "m.json"))
+    assert r.returncode == 2, r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and says in r.stderr, r.stderr
+    assert not (tmp_path / "m.json").exists()
+
+
+def test_show_refuses_a_file_that_is_not_a_model(tmp_path):
+    f = tmp_path / "x.json"
+    f.write_text(json.dumps({"a": 1}))
+    r = dcanas("latency", "show", str(f))
+    assert r.returncode == 2 and "not a dcanas latency model" in r.stderr
+
+
+def test_search_holds_a_latency_budget(tmp_path, fashion_root):
+    """`dcanas search --metric latency`: k_s in ms through the latency model, and the derived network's
+    predicted latency within the budget and in the fill window; a model for another network is refused."""
+    from dcanas.search.config import SearchConfig, apply_preset, cost_model, eval_config
+
+    cfg = apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny")
+    net = eval_config(cfg)
+    ops = sorted(o for o in SPACE_OPS["darts"] if o != "none")
+    lm = LatencyModel("darts", net.to_json(), ops, "work", 0.2, {o: 0.4 + 0.2 * i for i, o in enumerate(ops)})
+    path = lm.save(tmp_path / "lat.json")
+    cfg = replace(cfg, metric="latency_ms", latency_model=str(path))
+    lo, hi = cost_model(cfg).feasible_range()
+    budget = lo + 0.5 * (hi - lo)
+    r = dcanas("search", "--preset", "tiny", "--epochs", "1", "--metric", "latency", "--latency-model", str(path),
+               "--budget", f"{budget:.4f}", "--data-root", str(fashion_root), "--out", str(tmp_path / "s"))
+    assert r.returncode == 0, r.stderr
+    s = json.loads((tmp_path / "s" / "search.json").read_text())["summary"]
+    assert s["metric"] == "latency_ms" and s["under_budget"]
+    assert 0.95 * budget <= s["derived_cost"] <= budget + 1e-4
+    from dcanas.nets.genotype import genotype_from_json
+    assert s["derived_cost"] == pytest.approx(lm.predict(genotype_from_json(s["genotype"])), abs=1e-4)
+    assert " ms" in r.stdout
+    other = dcanas("search", "--preset", "tiny", "--epochs", "1", "--metric", "latency", "--latency-model", str(path),
+                   "--eval-channels", "6", "--budget", "1", "--data-root", str(fashion_root), "--out", str(tmp_path / "t"))
+    assert other.returncode == 2 and "not for this search's evaluation network" in other.stderr
+    missing = dcanas("search", "--preset", "tiny", "--metric", "latency", "--budget", "1", "--data-root", str(fashion_root),
+                     "--out", str(tmp_path / "u"))
+    assert missing.returncode == 2 and "needs a latency model" in missing.stderr
