@@ -29,3 +29,17 @@ def test_emulated_pi_runs_the_model(artifacts, fmt, engine):
     assert out["engine"] == engine and "Cortex-A72" in out["cpu_model"]
     assert out["reference_max_abs_diff"] < 1e-4 and out["reference_top1_match"]
     assert out["emulated"] and "meaningless" in out["note"]
+
+
+def test_emulated_pi_builds_a_latency_model(tmp_path):
+    """`dcanas latency build` through sshd on the emulated Pi: the per-op models, probes and two
+    calibration networks exported to TFLite and timed by tflite-runtime on aarch64 in one runner process
+    per chunk. The plumbing only: latencies under qemu are not claimed."""
+    r = subprocess.run([sys.executable, "-m", "dcanas", "latency", "build", "--device", "rpi4-emulated", "--preset", "tiny",
+                        "--calibrate", "2", "--runs", "2", "--rounds", "1", "--cache-dir", str(tmp_path)],
+                       capture_output=True, text=True, timeout=3600, cwd=ROOT)
+    assert r.returncode == 0, r.stderr[-3000:]
+    model = json.loads(next(tmp_path.glob("rpi4-emulated-darts-*.json")).read_text())
+    assert model["basis"] == "table" and model["table"] and len(model["calibration"]) == 2
+    cond = model["device"]["conditions"][0]
+    assert cond["machine"] == "aarch64" and cond["engine"] == "tflite_runtime"

@@ -125,3 +125,77 @@ def test_search_holds_a_latency_budget(tmp_path, fashion_root):
     missing = dcanas("search", "--preset", "tiny", "--metric", "latency", "--budget", "1", "--data-root", str(fashion_root),
                      "--out", str(tmp_path / "u"))
     assert missing.returncode == 2 and "needs a latency model" in missing.stderr
+
+
+def _build(cache, *extra):
+    return dcanas("latency", "build", "--device", "local", "--preset", "tiny", "--runs", "3", "--rounds", "2",
+                  "--cache-dir", str(cache), *extra)
+
+
+@pytest.mark.slow
+def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
+    """`latency build` through the local transport and the real runner: a per-op table, fixed parts and
+    calibration networks measured; after losing the model and two measurements a rebuild exports nothing
+    and measures only those two; a second build on the same device waits its turn (refused)."""
+    import fcntl
+
+    from dcanas.latency.model import load_latency_model
+
+    cache = tmp_path / "cache"
+    r = _build(cache, "--calibrate", "4")
+    assert r.returncode == 0, r.stderr[-3000:]
+    [path] = list(cache.glob("local-darts-*.json"))
+    lm = load_latency_model(path)
+    assert lm.basis == "table" and len(lm.table) >= 10 and lm.fixed_ms > 0 and all(v > 0 for v in lm.table.values())
+    assert len(lm.calibration) == 4 and lm.stats["rows"] == 4
+    assert lm.device["info"]["cpu_model"] and lm.device["conditions"][0]["engine"] == "onnxruntime"
+    assert "repeat-to-repeat CV" in r.stdout and "fit on 4 networks" in r.stdout
+    state_path = next(cache.glob("local-darts-*/measured.json"))
+    state = json.loads(state_path.read_text())
+    for name in list(state["measured"])[:2]:
+        del state["measured"][name]
+    state_path.write_text(json.dumps(state))
+    path.unlink()
+    again = _build(cache, "--calibrate", "4")
+    assert again.returncode == 0, again.stderr[-3000:]
+    assert "[export]" not in again.stderr and "chunk 1/1: 2 models" in again.stderr, again.stderr
+    cached = _build(cache, "--calibrate", "4")
+    assert "latency model cached" in cached.stderr and "[measure]" not in cached.stderr
+    with open(cache / "local.lock", "w") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        busy = _build(cache, "--calibrate", "4")
+    assert busy.returncode == 2 and "another latency measurement is running on local" in busy.stderr
+
+
+@pytest.mark.slow
+def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
+    """A profile with `search_metric: latency`: `dcanas run` builds (here: reuses) the device's latency
+    model in its own stage, searches on the latency budget, and the verdict and the report show the
+    prediction beside the measurement."""
+    import yaml
+
+    from dcanas.latency.model import load_latency_model
+    from dcanas.search.config import SearchConfig, apply_preset, cost_model
+
+    cache = tmp_path / "cache"
+    assert _build(cache, "--calibrate", "3").returncode == 0
+    [path] = list(cache.glob("local-darts-*.json"))
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), metric="latency_ms", latency_model=str(path))
+    lo, hi = cost_model(cfg).feasible_range()
+    budget = round(lo + 0.6 * (hi - lo), 4)
+    prof = tmp_path / "lat.yaml"
+    prof.write_text(yaml.safe_dump({"name": "local-lat", "budget": {"latency_ms": budget, "model_size_kb": 4096},
+                                    "search_metric": "latency", "runtime": {"engine": "onnxruntime", "threads": 2},
+                                    "connection": {"transport": "local"}}))
+    r = dcanas("run", "--device", str(prof), "--preset", "tiny", "--cache-dir", str(cache), "--latency-calibrate", "3",
+               "--runs", "20", "--data-root", str(fashion_root), "--out", str(tmp_path / "run"))
+    assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: the verdict missed a budget (the measurement decides)
+    assert "latency model cached" in r.stderr
+    run = tmp_path / "run"
+    s = json.loads((run / "search" / "seed-0" / "search.json").read_text())["summary"]
+    assert s["metric"] == "latency_ms" and s["K_d"] == budget and s["under_budget"]
+    assert load_latency_model(run / "latency" / "model.json").to_json() == load_latency_model(path).to_json()
+    v = json.loads((run / "verdict" / "verdict.json").read_text())
+    row = next(x for x in v["rows"] if x["budget"].startswith("latency_ms"))
+    assert "predicted" in row["source"] and v["predicted"]["latency_ms"] == pytest.approx(s["derived_cost"], abs=1e-3)
+    assert (run / "report" / "latency_model.png").exists()

@@ -11,6 +11,7 @@ import yaml
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
 from dcanas.io import file_sha256 as sha256_file
+from dcanas.presets import PRIMARY_METRICS
 
 from sshd import SSHD
 
@@ -26,7 +27,7 @@ def dcanas(*args, timeout=300):
 @pytest.mark.parametrize("name", list_profiles())
 def test_shipped_profiles_parse(name):
     p = load_profile(name)
-    assert p.name == name and p.budget and p.search_metric in ("params", "flops")
+    assert p.name == name and p.budget and p.search_metric in PRIMARY_METRICS and p.search_metric in p.budget
     assert dcanas("devices", "show", name).returncode == 0
 
 
@@ -52,6 +53,8 @@ BAD_PROFILES = [
     ({"name": "x", "budget": {"params": 1}, "emulated": "yes"}, "emulated"),
     ({"name": "../../x", "budget": {"params": 1}}, "'name'"),
     ({"name": "a b", "budget": {"params": 1}}, "'name'"),
+    ({"name": "x", "budget": {"params": 1}, "search_metric": "latency"}, "search_metric"),  # no latency budget
+    ({"name": "x", "budget": {"params": 1, "peak_memory_mb": 5}, "search_metric": "peak_memory_mb"}, "search_metric"),
 ]
 
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from .devices.schema import DeviceProfile
+from .presets import metric_text
 from .io import atomic_write
 
 if TYPE_CHECKING:
@@ -130,6 +131,35 @@ def plot_latency(result: dict[str, Any], budget_ms: float | None, path: Path) ->
     return _save(fig, path)
 
 
+def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | None, path: Path) -> Path:
+    """The latency model's predictions against end-to-end measurements: its calibration networks, and
+    the derived network (predicted by the model, measured by the profile stage)."""
+    from .latency.model import agreement
+
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(5.0, 4.2))
+    cal = model.get("calibration") or []
+    m = [c["measured_ms"] for c in cal]
+    pr = [c["predicted_ms"] for c in cal]
+    if cal:
+        a = agreement(pr, m)
+        ax.scatter(m, pr, s=18, label=f"calibration ({len(cal)}): Spearman {a.get('spearman', float('nan')):.3f}, Kendall "
+                   f"{a.get('kendall', float('nan')):.3f}\nMAPE {100 * a['mape']:.1f}%, within +-10% {100 * a['within_10']:.0f}%")
+    if derived:
+        ax.scatter([derived[1]], [derived[0]], marker="*", s=160, color="tab:red", label="derived network")
+    vals = m + pr + (list(derived) if derived else [])
+    if vals:
+        lo, hi = min(vals) * 0.9, max(vals) * 1.1
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
+        ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.85", label="+-10%")
+    ax.set_xlabel("measured p50 (ms)")
+    ax.set_ylabel("predicted (ms)")
+    ax.set_title("latency model: predicted vs measured", fontsize=10)
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
     """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib."""
     from .nets.genotype import DARTS_INPUTS, NB201Genotype, darts_edge_node
@@ -201,6 +231,12 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
         ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
+    lat = outputs.get("latency")
+    if lat is not None and lat.model:
+        model = json.loads(run.path(lat.model).read_text())
+        predicted = (verdict.get("predicted") or {}).get("latency_ms")
+        derived = (predicted, prof["latency_ms"]["p50"]) if predicted is not None else None
+        figs.append(("Latency model: predicted vs measured", plot_latency_model(model, derived, d / "latency_model.png")))
     def fmt(x: Any) -> str:
         if x is None:
             return "n/a"
@@ -224,8 +260,8 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
     verdict_line = f"**Verdict on {verdict['device']}: {'PASS — every budget met' if v.passed else 'FAIL — a budget was missed'}**"
     if verdict.get("emulated"):
         verdict_line += " (emulated device: latency and memory are not real-hardware numbers)"
-    summary = (f"Device **{profile.name}** ({profile.description}). Searched {s.metric} budget K_d = {s.K_d:,.0f} "
-               f"(K' = {s.K_prime:,.0f}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
+    summary = (f"Device **{profile.name}** ({profile.description}). Searched {s.metric} budget K_d = {metric_text(s.metric, s.K_d)} "
+               f"(K' = {metric_text(s.metric, s.K_prime)}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
                f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
                f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
     md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",

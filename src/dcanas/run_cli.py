@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .argtypes import nonneg_int, positive_int
-from .presets import RUN_PRESETS
+from .presets import RUN_PRESETS, metric_text
 from datetime import date
 from pathlib import Path
 
@@ -21,7 +21,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,
                     preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
                     baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
-                    cache_dir=args.cache_dir,
+                    cache_dir=args.cache_dir, latency_calibrate=args.latency_calibrate,
                     search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset,
                                                             eval_C=args.eval_channels, eval_layers=args.eval_layers).items() if v},
                     train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
@@ -44,7 +44,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return 2 if isinstance(exc.cause, UserError) else 1
     v, s = run.outputs("verdict", VerdictOutputs), run.outputs("search", SearchOutputs)
     t, p = run.outputs("train", TrainOutputs), run.outputs("profile", ProfileOutputs)
-    print(f"{profile.name}: {s.metric} budget {s.K_d:,.0f} -> derived network {s.derived_params:,} params, "
+    print(f"{profile.name}: {s.metric} budget {metric_text(s.metric, s.K_d)} -> derived network {s.derived_params:,} params, "
           f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}%; {p.engine} p50 {p.latency_ms['p50']:.3f} ms, "
           f"peak RSS {p.peak_rss_mb:.1f} MB; verdict: {'PASS' if v.passed else 'FAIL'}")
     print(f"report: {run.path(run.outputs('report', ReportOutputs).html)}")
@@ -59,7 +59,8 @@ def add_run_parser(sub) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root")
     p.add_argument("--space", default="darts")
-    p.add_argument("--metric", help="params or flops (default: the profile's budget)")
+    p.add_argument("--metric", type=lambda m: "latency_ms" if m == "latency" else m,
+                   help="params, flops or latency (default: the profile's search_metric, else params, else flops)")
     p.add_argument("--seeds", type=positive_int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
     p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS),
                    help="; ".join(f"{k}: search {s!r} + training {t!r}" for k, (s, t) in RUN_PRESETS.items()))
@@ -74,7 +75,9 @@ def add_run_parser(sub) -> None:
     p.add_argument("--eval-channels", type=positive_int, help="channels C of the evaluation network the budget refers to "
                    "(default: the preset's, widened or narrowed to fit the device budget)")
     p.add_argument("--eval-layers", type=positive_int, help="cells of the evaluation network the budget refers to")
-    p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
+    p.add_argument("--cache-dir", help="LUG and latency-model cache (default ~/.cache/dcanas/lug and ~/.cache/dcanas/latency)")
+    p.add_argument("--latency-calibrate", type=nonneg_int, default=20,
+                   help="networks measured end to end to calibrate the latency model (a latency-searched run builds one)")
     p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo from this stage on")
     p.add_argument("--resume", action="store_true", help="skip stages whose inputs are unchanged")

@@ -19,6 +19,13 @@ Say = Callable[[str], None]
 # ---- what each stage hands on: typed records (paths relative to the run directory) --------------
 
 @dataclass(frozen=True)
+class LatencyOutputs:
+    model: Optional[str]     # the latency model the search used (a copy of the cached one); None: no latency budget searched
+    source: str              # where it came from (the cache file), or why there is none
+    stats: dict[str, Any]    # its fit on the calibration networks (Spearman, Kendall, MAPE, within +-10%)
+
+
+@dataclass(frozen=True)
 class SearchOutputs:
     genotype: str            # the winning genotype (JSON)
     search_log: str          # the winning seed's search.json (epochs, alphas, k_s and lambda per step)
@@ -82,7 +89,7 @@ class ReportOutputs:
 
 
 # The stage list, defined once: name -> the record it returns, in run order.
-OUTPUTS: dict[str, type] = {"search": SearchOutputs, "train": TrainOutputs, "export": ExportOutputs,
+OUTPUTS: dict[str, type] = {"latency": LatencyOutputs, "search": SearchOutputs, "train": TrainOutputs, "export": ExportOutputs,
                             "profile": ProfileOutputs, "verdict": VerdictOutputs, "report": ReportOutputs}
 STAGES = tuple(OUTPUTS)
 
@@ -103,6 +110,7 @@ class RunConfig:
     runs: int = 50
     warmup: int = 10
     cache_dir: Optional[str] = None
+    latency_calibrate: int = 20  # calibration networks of the latency model (a latency-searched run builds one)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -132,31 +140,75 @@ class Stages:
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)
             self.notes += [note] if note else []
-        check_budget(self.search_cfg, cost_model(self.search_cfg))  # before any connection or work
+        if metric != "latency_ms":  # a latency budget is checked once its model is measured (the latency stage)
+            check_budget(self.search_cfg, cost_model(self.search_cfg))  # before any connection or work
 
     def specs(self) -> list[StageSpec]:
         """The stages in order, from the one table (:data:`OUTPUTS`)."""
-        methods = {"search": (self.search_inputs, self.search), "train": (self.train_inputs, self.train),
+        methods = {"latency": (self.latency_inputs, self.latency), "search": (self.search_inputs, self.search), "train": (self.train_inputs, self.train),
                    "export": (self.export_inputs, self.export), "profile": (self.profile_inputs, self.profile_stage),
                    "verdict": (self.verdict_inputs, self.verdict), "report": (self.report_inputs, self.report)}
         return [StageSpec(name, *methods[name]) for name in STAGES]
+
+    # ---- latency model ------------------------------------------------------------
+    def _needs_latency(self) -> bool:
+        return self.search_cfg.metric == "latency_ms"
+
+    def latency_inputs(self, run: RunDir) -> str:
+        return hash_inputs(Path(self.profile.source), self.search_cfg.to_json(), self.cfg.latency_calibrate, self._needs_latency())
+
+    def latency(self, run: RunDir, say: Say) -> LatencyOutputs:
+        """Build (or reuse from the cache) the device's latency model for the search's evaluation network."""
+        import shutil
+
+        if not self._needs_latency():
+            say(f"the search runs on {self.search_cfg.metric}: no latency model needed")
+            return LatencyOutputs(model=None, source=f"not needed (search on {self.search_cfg.metric})", stats={})
+        from .latency.build import build_latency_model
+        from .nets.ops import SPACE_OPS
+        from .search.config import eval_config
+
+        cfg = self.search_cfg
+        lm, path = build_latency_model(self.profile, cfg.space, eval_config(cfg), tuple(SPACE_OPS[cfg.space]),
+                                       calibrate=self.cfg.latency_calibrate, cache_dir=Path(self.cfg.cache_dir) if self.cfg.cache_dir else None,
+                                       progress=say)
+        d = run.stage_dir("latency")
+        shutil.copyfile(path, d / "model.json")
+        st = lm.stats
+        if st.get("rows"):
+            say(f"latency model on {st['rows']} calibration networks: Spearman {st.get('spearman', float('nan')):.3f}, "
+                f"MAPE {100 * st['mape']:.1f}%, within +-10% {100 * st['within_10']:.0f}%")
+        return LatencyOutputs(model="latency/model.json", source=str(path), stats=st)
+
+    def _search_cfg(self, run: RunDir):
+        """The search configuration with the run's latency model, checked against every budget."""
+        from .search.config import check_budget, cost_model
+
+        lat = run.outputs("latency", LatencyOutputs)
+        if lat.model is None:
+            return self.search_cfg
+        cfg = replace(self.search_cfg, latency_model=str(run.path(lat.model)))
+        check_budget(cfg, cost_model(cfg))
+        return cfg
 
     # ---- search -------------------------------------------------------------------
     def search_inputs(self, run: RunDir) -> str:
         from .search.lug import find_lug
 
+        lat = run.outputs("latency", LatencyOutputs)
         lug = find_lug(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
-        return hash_inputs(self.search_cfg.to_json(), self.cfg.seeds, lug or "no-lug")
+        return hash_inputs(self.search_cfg.to_json(), self.cfg.seeds, lug or "no-lug", run.path(lat.model) if lat.model else "no-latency")
 
     def search(self, run: RunDir, say: Say) -> SearchOutputs:
         from .search.lug import resolve_search_budget
         from .search.searcher import run_search
 
-        K_prime, lug = resolve_search_budget(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None, say)
+        search_cfg = self._search_cfg(run)
+        K_prime, lug = resolve_search_budget(search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None, say)
         d = run.stage_dir("search")
         results = []
         for seed in range(self.cfg.seeds):
-            cfg = replace(self.search_cfg, seed=seed, search_budget=K_prime)
+            cfg = replace(search_cfg, seed=seed, search_budget=K_prime)
             seed_dir = d / f"seed-{seed}"
             say(f"seed {seed + 1}/{self.cfg.seeds}: K_d={metric_text(cfg.metric, cfg.budget)} {cfg.metric}, K'={metric_text(cfg.metric, K_prime)}")
             res = run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say)
@@ -268,9 +320,15 @@ class Stages:
         from .profile.verdict import format_table, verdict
 
         measured = json.loads(run.path(run.outputs("profile", ProfileOutputs).result).read_text())
-        v = verdict(self.profile, self._artifact(run), measured)
         s = run.outputs("search", SearchOutputs)
         g, net = genotype_from_json(json.loads(run.path(s.genotype).read_text())), NetConfig.from_json(s.eval_config)
+        lat = run.outputs("latency", LatencyOutputs)
+        predicted = None
+        if lat.model:
+            from .latency.model import load_latency_model
+
+            predicted = {"latency_ms": load_latency_model(run.path(lat.model)).predict(g)}
+        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted)
         analytic = network_cost(g, net)
         fv = fvcore_cost(build_network(g, replace(net, auxiliary=False)), net.input_size, net.in_channels)
         v["cross_check"] = dict(params=analytic.params, flops=analytic.flops, fvcore_params=fv.params, fvcore_flops=fv.flops)

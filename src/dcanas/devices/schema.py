@@ -14,9 +14,11 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import UserError
+from ..presets import PRIMARY_METRICS as SEARCH_METRICS
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
 BUDGET_KEYS = ("params", "flops", "latency_ms", "peak_memory_mb", "model_size_kb")
+
 ENGINES = ("onnxruntime", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
 TRANSPORTS = ("local", "ssh", "adb")
@@ -61,11 +63,12 @@ class DeviceProfile:
     connection: Connection = field(default_factory=Connection)
     emulated: bool = False
     source: str = ""
+    search_on: Optional[str] = None  # the profile's own choice of the budget that drives the search
 
     @property
     def search_metric(self) -> Optional[str]:
-        """The budget that drives the search: params, else flops."""
-        return next((m for m in ("params", "flops") if m in self.budget), None)
+        """The budget that drives the search: the profile's ``search_metric``, else params, else flops."""
+        return self.search_on or next((m for m in ("params", "flops") if m in self.budget), None)
 
 
 # ---- one checker per kind of field: (test, what is valid) --------------------------
@@ -129,7 +132,7 @@ def _resolve(path: Optional[str], folder: Optional[Path]) -> Optional[str]:
 
 def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> DeviceProfile:
     _expect(isinstance(raw, dict), source, type(raw).__name__, "a YAML mapping with name, budget, runtime, connection")
-    _known(raw, ("name", "description", "budget", "runtime", "connection", "emulated"), source)
+    _known(raw, ("name", "description", "budget", "runtime", "connection", "emulated", "search_metric"), source)
     name = raw.get("name")
     _expect(isinstance(name, str) and NAME_RE.fullmatch(name) is not None, f"{source}: 'name'", name,
             "a plain name: letters, digits, '.', '_', '-', starting with a letter or digit, at most 64 characters")
@@ -156,8 +159,13 @@ def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> Devic
     if connection.transport == "ssh":
         _expect(connection.host is not None, f"{source}: 'connection.host'", connection.host,
                 "a host name, an address or an ~/.ssh/config alias")
+    search_on = raw.get("search_metric")
+    if search_on is not None:
+        search_on = "latency_ms" if search_on == "latency" else search_on
+        _expect(search_on in SEARCH_METRICS and search_on in budget, f"{source}: 'search_metric'", raw.get("search_metric"),
+                f"one of {', '.join(SEARCH_METRICS)} (latency: latency_ms) that the budget names")
     return DeviceProfile(name=name, description=raw.get("description", ""), budget=dict(budget), runtime=runtime,
-                         connection=connection, emulated=raw.get("emulated", False), source=source)
+                         connection=connection, emulated=raw.get("emulated", False), source=source, search_on=search_on)
 
 
 def list_profiles() -> list[str]:

@@ -28,7 +28,7 @@ from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
 from ..profile.remote import check_device, measure_batch
-from .measure import calibration_genotypes, fixed_parts, instance_module, op_positions
+from .measure import Probe, calibration_genotypes, fixed_parts, instance_module, op_positions, probe_key
 from .model import LatencyModel, instance_key
 
 Progress = Callable[[str], None]
@@ -143,11 +143,19 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
             models.setdefault("fixed:" + k, (factory, shape))
         for i, g in enumerate(genotypes):
             models[f"net:{seed}:{i}"] = (lambda g=g: build_network(g, cfg), (1, cfg.in_channels, cfg.input_size, cfg.input_size))
+        net_shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size)
+        shapes = {shape for _, shape in models.values()} | {net_shape}
+        for shape in sorted(shapes):
+            models[probe_key(shape)] = (Probe, shape)
         progress(f"latency build on {profile.name} ({fmt.name}, {profile.runtime.threads} threads): {len(positions)} op positions, "
-                 f"{len({k for k, _, _ in parts})} fixed parts, {len(genotypes)} calibration networks; {rounds} rounds x {runs} runs each")
+                 f"{len({k for k, _, _ in parts})} fixed parts, {len(shapes)} per-call probes, {len(genotypes)} calibration networks; "
+                 f"{rounds} rounds x {runs} runs each")
         measured, conditions = measure_models(profile, fmt, models, work, runs=runs, rounds=rounds, progress=progress)
-        table = {instance_key(inst): measured["op:" + instance_key(inst)]["p50_ms"] for inst in positions}
-        fixed_ms = sum(measured["fixed:" + k]["p50_ms"] for k, _, _ in parts)
+        def alone(name: str) -> float:  # a model's time without the per-call cost of the runtime
+            return max(measured[name]["p50_ms"] - measured[probe_key(models[name][1])]["p50_ms"], 0.0)
+
+        table = {instance_key(inst): alone("op:" + instance_key(inst)) for inst in positions}
+        fixed_ms = sum(alone("fixed:" + k) for k, _, _ in parts) + measured[probe_key(net_shape)]["p50_ms"]
         lm = LatencyModel(space=space, eval_config=cfg.to_json(), op_names=sorted({p[0] for p in positions}), basis="table",
                           intercept=fixed_ms, weights={p[0]: 1.0 for p in positions}, table=table, fixed_ms=fixed_ms,
                           device=dict(key=key, info=info, conditions=conditions, repeat_cv=repeat_cv(measured),

@@ -74,6 +74,18 @@ def fixed_parts(space: str, cfg: NetConfig) -> list[Part]:
     return parts
 
 
+class Probe(nn.Module):
+    """The cheapest model of a given input shape (one add): what the runtime costs per call, whatever the
+    model. Subtracted from each op measured alone, since in a network that cost is paid once."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + 1.0
+
+
+def probe_key(shape: tuple[int, ...]) -> str:
+    return "probe:" + "x".join(str(d) for d in shape)
+
+
 def calibration_genotypes(space: str, n: int, seed: int) -> list[Genotype]:
     """``n`` distinct random genotypes (NB201: none excluded, as the derivation never needs a dead branch)."""
     rng, out, seen = random.Random(seed), [], set()

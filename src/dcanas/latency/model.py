@@ -4,7 +4,8 @@ knapsack derivations take it unchanged).
 
     latency(net) = theta_0 + sum over op types o of theta_o x sum over the instances of o of base(instance)
 
-``base`` is the instance's time measured alone on the device (basis "table": ``latency build``), or
+``base`` is the instance's time measured alone on the device, less the runtime's per-call cost (a
+one-add model of the same input shape; basis "table": ``latency build``), or
 its analytic work when only end-to-end measurements exist (basis "work": ``latency fit``; MMACs for
 ops with weights, million input elements for pools and skips). theta_0 holds what no instance owns
 (stem, preprocessing and head in the table basis; session overhead); theta_o corrects what timing an
@@ -107,7 +108,8 @@ class LatencyModel:
         return sum(t * f for t, f in zip(self.theta(), self.features(genotype)))
 
     def table_only(self, genotype: Genotype) -> float:
-        """The per-op table alone: measured fixed part plus each instance's time alone (no fit)."""
+        """The per-op table alone: measured fixed part (with one per-call cost) plus each instance's time
+        alone less its per-call cost (no fit)."""
         if self.basis != "table" or self.fixed_ms is None:
             raise UserError("this latency model has no per-op table (built by latency fit from end-to-end rows)")
         return self.fixed_ms + sum(self.base(i) for i in instances(genotype, self.net))

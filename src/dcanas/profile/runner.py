@@ -279,35 +279,39 @@ def profile(args):
 
 
 def batch(args):
-    """Latency of many small models in one process (the latency model's measurements): each model is
-    loaded once, warmed up, then timed in ``--rounds`` interleaved rounds of ``--runs`` runs; per round
-    the median. Interleaving spreads slow drifts (heat, other load) over all models alike."""
+    """Latency of many small models in one process (the latency model's measurements): in each of
+    ``--rounds`` interleaved rounds every model is loaded alone, warmed up and timed over ``--runs``
+    runs (the median kept), then released, so that no other session's threads (onnxruntime's spin
+    after a run) share the cores with the one being timed, as in a single-model profile.
+    Interleaving spreads slow drifts (heat, other load) over all models alike."""
     try:
         import numpy as np
     except ImportError as exc:
         raise Missing("numpy", str(exc)) from None
+    import gc
     t_start = time.perf_counter()
     before = conditions()
     with open(args.batch) as fh:
         paths = [line.strip() for line in fh if line.strip()]
     base = os.path.dirname(os.path.abspath(args.batch))
-    engines = [Engine(os.path.join(base, p), args.threads) for p in paths]
     rng = np.random.default_rng(0)
-    xs = [rng.standard_normal(e.shape).astype(np.float32) for e in engines]
-    for e, x in zip(engines, xs):
-        for _ in range(max(1, args.warmup)):
-            e(x)
     rounds = [[] for _ in paths]
+    name = version = None
     for _ in range(args.rounds):
-        for i, (e, x) in enumerate(zip(engines, xs)):
+        for i, p in enumerate(paths):
+            engine = Engine(os.path.join(base, p), args.threads)
+            name, version = engine.name, engine.version
+            x = rng.standard_normal(engine.shape).astype(np.float32)
+            for _ in range(max(1, args.warmup)):
+                engine(x)
             times = []
             for _ in range(args.runs):
                 t0 = time.perf_counter()
-                e(x)
+                engine(x)
                 times.append((time.perf_counter() - t0) * 1000)
             rounds[i].append(percentile(sorted(times), 50))
-    name = engines[0].name if engines else None
-    version = engines[0].version if engines else None
+            del engine
+            gc.collect()
     return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50)} for p, r in zip(paths, rounds)],
             "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs,

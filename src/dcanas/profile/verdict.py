@@ -9,6 +9,7 @@ from typing import Any, Optional
 from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.inspect import graph_cost, metadata
+from ..presets import metric_text
 
 
 def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, float]]:
@@ -33,13 +34,15 @@ SOURCES = {"params": "model graph", "flops": "model graph", "latency_ms": "devic
            "model_size_kb": "file"}
 
 
-def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50") -> dict[str, Any]:
+def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50",
+            predicted: Optional[dict[str, float]] = None) -> dict[str, Any]:
     """Params and FLOPs are counted from the graph of the file that was profiled (batch norm folded
     by the exporters), never taken from its metadata; the analytic counter's figures for the
     genotype in the metadata are shown beside them. A quantity the graph does not allow to count
-    is "not counted" and not a failure."""
+    is "not counted" and not a failure. ``predicted``: what the search's models predicted (the latency
+    model's ms), shown beside the measurement."""
     graph = graph_cost(model)
-    analytic = analytic_cost(metadata(model))
+    analytic = {**(analytic_cost(metadata(model)) or {}), **(predicted or {})} or None
     values: dict[str, Optional[float]] = {
         "params": graph["params"], "flops": graph["flops"],
         "latency_ms": measured["latency_ms"][percentile],
@@ -50,7 +53,7 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
     for key, budget in profile.budget.items():
         value = values.get(key)
         met = None if value is None else value <= budget
-        source = SOURCES[key] + (f"; {'predicted' if key == 'model_size_kb' else 'analytic'} {analytic[key]:,}"
+        source = SOURCES[key] + (f"; {'analytic' if key in ('params', 'flops') else 'predicted'} {metric_text(key, analytic[key])}"
                                  if analytic and key in analytic else "")
         rows.append(dict(budget=key + (f" ({percentile})" if key == "latency_ms" else ""), limit=budget, measured=value,
                          margin=None if value is None else budget - value, met=met,
@@ -61,7 +64,7 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
         rows.append(dict(budget="outputs match PyTorch (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
                          margin=None, met=bool(measured["reference_top1_match"]), source="device vs .ref.npz"))
     return dict(device=profile.name, model=model.name, passed=all(r["met"] is not False for r in rows), rows=rows,
-                emulated=profile.emulated, graph=graph, analytic=analytic)
+                emulated=profile.emulated, graph=graph, analytic=analytic, predicted=predicted or {})
 
 
 def format_table(v: dict[str, Any]) -> str:
