@@ -150,6 +150,17 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert len(lm.calibration) == 4 and lm.stats["rows"] == 4
     assert lm.device["info"]["cpu_model"] and lm.device["conditions"][0]["engine"] == "onnxruntime"
     assert "repeat-to-repeat CV" in r.stdout and "fit on 4 networks" in r.stdout
+    # `latency fit` on rows measured here (the calibration networks' end-to-end p50s) as JSON genotype paths
+    rows = ["genotype,latency_ms"]
+    for i, c in enumerate(lm.calibration):
+        (tmp_path / f"c{i}.json").write_text(json.dumps(c["genotype"]))
+        rows.append(f"{tmp_path / f'c{i}.json'},{c['measured_ms']}")
+    (tmp_path / "measured.csv").write_text("\n".join(rows) + "\n")
+    fit = dcanas("latency", "fit", "--space", "darts", "--preset", "tiny", "--csv", str(tmp_path / "measured.csv"),
+                 "--out", str(tmp_path / "fit.json"))
+    assert fit.returncode == 0, fit.stderr
+    fitted = load_latency_model(tmp_path / "fit.json")
+    assert fitted.basis == "work" and fitted.stats["rows"] == 4 and fitted.stats["mape"] < 0.25
     state_path = next(cache.glob("local-darts-*/measured.json"))
     state = json.loads(state_path.read_text())
     for name in list(state["measured"])[:2]:
@@ -197,5 +208,6 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     assert load_latency_model(run / "latency" / "model.json").to_json() == load_latency_model(path).to_json()
     v = json.loads((run / "verdict" / "verdict.json").read_text())
     row = next(x for x in v["rows"] if x["budget"].startswith("latency_ms"))
-    assert "predicted" in row["source"] and v["predicted"]["latency_ms"] == pytest.approx(s["derived_cost"], abs=1e-3)
+    lm = load_latency_model(path)
+    assert "predicted" in row["source"] and (1 + lm.margin) * v["predicted"]["latency_ms"] == pytest.approx(s["derived_cost"], abs=1e-3)
     assert (run / "report" / "latency_model.png").exists()

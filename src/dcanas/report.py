@@ -143,15 +143,15 @@ def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | Non
     pr = [c["predicted_ms"] for c in cal]
     if cal:
         a = agreement(pr, m)
-        ax.scatter(m, pr, s=18, label=f"calibration ({len(cal)}): Spearman {a.get('spearman', float('nan')):.3f}, Kendall "
+        ax.scatter(m, pr, s=18, zorder=3, label=f"calibration ({len(cal)}): Spearman {a.get('spearman', float('nan')):.3f}, Kendall "
                    f"{a.get('kendall', float('nan')):.3f}\nMAPE {100 * a['mape']:.1f}%, within +-10% {100 * a['within_10']:.0f}%")
     if derived:
-        ax.scatter([derived[1]], [derived[0]], marker="*", s=160, color="tab:red", label="derived network")
+        ax.scatter([derived[1]], [derived[0]], marker="*", s=160, color="tab:red", zorder=4, label="derived network")
     vals = m + pr + (list(derived) if derived else [])
     if vals:
         lo, hi = min(vals) * 0.9, max(vals) * 1.1
         ax.plot([lo, hi], [lo, hi], "k-", lw=0.8)
-        ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.85", label="+-10%")
+        ax.fill_between([lo, hi], [0.9 * lo, 0.9 * hi], [1.1 * lo, 1.1 * hi], color="0.85", label="+-10%", zorder=0)
     ax.set_xlabel("measured p50 (ms)")
     ax.set_ylabel("predicted (ms)")
     ax.set_title("latency model: predicted vs measured", fontsize=10)

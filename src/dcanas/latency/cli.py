@@ -147,6 +147,7 @@ def describe(lm, path) -> str:
     if lm.fixed_ms is not None:
         lines.append(f"per-op table: {len(lm.table)} op positions, fixed part {lm.fixed_ms:.4f} ms")
     lines.append(f"theta_0 {lm.intercept:.4f} ms; " + ", ".join(f"{o} x{w:.3f}" for o, w in lm.weights.items()))
+    lines.append(f"search bound: prediction x {1 + lm.margin:.3f} (the largest leave-one-out under-prediction on the calibration networks)")
     if s.get("rows"):
         lines.append(f"fit on {s['rows']} networks (ridge {s.get('ridge')}): Spearman {s.get('spearman', float('nan')):.3f}, "
                      f"Kendall {s.get('kendall', float('nan')):.3f}, MAPE {100 * s['mape']:.2f}%, within +-10% {100 * s['within_10']:.0f}%")

@@ -74,6 +74,7 @@ class LatencyModel:
     device: dict[str, Any] = field(default_factory=dict)   # what it was measured on, and under which conditions
     calibration: list[dict[str, Any]] = field(default_factory=list)  # [{genotype, measured_ms, predicted_ms}]
     stats: dict[str, Any] = field(default_factory=dict)
+    margin: float = 0.0  # the largest leave-one-out under-prediction on the calibration rows (relative): the search's bound
 
     @property
     def net(self) -> NetConfig:
@@ -107,6 +108,12 @@ class LatencyModel:
     def predict(self, genotype: Genotype) -> float:
         return sum(t * f for t, f in zip(self.theta(), self.features(genotype)))
 
+    def bound(self, genotype: Genotype) -> float:
+        """The prediction raised by ``margin``: what a search holds under the budget, so that a network
+        at the budget by the model is still within it when the model errs as much as it did on a
+        calibration network it had not seen."""
+        return (1.0 + self.margin) * self.predict(genotype)
+
     def table_only(self, genotype: Genotype) -> float:
         """The per-op table alone: measured fixed part (with one per-call cost) plus each instance's time
         alone less its per-call cost (no fit)."""
@@ -130,6 +137,8 @@ class LatencyModel:
             ridge = min(loo, key=lambda r: (loo[r], -r))
             self.stats = dict(ridge_loo={str(r): e for r, e in loo.items()})
         theta = _solve(Phi, y, prior, ridge)
+        loo = _loo_predictions(Phi, y, prior, ridge) if len(rows) >= 3 else Phi @ theta
+        self.margin = float(max(0.0, float(((y - loo) / loo).max())))
         self.intercept = float(theta[0])
         self.weights = {o: float(t) for o, t in zip(self.op_names, theta[1:])}
         pred = Phi @ theta
@@ -188,16 +197,22 @@ def _solve(Phi, y, prior, ridge: float):
     return theta
 
 
+def _loo_predictions(Phi, y, prior, ridge: float):
+    """Each row predicted by the fit to the others."""
+    import numpy as np
+
+    out = np.empty_like(y)
+    for i in range(len(y)):
+        keep = np.arange(len(y)) != i
+        out[i] = float(Phi[i] @ _solve(Phi[keep], y[keep], prior, ridge))
+    return out
+
+
 def _loo_error(Phi, y, prior, ridge: float) -> float:
     """Mean relative error of each row predicted by the fit to the others."""
     import numpy as np
 
-    errs = []
-    for i in range(len(y)):
-        keep = np.arange(len(y)) != i
-        theta = _solve(Phi[keep], y[keep], prior, ridge)
-        errs.append(abs(float(Phi[i] @ theta) - y[i]) / y[i])
-    return float(np.mean(errs))
+    return float(np.mean(np.abs(_loo_predictions(Phi, y, prior, ridge) - y) / y))
 
 
 def _ranks(x):

@@ -57,7 +57,8 @@ class CostModel:
                                 f"{eval_cfg.input_size}px); build one for it")
 
         def value(cost: Cost, inst: tuple = ()) -> float:
-            return self.latency.instance_ms(inst) if metric == "latency_ms" else self.value(cost)
+            # latency: the model's bound (its prediction raised by the calibration's worst unseen error)
+            return (1 + self.latency.margin) * self.latency.instance_ms(inst) if metric == "latency_ms" else self.value(cost)
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
         self.usable = derivable(space, op_names)
@@ -95,7 +96,7 @@ class CostModel:
         """What a whole network adds once: the exported format's base size, the latency model's theta_0
         (0 for params and FLOPs)."""
         if self.metric == "latency_ms":
-            return self.latency.intercept
+            return (1 + self.latency.margin) * self.latency.intercept
         return 0.0 if self._size is None else self._size.base_bytes() / 1024
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
@@ -116,7 +117,7 @@ class CostModel:
     def derived(self, genotype: Genotype) -> float:
         """The cost of the derived evaluation network (the analytic counter; model size and latency: predicted)."""
         if self.metric == "latency_ms":
-            return self.latency.predict(genotype)
+            return self.latency.bound(genotype)
         v = self.value(network_cost(genotype, self.eval_cfg)) + self.offset()
         return v if self._size is not None else int(v)
 
