@@ -48,7 +48,7 @@ def test_end_to_end_local(local_run):
     assert r.returncode == 0, r.stderr[-3000:]
     assert "verdict: PASS" in r.stdout
     state = json.loads((out / "run.json").read_text())
-    assert [s for s in state["stages"]] == ["search", "train", "export", "profile", "verdict", "report"]
+    assert [s for s in state["stages"]] == ["latency", "search", "train", "export", "profile", "verdict", "report"]
     assert all(s["status"] == "done" and s["wall_s"] > 0 and len(s["inputs"]) == 64 for s in state["stages"].values())
     from importlib.metadata import version
 
@@ -67,7 +67,7 @@ def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
     r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--resume"),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
-    for stage in ("search", "train", "export", "profile", "verdict", "report"):
+    for stage in ("latency", "search", "train", "export", "profile", "verdict", "report"):
         assert f"== {stage}: unchanged, reused" in r.stderr
     before = (out / "export" / "model.onnx").stat().st_mtime_ns
     r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--from", "export"),
