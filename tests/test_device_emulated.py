@@ -17,7 +17,7 @@ pytestmark = pytest.mark.skipif(os.environ.get("DCANAS_EMULATED_PI") != "1",
 
 def profile(model, *extra):
     r = subprocess.run([sys.executable, "-m", "dcanas", "profile", "--device", "rpi4-emulated", str(model), "--runs", "5",
-                        "--warmup", "1", "--json", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
+                        "--warmup", "1", "--json", "--any-format", *extra], capture_output=True, text=True, timeout=600, cwd=ROOT)
     assert r.stdout, r.stderr
     return r, json.loads(r.stdout)
 

@@ -74,9 +74,20 @@ def test_bad_yaml_and_unknown_device_exit_2(tmp_path):
 
 # ---- local --------------------------------------------------------------------------
 
+def local_profile(tmp_path: Path, engine: str, **budget) -> Path:
+    """The shipped `local` profile with another runtime engine (and budget)."""
+    base = yaml.safe_load((Path(load_profile("local").source)).read_text())
+    base["runtime"]["engine"] = engine
+    base["budget"].update(budget)
+    path = tmp_path / f"local-{engine}.yaml"
+    path.write_text(yaml.safe_dump(base))
+    return path
+
+
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
-def test_profile_local_json(artifacts, fmt):
-    r = dcanas("profile", "--device", "local", str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
+def test_profile_local_json(artifacts, fmt, tmp_path):
+    device = "local" if fmt == "onnx" else str(local_profile(tmp_path, "tflite"))
+    r = dcanas("profile", "--device", device, str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
     assert r.returncode == 0, r.stderr  # the local profile's budgets are far above this small network
     out = json.loads(r.stdout)
     for key in ("engine", "engine_version", "python", "machine", "cpu_model", "threads", "model_size_bytes", "load_ms",
@@ -105,12 +116,71 @@ def test_verdict_gates_with_exit_code(artifacts, tmp_path):
         assert ("PASS" in r.stdout) == (code == 0)
 
 
+def test_a_model_of_another_format_is_refused(artifacts, tmp_path):
+    """`local` runs onnxruntime fp32: its profile of a TFLite file would answer another question."""
+    r = dcanas("profile", "--device", "local", str(artifacts["tflite"]), "--runs", "2", "--warmup", "0")
+    assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "model.tflite is a tflite fp32 model but local runs onnxruntime fp32 (the onnx export" in r.stderr
+    assert "--any-format" in r.stderr
+    r = dcanas("profile", "--device", "local", str(artifacts["tflite"]), "--runs", "2", "--warmup", "0", "--any-format")
+    assert r.returncode == 0, r.stderr
+
+
+def test_run_always_exports_and_profiles_the_devices_format():
+    from dcanas.stages import RunConfig, Stages
+
+    s = Stages(RunConfig(device="local", preset="tiny", formats=["tflite"]), load_profile("local"))
+    assert s.formats() == ["tflite", "onnx"] and s.target_format() == "onnx"
+    rpi = Stages(RunConfig(device="rpi4", preset="tiny", formats=["onnx", "tflite"]), load_profile("rpi4"))
+    assert rpi.formats() == ["onnx", "tflite", "tflite-int8"]
+
+
+def test_frequency_drop_and_throttling_are_warned(artifacts, tmp_path):
+    """A fake sysfs tree (DCANAS_SYSFS_ROOT: no test can heat a CPU) whose CPU frequency falls and whose
+    firmware flags throttling while the runner times the model: the profile says so."""
+    import threading
+
+    sysfs = tmp_path / "sysfs"
+    freq = sysfs / "sys/devices/system/cpu/cpu0/cpufreq"
+    freq.mkdir(parents=True)
+    (freq / "scaling_governor").write_text("ondemand\n")
+    (freq / "scaling_cur_freq").write_text("1500000\n")
+    (sysfs / "sys/class/thermal/thermal_zone0").mkdir(parents=True)
+    (sysfs / "sys/class/thermal/thermal_zone0/temp").write_text("61000\n")
+    fw = sysfs / "sys/devices/platform/soc/soc:firmware"
+    fw.mkdir(parents=True)
+    (fw / "get_throttled").write_text("0x0\n")
+
+    def heat() -> None:
+        import time
+        time.sleep(2.0)
+        (freq / "scaling_cur_freq").write_text("600000\n")
+        (sysfs / "sys/class/thermal/thermal_zone0/temp").write_text("84000\n")
+        (fw / "get_throttled").write_text("0x60006\n")
+
+    t = threading.Thread(target=heat)
+    t.start()
+    r = subprocess.run([sys.executable, "-m", "dcanas", "profile", "--device", "local", str(artifacts["onnx"]), "--runs", "5",
+                        "--warmup", "1", "--min-seconds", "5", "--json"], capture_output=True, text=True, timeout=300,
+                       env={**os.environ, "DCANAS_SYSFS_ROOT": str(sysfs)})
+    t.join()
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    assert out["before"] == {"cpu_freq_mhz": 1500.0, "governor": "ondemand", "temperature_c": 61.0, "throttled": 0}
+    assert out["after"]["cpu_freq_mhz"] == 600.0 and out["after"]["throttled"] == 0x60006
+    text = " ".join(out["warnings"])
+    assert "fell from 1500 to 600 MHz" in text and "61.0 -> 84.0 C" in text
+    assert "now: frequency capped, throttled" in text and "new during the run: frequency capped, throttled" in text
+    assert "WARNING: the CPU frequency fell" in r.stderr
+
+
 # ---- through a real sshd ---------------------------------------------------------------
 
 @needs_sshd
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_profile_over_ssh(sshd, artifacts, tmp_path, fmt):
-    prof = sshd.profile_yaml(tmp_path / "p.yaml")
+    engine = "onnxruntime" if fmt == "onnx" else "tflite"
+    prof = sshd.profile_yaml(tmp_path / "p.yaml", runtime=dict(engine=engine, threads=1, precision="fp32"))
     r = dcanas("profile", "--device", str(prof), str(artifacts[fmt]), "--runs", "10", "--warmup", "2", "--json")
     assert r.returncode == 0, r.stderr  # budget: 1,000 ms and 4,096 MB
     out = json.loads(r.stdout)

@@ -263,9 +263,10 @@ class Stages:
         return formats_for(self.profile.runtime.engine, self.profile.runtime.precision).name
 
     def formats(self) -> list[str]:
-        if self.cfg.formats:
-            return list(self.cfg.formats)
+        """The exports: --formats, always with the format the device runs (profiled whatever the order)."""
         target = self.target_format()
+        if self.cfg.formats:
+            return list(self.cfg.formats) + ([] if target in self.cfg.formats else [target])
         return sorted({target, "onnx"}, key=lambda n: n != target)  # the device's format first
 
     def export_inputs(self, run: RunDir) -> str:
@@ -275,6 +276,8 @@ class Stages:
         from .export.exporter import export_model
 
         d = run.stage_dir("export")
+        if self.cfg.formats and self.target_format() not in self.cfg.formats:
+            say(f"exporting {self.target_format()} too: the format {self.profile.name} runs, and the one profiled")
         rows = export_model(run.path(run.outputs("train", TrainOutputs).model), self.formats(), d, dataset=self.cfg.dataset,
                             data_root=self.cfg.data_root, progress=say)
         failed = [r for r in rows if not r["passed"]]
@@ -284,11 +287,8 @@ class Stages:
         if failed:
             raise RuntimeError("export validation failed: " + "; ".join(f"{r['format']}: {r.get('reason')}" for r in failed))
         target = self.target_format()
-        match = [r for r in rows if r["format"] == target]
-        if not match:
-            say(f"WARNING: --formats has no {target} export, the format {self.profile.name}'s runtime runs; "
-                f"profiling {rows[0]['file']} instead")
-        return ExportOutputs(manifest="export/export.json", device_artifact=f"export/{(match or rows)[0]['file']}",
+        [match] = [r for r in rows if r["format"] == target]  # formats() always includes it
+        return ExportOutputs(manifest="export/export.json", device_artifact=f"export/{match['file']}",
                              rows=[{k: v for k, v in r.items() if k not in ("ops", "traceback")} for r in rows])
 
     # ---- profile ------------------------------------------------------------------

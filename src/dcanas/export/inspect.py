@@ -142,3 +142,27 @@ def _tflite_cost(path: Path) -> dict[str, Optional[int]]:
         else:                          # weights [units, K]
             flops += prod(out) * w[-1]
     return {"params": int(params), "flops": int(flops)}
+
+
+def precision_of(path: str | Path) -> tuple[str, str]:
+    """(engine, precision) of a model file: the export's own record when it has one (ONNX metadata, the
+    TFLite sidecar), else read from the file (ONNX: fp32; TFLite: the weights' type of its convolutions)."""
+    path = Path(path)
+    kind = recognise(path)
+    meta = metadata(path)
+    if isinstance(meta.get("precision"), str):
+        return ("onnxruntime" if kind == "onnx" else "tflite"), meta["precision"]
+    if kind == "onnx":
+        return "onnxruntime", "fp32"
+    import numpy as np
+    from ai_edge_litert.interpreter import Interpreter
+
+    interp = Interpreter(model_path=str(path))
+    dtypes = {t["index"]: t["dtype"] for t in interp.get_tensor_details()}
+    weights = [dtypes[op["inputs"][1]] for op in interp._get_ops_details()  # noqa: SLF001
+               if op["op_name"] in ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED") and op["inputs"][1] >= 0]
+    if any(d == np.int8 for d in weights):
+        return "tflite", "int8"
+    if any(d == np.float16 for d in weights) or any(d == np.float16 for d in dtypes.values()):
+        return "tflite", "fp16"
+    return "tflite", "fp32"

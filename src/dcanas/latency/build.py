@@ -99,12 +99,13 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
-        res = measure_batch(profile, [paths[n] for n in chunk], runs=runs, rounds=rounds, progress=lambda m: None)
+        res = measure_batch(profile, [paths[n] for n in chunk], runs=runs, rounds=rounds,
+                            progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         for n in chunk:
             r = by_file[paths[n].name]
             state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"])
-        state["conditions"].append({k: res.get(k) for k in ("before", "after", "cpu_model", "engine", "engine_version", "threads",
+        state["conditions"].append({k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads",
                                                            "machine", "total_s")})
         write_json(state_path, state)
     return {n: state["measured"][n] for n in names}, state["conditions"]

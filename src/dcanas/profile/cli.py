@@ -15,7 +15,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
     profile = load_profile(args.device)
     result = profile_model(profile, args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout)
+                           min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout, any_format=args.any_format)
     v = verdict(profile, Path(args.model), result, args.percentile)
     if args.json:
         print(json.dumps({**result, "verdict": v}))
@@ -28,6 +28,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
               f"{result['reference_max_abs_diff'] if result['reference_max_abs_diff'] is not None else 'n/a'}")
         if result.get("note"):
             print(result["note"])
+        for w in result.get("warnings", []):
+            print(f"WARNING: {w}")
         print(format_table(v))
     return 0 if v["passed"] else 1
 
@@ -37,6 +39,8 @@ def add_profile_parser(sub) -> None:
     p.add_argument("model", help="MODEL.onnx or MODEL.tflite (its .ref.npz beside it is pushed too)")
     p.add_argument("--device", required=True, help="a shipped profile name (local, rpi4, ...) or a YAML path")
     p.add_argument("--runs", type=positive_int, default=50)
+    p.add_argument("--any-format", action="store_true", help="measure a model whose format is not the profile's runtime "
+                   "(engine and precision); refused otherwise")
     p.add_argument("--warmup", type=nonneg_int, default=10)
     p.add_argument("--min-seconds", type=nonneg_float, default=0.0, help="keep timing until at least this long")
     p.add_argument("--threads", type=positive_int, help="default: the profile's runtime.threads")

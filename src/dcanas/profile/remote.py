@@ -126,6 +126,32 @@ def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[s
     return info
 
 
+THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}
+
+
+def condition_warnings(before: dict[str, Any], after: dict[str, Any]) -> list[str]:
+    """What in the device's conditions makes a latency untrustworthy: the CPU frequency fell during the run,
+    or the firmware reports throttling now or newly since boot (Raspberry Pi ``get_throttled``)."""
+    out = []
+    f0, f1 = (before or {}).get("cpu_freq_mhz"), (after or {}).get("cpu_freq_mhz")
+    if f0 and f1 and f1 < 0.9 * f0:
+        out.append(f"the CPU frequency fell from {f0:.0f} to {f1:.0f} MHz during the run (temperature "
+                   f"{(before or {}).get('temperature_c')} -> {(after or {}).get('temperature_c')} C): these latencies are "
+                   f"not the device's steady state; cool it (--cooldown S between runs) or improve its cooling")
+    t0, t1 = (before or {}).get("throttled"), (after or {}).get("throttled")
+    if t1:
+        now = [name for bit, name in THROTTLE_BITS.items() if t1 & (1 << bit)]
+        new = [name for bit, name in THROTTLE_BITS.items() if t1 & (1 << (bit + 16)) and not (t0 or 0) & (1 << (bit + 16))]
+        if now or new:
+            out.append(f"the device reports throttling (get_throttled {t1:#x}): " + "; ".join(
+                ([f"now: {', '.join(now)}"] if now else []) + ([f"new during the run: {', '.join(new)}"] if new else []))
+                + "; the latency is not trustworthy")
+    gov = (after or {}).get("governor")
+    if gov and gov not in ("performance", "schedutil", "ondemand"):
+        out.append(f"the CPU governor is {gov!r}: latencies may be low-clocked; 'performance' gives repeatable numbers")
+    return out
+
+
 def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], list[str]], timeout_s: float, what: str,
                progress: Progress = _stderr) -> tuple[dict[str, Any], dict[str, float], str]:
     """One runner session: connect, push the runner and ``files`` into a fresh work dir, run the runner
@@ -191,15 +217,35 @@ def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20,
         listing.parent.rmdir()
     result["device"] = profile.name
     result["emulated"] = profile.emulated
+    result["warnings"] = condition_warnings(result.get("before", {}), result.get("after", {}))
+    for w in result["warnings"]:
+        progress(f"WARNING: {w}")
     return result
+
+
+def check_format(profile: DeviceProfile, model: Path) -> None:
+    """The model must be what the profile's runtime runs (engine and precision): a profile of another
+    format answers another question."""
+    from ..export.formats import formats_for
+    from ..export.inspect import precision_of
+
+    engine, precision = precision_of(model)
+    want = profile.runtime
+    if (engine, precision) != (want.engine, want.precision):
+        expected = formats_for(want.engine, want.precision)
+        raise UserError(f"{model.name} is a {engine} {precision} model but {profile.name} runs {want.engine} {want.precision} "
+                        f"(the {expected.name} export, *{expected.suffix}); profile that file, or pass --any-format to "
+                        f"measure this one anyway")
 
 
 def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
                   threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
-                  timeout_s: Optional[float] = None, progress: Progress = _stderr) -> dict[str, Any]:
+                  timeout_s: Optional[float] = None, any_format: bool = False, progress: Progress = _stderr) -> dict[str, Any]:
     """Run the model on the device and return the runner's JSON plus the host-side timings."""
     model = Path(model)
     recognise(model)  # a garbage file never reaches the device
+    if not any_format:
+        check_format(profile, model)
     check_options(runs, warmup, threads, min_seconds, affinity)
     ref = check_reference(model)
     timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds)
@@ -216,6 +262,9 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
     result["device"] = profile.name
     result["emulated"] = profile.emulated
     result["remote_workdir"] = wd
+    result["warnings"] = condition_warnings(result.get("before", {}), result.get("after", {}))
+    for w in result["warnings"]:
+        progress(f"WARNING: {w}")
     result["phases"] = phases
     result["wall_s"] = time.perf_counter() - t_start
     result["orchestration_overhead_s"] = result["wall_s"] - result["total_s"]

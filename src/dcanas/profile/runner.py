@@ -29,7 +29,13 @@ PART_NAMES = {"0xd03": "Cortex-A53", "0xd04": "Cortex-A35", "0xd05": "Cortex-A55
               "0xd0d": "Cortex-A77", "0xd41": "Cortex-A78", "0x802": "Kryo 385 Gold", "0x803": "Kryo 385 Silver"}
 
 
+# Where /sys is read from: a test points this at a fake tree (no test can heat a CPU); /proc stays real.
+SYSFS_ROOT = os.environ.get("DCANAS_SYSFS_ROOT", "")
+
+
 def _read(path):
+    if path.startswith("/sys/") and SYSFS_ROOT:
+        path = SYSFS_ROOT.rstrip("/") + path
     try:
         with open(path) as fh:
             return fh.read()
@@ -71,7 +77,7 @@ def temperature_c():
     text = _read("/sys/class/thermal/thermal_zone0/temp")
     if text and text.strip().lstrip("-").isdigit():
         return round(int(text) / 1000.0, 1)
-    if shutil.which("vcgencmd"):  # Raspberry Pi firmware
+    if not SYSFS_ROOT and shutil.which("vcgencmd"):  # Raspberry Pi firmware
         try:
             out = subprocess.run(["vcgencmd", "measure_temp"], capture_output=True, text=True, timeout=5).stdout
             return float(out.strip().split("=")[1].split("'")[0])
@@ -200,13 +206,21 @@ def governor():
 
 
 def throttled():
-    """The Raspberry Pi firmware's throttling flags (``vcgencmd get_throttled``), else None."""
-    if not shutil.which("vcgencmd"):
+    """The Raspberry Pi firmware's throttling flags as an int (sysfs, else ``vcgencmd get_throttled``),
+    else None. Bits 0-3 now (under-voltage, frequency capped, throttled, soft temperature limit),
+    bits 16-19 the same since boot."""
+    text = _read("/sys/devices/platform/soc/soc:firmware/get_throttled")
+    if text and text.strip():
+        try:
+            return int(text.strip(), 16)
+        except ValueError:
+            return None
+    if SYSFS_ROOT or not shutil.which("vcgencmd"):
         return None
     try:
         out = subprocess.run(["vcgencmd", "get_throttled"], capture_output=True, text=True, timeout=5).stdout
-        return out.strip().split("=")[1]
-    except (OSError, IndexError, subprocess.SubprocessError):
+        return int(out.strip().split("=")[1], 16)
+    except (OSError, IndexError, ValueError, subprocess.SubprocessError):
         return None
 
 
@@ -228,7 +242,7 @@ def profile(args):
     t_start = time.perf_counter()
     if args.affinity:
         os.sched_setaffinity(0, parse_affinity(args.affinity))
-    before = {"cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c()}
+    before = conditions()
     try:
         import numpy as np
     except ImportError as exc:
@@ -270,7 +284,7 @@ def profile(args):
         "latencies_ms": times,
         "peak_rss_mb": peak_kb / 1024.0 if peak_kb else None,
         "rss_increase_mb": (peak_kb - rss_base) / 1024.0 if peak_kb and rss_base else None,
-        "before": before, "after": {"cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c()},
+        "before": before, "after": conditions(),
         "reference_max_abs_diff": float(np.abs(y.astype(np.float64) - ref["output"].astype(np.float64)).max()) if ref is not None else None,
         "reference_top1_match": bool((y.argmax(-1) == ref["output"].argmax(-1)).all()) if ref is not None else None,
     }
