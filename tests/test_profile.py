@@ -290,3 +290,44 @@ def test_shell_metacharacters_in_paths_are_harmless(sshd, artifacts, tmp_path):
     assert r.returncode == 0, r.stderr
     assert json.loads(r.stdout)["model"] == odd.name
     assert not list(Path("/").glob("PWNED")) and not list(Path.home().glob("PWNED")) and not list(sshd.root.rglob("PWNED"))
+
+
+@needs_sshd
+def test_comparison_table_in_one_connection(sshd, artifacts, tmp_path):
+    """ONNX, TFLite fp32 and int8 at 1 and 2 threads through the loopback sshd: one connection, one table,
+    the thread check, and a CSV."""
+    import csv as csvlib
+    import shutil
+
+    import numpy as np
+
+    from dcanas.export.converters import quantize_tflite
+
+    d = tmp_path / "models"
+    d.mkdir()
+    for f in ("onnx", "tflite"):
+        shutil.copy(artifacts[f], d / artifacts[f].name)
+        shutil.copy(str(artifacts[f]) + ".ref.npz", d / (artifacts[f].name + ".ref.npz"))
+    calib = [np.random.default_rng(k).standard_normal((1, 1, 28, 28)).astype(np.float32) for k in range(4)]
+    quantize_tflite(artifacts["tflite"], d / "model-int8.tflite", "static-int8", calib)
+    prof = sshd.profile_yaml(tmp_path / "p.yaml")
+    models = [str(d / n) for n in ("model.onnx", "model.tflite", "model-int8.tflite")]
+    r = dcanas("profile", "--device", str(prof), *models, "--threads", "1,2", "--runs", "5", "--warmup", "1",
+               "--csv", str(tmp_path / "cmp.csv"), "--json")
+    assert r.returncode in (0, 1), r.stderr[-2000:]
+    assert r.stderr.count("[connect]") == 1 and r.stderr.count("[run]") == 6
+    out = json.loads(r.stdout)
+    rows = out["rows"]
+    assert [(x["model"], x["threads"]) for x in rows] == [(m, t) for m in ("model.onnx", "model.tflite", "model-int8.tflite")
+                                                          for t in (1, 2)]
+    assert [x["precision"] for x in rows] == ["fp32"] * 4 + ["int8"] * 2
+    assert all(x["p50_ms"] > 0 and x["peak_rss_mb"] > 0 and x["verdict"] in ("pass", "FAIL") for x in rows)
+    assert rows[0]["threads_readback"] == 1 and rows[1]["threads_readback"] == 2  # onnxruntime reports its setting
+    assert rows[0]["top1_match"] is True and rows[4]["max_abs_diff"] is None  # no reference beside the int8 file
+    assert sum("threads" in n and "took effect" in n or "did NOT take effect" in n for n in out["thread_check"]) == 3
+    with open(tmp_path / "cmp.csv") as fh:
+        table = list(csvlib.DictReader(fh))
+    assert len(table) == 6 and table[5]["precision"] == "int8"
+    assert list((sshd.root / "remote").iterdir()) == []
+    bad = dcanas("profile", "--device", str(prof), *models[:2], "--threads", "1,zero")
+    assert bad.returncode == 2 and "--threads" in bad.stderr

@@ -3,9 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from pathlib import Path
 
 from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from ..errors import UserError
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
@@ -14,9 +16,24 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .verdict import format_table, verdict
 
     profile = load_profile(args.device)
-    result = profile_model(profile, args.model, runs=args.runs, warmup=args.warmup, threads=args.threads,
-                           min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout, any_format=args.any_format)
-    v = verdict(profile, Path(args.model), result, args.percentile)
+    from .compare import compare, format_comparison, parse_threads, to_csv
+
+    threads = parse_threads(args.threads) if args.threads else [profile.runtime.threads]
+    if len(args.model) > 1 or len(threads) > 1 or args.csv:
+        if args.min_seconds or args.affinity or args.timeout:
+            raise UserError("--min-seconds, --affinity and --timeout apply to one model at one thread count, not to a comparison")
+        res = compare(profile, [Path(m) for m in args.model], threads, runs=args.runs, warmup=args.warmup,
+                      cooldown_s=args.cooldown, percentile=args.percentile, progress=lambda m: print(m, file=sys.stderr, flush=True))
+        if args.csv:
+            from ..io import atomic_write
+            atomic_write(args.csv, lambda fh: fh.write(to_csv(res)), binary=False)
+        print(json.dumps(res) if args.json else format_comparison(res))
+        return 0 if res["passed"] else 1
+    [model] = args.model
+    result = profile_model(profile, model, runs=args.runs, warmup=args.warmup,
+                           min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout, any_format=args.any_format,
+                           threads=threads[0] if args.threads else None)
+    v = verdict(profile, Path(model), result, args.percentile)
     if args.json:
         print(json.dumps({**result, "verdict": v}))
     else:
@@ -36,14 +53,17 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def add_profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="push an exported model to a device, measure it there, and give the budget verdict")
-    p.add_argument("model", help="MODEL.onnx or MODEL.tflite (its .ref.npz beside it is pushed too)")
+    p.add_argument("model", nargs="+", help="MODEL.onnx or MODEL.tflite (its .ref.npz beside it is pushed too); several: "
+                   "a comparison table, every (model, --threads) pair in one connection")
     p.add_argument("--device", required=True, help="a shipped profile name (local, rpi4, ...) or a YAML path")
     p.add_argument("--runs", type=positive_int, default=50)
     p.add_argument("--any-format", action="store_true", help="measure a model whose format is not the profile's runtime "
                    "(engine and precision); refused otherwise")
     p.add_argument("--warmup", type=nonneg_int, default=10)
     p.add_argument("--min-seconds", type=nonneg_float, default=0.0, help="keep timing until at least this long")
-    p.add_argument("--threads", type=positive_int, help="default: the profile's runtime.threads")
+    p.add_argument("--threads", help="a count, or a list for a comparison (1,2,4); default: the profile's runtime.threads")
+    p.add_argument("--cooldown", type=nonneg_float, default=0.0, help="seconds to wait between the runs of a comparison")
+    p.add_argument("--csv", help="also write the comparison table here (CSV)")
     p.add_argument("--timeout", type=positive_float, help="give up on the device after this many seconds "
                    "(default: derived from --runs, the model's size and the latency budget)")
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3'")

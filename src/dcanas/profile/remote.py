@@ -152,14 +152,18 @@ def condition_warnings(before: dict[str, Any], after: dict[str, Any]) -> list[st
     return out
 
 
-def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], list[str]], timeout_s: float, what: str,
-               progress: Progress = _stderr) -> tuple[dict[str, Any], dict[str, float], str]:
-    """One runner session: connect, push the runner and ``files`` into a fresh work dir, run the runner
-    with ``args(wd)`` (watchdog and heartbeats over SSH), parse its JSON, and clean up whatever happens.
-    Returns (the runner's JSON, phase timings, the work dir)."""
+Job = tuple[Callable[[str], list[str]], str, float]  # (runner arguments given the work dir, what it does, timeout s)
+
+
+def run_runner_jobs(profile: DeviceProfile, files: list[Path], jobs: list[Job], progress: Progress = _stderr,
+                    cooldown_s: float = 0.0) -> tuple[list[dict[str, Any]], dict[str, float], str]:
+    """One runner session: connect, push the runner and ``files`` into a fresh work dir, run the runner once
+    per job (a fresh process each, ``cooldown_s`` apart; watchdog and heartbeats over SSH), parse each JSON,
+    and clean up whatever happens. Returns (the runner's JSON per job, phase timings, the work dir)."""
     keepalive = profile.connection.keepalive_s
     transport: Transport = make_transport(profile, warn=progress)
     phases: dict[str, float] = {}
+    results: list[dict[str, Any]] = []
     t0 = time.perf_counter()
     progress(f"[connect] {profile.name} ({transport.describe()})")
     with transport:
@@ -173,25 +177,41 @@ def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], 
                 transport.put(f, f"{wd}/{f.name}")
             phases["push_s"] = time.perf_counter() - t0
             t0 = time.perf_counter()
-            progress(f"[run] {what} (gives up after {timeout_s:.0f} s)")
-            argv = [transport.python, f"{wd}/runner.py", *args(wd), "--pidfile", f"{wd}/runner.pid"]
-            if profile.connection.transport == "ssh":  # the runner exits when the channel closes, and beats
-                argv += ["--watchdog", "--heartbeat", str(keepalive)]
-            r = transport.run(argv, timeout=timeout_s, silence_s=max(10.0, 4 * keepalive))
+            for n, (args, what, timeout_s) in enumerate(jobs):
+                if n and cooldown_s:
+                    progress(f"[cooldown] {cooldown_s:g} s")
+                    time.sleep(cooldown_s)
+                progress(f"[run] {what} (gives up after {timeout_s:.0f} s)")
+                argv = [transport.python, f"{wd}/runner.py", *args(wd), "--pidfile", f"{wd}/runner.pid"]
+                if profile.connection.transport == "ssh":  # the runner exits when the channel closes, and beats
+                    argv += ["--watchdog", "--heartbeat", str(keepalive)]
+                r = transport.run(argv, timeout=timeout_s, silence_s=max(10.0, 4 * keepalive))
+                results.append(_parse(r.stdout, transport.describe()))
             phases["run_s"] = time.perf_counter() - t0
             progress("[collect] result")
-            result = _parse(r.stdout, transport.describe())
         except BaseException as exc:
             if isinstance(exc, KeyboardInterrupt):
                 progress(f"[interrupted] stopping the runner and removing {wd}")
             cleanup(transport, profile, wd, progress)
             raise
         cleanup(transport, profile, wd, progress)
+    return results, phases, wd
+
+
+def raise_for(profile: DeviceProfile, result: dict[str, Any]) -> None:
+    """The runner's error, as the one line a user acts on."""
     if result.get("error") == R.ERROR_MISSING:
         raise DeviceError(f"{profile.name}: {result['package']} is not installed for {profile.connection.python} on the device; "
                           f"fix: {result['fix']}")
     if result.get("error"):
         raise DeviceError(f"{profile.name}: the model failed on the device: {result['detail']}")
+
+
+def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], list[str]], timeout_s: float, what: str,
+               progress: Progress = _stderr) -> tuple[dict[str, Any], dict[str, float], str]:
+    """One runner session with one job (see ``run_runner_jobs``); the runner's error raised."""
+    [result], phases, wd = run_runner_jobs(profile, files, [(args, what, timeout_s)], progress)
+    raise_for(profile, result)
     return result, phases, wd
 
 

@@ -182,6 +182,7 @@ class Engine:
             self.dtype = np.float32
             self.name, self.version = "onnxruntime", ort.__version__
             self.kind = "onnx"
+            self.threads_readback = self.sess.get_session_options().intra_op_num_threads  # what the session took
         else:
             self.interp, self.name, self.version = load_tflite(path, threads)
             self.interp.allocate_tensors()
@@ -190,6 +191,7 @@ class Engine:
             self.shape = [int(d) for d in self.inp["shape"]]
             self.dtype = self.inp["dtype"]
             self.kind = "tflite"
+            self.threads_readback = None  # the TFLite interpreter has no read-back of its thread count
 
     def __call__(self, x):
         np = self.np
@@ -275,7 +277,8 @@ def profile(args):
     result = {
         "engine": engine.name, "engine_version": engine.version, "numpy_version": np.__version__,
         "python": platform.python_version(), "machine": platform.machine(), "cpu_model": cpu_model(),
-        "threads": args.threads, "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+        "threads": args.threads, "threads_readback": engine.threads_readback,
+        "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "model": os.path.basename(args.model), "model_size_bytes": os.path.getsize(args.model),
         "input_shape": [int(d) for d in x.shape], "load_ms": load_ms, "first_inference_ms": first_ms,
         "warmup_runs": args.warmup, "timed_runs": len(times),
