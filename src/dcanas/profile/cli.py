@@ -32,7 +32,11 @@ def cmd_profile(args: argparse.Namespace) -> int:
     [model] = args.model
     result = profile_model(profile, model, runs=args.runs, warmup=args.warmup,
                            min_seconds=args.min_seconds, affinity=args.affinity, timeout_s=args.timeout, any_format=args.any_format,
-                           threads=threads[0] if args.threads else None)
+                           threads=threads[0] if args.threads else None, ops=args.ops)
+    if args.ops:
+        from .ops import map_ops
+
+        result["op_map"] = map_ops(Path(model), result.get("op_profile"))
     v = verdict(profile, Path(model), result, args.percentile)
     if args.json:
         print(json.dumps({**result, "verdict": v}))
@@ -48,6 +52,10 @@ def cmd_profile(args: argparse.Namespace) -> int:
         for w in result.get("warnings", []):
             print(f"WARNING: {w}")
         print(format_table(v))
+        if args.ops:
+            from .ops import format_ops
+
+            print(format_ops(result["op_map"]))
     return 0 if v["passed"] else 1
 
 
@@ -64,6 +72,8 @@ def add_profile_parser(sub) -> None:
     p.add_argument("--threads", help="a count, or a list for a comparison (1,2,4); default: the profile's runtime.threads")
     p.add_argument("--cooldown", type=nonneg_float, default=0.0, help="seconds to wait between the runs of a comparison")
     p.add_argument("--csv", help="also write the comparison table here (CSV)")
+    p.add_argument("--ops", action="store_true", help="per-operator times from the runtime's profiler, mapped to the stem, cells, "
+                   "edges and ops of the genotype (ONNX; a second pass after the timed runs)")
     p.add_argument("--timeout", type=positive_float, help="give up on the device after this many seconds "
                    "(default: derived from --runs, the model's size and the latency budget)")
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3'")

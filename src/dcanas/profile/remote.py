@@ -260,7 +260,8 @@ def check_format(profile: DeviceProfile, model: Path) -> None:
 
 def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
                   threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
-                  timeout_s: Optional[float] = None, any_format: bool = False, progress: Progress = _stderr) -> dict[str, Any]:
+                  timeout_s: Optional[float] = None, any_format: bool = False, ops: bool = False,
+                  progress: Progress = _stderr) -> dict[str, Any]:
     """Run the model on the device and return the runner's JSON plus the host-side timings."""
     model = Path(model)
     recognise(model)  # a garbage file never reaches the device
@@ -275,7 +276,8 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
     def args(wd: str) -> list[str]:
         a = ["--model", f"{wd}/{model.name}", "--threads", str(n_threads), "--warmup", str(warmup), "--runs", str(runs),
              "--min-seconds", str(min_seconds)]
-        return a + (["--ref", f"{wd}/{ref.name}"] if ref else []) + (["--affinity", affinity] if affinity else [])
+        return (a + (["--ref", f"{wd}/{ref.name}"] if ref else []) + (["--affinity", affinity] if affinity else [])
+                + (["--ops"] if ops else []))
 
     result, phases, wd = run_runner(profile, [model] + ([ref] if ref else []), args, timeout_s,
                                     f"{warmup} warm-up + {runs} timed runs, {n_threads} threads", progress)

@@ -271,6 +271,7 @@ def profile(args):
         engine(x)
         times.append((time.perf_counter() - t0) * 1000)
     s = sorted(times)
+    ops = op_profile(args, x) if args.ops else None
     mean = sum(s) / len(s)
     std = (sum((t - mean) ** 2 for t in s) / len(s)) ** 0.5
     peak_kb = status_kb("VmHWM")
@@ -288,11 +289,64 @@ def profile(args):
         "peak_rss_mb": peak_kb / 1024.0 if peak_kb else None,
         "rss_increase_mb": (peak_kb - rss_base) / 1024.0 if peak_kb and rss_base else None,
         "before": before, "after": conditions(),
+        "op_profile": ops,
         "reference_max_abs_diff": float(np.abs(y.astype(np.float64) - ref["output"].astype(np.float64)).max()) if ref is not None else None,
         "reference_top1_match": bool((y.argmax(-1) == ref["output"].argmax(-1)).all()) if ref is not None else None,
     }
     result["total_s"] = time.perf_counter() - t_start
     return result
+
+
+def op_profile(args, x):
+    """Per-node time from the runtime's own profiler, in a second session after the timed runs (profiling
+    slows a run, so the timed latencies never include it): {"nodes": {name: {"op": type, "us": per run}}}."""
+    if not args.model.endswith(".onnx"):
+        return {"available": False, "why": "the TFLite Python interpreters (ai_edge_litert, tflite_runtime) expose no "
+                                           "per-operator profiler; use the TFLite benchmark_model binary on the device"}
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = args.threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(args.model)), "ort_profile")
+    sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
+    name = sess.get_inputs()[0].name
+    runs = max(1, min(args.runs, 50))
+    for _ in range(2):
+        sess.run(None, {name: x})
+    t0 = time.perf_counter()
+    for _ in range(runs):
+        sess.run(None, {name: x})
+    wall_us = (time.perf_counter() - t0) * 1e6 / runs
+    path = sess.end_profiling()
+    with open(path) as fh:
+        events = json.load(fh)
+    os.remove(path)
+    nodes = {}
+    kernels = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
+                     key=lambda e: e.get("ts", 0))
+    # Layout reorders the runtime inserts (ReorderInput before a node, ReorderOutput after one) are charged
+    # to that node, in execution order, and counted apart too.
+    pending, last = 0.0, None
+    for e in kernels:
+        n = e["name"][: -len("_kernel_time")]
+        dur = float(e.get("dur", 0))
+        if n.startswith("ReorderInput"):
+            pending += dur
+            continue
+        if n.startswith("ReorderOutput") and last is not None:
+            nodes[last]["us"] += dur
+            nodes[last]["reorder_us"] += dur
+            continue
+        d = nodes.setdefault(n, {"op": e.get("args", {}).get("op_name"), "us": 0.0, "reorder_us": 0.0})
+        d["us"] += dur + pending
+        d["reorder_us"] += pending
+        pending, last = 0.0, n
+    total_runs = runs + 2
+    for d in nodes.values():
+        d["us"] /= total_runs
+        d["reorder_us"] /= total_runs
+    return {"available": True, "nodes": nodes, "runs": total_runs, "wall_us_per_run": wall_us}
 
 
 def batch(args):
@@ -369,6 +423,7 @@ def main(argv=None):
     p.add_argument("--min-seconds", type=float, default=0.0)
     p.add_argument("--affinity", help="CPU mask '0x3' or list '0,2-3' (taskset style)")
     p.add_argument("--check", action="store_true", help="report the device and its runtimes")
+    p.add_argument("--ops", action="store_true", help="also a per-operator profile (the runtime's own profiler, a second pass)")
     p.add_argument("--batch", help="a file listing model paths (relative to it), one per line: time them all (p50 per round)")
     p.add_argument("--rounds", type=int, default=3, help="with --batch: interleaved rounds")
     p.add_argument("--watchdog", action="store_true", help="exit when stdin closes (the host went away)")
