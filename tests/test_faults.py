@@ -82,7 +82,10 @@ def start_long_profile(profile: Path, model: Path) -> subprocess.Popen:
     """`dcanas profile` whose runner times for 120 s on the device: long enough to cut it mid-run."""
     return subprocess.Popen([sys.executable, "-m", "dcanas", "profile", "--device", str(profile), str(model), "--runs", "1",
                              "--warmup", "0", "--min-seconds", "120"], stdin=subprocess.DEVNULL,
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            # a shell's background job starts with SIGINT ignored, and children inherit that: the
+                            # user's Ctrl-C reaches a foreground dcanas, so give the child the default disposition
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
 
 
 def runner_pid(workdir: Path) -> int:

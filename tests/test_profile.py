@@ -328,7 +328,7 @@ def test_comparison_table_in_one_connection(sshd, artifacts, tmp_path):
     with open(tmp_path / "cmp.csv") as fh:
         table = list(csvlib.DictReader(fh))
     assert len(table) == 6 and table[5]["precision"] == "int8"
-    assert list((sshd.root / "remote").iterdir()) == []
+    assert not list((sshd.root / "remote").glob("dcanas-*"))  # the one work directory was removed
     bad = dcanas("profile", "--device", str(prof), *models[:2], "--threads", "1,zero")
     assert bad.returncode == 2 and "--threads" in bad.stderr
 
