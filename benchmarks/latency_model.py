@@ -72,8 +72,7 @@ def main() -> int:
             m = copy.deepcopy(lm)
             m.fit(calib[:n])
             rows[f"table + calibration on {n} networks (ridge {m.stats['ridge']})"] = [m.predict(g) for g in test_g]
-    ops = sorted(o for o in SPACE_OPS[args.space] if o != "none")
-    e2e = LatencyModel(args.space, net.to_json(), ops, "work", 0.0, {o: 0.0 for o in ops}).fit(calib)
+    e2e = LatencyModel.unfitted_work(args.space, net.to_json()).fit(calib)
     rows[f"end to end only (latency fit, {len(calib)} rows)"] = [e2e.predict(g) for g in test_g]
     cond = lm.device.get("conditions") or [{}]
     info = lm.device.get("info") or {}

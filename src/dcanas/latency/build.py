@@ -28,7 +28,7 @@ from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
 from ..profile.remote import check_device, measure_batch
-from .measure import Probe, calibration_genotypes, fixed_parts, instance_module, op_positions, probe_key
+from .measure import Probe, calibration_genotypes, fixed_parts, instance_module, instance_shape, op_positions, probe_key
 from .model import LatencyModel, instance_key
 
 Progress = Callable[[str], None]
@@ -76,14 +76,11 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     state_path = work / "measured.json"
     state = json.loads(state_path.read_text()) if state_path.exists() else {"measured": {}, "conditions": []}
     names = list(models)
-    paths: dict[str, Path] = {}
-    todo_export = [n for n in names if not (files / f"{_safe(n)}{fmt.suffix}").exists()]
+    paths = {n: files / f"{_safe(n)}{fmt.suffix}" for n in names}
+    todo_export = [n for n in names if not paths[n].exists()]
     t0 = time.time()
-    for n in names:
-        path = files / f"{_safe(n)}{fmt.suffix}"
-        paths[n] = path
-        if path.exists():
-            continue
+    for done, n in enumerate(todo_export, start=1):
+        path = paths[n]
         factory, shape = models[n]
         tmp = files / f".{path.name}.{os.getpid()}.export.tmp"
         try:
@@ -92,7 +89,6 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
-        done = todo_export.index(n) + 1
         if done % 10 == 0 or done == len(todo_export):
             progress(f"[export] {done}/{len(todo_export)} models to {fmt.name} ({time.time() - t0:.0f}s)")
     todo = [n for n in names if n not in state["measured"]]
@@ -139,7 +135,7 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
         genotypes = calibration_genotypes(space, calibrate, seed)
         models: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]] = {}
         for inst in positions:
-            models["op:" + instance_key(inst)] = (lambda inst=inst: instance_module(inst)[0], instance_module(inst)[1])
+            models["op:" + instance_key(inst)] = (lambda inst=inst: instance_module(inst), instance_shape(inst))
         for k, factory, shape in parts:
             models.setdefault("fixed:" + k, (factory, shape))
         for i, g in enumerate(genotypes):

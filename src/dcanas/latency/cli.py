@@ -97,9 +97,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         wrong = [g.space for g, _, _ in rows if g.space != cfg.space]
         if wrong:
             raise UserError(f"{args.csv}: a {wrong[0]} genotype in a --space {cfg.space} fit; give --space {wrong[0]}")
-        ops = sorted(o for o in SPACE_OPS[cfg.space] if o != "none")
-        lm = LatencyModel(space=cfg.space, eval_config=net.to_json(), op_names=ops, basis="work", intercept=0.0,
-                          weights={o: 0.0 for o in ops}, device=dict(source=str(args.csv)))
+        lm = LatencyModel.unfitted_work(cfg.space, net.to_json(), device=dict(source=str(args.csv)))
         lm.fit([(g, ms) for g, ms, _ in rows])
         lm.save(args.out)
         print(describe(lm, args.out))

@@ -36,9 +36,14 @@ def op_positions(space: str, cfg: NetConfig, op_names: tuple[str, ...]) -> list[
     return sorted({(op, *shape) for shape in shapes for op in usable})
 
 
-def instance_module(inst: Instance) -> tuple[nn.Module, tuple[int, ...]]:
-    op, C_in, C_out, stride, size = inst
-    return build_op(op, C_in, C_out, stride).eval(), (1, C_in, size, size)
+def instance_module(inst: Instance) -> nn.Module:
+    op, C_in, C_out, stride, _ = inst
+    return build_op(op, C_in, C_out, stride).eval()
+
+
+def instance_shape(inst: Instance) -> tuple[int, ...]:
+    """The input an op instance receives: batch 1, C_in channels, its position's size."""
+    return (1, inst[1], inst[4], inst[4])
 
 
 def fixed_parts(space: str, cfg: NetConfig) -> list[Part]:

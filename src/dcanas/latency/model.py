@@ -76,6 +76,15 @@ class LatencyModel:
     stats: dict[str, Any] = field(default_factory=dict)
     margin: float = 0.0  # the largest leave-one-out under-prediction on the calibration rows (relative): the search's bound
 
+    @classmethod
+    def unfitted_work(cls, space: str, eval_config: dict[str, Any], **kw: Any) -> "LatencyModel":
+        """A model on the analytic-work basis (end-to-end rows only), one weight per derivable op type; fit it."""
+        from ..nets.ops import SPACE_OPS
+
+        ops = sorted(o for o in SPACE_OPS[space] if o != "none")
+        return cls(space=space, eval_config=eval_config, op_names=ops, basis="work", intercept=0.0,
+                   weights={o: 0.0 for o in ops}, **kw)
+
     @property
     def net(self) -> NetConfig:
         return NetConfig.from_json(self.eval_config)
@@ -111,8 +120,14 @@ class LatencyModel:
     def bound(self, genotype: Genotype) -> float:
         """The prediction raised by ``margin``: what a search holds under the budget, so that a network
         at the budget by the model is still within it when the model errs as much as it did on a
-        calibration network it had not seen."""
+        calibration network it had not seen. It is ``bound_fixed_ms`` plus each instance's bound."""
         return (1.0 + self.margin) * self.predict(genotype)
+
+    def bound_instance_ms(self, inst: Instance) -> float:
+        return (1.0 + self.margin) * self.instance_ms(inst)
+
+    def bound_fixed_ms(self) -> float:
+        return (1.0 + self.margin) * self.intercept
 
     def table_only(self, genotype: Genotype) -> float:
         """The per-op table alone: measured fixed part (with one per-call cost) plus each instance's time

@@ -37,9 +37,11 @@ def compare(profile: DeviceProfile, models: list[Path], threads: list[int], *, r
         raise UserError("the models of a comparison must have distinct file names (they share one work directory)")
     check_options(runs, warmup, max(threads), 0.0, None)
     refs: dict[Path, Optional[Path]] = {}
+    kinds: dict[Path, tuple[str, str]] = {}
     for m in models:
         recognise(m)
         refs[m] = check_reference(m)
+        kinds[m] = precision_of(m)
     files = [*models, *(r for r in refs.values() if r)]
     jobs = []
     for m in models:
@@ -53,7 +55,7 @@ def compare(profile: DeviceProfile, models: list[Path], threads: list[int], *, r
     rows, raw = [], []
     pairs = [(m, t) for m in models for t in threads]
     for (m, t), res in zip(pairs, results):
-        engine, precision = precision_of(m)
+        engine, precision = kinds[m]
         row: dict[str, Any] = dict(model=m.name, format=engine, precision=precision, threads=t, size_kb=m.stat().st_size / 1024)
         if res.get("error"):
             row.update(verdict="error", note=res.get("detail") or res.get("package"))

@@ -26,7 +26,7 @@ from ..export.size_model import size_model
 from ..nets.config import NetConfig
 from ..presets import BUDGET_METRICS as METRICS
 from ..presets import metric_round
-from ..nets.cost import Cost, darts_edge_cost, darts_edge_shape, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
+from ..nets.cost import Cost, darts_edge_shape, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
 from ..nets.darts import darts_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
@@ -56,9 +56,6 @@ class CostModel:
                                 f"search's evaluation network ({space}, C={eval_cfg.C}, {eval_cfg.layers} layers, "
                                 f"{eval_cfg.input_size}px); build one for it")
 
-        def value(cost: Cost, inst: tuple = ()) -> float:
-            # latency: the model's bound (its prediction raised by the calibration's worst unseen error)
-            return (1 + self.latency.margin) * self.latency.instance_ms(inst) if metric == "latency_ms" else self.value(cost)
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
         self.usable = derivable(space, op_names)
@@ -66,23 +63,23 @@ class CostModel:
         self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
         if space == "darts":
             slots = darts_layout(eval_cfg, nodes)
-            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else value(darts_fixed_cost(eval_cfg, slots, nodes)))
+            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else self.value(darts_fixed_cost(eval_cfg, slots, nodes)))
             for kind, red in (("normal", False), ("reduce", True)):
                 U = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
                     for e, (i, _) in enumerate(self.edges):
                         for k, op in enumerate(op_names):
-                            U[e, k] += value(darts_edge_cost(s, op, i), (op, *darts_edge_shape(s, i)))
+                            U[e, k] += self.instance(op, *darts_edge_shape(s, i))
                 self.U[kind] = U
             # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j
             keep = torch.tensor([EDGES_PER_NODE / j for _, j in self.edges], dtype=torch.float64).unsqueeze(1)
             self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
-            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else value(nb201_fixed_cost(eval_cfg)))
+            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else self.value(nb201_fixed_cost(eval_cfg)))
             U = torch.zeros(len(self.edges), K, dtype=torch.float64)
             for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
                 for k, op in enumerate(op_names):
-                    U[:, k] += value(op_cost(op, s.C_out, s.C_out, 1, s.size), (op, s.C_out, s.C_out, 1, s.size))
+                    U[:, k] += self.instance(op, s.C_out, s.C_out, 1, s.size)
             self.U = {"normal": U}
             self.B = dict(self.U)  # NB201 keeps every edge
 
@@ -92,11 +89,17 @@ class CostModel:
             return cost.get(self.metric)
         return self._size.variable_bytes(cost.params, cost.layers, cost.channels, cost.avgpools) / 1024
 
+    def instance(self, op: str, C_in: int, C_out: int, stride: int, size: int) -> float:
+        """b(o) of one op instance: its metric, or for latency the latency model's bound."""
+        if self.metric == "latency_ms":
+            return self.latency.bound_instance_ms((op, C_in, C_out, stride, size))
+        return self.value(op_cost(op, C_in, C_out, stride, size))
+
     def offset(self) -> float:
         """What a whole network adds once: the exported format's base size, the latency model's theta_0
         (0 for params and FLOPs)."""
         if self.metric == "latency_ms":
-            return (1 + self.latency.margin) * self.latency.intercept
+            return self.latency.bound_fixed_ms()
         return 0.0 if self._size is None else self._size.base_bytes() / 1024
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
