@@ -56,10 +56,17 @@ def test_end_to_end_local(local_run):
     for f in ("search/genotype.json", "train/searched/model.pt", "export/model.onnx", "export/model.tflite",
               "profile/result.json", "verdict/verdict.json", "report/report.md", "report/report.html"):
         assert (out / f).is_file(), f
-    for png in ("genotype", "alphas", "constraint", "training", "pareto", "latency"):
+    for png in ("genotype", "alphas", "constraint", "training", "pareto", "latency", "op_time"):
         assert (out / "report" / f"{png}.png").stat().st_size > 5000, png
     v = json.loads((out / "verdict" / "verdict.json").read_text())
     assert v["cross_check"]["params"] == v["cross_check"]["fvcore_params"]
+    # the report's comparison of every export on the device, and the per-op chart's data
+    cmp = json.loads((out / "profile" / "comparison.json").read_text())
+    assert [r["format"] for r in cmp["rows"]] == ["onnxruntime", "tflite"] and all(r["p50_ms"] > 0 for r in cmp["rows"])
+    report = (out / "report" / "report.md").read_text()
+    assert "## Every export on tiny-local" in report and "op_time.png" in report
+    ops = json.loads((out / "profile" / "ops.json").read_text())
+    assert ops["placed_share"] >= 0.95 and set(ops["per_edge"]) == {"normal", "reduce"}
 
 
 def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
@@ -161,3 +168,53 @@ def test_unreachable_device_fails_before_search(tmp_path, fashion_root):
     lines = r.stderr.strip().splitlines()
     assert "cannot reach" in lines[-1] and "127.0.0.1" in lines[-1]
     assert not (tmp_path / "run" / "search").exists()
+
+
+@pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed (make test installs it as root)")
+def test_fleet_run_one_device_stopped_mid_run(tmp_path, fashion_root):
+    """`dcanas run --device local,a,b`: two real loopback sshds (two ports, two host keys) and local. local and
+    a share a budget and so one search; b has its own budget and search. b's sshd is stopped while the first
+    search runs: b's column fails at its profile stage, local and a pass, the exit code is 1, and the fleet
+    report has a column per device."""
+    a, b = start_sshd(tmp_path / "sshd-a"), start_sshd(tmp_path / "sshd-b")
+    try:
+        assert a.port != b.port and a.host_pub != b.host_pub
+        profs = [tiny_profile(tmp_path / "local.yaml")]
+        for name, server, params in (("dev-a", a, 15000), ("dev-b", b, 12000)):
+            p = tiny_profile(tmp_path / f"{name}.yaml", transport="ssh", host="127.0.0.1", port=server.port, user=server.user,
+                             key_file=str(server.key), known_hosts=str(server.known_hosts), python=sys.executable,
+                             workdir=str(server.root / "remote"), retries=0, connect_timeout_s=3)
+            data = yaml.safe_load(p.read_text())
+            data.update(name=name)
+            data["budget"]["params"] = params
+            p.write_text(yaml.safe_dump(data))
+            profs.append(p)
+        out = tmp_path / "fleet"
+        cmd = run_cmd(",".join(map(str, profs)), out, fashion_root)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        err = []
+        for line in proc.stderr:
+            err.append(line)
+            if "[tiny-local] == search" in line:
+                b.stop()  # the device goes away while the first search runs
+        stdout = proc.stdout.read()
+        assert proc.wait(timeout=900) == 1, "".join(err)[-3000:]
+        log = "".join(err)
+        assert "2 distinct searches" in log
+        assert log.count("] == search\n") == 2 and "[dev-a] == search: unchanged, reused" in log  # a shared local's search
+        fleet = json.loads((out / "fleet.json").read_text())
+        cols = {c["device"]: c for c in fleet["devices"]}
+        assert not fleet["passed"]
+        assert cols["tiny-local"]["status"] == "passed" and cols["dev-a"]["status"] == "passed", cols
+        assert cols["dev-b"]["status"] == "failed" and "stage 'profile' failed" in cols["dev-b"]["error"]
+        assert cols["dev-a"]["shares search with"] == "tiny-local" and cols["dev-b"]["shares search with"] == "-"
+        assert cols["dev-a"]["derived params"] == cols["tiny-local"]["derived params"] > cols["dev-b"]["derived params"]
+        state_b = json.loads((out / "dev-b" / "run.json").read_text())["stages"]
+        assert state_b["export"]["status"] == "done" and state_b["profile"]["status"] == "failed"
+        report = (out / "report.md").read_text()
+        assert "|  | tiny-local | dev-a | dev-b |" in report.splitlines()
+        assert "FAIL: dev-b did not pass" in report and (out / "tiny-local" / "report" / "report.html").is_file()
+        assert "dev-b: failed" in stdout and "fleet verdict: FAIL" in stdout
+    finally:
+        a.stop()
+        b.stop()

@@ -11,6 +11,7 @@ import yaml
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
 from dcanas.io import file_sha256 as sha256_file
+from dcanas.nets.ops import SPACE_OPS
 from dcanas.presets import PRIMARY_METRICS
 
 from sshd import SSHD
@@ -343,7 +344,41 @@ def test_per_operator_profile_maps_to_cells(artifacts, tmp_path):
     assert m["available"] and m["placed_share"] >= 0.95, m["placed_share"]
     assert {"cell 0", "cell 1", "cell 2"} <= set(m["per_cell"]) and "sep_conv_3x3" in m["per_op"]  # DARTS_V2's ops
     assert len(m["top"]) == 10 and all(t["us"] >= 0 for t in m["top"])
+    # per genotype edge, summed over the cells of each kind (the report colours the genotype with it)
+    assert set(m["per_edge"]) == {"normal", "reduce"} and all(len(v) == 8 for v in m["per_edge"].values())
+    edge_us = sum(map(sum, m["per_edge"].values()))
+    assert 0 < edge_us <= m["total_us"] and abs(edge_us - sum(t for k, t in m["per_op"].items() if k in SPACE_OPS["darts"])) < 1e-6
     r = dcanas("profile", "--device", str(local_profile(tmp_path, "tflite")), str(artifacts["tflite"]), "--runs", "5",
                "--warmup", "1", "--ops")
     assert r.returncode == 0, r.stderr
     assert "per-operator profile: not available" in r.stdout and "benchmark_model" in r.stdout
+
+
+def test_fleet_file_and_list_parse(tmp_path):
+    from dcanas.fleet import parse_devices
+
+    assert parse_devices("local") == ["local"] and parse_devices("local, rpi4") == ["local", "rpi4"]
+    own = local_profile(tmp_path, "tflite")
+    (tmp_path / "fleet.yaml").write_text(f"devices: [local, {own.name}]\n")
+    assert parse_devices(str(tmp_path / "fleet.yaml")) == ["local", str(own.resolve())]
+    (tmp_path / "bad.yaml").write_text("devices: []\n")
+    r = dcanas("profile", "--device", str(tmp_path / "bad.yaml"), "m.onnx")
+    assert r.returncode == 2 and "non-empty list" in r.stderr
+    r = dcanas("profile", "--device", "local,", "m.onnx")
+    assert r.returncode == 2 and "empty name" in r.stderr
+
+
+@needs_sshd
+def test_fleet_profile_a_column_per_device(sshd, artifacts, tmp_path):
+    """`dcanas profile --device a,b,c MODEL`: the sshd device and local pass; an unreachable one fails its own
+    column (not the command), and the exit code is 1 because not every device passed."""
+    from sshd import free_port
+
+    prof = sshd.profile_yaml(tmp_path / "ssh.yaml", name="loopback-a")
+    gone = sshd.profile_yaml(tmp_path / "gone.yaml", name="gone", connection=dict(port=free_port(), retries=0, connect_timeout_s=2))
+    r = dcanas("profile", "--device", f"local,{prof},{gone}", str(artifacts["onnx"]), "--runs", "5", "--warmup", "1", "--json")
+    assert r.returncode == 1, r.stderr[-2000:]
+    cols = {c["device"]: c for c in json.loads(r.stdout)["devices"]}
+    assert cols["local"]["status"] == "passed" and cols["loopback-a"]["status"] == "passed", cols
+    assert cols["gone"]["status"] == "failed" and "127.0.0.1" in cols["gone"]["error"]
+    assert cols["loopback-a"]["p50 (ms)"] > 0 and cols["local"]["latency_ms (p50)"] == "met"

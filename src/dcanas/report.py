@@ -160,18 +160,31 @@ def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | Non
     return _save(fig, path)
 
 
-def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
-    """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib."""
-    from .nets.genotype import DARTS_INPUTS, NB201Genotype, darts_edge_node
+def _genotype_cells(genotype: dict[str, Any]) -> list[tuple[str, str, list, int]]:
+    """(title, cell kind as the per-op profile names it, edges [op, source], inputs) per cell type."""
+    from .nets.genotype import DARTS_INPUTS, NB201Genotype
+
+    if genotype["space"] == "darts":
+        return [("normal cell", "normal", genotype["normal"], DARTS_INPUTS), ("reduction cell", "reduce", genotype["reduce"], DARTS_INPUTS)]
+    g = NB201Genotype.from_str(genotype["arch"])
+    return [("NB201 cell", "cell", [[op, i] for node in g.nodes for op, i in node], 1)]
+
+
+def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[float]] | None = None, axes=None) -> Path | None:
+    """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib; with
+    ``edge_us`` (cell kind -> us per edge, from the per-op profile) each edge is coloured by its time."""
+    from .nets.genotype import DARTS_INPUTS, darts_edge_node
 
     plt = _plt()
-    if genotype["space"] == "darts":
-        cells = [("normal cell", genotype["normal"], DARTS_INPUTS), ("reduction cell", genotype["reduce"], DARTS_INPUTS)]
-    else:
-        g = NB201Genotype.from_str(genotype["arch"])
-        cells = [("NB201 cell", [[op, i] for node in g.nodes for op, i in node], 1)]
-    fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.6), squeeze=False)
-    for ax, (title, edges, inputs) in zip(axes[0], cells):
+    cells = _genotype_cells(genotype)
+    own = axes is None
+    if own:
+        fig, axes = plt.subplots(1, len(cells), figsize=(6.5 * len(cells), 3.6), squeeze=False)
+        axes = axes[0]
+    top = max((max(v) for v in (edge_us or {}).values() if v), default=0.0) or 1.0
+    cmap = plt.get_cmap("YlOrRd")
+    for ax, (title, kind, edges, inputs) in zip(axes, cells):
+        times = (edge_us or {}).get(kind)
         if inputs == DARTS_INPUTS:
             targets = [darts_edge_node(k) for k in range(len(edges))]
         else:
@@ -179,11 +192,14 @@ def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
         n_nodes = max(targets) + 1
         pos = {i: (i, (0.6 if i % 2 else -0.6) if i < inputs else (0.9 if i % 2 else -0.9) * 0.5) for i in range(n_nodes)}
         pos["out"] = (n_nodes, 0)
-        for (op, src), dst in zip(edges, targets):
+        for e, ((op, src), dst) in enumerate(zip(edges, targets)):
             (x0, y0), (x1, y1) = pos[src], pos[dst]
-            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color="tab:blue",
+            us = times[e] if times and e < len(times) else None
+            color = "tab:blue" if times is None else cmap(0.15 + 0.85 * (us or 0.0) / top)
+            ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color=color, lw=1 if us is None else 1 + 3 * us / top,
                                                                   connectionstyle=f"arc3,rad={0.25 if (src + dst) % 2 else -0.25}"))
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, op, fontsize=6.5, ha="center", color="tab:red")
+            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, op if us is None else f"{op}\n{us:.0f} us", fontsize=6.5, ha="center",
+                    color="tab:red")
         for n in range(n_nodes):
             label = (f"c_{{k-{2 - n}}}" if inputs == 2 else "in") if n < inputs else str(n)
             ax.add_patch(plt.Circle(pos[n], 0.18, color="lightsteelblue" if n >= inputs else "lightgreen", zorder=3))
@@ -196,14 +212,38 @@ def plot_genotype(genotype: dict[str, Any], path: Path) -> Path:
         ax.set_ylim(-1.3, 1.3)
         ax.set_aspect("equal")
         ax.axis("off")
-        ax.set_title(title, fontsize=10)
+        ax.set_title(title if times is None else f"{title}: us per run, summed over its {kind} cells", fontsize=10 if times is None else 8)
+    if not own:
+        return None
+    fig.tight_layout()
+    return _save(fig, path)
+
+
+def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: Path) -> Path:
+    """Where the time goes on the device: us per run for the stem, each cell and the head (onnxruntime's
+    node profile), and the genotype with each edge coloured by its time."""
+    from .profile.ops import part_order
+
+    plt = _plt()
+    n_cells = len(_genotype_cells(genotype)) if genotype and op_map.get("per_edge") else 0
+    fig, axes = plt.subplots(1, 1 + n_cells, figsize=(5.5 + 6 * n_cells, 3.8), squeeze=False,
+                             gridspec_kw=dict(width_ratios=[1] + [1.2] * n_cells))
+    ax = axes[0][0]
+    parts = part_order(op_map["per_cell"])
+    us = [op_map["per_cell"][k] for k in parts]
+    ax.bar(range(len(parts)), us, color="tab:orange")
+    ax.set_xticks(range(len(parts)), parts, rotation=60, fontsize=7)
+    _label(ax, "", "us per run (node time)", title=f"time per cell: {op_map['total_us']:.0f} us of node time, "
+           f"{100 * op_map['placed_share']:.1f}% placed")
+    if n_cells:
+        plot_genotype(genotype, path, op_map["per_edge"], axes=axes[0][1:])
     fig.tight_layout()
     return _save(fig, path)
 
 
 def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
     md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
-    cls = {"met": "ok", "passed": "ok", "MISSED": "bad", "FAILED": "bad"}  # words, not emoji: no emoji font is needed
+    cls = {"met": "ok", "passed": "ok", "pass": "ok", "MISSED": "bad", "FAILED": "bad", "FAIL": "bad"}  # words, not emoji: no emoji font is needed
     h = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
         "<tr>" + "".join(f"<td class=\"{cls.get(c, '')}\">{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
     return md, h
@@ -231,6 +271,9 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
         ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
+    if p.op_map:
+        figs.append(("Where the time goes on the device: per cell and per edge (onnxruntime's node profile)",
+                     plot_op_time(json.loads(run.path(p.op_map).read_text()), genotype, d / "op_time.png")))
     lat = outputs.get("latency")
     if lat is not None and lat.model:
         model = json.loads(run.path(lat.model).read_text())
@@ -255,6 +298,16 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
     ex_rows = [[r["format"], r["file"], f"{r.get('size_kb', 0):.1f}", f"{r['export_s']:.1f}", f"{r.get('max_abs_diff', float('nan')):.2e}",
                 f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in e.rows]
     emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
+    tables = [("Cost cross-check", cmd_, chtml), ("Export", emd, ehtml)]
+    if p.comparison:
+        from .profile.compare import COLUMNS, cell_text
+
+        cmp = json.loads(run.path(p.comparison).read_text())
+        cols = [c for c in COLUMNS if c not in ("model", "note")]
+        cmd2, chtml2 = _table([[cell_text(r.get(c)) for c in cols] for r in cmp["rows"]], cols)
+        notes = [f"{r['model']}: {r['note']}" for r in cmp["rows"] if r.get("note")] + cmp["thread_check"]
+        tables.append((f"Every export on {cmp['device']}", cmd2 + "".join(f"\n\n{n}" for n in notes),
+                       chtml2 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)))
     st_rows = [[name, st.get("status", ""), f"{st.get('wall_s', 0):.1f}"] for name, st in run.state["stages"].items() if name != "report"]
     smd, shtml = _table(st_rows, ["stage", "status", "wall (s)"])
     verdict_line = f"**Verdict on {verdict['device']}: {'PASS — every budget met' if v.passed else 'FAIL — a budget was missed'}**"
@@ -264,22 +317,23 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                f"(K' = {metric_text(s.metric, s.K_prime)}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
                f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
                f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
-    md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, "",
-          "## Cost cross-check", "", cmd_, "", "## Export", "", emd, "", "## Stages", "", smd, ""]
+    md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, ""]
+    for title, tmd, _ in tables + [("Stages", smd, shtml)]:
+        md += [f"## {title}", "", tmd, ""]
     for title, p in figs:
         md += [f"## {title}", "", f"![{title}]({p.name})", ""]
     md_path = atomic_write(d / "report.md", lambda fh: fh.write("\n".join(md)), binary=False)
 
     imgs = "".join(f"<h2>{html.escape(t)}</h2><img alt=\"{html.escape(t)}\" src=\"data:image/png;base64,"
                    f"{base64.b64encode(p.read_bytes()).decode()}\">" for t, p in figs)
+    sections = "".join(f"<h2>{html.escape(title)}</h2>{th}" for title, _, th in tables + [("Stages", smd, shtml)])
     page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
 <style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
 td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}
 td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
 .verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v.passed else '#fbe4e4'}}}</style></head><body>
 <h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
-<p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}<h2>Cost cross-check</h2>{chtml}
-<h2>Export</h2>{ehtml}<h2>Stages</h2>{shtml}{imgs}
+<p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}{sections}{imgs}
 <script>document.body.dataset.images=[...document.images].filter(i=>i.naturalWidth>0).length</script></body></html>"""
     html_path = atomic_write(d / "report.html", lambda fh: fh.write(page), binary=False)
     return {"markdown": md_path, "html": html_path}

@@ -17,7 +17,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .stages import (ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, Stages, TrainOutputs, VerdictOutputs,
                          connection_check)
 
-    profile = load_profile(args.device)
+    from .fleet import parse_devices
+
+    names = parse_devices(args.device)
     cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,
                     preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
                     baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
@@ -28,6 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.formats:
         from .export.formats import resolve_formats
         resolve_formats(args.formats)
+    if names != [args.device]:
+        return cmd_run_fleet(args, names, cfg)
+    profile = load_profile(args.device)
     stages = Stages(cfg, profile)
     for note in stages.notes:
         print(note, file=sys.stderr)
@@ -51,11 +56,41 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0 if v.passed else 1
 
 
+def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
+    """``dcanas run --device a,b,c`` (or a fleet YAML): see :mod:`dcanas.fleet`."""
+    from dataclasses import replace
+
+    from .errors import UserError
+    from .fleet import fleet_members, run_fleet, write_fleet_report
+    from .stages import Stages
+
+    say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
+    members = fleet_members(names, lambda p: Stages(replace(cfg, device=p.source), p))
+    for m in members:
+        for note in m.stages.notes:
+            say(f"[{m.profile.name}] {note}")
+    out = Path(args.out or f"runs/{date.today().isoformat()}-fleet-{args.dataset}")
+    if (out / "fleet.json").exists() and not args.resume and args.from_stage is None:
+        raise UserError(f"{out} already holds a fleet run; pass --resume to continue it, --from STAGE to redo from a stage, "
+                        f"or choose another --out")
+    groups = len({m.key for m in members})
+    say(f"fleet of {len(members)} devices, {groups} distinct search{'es' if groups > 1 else ''}: "
+        + ", ".join(f"{m.profile.name} (search {m.key})" for m in members))
+    run_fleet(members, out, config=cfg.to_json(), resume=args.resume, from_stage=args.from_stage, say=say)
+    paths = write_fleet_report(members, out, f"dcanas fleet run: {', '.join(m.profile.name for m in members)}")
+    for m in members:
+        print(f"{m.profile.name}: {m.status}" + (f" ({m.error})" if m.error else ""))
+    print(f"fleet verdict: {'PASS' if paths['passed'] else 'FAIL'}; report: {paths['html']}")
+    return 0 if paths["passed"] else 1
+
+
 def add_run_parser(sub) -> None:
     from .stages import STAGES
 
     p = sub.add_parser("run", help="the whole pipeline: device profile -> searched, trained, exported, profiled network + verdict")
-    p.add_argument("--device", required=True, help="a shipped profile (local, rpi4, pixel3-termux, rpi4-emulated) or a YAML path")
+    p.add_argument("--device", required=True, help="a shipped profile (local, rpi4, pixel3-termux, rpi4-emulated) or a YAML path; "
+                   "several (rpi4,pixel3-termux) or a fleet YAML (devices: [...]) run as a fleet: one search per distinct "
+                   "search configuration, a column per device, exit 0 only when every device passed")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root")
     p.add_argument("--space", default="darts")
@@ -78,7 +113,7 @@ def add_run_parser(sub) -> None:
     p.add_argument("--cache-dir", help="LUG and latency-model cache (default ~/.cache/dcanas/lug and ~/.cache/dcanas/latency)")
     p.add_argument("--latency-calibrate", type=nonneg_int, default=20,
                    help="networks measured end to end to calibrate the latency model (a latency-searched run builds one)")
-    p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>)")
+    p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>; a fleet: runs/<date>-fleet-<dataset>)")
     p.add_argument("--from", dest="from_stage", choices=STAGES, help="redo from this stage on")
     p.add_argument("--resume", action="store_true", help="skip stages whose inputs are unchanged")
     p.set_defaults(func=cmd_run)

@@ -72,6 +72,8 @@ class ProfileOutputs:
     wall_s: float
     orchestration_overhead_s: float
     reference_max_abs_diff: Optional[float]
+    op_map: Optional[str]    # per-operator times mapped to the stem, cells and edges (ONNX); None where the runtime has no profiler
+    comparison: Optional[str]  # every export of the run measured on the device, one row each (when it exported more than one)
 
 
 @dataclass(frozen=True)
@@ -135,7 +137,9 @@ class Stages:
         extra = {m: float(profile.budget[m]) for m in ("params", "flops", "model_size_kb") if m in profile.budget and m != metric}
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
-                                  extra_budgets=extra, size_format=self.target_format(), **cfg.search_overrides)
+                                  extra_budgets=extra, **cfg.search_overrides)
+        if "model_size_kb" in profile.budget:  # only then does the file format change the search (devices share searches by config)
+            self.search_cfg = replace(self.search_cfg, size_format=self.target_format())
         self.notes: list[str] = []
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)
@@ -299,12 +303,31 @@ class Stages:
         return hash_inputs(self._artifact(run), Path(self.profile.source), self.cfg.runs, self.cfg.warmup)
 
     def profile_stage(self, run: RunDir, say: Say) -> ProfileOutputs:
+        from .profile.compare import compare, format_comparison
+        from .profile.ops import map_ops
         from .profile.remote import profile_model
 
-        res = profile_model(self.profile, self._artifact(run), runs=self.cfg.runs, warmup=self.cfg.warmup, progress=say)
-        write_json(run.stage_dir("profile") / "result.json", res)
+        d = run.stage_dir("profile")
+        artifact = self._artifact(run)
+        res = profile_model(self.profile, artifact, runs=self.cfg.runs, warmup=self.cfg.warmup, ops=True, progress=say)
+        op_map = map_ops(artifact, res.get("op_profile"))
+        write_json(d / "result.json", res)
+        write_json(d / "ops.json", op_map)
         say(f"latency p50 {res['latency_ms']['p50']:.3f} ms, peak RSS {res['peak_rss_mb']:.1f} MB on {res['machine']}")
-        return ProfileOutputs(result="profile/result.json", **{k: res[k] for k in (
+        say(f"per-operator profile: {100 * op_map['placed_share']:.1f}% of {op_map['total_us']:.0f} us node time placed"
+            if op_map.get("available") else f"per-operator profile: not available ({op_map.get('why')})")
+        exports = [run.path(f"export/{r['file']}") for r in run.outputs("export", ExportOutputs).rows]
+        comparison = None
+        if len(exports) > 1:  # which format to ship: every export of the run on the device, in one connection
+            say(f"comparing the {len(exports)} exports on {self.profile.name}")
+            cmp = compare(self.profile, exports, [self.profile.runtime.threads], runs=self.cfg.runs, warmup=self.cfg.warmup,
+                          progress=say)
+            write_json(d / "comparison.json", {k: v for k, v in cmp.items() if k != "results"})
+            for line in format_comparison(cmp).splitlines():
+                say(line)
+            comparison = "profile/comparison.json"
+        return ProfileOutputs(result="profile/result.json", op_map="profile/ops.json" if op_map.get("available") else None,
+                              comparison=comparison, **{k: res[k] for k in (
             "engine", "engine_version", "machine", "cpu_model", "peak_rss_mb", "latency_ms", "wall_s",
             "orchestration_overhead_s", "reference_max_abs_diff")})
 

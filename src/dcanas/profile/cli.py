@@ -15,9 +15,13 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .remote import profile_model
     from .verdict import format_table, verdict
 
-    profile = load_profile(args.device)
+    from ..fleet import parse_devices
     from .compare import compare, format_comparison, parse_threads, to_csv
 
+    names = parse_devices(args.device)
+    if names != [args.device]:
+        return cmd_profile_fleet(args, names)
+    profile = load_profile(args.device)
     threads = parse_threads(args.threads) if args.threads else [profile.runtime.threads]
     if len(args.model) > 1 or len(threads) > 1 or args.csv:
         if args.min_seconds or args.affinity or args.timeout:
@@ -59,11 +63,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0 if v["passed"] else 1
 
 
+def cmd_profile_fleet(args: argparse.Namespace, names: list[str]) -> int:
+    """``dcanas profile --device a,b MODEL``: one model on each device, a column per device."""
+    from ..fleet import format_columns, profile_fleet
+
+    if len(args.model) > 1 or (args.threads and "," in args.threads) or args.csv or args.ops:
+        raise UserError("a fleet profile measures one model at one thread count per device; give one MODEL (compare models "
+                        "or thread counts on one device at a time, and --ops likewise)")
+    cols, passed = profile_fleet(names, Path(args.model[0]), runs=args.runs, warmup=args.warmup, percentile=args.percentile,
+                                 any_format=args.any_format, threads=int(args.threads) if args.threads else None,
+                                 say=lambda m: print(m, file=sys.stderr, flush=True))
+    print(json.dumps({"devices": cols, "passed": passed}) if args.json else format_columns(cols) +
+          f"\nfleet verdict: {'PASS: every device met every budget' if passed else 'FAIL: a device failed or missed a budget'}")
+    return 0 if passed else 1
+
+
 def add_profile_parser(sub) -> None:
     p = sub.add_parser("profile", help="push an exported model to a device, measure it there, and give the budget verdict")
     p.add_argument("model", nargs="+", help="MODEL.onnx or MODEL.tflite (its .ref.npz beside it is pushed too); several: "
                    "a comparison table, every (model, --threads) pair in one connection")
-    p.add_argument("--device", required=True, help="a shipped profile name (local, rpi4, ...) or a YAML path")
+    p.add_argument("--device", required=True, help="a shipped profile name (local, rpi4, ...) or a YAML path; several "
+                   "(a,b) or a fleet YAML: the model on each, a column per device")
     p.add_argument("--runs", type=positive_int, default=50)
     p.add_argument("--any-format", action="store_true", help="measure a model whose format is not the profile's runtime "
                    "(engine and precision); refused otherwise")

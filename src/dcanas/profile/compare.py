@@ -100,7 +100,7 @@ def thread_check(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def _cell(v: Any) -> str:
+def cell_text(v: Any) -> str:
     if v is None:
         return "n/a"
     if isinstance(v, bool):
@@ -113,7 +113,7 @@ def _cell(v: Any) -> str:
 def format_comparison(res: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c != "note"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(_cell(r.get(c)) for c in cols) + " |" for r in res["rows"]]
+    lines += ["| " + " | ".join(cell_text(r.get(c)) for c in cols) + " |" for r in res["rows"]]
     lines += [f"note: {r['model']} at {r['threads']} threads: {r['note']}" for r in res["rows"] if r.get("note")]
     lines += res["thread_check"]
     lines.append(f"comparison on {res['device']}: {'every row met every budget' if res['passed'] else 'a row missed a budget'}")

@@ -5,10 +5,13 @@ additions and concatenation, or the head."""
 from __future__ import annotations
 
 import ast
+import re
 from pathlib import Path
 from typing import Any, Optional
 
 from ..export.inspect import load_onnx, metadata
+
+EDGE_SCOPE = re.compile(r"^cells\.\d+\.ops\.\d+(\.\d+)?$")  # a DARTS edge, or an NB201 node / node edge
 
 
 def node_scopes(path: Path) -> dict[str, list[str]]:
@@ -30,42 +33,56 @@ def node_scopes(path: Path) -> dict[str, list[str]]:
 
 def scopes_of(name: str, scopes: dict[str, list[str]]) -> list[str]:
     """The scopes of a profiled node: its own name, or the name onnxruntime derived from the node or its output."""
-    for cand in (name, name.removesuffix("_nchwc"), name.split("_token_")[0]):
+    base = name.removesuffix("_nchwc")
+    for cand in (name, base, base.removesuffix("_bn"), name.split("_token_")[0]):  # _bn: a batch norm fused into its conv
         if cand in scopes:
             return scopes[cand]
     return []
 
 
-def _edge_op(genotype: Optional[dict], net_config: Optional[dict], cell: int, edge: int) -> Optional[str]:
-    if not genotype or genotype.get("space") != "darts" or not net_config:
-        return None
-    from ..nets.config import NetConfig
-    from ..nets.darts import darts_layout
+def _edge(genotype: Optional[dict], net_config: Optional[dict], cell: int, parts: list[str]) -> tuple[Optional[str], Optional[tuple[str, int]]]:
+    """(op name, (cell kind, edge index in the genotype)) of module path ``cells.C.ops.E[.K]``: a DARTS cell's
+    edge E of the normal or reduction list; an NB201 cell's node E, edge K (flat index E(E+1)/2 + K)."""
+    if not genotype or not net_config:
+        return None, None
+    edge = int(parts[3])
+    if genotype.get("space") == "darts":
+        from ..nets.config import NetConfig
+        from ..nets.darts import darts_layout
 
-    slots = darts_layout(NetConfig.from_json(net_config), len(genotype["normal_concat"]))
-    edges = genotype["reduce" if slots[cell].reduction else "normal"]
-    return edges[edge][0] if edge < len(edges) else None
+        slots = darts_layout(NetConfig.from_json(net_config), len(genotype["normal_concat"]))
+        kind = "reduce" if slots[cell].reduction else "normal"
+        edges = genotype[kind]
+        return (edges[edge][0], (kind, edge)) if edge < len(edges) else (None, None)
+    if genotype.get("space") == "nb201" and len(parts) >= 5 and parts[4].isdigit():
+        from ..nets.genotype import NB201Genotype
+
+        nodes = NB201Genotype.from_str(genotype["arch"]).nodes
+        k = int(parts[4])
+        if edge < len(nodes) and k < len(nodes[edge]):
+            return nodes[edge][k][0], ("cell", edge * (edge + 1) // 2 + k)
+    return None, None
 
 
-def place(scopes: list[str], genotype: Optional[dict], net_config: Optional[dict]) -> tuple[str, Optional[int], Optional[str]]:
-    """(part, cell index, op type) of one node from its scopes."""
+def place(scopes: list[str], genotype: Optional[dict], net_config: Optional[dict]
+          ) -> tuple[str, Optional[int], Optional[str], Optional[tuple[str, int]]]:
+    """(part, cell index, op type, (cell kind, genotype edge)) of one node from its scopes."""
     top = scopes[1] if len(scopes) > 1 else ""
     if top.startswith("stem"):
-        return "stem", None, None
-    if top in ("classifier", "global_pooling", "lastact"):
-        return "head", None, None
+        return "stem", None, None, None
+    if top in ("classifier", "global_pooling", "lastact", "view", "flatten"):  # view/flatten: the head's reshape
+        return "head", None, None, None
     if top.startswith("cells."):
         cell = int(top.split(".")[1])
-        for s in scopes[2:]:
-            parts = s.split(".")
-            if len(parts) >= 4 and parts[2] == "ops" and parts[3].isdigit():
-                edge = int(parts[3])
-                op = _edge_op(genotype, net_config, cell, edge)
-                return f"cell {cell} edge {edge}", cell, op or "op"
-            if len(parts) >= 3 and parts[2].startswith("preprocess"):
-                return f"cell {cell} preprocessing", cell, "preprocessing"
-        return f"cell {cell} add/concat", cell, "add/concat"
-    return "other", None, None
+        edges = [s.split(".") for s in scopes[2:] if EDGE_SCOPE.match(s)]
+        if edges:  # an NB201 edge (cells.C.ops.node.k) sits inside its node's list (cells.C.ops.node): the deepest;
+            parts = edges[-1 if (genotype or {}).get("space") == "nb201" else 0]  # a DARTS op's own children look alike
+            op, edge = _edge(genotype, net_config, cell, parts)
+            return f"cell {cell} edge {'.'.join(parts[3:])}", cell, op or "op", edge
+        if any(re.match(r"^cells\.\d+\.preprocess", s) for s in scopes[2:]):
+            return f"cell {cell} preprocessing", cell, "preprocessing", None
+        return f"cell {cell} add/concat", cell, "add/concat", None
+    return "other", None, None, None
 
 
 def map_ops(model: Path, op_profile: dict[str, Any]) -> dict[str, Any]:
@@ -77,10 +94,11 @@ def map_ops(model: Path, op_profile: dict[str, Any]) -> dict[str, Any]:
     scopes = node_scopes(model)
     per_cell: dict[str, float] = {}
     per_op: dict[str, float] = {}
+    per_edge: dict[str, dict[int, float]] = {}  # cell kind -> genotype edge -> us, summed over the cells of that kind
     rows = []
     total = placed = reorder = 0.0
     for name, d in op_profile["nodes"].items():
-        part, cell, op = place(scopes_of(name, scopes), genotype, net_config)
+        part, cell, op, edge = place(scopes_of(name, scopes), genotype, net_config)
         reorder += d.get("reorder_us", 0.0)
         total += d["us"]
         if part != "other":
@@ -88,10 +106,28 @@ def map_ops(model: Path, op_profile: dict[str, Any]) -> dict[str, Any]:
         key = part if cell is None else f"cell {cell}"
         per_cell[key] = per_cell.get(key, 0.0) + d["us"]
         per_op[op or part] = per_op.get(op or part, 0.0) + d["us"]
+        if edge is not None:
+            per_edge.setdefault(edge[0], {})[edge[1]] = per_edge.get(edge[0], {}).get(edge[1], 0.0) + d["us"]
         rows.append(dict(node=name, op_type=d["op"], part=part, op=op, us=d["us"]))
     rows.sort(key=lambda r: -r["us"])
     return dict(available=True, total_us=total, placed_share=placed / total if total else 0.0, reorder_us=reorder,
-                wall_us_per_run=op_profile.get("wall_us_per_run"), per_cell=per_cell, per_op=per_op, top=rows[:10])
+                wall_us_per_run=op_profile.get("wall_us_per_run"), per_cell=per_cell, per_op=per_op, top=rows[:10],
+                per_edge={k: [v.get(e, 0.0) for e in range(_edge_count(genotype, k))] for k, v in per_edge.items()})
+
+
+def _edge_count(genotype: dict[str, Any], kind: str) -> int:
+    """Edges of a cell kind (an edge with no node, such as skip_connect, has no time and shows as 0)."""
+    if genotype.get("space") == "darts":
+        return len(genotype[kind])
+    from ..nets.genotype import NB201Genotype
+
+    return sum(len(node) for node in NB201Genotype.from_str(genotype["arch"]).nodes)
+
+
+def part_order(per_cell: dict[str, float]) -> list[str]:
+    """The parts in network order: stem, cell 0, cell 1, ..., head, other."""
+    rank = {"stem": 0, "cell": 1, "head": 2}
+    return sorted(per_cell, key=lambda k: (rank.get(k.split()[0], 3), int(k.split()[1]) if k.startswith("cell ") else 0))
 
 
 def format_ops(m: dict[str, Any]) -> str:
@@ -100,10 +136,7 @@ def format_ops(m: dict[str, Any]) -> str:
     lines = [f"per-operator profile: {m['total_us']:.1f} us of node time per run ({100 * m['placed_share']:.1f}% placed in the "
              f"network, including {m['reorder_us']:.1f} us of layout reorders the runtime inserted, charged to the node they "
              f"serve; {m['wall_us_per_run']:.1f} us per run wall clock while profiling)", "", "| part | us per run | share |", "|---|---:|---:|"]
-    rank = {"stem": 0, "cell": 1, "head": 2}
-    order = sorted(m["per_cell"].items(), key=lambda kv: (rank.get(kv[0].split()[0], 3),
-                                                          int(kv[0].split()[1]) if kv[0].startswith("cell") else 0))
-    lines += [f"| {k} | {v:.1f} | {100 * v / m['total_us']:.1f}% |" for k, v in order]
+    lines += [f"| {k} | {m['per_cell'][k]:.1f} | {100 * m['per_cell'][k] / m['total_us']:.1f}% |" for k in part_order(m["per_cell"])]
     lines += ["", "| op type | us per run | share |", "|---|---:|---:|"]
     lines += [f"| {k} | {v:.1f} | {100 * v / m['total_us']:.1f}% |" for k, v in sorted(m["per_op"].items(), key=lambda kv: -kv[1])]
     lines += ["", "top 10 nodes:"] + [f"  {r['us']:8.1f} us  {r['op_type']:12} {r['part']}" + (f" ({r['op']})" if r["op"] else "")
