@@ -18,6 +18,25 @@ def test_darts_v2_reference_params():
     assert network_cost(load_genotype("DARTS_V2"), cfg).params == 3_349_342
 
 
+@pytest.mark.parametrize("name,params,flops,multipliers", [("NASNet", 3_830_950, 614_004_768, (5, 3)),
+                                                          ("AmoebaNet", 3_145_078, 497_861_856, (3, 3))])
+def test_paper_baselines_at_darts_cifar_size(name, params, flops, multipliers):
+    """NASNet-A and AmoebaNet-A as DARTS' NetworkCIFAR builds them (C=36, 20 cells): 5 intermediate nodes, a
+    cell's output is its concatenated nodes (5 or 3 x C channels, normal and reduction cells differing), and
+    the ops outside the search space (sep_conv_7x7, conv_7x1_1x7). The analytic counter equals fvcore."""
+    cfg = NetConfig(C=36, layers=20, num_classes=10)
+    g = load_genotype(name)
+    net = build_network(g, cfg).eval()
+    a, f = network_cost(g, cfg), fvcore_cost(net, 32, 3)
+    assert (a.params, a.flops) == (f.params, f.flops) == (params, flops)
+    assert sum(p.numel() for p in net.parameters()) == params
+    normal, reduce = multipliers
+    after_reduce = net.cells[cfg.layers // 3 + 1].preprocess1[1]  # reads the reduction cell's output
+    after_normal = net.cells[1].preprocess1[1]
+    assert (after_reduce.in_channels, after_normal.in_channels) == (reduce * 2 * 36, normal * 36)
+    assert net(torch.randn(1, 3, 32, 32)).shape == (1, 10)
+
+
 def test_nb201_reference_params():
     cfg = NetConfig(C=16, layers=5, num_classes=10)
     g = load_genotype("NB201_REF")
@@ -35,7 +54,7 @@ def test_auxiliary_head_not_counted_and_trains():
     assert net.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-GENOTYPES = ["DARTS_V1", "DARTS_V2", "NB201_REF"] + [f"random-{s}-{i}" for s in ("darts", "nb201") for i in range(3)]
+GENOTYPES = ["DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet", "NB201_REF"] + [f"random-{s}-{i}" for s in ("darts", "nb201") for i in range(3)]
 
 
 def _genotype(name):

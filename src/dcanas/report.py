@@ -198,8 +198,9 @@ def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[
             color = "tab:blue" if times is None else cmap(0.15 + 0.85 * (us or 0.0) / top)
             ax.annotate("", (x1, y1), (x0, y0), arrowprops=dict(arrowstyle="->", color=color, lw=1 if us is None else 1 + 3 * us / top,
                                                                   connectionstyle=f"arc3,rad={0.25 if (src + dst) % 2 else -0.25}"))
-            ax.text((x0 + x1) / 2, (y0 + y1) / 2 + 0.08, op if us is None else f"{op}\n{us:.0f} us", fontsize=6.5, ha="center",
-                    color="tab:red")
+            f = 0.5 if times is None else (0.3, 0.5, 0.7)[e % 3]  # labels spread along their edges when they carry times
+            ax.text(x0 + f * (x1 - x0), y0 + f * (y1 - y0) + 0.08, op if us is None else f"{op}\n{us:.0f} us", fontsize=6.5,
+                    ha="center", color="tab:red" if times is None else "black")
         for n in range(n_nodes):
             label = (f"c_{{k-{2 - n}}}" if inputs == 2 else "in") if n < inputs else str(n)
             ax.add_patch(plt.Circle(pos[n], 0.18, color="lightsteelblue" if n >= inputs else "lightgreen", zorder=3))
@@ -226,9 +227,9 @@ def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: 
 
     plt = _plt()
     n_cells = len(_genotype_cells(genotype)) if genotype and op_map.get("per_edge") else 0
-    fig, axes = plt.subplots(1, 1 + n_cells, figsize=(5.5 + 6 * n_cells, 3.8), squeeze=False,
-                             gridspec_kw=dict(width_ratios=[1] + [1.2] * n_cells))
-    ax = axes[0][0]
+    fig = plt.figure(figsize=(6.5 * max(n_cells, 1), 3.6 + 4.2 * bool(n_cells)))
+    grid = fig.add_gridspec(1 + bool(n_cells), max(n_cells, 1), height_ratios=[1, 1.3] if n_cells else [1])
+    ax = fig.add_subplot(grid[0, :])
     parts = part_order(op_map["per_cell"])
     us = [op_map["per_cell"][k] for k in parts]
     ax.bar(range(len(parts)), us, color="tab:orange")
@@ -236,7 +237,7 @@ def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: 
     _label(ax, "", "us per run (node time)", title=f"time per cell: {op_map['total_us']:.0f} us of node time, "
            f"{100 * op_map['placed_share']:.1f}% placed")
     if n_cells:
-        plot_genotype(genotype, path, op_map["per_edge"], axes=axes[0][1:])
+        plot_genotype(genotype, path, op_map["per_edge"], axes=[fig.add_subplot(grid[1, k]) for k in range(n_cells)])
     fig.tight_layout()
     return _save(fig, path)
 

@@ -90,6 +90,10 @@ class ReportOutputs:
     html: str
 
 
+# --baselines: torchvision networks, or a published DARTS-form cell trained in the searched network's shape
+BASELINE_GENOTYPES = ("DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet")
+BASELINES = ("mobilenet_v2", "resnet18") + BASELINE_GENOTYPES
+
 # The stage list, defined once: name -> the record it returns, in run order.
 OUTPUTS: dict[str, type] = {"latency": LatencyOutputs, "search": SearchOutputs, "train": TrainOutputs, "export": ExportOutputs,
                             "profile": ProfileOutputs, "verdict": VerdictOutputs, "report": ReportOutputs}
@@ -127,6 +131,9 @@ class Stages:
         if cfg.preset not in RUN_PRESETS:
             raise UserError(f"unknown preset {cfg.preset!r}; valid: {', '.join(RUN_PRESETS)}")
         self.cfg, self.profile = cfg, profile
+        unknown = [b for b in cfg.baselines if b not in BASELINES]
+        if unknown:
+            raise UserError(f"unknown baseline {unknown[0]!r} in --baselines; valid: {', '.join(BASELINES)}")
         metric = cfg.metric or profile.search_metric
         if metric is None or metric not in profile.budget:
             raise UserError(f"device {profile.name!r} has no {metric or 'params/flops'} budget to search under; add budget.params "
@@ -251,7 +258,12 @@ class Stages:
         last = res["history"][-1]
         baselines = []
         for arch in self.cfg.baselines:
-            b = replace(cfg, arch=arch, genotype=None, width=0.35 if arch == "mobilenet_v2" else 1.0)
+            if arch in BASELINE_GENOTYPES:  # a published cell (NASNet, AmoebaNet, DARTS_V2) in the searched network's shape
+                from .nets.genotype import KNOWN
+
+                b = replace(cfg, genotype=KNOWN[arch])
+            else:
+                b = replace(cfg, arch=arch, genotype=None, width=0.35 if arch == "mobilenet_v2" else 1.0)
             say(f"baseline {arch}")
             r = train(b, d / arch, resume=(d / arch / "checkpoint.pt").exists(), progress=say)
             baselines.append(dict(arch=arch, params=r["params"], test_top1=r["history"][-1]["test_top1"]))

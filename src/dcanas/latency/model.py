@@ -25,7 +25,7 @@ from ..errors import UserError
 from ..io import write_json
 from ..nets.config import NetConfig
 from ..nets.cost import darts_edge_shape, op_cost
-from ..nets.darts import darts_layout
+from ..nets.darts import genotype_layout
 from ..nets.genotype import DartsGenotype, Genotype, NB201Genotype
 from ..nets.nb201 import nb201_layout
 
@@ -41,7 +41,7 @@ def instances(genotype: Genotype, cfg: NetConfig) -> list[Instance]:
     """Every searched op instance of the evaluation network (none included: it costs nothing)."""
     out: list[Instance] = []
     if isinstance(genotype, DartsGenotype):
-        for slot in darts_layout(cfg, len(genotype.normal_concat)):
+        for slot in genotype_layout(genotype, cfg):
             for op, src in (genotype.reduce if slot.reduction else genotype.normal):
                 out.append((op, *darts_edge_shape(slot, src)))
         return out

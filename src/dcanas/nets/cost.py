@@ -16,7 +16,7 @@ from dataclasses import dataclass, fields
 from typing import Callable
 
 from .config import NetConfig
-from .darts import CellSlot, conv_out, darts_layout
+from .darts import CellSlot, conv_out, genotype_layout
 from .genotype import DartsGenotype, Genotype, NB201Genotype
 from .nb201 import nb201_layout
 
@@ -78,6 +78,14 @@ def sep_conv(C_in: int, C_out: int, k: int, size: int, stride: int, padding: int
     return a + b, out
 
 
+def conv_7x1_1x7(C_in: int, C_out: int, size: int, stride: int) -> tuple[Cost, int]:
+    """1x7 then 7x1 convolution, each striding its own axis, then BN (ops.Conv7x1_1x7)."""
+    out = conv_out(size, 7, stride, 3)
+    a = C_in * C_in * 7
+    b = C_out * C_in * 7
+    return Cost(a + b, a * size * out + b * out * out, layers=2, channels=C_in + C_out) + bn(C_out, out), out
+
+
 def factorized_reduce(C_in: int, C_out: int, size: int) -> tuple[Cost, int]:
     out = conv_out(size, 1, 2)  # two 1x1 convs of C_out/2 channels each, concatenated
     return Cost(C_in * C_out, C_in * C_out * out * out, layers=2, channels=C_out) + bn(C_out, out), out
@@ -113,6 +121,8 @@ OP_COSTS: dict[str, OpCost] = {
     "dil_conv_5x5": lambda C_in, C_out, stride, size: dil_conv(C_in, C_out, 5, size, stride, 4, 2)[0],
     "nor_conv_1x1": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 1, size, stride, 0)[0],
     "nor_conv_3x3": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 3, size, stride, 1)[0],
+    "sep_conv_7x7": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 7, size, stride, 3)[0],
+    "conv_7x1_1x7": lambda C_in, C_out, stride, size: conv_7x1_1x7(C_in, C_out, size, stride)[0],
 }
 
 
@@ -168,8 +178,8 @@ def darts_fixed_cost(cfg: NetConfig, slots: list[CellSlot], multiplier: int) -> 
 
 
 def darts_network_cost(genotype: DartsGenotype, cfg: NetConfig) -> Cost:
-    slots = darts_layout(cfg, len(genotype.normal_concat))
-    total = darts_fixed_cost(cfg, slots, len(genotype.normal_concat))
+    slots = genotype_layout(genotype, cfg)
+    total = darts_fixed_cost(cfg, slots, len(genotype.reduce_concat if slots[-1].reduction else genotype.normal_concat))
     for slot in slots:
         for op, src in (genotype.reduce if slot.reduction else genotype.normal):
             total = total + darts_edge_cost(slot, op, src)

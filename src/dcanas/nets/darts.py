@@ -37,8 +37,11 @@ def stem_channels(cfg: NetConfig) -> tuple[int, int, int]:
     return 3 * cfg.C, 3 * cfg.C, cfg.input_size
 
 
-def darts_layout(cfg: NetConfig, multiplier: int = 4) -> list[CellSlot]:
-    """Cell positions of the network: reductions at 1/3 and 2/3 of the depth, as DARTS."""
+def darts_layout(cfg: NetConfig, multiplier: int = 4, reduce_multiplier: int | None = None) -> list[CellSlot]:
+    """Cell positions of the network: reductions at 1/3 and 2/3 of the depth, as DARTS. A cell outputs
+    ``multiplier`` (normal) or ``reduce_multiplier`` (reduction; default the same) concatenated nodes of C
+    channels each, as DARTS' ``cell.multiplier``: NASNet-A concatenates 5 nodes in its normal cell, 3 in its
+    reduction cell."""
     C_pp, C_p, size = stem_channels(cfg)
     size_pp = size_p = size
     C_curr = cfg.C
@@ -52,10 +55,15 @@ def darts_layout(cfg: NetConfig, multiplier: int = 4) -> list[CellSlot]:
             C_curr *= 2
         slots.append(CellSlot(i, C_pp, C_p, C_curr, reduction, reduction_prev, size_pp, size_p))
         out_size = conv_out(size_p, 3, 2, 1) if reduction else size_p
-        C_pp, C_p = C_p, multiplier * C_curr
+        C_pp, C_p = C_p, ((reduce_multiplier or multiplier) if reduction else multiplier) * C_curr
         size_pp, size_p = size_p, out_size
         reduction_prev = reduction
     return slots
+
+
+def genotype_layout(genotype: DartsGenotype, cfg: NetConfig) -> list[CellSlot]:
+    """The cell positions of the network of ``genotype`` (its two cells' concatenation widths)."""
+    return darts_layout(cfg, len(genotype.normal_concat), len(genotype.reduce_concat))
 
 
 def preprocess(slot: CellSlot, affine: bool = True) -> tuple[nn.Module, nn.Module]:
@@ -127,7 +135,7 @@ class DartsNetwork(nn.Module):
         self.stem = make_stem(cfg)
         self.stem1 = (nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(cfg.C, cfg.C, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.C))
                       if cfg.stem == "imagenet" else None)
-        slots = darts_layout(cfg, len(genotype.normal_concat))
+        slots = genotype_layout(genotype, cfg)
         self.cells = nn.ModuleList(Cell(genotype, s) for s in slots)
         self.aux_index = 2 * cfg.layers // 3
         last = slots[-1]

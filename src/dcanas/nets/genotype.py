@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any, ClassVar, Union
 
 from ..errors import UserError
-from .ops import DARTS_OPS, NB201_OPS
+from .ops import DARTS_EVAL_OPS, DARTS_OPS, NB201_OPS
 
 Edge = tuple[str, int]
 
@@ -64,8 +64,8 @@ class DartsGenotype:
                 raise GenotypeError(f"{cell}: {len(edges)} edges but normal has {len(self.normal)}; both cells need the same node count")
             for k, (op, src) in enumerate(edges):
                 node = darts_edge_node(k)
-                if op not in DARTS_OPS or op == "none":
-                    raise GenotypeError(f"{cell} edge {k}: unknown op {op!r}; valid: {', '.join(o for o in DARTS_OPS if o != 'none')}")
+                if op not in DARTS_EVAL_OPS or op == "none":
+                    raise GenotypeError(f"{cell} edge {k}: unknown op {op!r}; valid: {', '.join(o for o in DARTS_EVAL_OPS if o != 'none')}")
                 if type(src) is not int or not 0 <= src < node:  # a YAML/JSON true is not node 1
                     raise GenotypeError(f"{cell} edge {k}: input node {src!r} is not in 0..{node - 1} (node {node} can read only earlier nodes)")
             n_nodes = darts_edge_node(len(edges) - 1) + 1
@@ -162,6 +162,26 @@ KNOWN: dict[str, dict[str, Any]] = {
                  "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
                             ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
                  "reduce_concat": [2, 3, 4, 5]},
+    # Zoph et al., NASNet-A (CVPR 2018), and Real et al., AmoebaNet-A (AAAI 2019), as DARTS' genotypes.py gives
+    # them: 5 intermediate nodes, cells concatenating 5 or 3 of them, and two ops outside the DARTS search space.
+    "NASNet": {"space": "darts",
+               "normal": [["sep_conv_5x5", 1], ["sep_conv_3x3", 0], ["sep_conv_5x5", 0], ["sep_conv_3x3", 0],
+                          ["avg_pool_3x3", 1], ["skip_connect", 0], ["avg_pool_3x3", 0], ["avg_pool_3x3", 0],
+                          ["sep_conv_3x3", 1], ["skip_connect", 1]],
+               "normal_concat": [2, 3, 4, 5, 6],
+               "reduce": [["sep_conv_5x5", 1], ["sep_conv_7x7", 0], ["max_pool_3x3", 1], ["sep_conv_7x7", 0],
+                          ["avg_pool_3x3", 1], ["sep_conv_5x5", 0], ["skip_connect", 3], ["avg_pool_3x3", 2],
+                          ["sep_conv_3x3", 2], ["max_pool_3x3", 1]],
+               "reduce_concat": [4, 5, 6]},
+    "AmoebaNet": {"space": "darts",
+                  "normal": [["avg_pool_3x3", 0], ["max_pool_3x3", 1], ["sep_conv_3x3", 0], ["sep_conv_5x5", 2],
+                             ["sep_conv_3x3", 0], ["avg_pool_3x3", 3], ["sep_conv_3x3", 1], ["skip_connect", 1],
+                             ["skip_connect", 0], ["avg_pool_3x3", 1]],
+                  "normal_concat": [4, 5, 6],
+                  "reduce": [["avg_pool_3x3", 0], ["sep_conv_3x3", 1], ["max_pool_3x3", 0], ["sep_conv_7x7", 2],
+                             ["sep_conv_7x7", 0], ["avg_pool_3x3", 1], ["max_pool_3x3", 0], ["max_pool_3x3", 1],
+                             ["conv_7x1_1x7", 0], ["sep_conv_3x3", 5]],
+                  "reduce_concat": [3, 4, 6]},
     # The NB201 arch used by the foundation issue's reference count (1,073,466 params at C=16, N=5).
     "NB201_REF": {"space": "nb201",
                   "arch": "|nor_conv_3x3~0|+|nor_conv_3x3~0|nor_conv_3x3~1|+|skip_connect~0|nor_conv_3x3~1|nor_conv_1x1~2|"},

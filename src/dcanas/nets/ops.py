@@ -52,6 +52,19 @@ class SepConv(nn.Sequential):
         )
 
 
+class Conv7x1_1x7(nn.Sequential):
+    """ReLU -> 1x7 conv -> 7x1 conv -> BN (DARTS' ``conv_7x1_1x7``, an AmoebaNet-A op); the stride is split
+    between the two convolutions, one axis each."""
+
+    def __init__(self, C_in: int, C_out: int, stride: int, affine: bool = True) -> None:
+        super().__init__(
+            nn.ReLU(inplace=False),
+            nn.Conv2d(C_in, C_in, (1, 7), stride=(1, stride), padding=(0, 3), bias=False),
+            nn.Conv2d(C_in, C_out, (7, 1), stride=(stride, 1), padding=(3, 0), bias=False),
+            nn.BatchNorm2d(C_out, affine=affine),
+        )
+
+
 class Identity(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
@@ -140,6 +153,9 @@ OPS: dict[str, OpFactory] = {
     "dil_conv_5x5": lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 5, stride, 4, 2, affine),
     "nor_conv_1x1": lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 1, stride, 0, affine=affine),
     "nor_conv_3x3": lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 3, stride, 1, affine=affine),
+    # evaluation-network ops of NASNet-A and AmoebaNet-A (DARTS' ops table), outside every search space
+    "sep_conv_7x7": lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 7, stride, 3, affine),
+    "conv_7x1_1x7": lambda C_in, C_out, stride, affine: Conv7x1_1x7(C_in, C_out, stride, affine),
 }
 
 DARTS_OPS: tuple[str, ...] = (
@@ -148,6 +164,8 @@ DARTS_OPS: tuple[str, ...] = (
 )
 NB201_OPS: tuple[str, ...] = ("none", "skip_connect", "nor_conv_1x1", "nor_conv_3x3", "avg_pool_3x3")
 SPACE_OPS: dict[str, tuple[str, ...]] = {"darts": DARTS_OPS, "nb201": NB201_OPS}
+# what a DARTS-form genotype may name: the search space's ops and the baselines' own (NASNet-A, AmoebaNet-A)
+DARTS_EVAL_OPS: tuple[str, ...] = DARTS_OPS + ("sep_conv_7x7", "conv_7x1_1x7")
 
 
 def build_op(name: str, C_in: int, C_out: int, stride: int, affine: bool = True) -> nn.Module:

@@ -50,7 +50,7 @@ def _edge(genotype: Optional[dict], net_config: Optional[dict], cell: int, parts
         from ..nets.config import NetConfig
         from ..nets.darts import darts_layout
 
-        slots = darts_layout(NetConfig.from_json(net_config), len(genotype["normal_concat"]))
+        slots = darts_layout(NetConfig.from_json(net_config), len(genotype["normal_concat"]), len(genotype["reduce_concat"]))
         kind = "reduce" if slots[cell].reduction else "normal"
         edges = genotype[kind]
         return (edges[edge][0], (kind, edge)) if edge < len(edges) else (None, None)
