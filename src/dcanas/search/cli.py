@@ -60,6 +60,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--bottleneck", type=positive_int, metavar="R", help="channel bottleneck ratio r (1 = off; default 4)")
     p.add_argument("--no-derived-cells", action="store_true")
     p.add_argument("--no-constraint", action="store_true")
+    p.add_argument("--edge-weight", choices=["2/j", "literal"], help="eq. 3's weight of a DARTS edge's cost in k_s: 2/j "
+                   "(default: the derived cell keeps 2 of node j's j edges) or literal (every edge counts 1, as written)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
     p.add_argument("--derive", choices=["fill", "budget", "argmax"], help="fill (default): the most probable genotype whose cost "
@@ -81,7 +83,8 @@ def config_from_args(args: argparse.Namespace):
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
                          bottleneck=args.bottleneck if args.bottleneck is not None else 4,
-                         derived_cells=not args.no_derived_cells, constraint=not args.no_constraint)
+                         derived_cells=not args.no_derived_cells, constraint=not args.no_constraint,
+                         edge_weight=args.edge_weight or "2/j")
     if opts.bottleneck < 1:
         raise UserError(f"--bottleneck must be >= 1 (1 disables it), got {opts.bottleneck}")
     return replace(cfg, options=opts)

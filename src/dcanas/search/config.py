@@ -96,7 +96,7 @@ def cost_model(cfg: SearchConfig) -> CostModel:
         raise UserError(f"unknown metric {cfg.metric!r}; valid: {', '.join(PRIMARY_METRICS)}")
     scfg = supernet_config(cfg)
     return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format,
-                     latency_model_of(cfg))
+                     latency_model_of(cfg), cfg.options.edge_weight)
 
 
 def latency_model_of(cfg: SearchConfig):
@@ -127,7 +127,7 @@ def cost_models(cfg: SearchConfig) -> dict[str, CostModel]:
 
 
 def replace_metric(cm: CostModel, metric: str) -> CostModel:
-    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format, cm.latency)
+    return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format, cm.latency, cm.edge_weight)
 
 
 def check_budget(cfg: SearchConfig, cm: CostModel) -> None:

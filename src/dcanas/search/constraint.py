@@ -36,15 +36,21 @@ if TYPE_CHECKING:
     from ..latency.model import LatencyModel
 
 
+EDGE_WEIGHTS = ("2/j", "literal")  # SearchOptions.edge_weight
+
+
 class CostModel:
     """b(o) tables of one (space, evaluation network, metric); cheap to evaluate and differentiable."""
 
     def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str,
-                 size_format: str = "tflite", latency: Optional["LatencyModel"] = None) -> None:
+                 size_format: str = "tflite", latency: Optional["LatencyModel"] = None, edge_weight: str = "2/j") -> None:
         if metric not in METRICS:
             raise UserError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
         self.size_format, self.latency = size_format, latency
+        if edge_weight not in EDGE_WEIGHTS:
+            raise UserError(f"unknown edge weight {edge_weight!r} for eq. 3; valid: {', '.join(EDGE_WEIGHTS)}")
+        self.edge_weight = edge_weight
         self._size = size_model(size_format) if metric == "model_size_kb" else None
         if metric == "latency_ms":
             if latency is None:
@@ -71,8 +77,10 @@ class CostModel:
                         for k, op in enumerate(op_names):
                             U[e, k] += self.instance(op, *darts_edge_shape(s, i))
                 self.U[kind] = U
-            # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j
-            keep = torch.tensor([EDGES_PER_NODE / j for _, j in self.edges], dtype=torch.float64).unsqueeze(1)
+            # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j;
+            # "literal" sums every edge of the supernet at weight 1, as eq. 3 is written (the ablation's other arm)
+            keep = torch.tensor([EDGES_PER_NODE / j if edge_weight == "2/j" else 1.0 for _, j in self.edges],
+                                dtype=torch.float64).unsqueeze(1)
             self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
             self.fixed = self.offset() + (0.0 if metric == "latency_ms" else self.value(nb201_fixed_cost(eval_cfg)))

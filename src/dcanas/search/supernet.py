@@ -37,6 +37,7 @@ class SearchOptions:
     derived_cells: bool = True
     constraint: bool = True
     partial_channels: int = 1     # PC-DARTS' K (reference variant only; needs weight_sharing off)
+    edge_weight: str = "2/j"      # how eq. 3 weights a DARTS edge's b(o) in k_s: "2/j" (default) or "literal" (every edge 1)
 
     @classmethod
     def vanilla(cls) -> "SearchOptions":

@@ -1,0 +1,89 @@
+"""Eq. 3 read two ways (issue 18): k_s sums b(o) over every edge of the DARTS supernet cell as the paper
+writes it ("literal"), or weights each edge by 2/j, since the derived cell keeps 2 of node j's j incoming
+edges (the project's reading, docs/design-notes.md). Each reading gets its own LUG (the LUG exists to absorb
+the gap between k_s and the derived network's cost), built with the same preset, points and seeds; then the
+same 8 device budgets are searched with K' from each LUG. Side by side: the derived cost with the paper's
+arg-max rule and the budget-aware rule (the default), and the search-val accuracy.
+
+    python benchmarks/eq3_ablation.py [--preset cpu-lug] [--points 7] [--max-points 12] [--jobs 2]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from budget_precision import FRACTIONS, _err, _search, _summary  # noqa: E402
+
+READINGS = ("2/j", "literal")
+RULES = ("argmax", "budget")
+
+
+def main() -> int:
+    from dcanas.search.config import SearchConfig, apply_preset, cost_model
+    from dcanas.search.lug import build_lug
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu-lug")
+    p.add_argument("--points", type=int, default=7)
+    p.add_argument("--max-points", type=int, default=12)
+    p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--cache-dir", default=str(Path(__file__).parent / ".lug-cache"))
+    p.add_argument("--json")
+    args = p.parse_args()
+    base = apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root, device=args.device), args.preset)
+    lo, hi = cost_model(base).feasible_range()  # the derived networks' range: the same for both readings
+    budgets = [round(lo + (hi - lo) * f) for f in FRACTIONS]
+    threads = max(1, (os.cpu_count() or 1) // args.jobs)
+    cfgs = {r: replace(base, options=replace(base.options, edge_weight=r)) for r in READINGS}
+    lugs, built = {}, {}
+    for r, cfg in cfgs.items():
+        t0 = time.time()
+        lugs[r], path = build_lug(cfg, points=args.points, max_points=args.max_points, jobs=args.jobs, cache_dir=Path(args.cache_dir))
+        built[r] = time.time() - t0
+        print(f"LUG {r}: {path.name}, {len(lugs[r].points)} points, K' range {min(q['K_prime'] for q in lugs[r].points):,.0f} .. "
+              f"{max(q['K_prime'] for q in lugs[r].points):,.0f}, measured K_d {lugs[r].range[0]:,.0f} .. {lugs[r].range[1]:,.0f}, "
+              f"{built[r]:.0f}s", flush=True)
+    runs = [(r, b, lugs[r].lookup(b)) for r in READINGS for b in budgets if b >= lugs[r].range[0]]
+    t1 = time.time()
+    with ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn")) as pool:
+        rows = list(pool.map(_search, [cfgs[r].to_json() for r, _, _ in runs], [b for _, b, _ in runs], [k for _, _, k in runs],
+                             [threads] * len(runs)))
+    by = {(r, row["K_d"]): row for (r, _, _), row in zip(runs, rows)}
+    print(f"\n{args.preset} on real Fashion-MNIST, metric {base.metric}, {base.epochs} search epochs; {len(runs)} searches in "
+          f"{time.time() - t1:.0f}s ({args.jobs} jobs); feasible range {lo:,} .. {hi:,}")
+    cell = lambda x, rule: f"{x[rule]:,} ({100 * _err(x, rule):+.1f}%)"  # noqa: E731
+    head = " | ".join(f"{r}: K' | {r}: argmax | {r}: budget-aware | {r}: val acc" for r in READINGS)
+    print(f"| K_d (budget) | {head} |\n|---:|" + "---:|" * (4 * len(READINGS)))
+    for b in budgets:
+        cols = []
+        for r in READINGS:
+            x = by.get((r, b))
+            cols.append(f"{x['K_prime']:,.0f} | " + " | ".join(cell(x, rule) for rule in RULES) + f" | {x['val_acc']:.3f}"
+                        if x else "below the LUG's range | | | ")
+        print(f"| {b:,} | " + " | ".join(cols) + " |")
+    for r in READINGS:
+        rs = [by[(r, b)] for b in budgets if (r, b) in by]
+        acc = sum(x["val_acc"] for x in rs) / len(rs)
+        mae = {rule: sum(abs(_err(x, rule)) for x in rs) / len(rs) for rule in RULES}
+        print(f"{r}: " + "; ".join(_summary(rs, rule) for rule in RULES)
+              + f"; mean |error| argmax {100 * mae['argmax']:.1f}%, budget-aware {100 * mae['budget']:.1f}%; mean search-val acc {acc:.3f}")
+    if args.json:
+        Path(args.json).write_text(json.dumps(dict(budgets=budgets, lugs={r: l.to_json() for r, l in lugs.items()},
+                                                   rows=[dict(reading=r, **row) for (r, _, _), row in zip(runs, rows)]), indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
