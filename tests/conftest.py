@@ -70,3 +70,32 @@ def _private_cache(tmp_path_factory):
         os.environ.pop("XDG_CACHE_HOME", None)
     else:
         os.environ["XDG_CACHE_HOME"] = old
+
+
+def write_fashion_tree(root: Path, fashion_root: Path, *, per_class: int, size: int, fmt: str, rgb: bool,
+                       val: bool = True, offset: int = 0) -> Path:
+    """An ImageFolder tree of REAL Fashion-MNIST images written as PNG or JPEG files: train/<class>/ (and
+    val/<class>/ from the test split), resized from 28 px to ``size``; ``rgb`` tints each class's images
+    into colour (an RGB tree), else they stay grayscale."""
+    from PIL import Image
+
+    from dcanas.datasets import FASHION_CLASSES, load_split
+
+    for split, train in (("train", True), ("val", False)) if val else (("train", True),):
+        data = load_split("fashion-mnist", fashion_root, train=train)
+        counts = [0] * 10
+        for i in range(offset, len(data)):
+            c = int(data.labels[i])
+            if counts[c] >= per_class:
+                continue
+            counts[c] += 1
+            img = Image.fromarray(data.images[i, 0].numpy(), "L").resize((size, size), Image.BILINEAR)
+            if rgb:
+                tint = ((c * 37) % 256, (c * 91) % 256, (c * 151) % 256)
+                img = Image.merge("RGB", [img.point(lambda v, t=t: v * (128 + t // 2) // 255) for t in tint])
+            folder = root / split / FASHION_CLASSES[c].replace("/", "-")
+            folder.mkdir(parents=True, exist_ok=True)
+            img.save(folder / f"{i}.{fmt}")
+            if min(counts) >= per_class:
+                break
+    return root

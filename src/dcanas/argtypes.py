@@ -22,3 +22,26 @@ positive_int = _bounded(int, 1, "an integer >= 1")
 nonneg_int = _bounded(int, 0, "an integer >= 0")
 nonneg_float = _bounded(float, 0.0, "a number >= 0")
 positive_float = _bounded(float, 1e-300, "a number > 0")
+
+
+def add_folder_options(p: argparse.ArgumentParser) -> None:
+    """--input-size and --val-split, for --dataset folder:PATH (an ImageFolder tree of one's own images)."""
+    p.add_argument("--input-size", type=positive_int, help="folder: datasets: the side images are resized and cropped to "
+                   "(default: the median shorter side, rounded to a multiple of 8)")
+    p.add_argument("--val-split", type=positive_float, help="folder: datasets without val/: the fraction of train/ held out "
+                   "for validation (e.g. 0.1)")
+
+
+def resolve_dataset(args: argparse.Namespace) -> None:
+    """``--dataset folder:PATH`` with --input-size/--val-split -> its canonical name (folder:/abs/PATH?size=N&val=F)."""
+    dataset = getattr(args, "dataset", None)
+    size, val = getattr(args, "input_size", None), getattr(args, "val_split", None)
+    if isinstance(dataset, str) and dataset.startswith("folder:"):
+        from .folder_data import folder_dataset
+
+        args.dataset = folder_dataset(dataset, size, val)
+    elif size is not None or val is not None:
+        from .errors import UserError
+
+        raise UserError("--input-size and --val-split apply to --dataset folder:PATH (your own ImageFolder tree); "
+                        f"{dataset or 'this dataset'} has a fixed size and split")

@@ -47,6 +47,9 @@ def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
+        from .argtypes import resolve_dataset
+
+        resolve_dataset(args)
         return args.func(args)
     except UserError as exc:
         print(f"dcanas {args.command}: error: {exc}", file=sys.stderr)

@@ -1,8 +1,10 @@
 """Datasets in their real on-disk formats, their shapes, splits and batch transforms.
 
-The DATASETS table is the one place a dataset's shape (channels, side, classes) and
+The DATASETS table is the one place a named dataset's shape (channels, side, classes) and
 normalization are written; the cost CLI, the search, training and export read it.
 Small datasets are held in memory as uint8 tensors and batched without per-sample Python.
+A user's own ImageFolder tree (``folder:PATH``, :mod:`dcanas.folder_data`) is scanned once, its
+shape and normalization measured, and its images decoded per batch by DataLoader workers.
 """
 from __future__ import annotations
 
@@ -64,16 +66,31 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
 
 
 def get_spec(name: str) -> DatasetSpec:
+    if name.startswith(FOLDER_PREFIX):
+        from .folder_data import folder_spec
+
+        return folder_spec(name)
     if name not in DATASETS:
-        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}")
+        raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}, or folder:PATH (an ImageFolder tree)")
     return DATASETS[name]
+
+
+FOLDER_PREFIX = "folder:"
+
+
+def short_name(name: str) -> str:
+    """A dataset's name fit for a folder name (a folder: dataset by its tree's own name)."""
+    if name.startswith(FOLDER_PREFIX):
+        return Path(name.removeprefix(FOLDER_PREFIX).split("?")[0]).name or "folder"
+    return name
 
 
 @dataclass
 class ArrayData:
-    """Images as uint8 N x C x H x W and int64 labels."""
+    """Images as uint8 N x C x H x W (a tensor, or files decoded on demand: ``folder_data.FileImages``)
+    and int64 labels."""
 
-    images: torch.Tensor
+    images: Any
     labels: torch.Tensor
 
     def __len__(self) -> int:
@@ -81,6 +98,11 @@ class ArrayData:
 
     def subset(self, index: torch.Tensor | slice) -> "ArrayData":
         return ArrayData(self.images[index], self.labels[index])
+
+    def take(self, index: torch.Tensor | slice) -> torch.Tensor:
+        """The uint8 pixels of the images at ``index`` (decoded now for files)."""
+        images = self.images[index]
+        return images if isinstance(images, torch.Tensor) else images.decode()
 
 
 # ---- readers of the real formats ---------------------------------------------------
@@ -194,6 +216,10 @@ DEFAULT_DATA_ROOT = Path("data")
 def load_split(name: str, root: str | Path | None, train: bool) -> ArrayData:
     """The train or test split of dataset ``name`` from ``root`` (default ./data)."""
     spec = get_spec(name)
+    if name.startswith(FOLDER_PREFIX):
+        from .folder_data import load_folder_split
+
+        return load_folder_split(name, train)
     root = Path(root) if root is not None else DEFAULT_DATA_ROOT
     if name not in LOADERS:
         return _load_imagefolder(spec, root, train)
@@ -275,9 +301,15 @@ def batches(data: ArrayData, spec: DatasetSpec, batch_size: int, *, shuffle: boo
     n = len(data)
     order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
-    for i in range(0, stop, batch_size):
-        idx = order[i:i + batch_size]
-        x = normalize(data.images[idx], spec)
+    chunks = [order[i:i + batch_size] for i in range(0, stop, batch_size)]
+    if isinstance(data.images, torch.Tensor):
+        pixels: Iterator[torch.Tensor] = (data.images[idx] for idx in chunks)
+    else:  # files: decoded per batch by DataLoader workers, a few batches ahead, never the whole set
+        from .folder_data import decoded_batches
+
+        pixels = decoded_batches(data.images, chunks)
+    for idx, raw in zip(chunks, pixels):
+        x = normalize(raw, spec)
         if train_aug:
             x = augment(x, spec, g if g is not None else torch.Generator(), cutout)
         yield x, data.labels[idx]

@@ -4,13 +4,14 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .argtypes import nonneg_int, positive_int
+from .argtypes import add_folder_options, nonneg_int, positive_int
 from .presets import RUN_PRESETS, metric_text
 from datetime import date
 from pathlib import Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    from .datasets import short_name
     from .devices.schema import load_profile
     from .errors import UserError
     from .pipeline import RunDir, StageFailed, run_pipeline
@@ -39,7 +40,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.from_stage in (None, "search") and profile.connection.transport != "local":
         print(f"checking the connection to {profile.name} before the search ...", file=sys.stderr)
         connection_check(profile)  # seconds, not after an hour of search
-    out = Path(args.out or f"runs/{date.today().isoformat()}-{profile.name}-{args.dataset}")
+    out = Path(args.out or f"runs/{date.today().isoformat()}-{profile.name}-{short_name(args.dataset)}")
     run = RunDir(out, cfg.to_json())
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
@@ -60,6 +61,7 @@ def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
     """``dcanas run --device a,b,c`` (or a fleet YAML): see :mod:`dcanas.fleet`."""
     from dataclasses import replace
 
+    from .datasets import short_name
     from .errors import UserError
     from .fleet import fleet_members, run_fleet, write_fleet_report
     from .stages import Stages
@@ -69,7 +71,7 @@ def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
     for m in members:
         for note in m.stages.notes:
             say(f"[{m.profile.name}] {note}")
-    out = Path(args.out or f"runs/{date.today().isoformat()}-fleet-{args.dataset}")
+    out = Path(args.out or f"runs/{date.today().isoformat()}-fleet-{short_name(args.dataset)}")
     if (out / "fleet.json").exists() and not args.resume and args.from_stage is None:
         raise UserError(f"{out} already holds a fleet run; pass --resume to continue it, --from STAGE to redo from a stage, "
                         f"or choose another --out")
@@ -93,6 +95,7 @@ def add_run_parser(sub) -> None:
                    "search configuration, a column per device, exit 0 only when every device passed")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root")
+    add_folder_options(p)
     p.add_argument("--space", default="darts")
     p.add_argument("--metric", type=lambda m: "latency_ms" if m == "latency" else m,
                    help="params, flops or latency (default: the profile's search_metric, else params, else flops)")

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import argparse
 
-from ..argtypes import nonneg_float, positive_int
+from ..argtypes import add_folder_options, nonneg_float, positive_int
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -27,6 +27,7 @@ def add_export_parser(sub) -> None:
     p.add_argument("--formats", default="onnx,tflite", help="comma-separated: onnx, tflite, tflite-fp16, tflite-int8-dynamic, tflite-int8")
     p.add_argument("--dataset", help="validation/calibration data (default: the model's dataset; random inputs if absent)")
     p.add_argument("--data-root")
+    add_folder_options(p)
     p.add_argument("--layout", default="nchw", help="TFLite input layout: nchw (default) or nhwc")
     p.add_argument("--n", type=positive_int, default=100, help="validation inputs (default 100)")
     p.add_argument("--min-top1", type=nonneg_float, help="override the quantized formats' top-1 agreement threshold")

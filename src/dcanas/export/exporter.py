@@ -51,7 +51,7 @@ def load_inputs(meta: dict[str, Any], dataset: Optional[str], data_root: Optiona
     g = torch.Generator().manual_seed(seed)
     vi = torch.randperm(len(test), generator=g)[:n]
     ci = torch.randperm(len(train), generator=g)[:n_calib]
-    return Inputs(D.normalize(test.images[vi], spec).numpy(), D.normalize(train.images[ci], spec).numpy(), True,
+    return Inputs(D.normalize(test.take(vi), spec).numpy(), D.normalize(train.take(ci), spec).numpy(), True,
                   f"{len(vi)} real {name} test images; calibration: {len(ci)} training images")
 
 

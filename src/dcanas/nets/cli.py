@@ -5,7 +5,7 @@ import argparse
 import json
 from typing import Optional
 
-from ..argtypes import positive_int
+from ..argtypes import add_folder_options, positive_int
 
 
 def _net_config(space: str, dataset: str, channels: Optional[int], layers: Optional[int]):
@@ -47,6 +47,7 @@ def add_cost_parser(sub) -> None:
     p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V1, DARTS_V2, NB201_REF)")
     p.add_argument("--dataset", default="cifar10", metavar="NAME",
                    help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
+    add_folder_options(p)
     p.add_argument("--channels", type=positive_int, help="initial channels C (default: the paper's for the space)")
     p.add_argument("--layers", type=positive_int, help="DARTS cells, or NB201 cells per stage")
     p.add_argument("--json", action="store_true", help="print exactly one JSON object")

@@ -125,6 +125,13 @@ def make_stem(cfg: NetConfig) -> nn.Module:
     return nn.Sequential(nn.Conv2d(cfg.in_channels, 3 * cfg.C, 3, padding=1, bias=False), nn.BatchNorm2d(3 * cfg.C))
 
 
+def make_stem1(cfg: NetConfig) -> nn.Module | None:
+    """The ImageNet stem's third stride-2 convolution (its output feeds the first cell as s1; None for CIFAR)."""
+    if cfg.stem != "imagenet":
+        return None
+    return nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(cfg.C, cfg.C, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.C))
+
+
 class DartsNetwork(nn.Module):
     """DARTS' NetworkCIFAR / NetworkImageNet. In training with the auxiliary head, returns (logits, aux)."""
 
@@ -133,8 +140,7 @@ class DartsNetwork(nn.Module):
         self.cfg, self.genotype = cfg, genotype
         self.drop_path_prob = 0.0
         self.stem = make_stem(cfg)
-        self.stem1 = (nn.Sequential(nn.ReLU(inplace=False), nn.Conv2d(cfg.C, cfg.C, 3, 2, 1, bias=False), nn.BatchNorm2d(cfg.C))
-                      if cfg.stem == "imagenet" else None)
+        self.stem1 = make_stem1(cfg)
         slots = genotype_layout(genotype, cfg)
         self.cells = nn.ModuleList(Cell(genotype, s) for s in slots)
         self.aux_index = 2 * cfg.layers // 3

@@ -6,7 +6,7 @@ import json
 import re
 from dataclasses import replace
 
-from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from ..argtypes import add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
 from ..export.formats import FORMATS
 from ..presets import SEARCH_PRESETS, describe, metric_text
@@ -38,6 +38,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--space", default="darts", help="darts or nb201")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
+    add_folder_options(p)
     p.add_argument("--metric", default="params", type=lambda m: "latency_ms" if m == "latency" else m,
                    help="params, flops or latency (latency_ms: needs --latency-model)")
     p.add_argument("--latency-model", help="a latency model file (dcanas latency build / fit) for a latency budget")

@@ -18,6 +18,7 @@ from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb,
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from ..presets import metric_round, metric_text
+from ..progress import step_bar
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
@@ -154,6 +155,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
         targets = {**cfg.extra_budgets, cfg.metric: K_prime}  # K' for the primary budget (LUG); K_d for the others
         scales: dict[str, float] = {}
+        bar = step_bar(2 * n_steps * cfg.batch_size, f"search epoch {epoch + 1}/{cfg.epochs}")
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
             batch_t, batch_v = (xt.to(device), yt.to(device)), (xv.to(device), yv.to(device))
             lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast)
@@ -163,7 +165,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                 sums[key] += v
             steps.append([round(k_s_all[cfg.metric], 1), round(lams[cfg.metric], 6)])
             done_steps += 1
+            bar.update(len(yt) + len(yv))
+            bar.set_postfix_str(f"lambda={lams[cfg.metric]:.3f}")
             crash_point(done_steps, stop_after_steps)
+        bar.close()
         sched.step()
         genotype = model.derive()
         seen = max(1, sums["seen"])

@@ -21,7 +21,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from ..nets.config import NetConfig
-from ..nets.darts import darts_layout, make_stem, preprocess
+from ..nets.config import stem_for
+from ..nets.darts import darts_layout, make_stem, make_stem1, preprocess
 from ..nets.genotype import DARTS_INPUTS, Genotype, cell_edges, darts_edge_node
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import SPACE_OPS, build_op
@@ -61,7 +62,7 @@ class SupernetConfig:
 
     def net_config(self) -> NetConfig:
         return NetConfig(C=self.C, layers=self.cells, num_classes=self.num_classes,
-                         in_channels=self.in_channels, input_size=self.input_size)
+                         in_channels=self.in_channels, input_size=self.input_size, stem=stem_for(self.space, self.input_size))
 
 
 def _channel_shuffle(x: torch.Tensor, groups: int) -> torch.Tensor:
@@ -173,7 +174,8 @@ class Supernet(nn.Module):
         self.alphas = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(E, K)) for t in self.cell_types})
         net = cfg.net_config()
         if cfg.space == "darts":
-            self.stem = make_stem(net)
+            self.stem = make_stem(net)  # the ImageNet stem above 64 px (nets.config.stem_for): stem0 here, stem1 below
+            self.stem1 = make_stem1(net)
             self.slots = darts_layout(net, cfg.nodes)
             self.pre = nn.ModuleList(nn.ModuleList(preprocess(s, affine=False)) for s in self.slots)
             self.cells = nn.ModuleList(SearchCell(s.C, 2, cfg.nodes, self.op_names, s.reduction, opts, True) for s in self.slots)
@@ -232,6 +234,8 @@ class Supernet(nn.Module):
         selected = {t: self._selected(t) for t in self.cell_types} if self.cfg.options.derived_cells else {}
         if self.cfg.space == "darts":
             s0 = s1 = self.stem(x)
+            if self.stem1 is not None:
+                s1 = self.stem1(s0)
             for i, cell in enumerate(self.cells):
                 kind = self.cell_kind[i]
                 states = [self.pre[i][0](s0), self.pre[i][1](s1)]

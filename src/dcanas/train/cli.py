@@ -5,7 +5,7 @@ import argparse
 import json
 from dataclasses import replace
 
-from ..argtypes import nonneg_float, nonneg_int, positive_float, positive_int
+from ..argtypes import add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
 from ..presets import TRAIN_PRESETS, describe
 
 
@@ -60,8 +60,9 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--genotype", help="genotype.json, an NB201 arch string or a known name (DARTS_V2)")
     p.add_argument("--arch", default=None, help="dcanas (default, needs --genotype), mobilenet_v2 or resnet18")
     p.add_argument("--width", type=positive_float, help="MobileNetV2 width multiplier (baselines)")
-    p.add_argument("--dataset", default="fashion-mnist")
+    p.add_argument("--dataset", default="fashion-mnist", help="a named dataset, or folder:PATH (an ImageFolder tree)")
     p.add_argument("--data-root")
+    add_folder_options(p)
     p.add_argument("--channels", type=positive_int)
     p.add_argument("--layers", type=positive_int)
     p.add_argument("--epochs", type=positive_int)

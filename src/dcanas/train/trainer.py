@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..progress import step_bar
 from ..errors import UserError
 from ..presets import TRAIN_PRESETS
 from ..presets import apply_preset as _apply_preset
@@ -178,6 +179,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         seen = torch.zeros((), dtype=torch.int64)
         # Every rank draws the same global batch (same generator) and trains on its slice, so N
         # processes see exactly what one process with the same global batch sees.
+        bar = step_bar(len(train_data), f"train epoch {epoch + 1}/{cfg.epochs}") if rank == 0 else step_bar(0, "", "")
         for x, y in D.batches(train_data, spec, cfg.batch_size, shuffle=True, g=g, train_aug=True, cutout=cfg.cutout,
                               drop_last=world > 1):
             x, y = x[rank * local_bs:(rank + 1) * local_bs].to(device), y[rank * local_bs:(rank + 1) * local_bs].to(device)
@@ -191,10 +193,12 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
             opt.step()
             done_steps += 1
+            bar.update(len(y) * world)
             crash_point(done_steps)
             loss_sum += float(loss.detach()) * len(y)
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
+        bar.close()
         sched.step()
         if world > 1:
             for t in (loss_sum, correct, seen):

@@ -1,0 +1,36 @@
+"""Per-step progress bars: tqdm (steps, images/s, ETA) when stderr is a terminal; nothing otherwise, where
+the stages print one line per epoch instead (logs, CI). A search run inside a pool worker shows no bar
+(several processes writing bars to one terminal garble each other)."""
+from __future__ import annotations
+
+import multiprocessing
+import os
+import sys
+from typing import Any
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def set_postfix_str(self, s: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def bars_wanted() -> bool:
+    if os.environ.get("DCANAS_PROGRESS") in ("0", "off"):
+        return False
+    in_pool = multiprocessing.current_process().name != "MainProcess"
+    return sys.stderr.isatty() and not in_pool
+
+
+def step_bar(total: int, desc: str, unit: str = "img") -> Any:
+    """A bar over ``total`` units (images by default: tqdm shows images/s and the ETA), or a no-op."""
+    if not bars_wanted():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr)
