@@ -129,3 +129,28 @@ def test_model_size_budget_binds_and_holds(tmp_path, fashion_root):
     assert search(tmp_path / "u", *args, "--also-budget", "size=1", data_root=fashion_root).returncode == 2
     loose = search(tmp_path / "v", *args, "--also-budget", "model_size_kb=1e9", data_root=fashion_root)
     assert loose.returncode == 0, loose.stderr  # above the largest network: never binds, not an error
+
+
+def test_progress_bars_on_a_terminal_lines_in_a_log(tmp_path, fashion_root):
+    """stderr a terminal (a real pty): tqdm bars with images/s; stderr a pipe (a log, CI): one line per epoch only."""
+    import pty
+
+    args = [sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--budget", "20k", "--data-root", str(fashion_root),
+            "--cache-dir", str(tmp_path / "cache")]
+    master, slave = pty.openpty()
+    p = subprocess.Popen(args + ["--out", str(tmp_path / "tty")], stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=slave)
+    os.close(slave)
+    chunks = []
+    while True:
+        try:
+            data = os.read(master, 65536)
+        except OSError:  # the child closed its end
+            break
+        if not data:
+            break
+        chunks.append(data)
+    assert p.wait(timeout=300) == 0
+    tty = b"".join(chunks).decode(errors="replace")
+    assert "search epoch 1/2" in tty and "img/s" in tty, tty[-2000:]
+    r = subprocess.run(args + ["--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and "img/s" not in r.stderr and "epoch 2/2" in r.stderr

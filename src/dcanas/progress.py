@@ -31,6 +31,10 @@ def step_bar(total: int, desc: str, unit: str = "img") -> Any:
     """A bar over ``total`` units (images by default: tqdm shows images/s and the ETA), or a no-op."""
     if not bars_wanted():
         return _NoBar()
+    import shutil
+
     from tqdm import tqdm
 
-    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, dynamic_ncols=True, file=sys.stderr)
+    size = shutil.get_terminal_size((100, 20))  # a terminal that reports 0 x 0 still gets a bar (tqdm would hide it)
+    return tqdm(total=total, desc=desc, unit=unit, unit_scale=True, leave=False, ncols=size.columns or 100,
+                nrows=size.lines or 20, file=sys.stderr)

@@ -19,6 +19,7 @@ from typing import Any, Callable, Iterator, Optional
 import torch
 import torch.nn as nn
 
+from ..progress import step_bar
 from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.converters import convert
@@ -93,6 +94,7 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
             progress(f"[export] {done}/{len(todo_export)} models to {fmt.name} ({time.time() - t0:.0f}s)")
     todo = [n for n in names if n not in state["measured"]]
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    bar = step_bar(len(todo), f"latency measurements on {profile.name}", unit="model")
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
         res = measure_batch(profile, [paths[n] for n in chunk], runs=runs, rounds=rounds,
@@ -104,6 +106,8 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
         state["conditions"].append({k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads",
                                                            "machine", "total_s")})
         write_json(state_path, state)
+        bar.update(len(chunk))
+    bar.close()
     return {n: state["measured"][n] for n in names}, state["conditions"]
 
 

@@ -15,6 +15,7 @@ from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
 
+from ..progress import step_bar
 from .. import __version__
 from ..presets import metric_text
 from ..errors import UserError
@@ -192,10 +193,13 @@ def _measure(cfg, targets: list[tuple[Path, float]], jobs: int, progress: Callab
         progress(f"running {len(todo)} searches, {jobs} at a time, {threads} torch thread(s) each")
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(_run_point, cfg.to_json(), float(kp), str(d), threads): kp for kp, d in todo}
+            bar = step_bar(len(todo), "LUG searches", unit="search")
             for n, fut in enumerate(as_completed(futures), 1):
+                bar.update(1)
                 pt = fut.result()
                 done.append(pt)
                 progress(f"point {n}/{len(todo)} K'={futures[fut]:,.0f}: derived K_d={pt['K_d']:,}")
+            bar.close()
     return done
 
 
