@@ -3,7 +3,7 @@ writes it ("literal"), or weights each edge by 2/j, since the derived cell keeps
 edges (the project's reading, docs/design-notes.md). Each reading gets its own LUG (the LUG exists to absorb
 the gap between k_s and the derived network's cost), built with the same preset, points and seeds; then the
 same 8 device budgets are searched with K' from each LUG. Side by side: the derived cost with the paper's
-arg-max rule and the budget-aware rule (the default), and the search-val accuracy.
+arg-max rule and the budget-aware rule (the most probable genotype within the budget), and the search-val accuracy.
 
     python benchmarks/eq3_ablation.py [--preset cpu-lug] [--points 7] [--max-points 12] [--jobs 2] [--span feasible|lug] [--seeds 1]
 
@@ -59,7 +59,7 @@ def main() -> int:
         print(f"LUG {r}: {path.name}, {len(lugs[r].points)} points, K' range {min(q['K_prime'] for q in lugs[r].points):,.0f} .. "
               f"{max(q['K_prime'] for q in lugs[r].points):,.0f}, measured K_d {lugs[r].range[0]:,.0f} .. {lugs[r].range[1]:,.0f}, "
               f"{built[r]:.0f}s", flush=True)
-    b_lo, b_hi = (lo, hi) if args.span == "feasible" else (max(l.range[0] for l in lugs.values()), min(l.range[1] for l in lugs.values()))
+    b_lo, b_hi = (lo, hi) if args.span == "feasible" else (max(g.range[0] for g in lugs.values()), min(g.range[1] for g in lugs.values()))
     budgets = [round(b_lo + (b_hi - b_lo) * f) for f in FRACTIONS]
     runs = [(r, b, lugs[r].lookup(b), seed) for r in READINGS for b in budgets if b >= lugs[r].range[0] for seed in range(args.seeds)]
     t1 = time.time()
@@ -89,7 +89,7 @@ def main() -> int:
         print(f"{r}: " + "; ".join(_summary(rs, rule) for rule in RULES)
               + f"; mean |error| argmax {100 * mae['argmax']:.1f}%, budget-aware {100 * mae['budget']:.1f}%; mean search-val acc {acc:.3f}")
     if args.json:
-        Path(args.json).write_text(json.dumps(dict(budgets=budgets, lugs={r: l.to_json() for r, l in lugs.items()},
+        Path(args.json).write_text(json.dumps(dict(budgets=budgets, lugs={r: g.to_json() for r, g in lugs.items()},
                                                    rows=[dict(reading=r, **row) for (r, _, _, _), row in zip(runs, rows)]), indent=2))
     return 0
 

@@ -44,7 +44,7 @@ def data_case(tree: str) -> dict:
     base = _rss("VmRSS")
     t0 = time.perf_counter()
     n = 0
-    for x, y in D.batches(train, spec, 64, shuffle=True, g=torch.Generator().manual_seed(0), train_aug=True, cutout=8):
+    for _, y in D.batches(train, spec, 64, shuffle=True, g=torch.Generator().manual_seed(0), train_aug=True, cutout=8):
         n += len(y)
     dt = time.perf_counter() - t0
     return dict(images=n, seconds=dt, images_per_s=n / dt, peak_mb=_rss("VmHWM") - base, base_mb=base)

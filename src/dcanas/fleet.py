@@ -220,7 +220,8 @@ def write_fleet_report(members: list[Member], out: Path, title: str) -> dict[str
     rows = column_table(cols)
     md_table, html_table = _table(rows, [""] + [c["device"] for c in cols])
     passed = all(m.status == "passed" for m in members)
-    line = f"Fleet verdict: {'PASS: every device met every budget' if passed else 'FAIL: ' + ', '.join(m.profile.name for m in members if m.status != 'passed') + ' did not pass'}"
+    failed = ", ".join(m.profile.name for m in members if m.status != "passed")
+    line = "Fleet verdict: " + ("PASS: every device met every budget" if passed else f"FAIL: {failed} did not pass")
     write_json(out / "fleet.json", dict(passed=passed, devices=cols))
     md = [f"# {title}", "", f"**{line}**", "", md_table, ""] + [f"- {m.profile.name}: {m.error}" for m in members if m.error]
     md_path = atomic_write(out / "report.md", lambda fh: fh.write("\n".join(md) + "\n"), binary=False)
