@@ -164,3 +164,16 @@ def test_run_on_own_data(request, tmp_path, tree, extra):
 
     meta = metadata(out / "export" / "model.onnx")  # the measured normalisation travels with the model
     assert meta["input_shape"][-1] == size and len(meta["mean"]) == net["in_channels"]
+
+
+@pytest.mark.slow
+def test_tiny_search_at_224_px_uses_the_imagenet_stem(tmp_path, fashion_root):
+    """A tiny search on a 224 px tree: the supernet and the evaluation network take the ImageNet stem (the first
+    cell works at 28 px), and the search finishes on this CPU."""
+    tree = write_fashion_tree(tmp_path / "big", fashion_root, per_class=8, size=224, fmt="png", rgb=True, val=False)
+    out = tmp_path / "search"
+    r = run_dcanas("search", "--dataset", f"folder:{tree}", "--val-split", "0.25", "--preset", "tiny", "--batch-size", "16",
+                   "--budget", "20k", "--cache-dir", str(tmp_path / "cache"), "--out", str(out), timeout=600)
+    assert r.returncode == 0, r.stderr[-2000:]
+    summary = json.loads((out / "search.json").read_text())["summary"]
+    assert summary["eval_config"]["stem"] == "imagenet" and summary["eval_config"]["input_size"] == 224

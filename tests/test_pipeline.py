@@ -100,7 +100,8 @@ def test_report_renders_in_headless_chromium(local_run, tmp_path):
              "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'profile'}"]
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
-    assert 'data-images="6"' in dom.stdout  # all six plots decoded by the browser
+    pngs = len(list((out / "report").glob("*.png")))
+    assert pngs == 7 and f'data-images="{pngs}"' in dom.stdout  # every plot (op_time too) decoded by the browser
     assert "PASS" in dom.stdout and "analytic counter" in dom.stdout and "fvcore" in dom.stdout
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()],

@@ -136,6 +136,16 @@ def test_run_always_exports_and_profiles_the_devices_format():
     assert rpi.formats() == ["onnx", "tflite", "tflite-int8"]
 
 
+def test_run_baselines_accept_published_cells():
+    """--baselines: torchvision networks or a published DARTS-form cell (NASNet, AmoebaNet, DARTS_V1/V2); else exit 2."""
+    from dcanas.errors import UserError
+    from dcanas.stages import RunConfig, Stages
+
+    Stages(RunConfig(device="local", preset="tiny", baselines=["NASNet", "AmoebaNet", "mobilenet_v2"]), load_profile("local"))
+    with pytest.raises(UserError, match="unknown baseline 'NASNet-A'.*valid: mobilenet_v2, resnet18, DARTS_V1"):
+        Stages(RunConfig(device="local", preset="tiny", baselines=["NASNet-A"]), load_profile("local"))
+
+
 def test_frequency_drop_and_throttling_are_warned(artifacts, tmp_path):
     """A fake sysfs tree (DCANAS_SYSFS_ROOT: no test can heat a CPU) whose CPU frequency falls and whose
     firmware flags throttling while the runner times the model: the profile says so."""
