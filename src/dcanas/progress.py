@@ -1,6 +1,6 @@
 """Per-step progress bars: tqdm (steps, images/s, ETA) when stderr is a terminal; nothing otherwise, where
 the stages print one line per epoch instead (logs, CI). A search run inside a pool worker shows no bar
-(several processes writing bars to one terminal garble each other)."""
+(several processes writing bars to one terminal garble each other), nor a torchrun rank other than 0."""
 from __future__ import annotations
 
 import multiprocessing
@@ -24,7 +24,8 @@ def bars_wanted() -> bool:
     if os.environ.get("DCANAS_PROGRESS") in ("0", "off"):
         return False
     in_pool = multiprocessing.current_process().name != "MainProcess"
-    return sys.stderr.isatty() and not in_pool
+    other_rank = os.environ.get("RANK", "0") != "0"  # under torchrun only rank 0 draws
+    return sys.stderr.isatty() and not in_pool and not other_rank
 
 
 def step_bar(total: int, desc: str, unit: str = "img") -> Any:

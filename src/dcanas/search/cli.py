@@ -106,7 +106,14 @@ def cmd_search(args: argparse.Namespace) -> int:
     cfg = replace(cfg, budget=args.budget, search_budget=args.search_budget, extra_budgets=extra,
                   size_format=args.size_format or cfg.size_format)
     cache = Path(args.cache_dir) if args.cache_dir else None
-    result = run_search(cfg, args.out, lambda: resolve_search_budget(cfg, cache)[0], resume=args.resume)
+    import os
+    import sys
+
+    rank0 = os.environ.get("RANK", "0") == "0"  # under torchrun only rank 0 reports
+    say = (lambda m: print(m, file=sys.stderr, flush=True)) if rank0 else (lambda m: None)
+    result = run_search(cfg, args.out, lambda: resolve_search_budget(cfg, cache, say)[0], resume=args.resume)
+    if not rank0:
+        return 0
     s = result.summary
     print(json.dumps(s["genotype"]))
     for rule, d in s["derivations"].items():

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -13,6 +13,7 @@ import torch
 import torch.nn as nn
 
 from .. import datasets as D
+from .. import distributed
 from ..errors import UserError
 from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
@@ -34,6 +35,10 @@ def _device(name: str) -> torch.device:
 ProgressFn = Callable[[str], None]
 
 
+def _quiet(msg: str) -> None:
+    pass
+
+
 def _stderr(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
@@ -43,15 +48,18 @@ class SearchResult:
     genotype: Any
     summary: dict[str, Any]
     out_dir: Path
+    alphas: dict[str, torch.Tensor] = field(default_factory=dict)  # the final architecture parameters (raw, not softmax)
 
 
 def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, train_batch: tuple[torch.Tensor, torch.Tensor],
                 val_batch: tuple[torch.Tensor, torch.Tensor], w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                targets: dict[str, float], lams: dict[str, float], autocast) -> tuple[dict[str, float], dict[str, float]]:
+                targets: dict[str, float], lams: dict[str, float], autocast, world: int = 1) -> tuple[dict[str, float], dict[str, float]]:
     """One bi-level first-order step (Algorithm 1): w on search-train, alpha on search-val with the
     Lagrangian terms (eq. 4, one per budgeted metric), then each lambda by projected gradient ascent.
     Returns the new lambdas and the step's statistics; the search loop and the search-cost benchmark
-    both run exactly this."""
+    both run exactly this. Under torchrun (``world`` > 1) each rank holds its slice of the global batch and
+    the w and alpha gradients are averaged over the ranks before each optimizer step, so every rank keeps
+    the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere)."""
     ce = nn.functional.cross_entropy
     (xt, yt), (xv, yv) = train_batch, val_batch
     # 1. w on search-train (first order)
@@ -60,6 +68,7 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
         logits = model(xt)
         loss = ce(logits, yt)
     loss.backward()
+    distributed.average_gradients(model.weight_parameters(), world)
     nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
     w_opt.step()
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
@@ -69,6 +78,7 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
         logits = model(xv)
         val_loss = ce(logits, yv)
     val_loss.backward()
+    distributed.average_gradients(model.arch_parameters(), world)
     if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
         violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
         stats["scales"] = add_constraint_gradients(model.arch_parameters(), violations, lams, cfg.lambda_step == "adaptive")
@@ -116,8 +126,14 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         if getattr(cfg, name) < 1:
             raise UserError(f"search option {name} must be >= 1, got {getattr(cfg, name)}")
     check_budget(cfg, cm)
-    ensure_writable_dir(out, "search --out")  # now, not after the first epoch
-    clean_stale_tmp(out)
+    rank, world = distributed.world()
+    if cfg.batch_size % world:
+        raise UserError(f"--batch-size {cfg.batch_size} is not divisible by the {world} processes")
+    if rank == 0:
+        ensure_writable_dir(out, "search --out")  # now, not after the first epoch
+        clean_stale_tmp(out)
+    else:
+        progress = _quiet  # rank 0 reports and writes; the others compute
     spec = D.get_spec(cfg.dataset)
     train_all = D.load_split(cfg.dataset, cfg.data_root, train=True)
     K_prime = float(K_prime() if callable(K_prime) else K_prime)
@@ -143,6 +159,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         raise UserError(f"batch size {cfg.batch_size} is larger than the search split ({len(s_train)} images); lower --batch-size or raise --subset")
     done_steps = 0
     autocast = autocast_for(cfg, device)
+    local = cfg.batch_size // world
+    if world > 1:
+        progress(f"data-parallel search: {world} processes, global batch {cfg.batch_size} ({local} per process), "
+                 f"w lr {w_opt.param_groups[0]['lr']:g}, alpha lr {cfg.arch_lr:g}, {n_steps} steps per epoch")
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
         if cfg.options.derived_cells and epoch % cfg.rederive_every == 0:
@@ -157,8 +177,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         scales: dict[str, float] = {}
         bar = step_bar(2 * n_steps * cfg.batch_size, f"search epoch {epoch + 1}/{cfg.epochs}")
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
-            batch_t, batch_v = (xt.to(device), yt.to(device)), (xv.to(device), yv.to(device))
-            lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast)
+            # every rank draws the same global batches (same generator) and takes its slice
+            part = slice(rank * local, (rank + 1) * local)
+            batch_t, batch_v = (xt[part].to(device), yt[part].to(device)), (xv[part].to(device), yv[part].to(device))
+            lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast, world)
             k_s_all = st.pop("k_s")
             scales = st.pop("scales", scales)
             for key, v in st.items():
@@ -171,6 +193,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         bar.close()
         sched.step()
         genotype = model.derive()
+        sums = distributed.sum_over_ranks(sums, world)
         seen = max(1, sums["seen"])
         k_s, lam = k_s_all[cfg.metric], lams[cfg.metric]
         row = dict(epoch=epoch + 1, k_s=k_s, K_prime=K_prime, K_d=cfg.budget, **{"lambda": lam}, k_s_all=k_s_all, lambdas=lams, term_scales=scales,
@@ -181,6 +204,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                    alphas={t: torch.softmax(a.detach().cpu(), -1).tolist() for t, a in model.alphas.items()},
                    seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
         history.append(row)
+        if rank:
+            continue
         torch_save(ckpt_path, dict(config=cfg.to_json(), model=model.state_dict(), w_opt=w_opt.state_dict(),
                                    a_opt=a_opt.state_dict(), sched=sched.state_dict(), epoch=epoch + 1, history=history,
                                    steps=steps, rng=torch.get_rng_state(), genotype=model.genotype.to_json(),
@@ -188,7 +213,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
         progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={t(k_s)}  K'={t(K_prime)}  "
                  f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={t(row['derived_cost'])}")
-    return finish(cfg, out, model, cms, history, steps, K_prime)
+    return finish(cfg, out, model, cms, history, steps, K_prime, write=rank == 0)
 
 
 def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -> dict[str, Derivation]:
@@ -212,7 +237,7 @@ def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -
 
 
 def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostModel], history: list, steps: list,
-           K_prime: float) -> SearchResult:
+           K_prime: float, write: bool = True) -> SearchResult:
     cm = cms[cfg.metric]
     found = derivations(cfg, model, cms)
     genotype = found[cfg.derive].genotype
@@ -227,6 +252,7 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),
                    derivations={k: d.to_json() for k, d in found.items()},
                    seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()))
-    write_json(out / "genotype.json", genotype.to_json())
-    write_json(out / "search.json", dict(config=cfg.to_json(), summary=summary, epochs=history, steps=steps))
-    return SearchResult(genotype, summary, out)
+    if write:
+        write_json(out / "genotype.json", genotype.to_json())
+        write_json(out / "search.json", dict(config=cfg.to_json(), summary=summary, epochs=history, steps=steps))
+    return SearchResult(genotype, summary, out, {t: a.detach().cpu().clone() for t, a in model.alphas.items()})

@@ -14,6 +14,7 @@ import torch.distributed as dist
 import torch.nn as nn
 import torch.nn.functional as F
 
+from .. import distributed
 from ..progress import step_bar
 from ..errors import UserError
 from ..presets import TRAIN_PRESETS
@@ -58,14 +59,6 @@ class TrainConfig:
 
 def apply_preset(cfg: TrainConfig, name: Optional[str]) -> TrainConfig:
     return _apply_preset(cfg, TRAIN_PRESETS, name, "training")
-
-
-def _dist() -> tuple[int, int]:
-    """(rank, world size); initialises the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
-    if world > 1 and not dist.is_initialized():
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    return (dist.get_rank(), world) if world > 1 else (0, 1)
 
 
 def build_model(cfg: TrainConfig, spec: D.DatasetSpec) -> tuple[nn.Module, dict[str, Any]]:
@@ -125,7 +118,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
           progress: Callable[[str], None] = _stderr) -> dict[str, Any]:
     """Train; writes ``model.pt`` (last epoch), ``best.pt`` (best top-1 on a validation split held out of the
     training images, never the test split), ``checkpoint.pt`` and ``train.json`` under ``out_dir``."""
-    rank, world = _dist()
+    rank, world = distributed.world()
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
     spec = D.get_spec(cfg.dataset)
