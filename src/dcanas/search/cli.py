@@ -153,7 +153,12 @@ def add_lug_parser(sub) -> None:
     b.add_argument("--range", nargs=2, type=parse_quantity, metavar=("LO", "HI"), help="K' range (default: the feasible range)")
     b.add_argument("--max-points", type=positive_int, help="refine where K_d jumps > 5%% between neighbours, up to this "
                    "many points in all (default: 2 x --points)")
-    b.add_argument("--jobs", type=positive_int, default=1, help="searches at a time, each in its own process")
+    b.add_argument("--jobs", type=positive_int, default=1, help="searches at a time, each in its own process (--executor local)")
+    b.add_argument("--executor", default="local", choices=["local", "ray"], help="local: a process pool on this machine; "
+                   "ray: one Ray task per search, retried (resuming from its checkpoint) when its worker or node dies")
+    b.add_argument("--ray-address", help="an existing Ray cluster (ray start --head ...); default: a local Ray instance")
+    b.add_argument("--cpus-per-search", type=positive_int, default=1, help="Ray: CPUs (and torch threads) per search")
+    b.add_argument("--gpus-per-search", type=nonneg_float, default=0.0, help="Ray: GPUs per search (a fraction shares one)")
     b.add_argument("--cache-dir")
     b.add_argument("--runs-dir", help="where the grid's search run directories go (default: under the cache)")
     b.set_defaults(func=cmd_lug_build)
@@ -180,12 +185,16 @@ def _print_lug(lug, path) -> None:
 def cmd_lug_build(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from .lug import build_lug
+    from .executor import check_executor
+    from .lug import Runner, build_lug
 
     cfg = config_from_args(args)
+    check_executor(args.executor)  # Ray missing: one line naming the extra, before any work
+    runner = Runner(jobs=args.jobs, executor=args.executor, ray_address=args.ray_address, cpus=args.cpus_per_search,
+                    gpus=args.gpus_per_search)
     lug, path = build_lug(cfg, points=args.points, value_range=tuple(args.range) if args.range else None, jobs=args.jobs,
                           cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                          runs_dir=Path(args.runs_dir) if args.runs_dir else None, max_points=args.max_points)
+                          runs_dir=Path(args.runs_dir) if args.runs_dir else None, max_points=args.max_points, runner=runner)
     _print_lug(lug, path)
     print(f"plot: {path.with_suffix('.png')}")
     return 0

@@ -9,9 +9,7 @@ import hashlib
 import json
 import os
 import sys
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass, field, replace
-from multiprocessing import get_context
 from pathlib import Path
 from typing import Any, Callable, Optional
 
@@ -21,6 +19,7 @@ from ..presets import metric_text
 from ..errors import UserError
 from ..io import atomic_write, write_json
 from .config import SearchConfig, cost_model
+from .executor import run_all
 from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
@@ -145,7 +144,8 @@ def grid(lo: float, hi: float, n: int) -> list[float]:
 
 def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]] = None, jobs: int = 1,
               cache_dir: Optional[Path] = None, runs_dir: Optional[Path] = None, max_points: Optional[int] = None,
-              progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True)) -> tuple[LUG, Path]:
+              progress: Callable[[str], None] = lambda m: print(m, file=sys.stderr, flush=True),
+              runner: Optional[Runner] = None) -> tuple[LUG, Path]:
     """Run the grid (resuming finished and checkpointed points), then refine it where K_d jumps by more
     than 5% between neighbours (bisection, up to ``max_points`` in all; default 2 x points), and write
     the LUG JSON + PNG atomically."""
@@ -154,10 +154,11 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
     flo, fhi = cm.feasible_range()
     if not (flo <= lo < hi <= fhi):
         raise UserError(f"--range {lo:,.0f} {hi:,.0f} must lie inside the feasible range {flo:,} .. {fhi:,} and LO < HI")
+    runner = runner or Runner(jobs=jobs)
     max_points = max(points, max_points if max_points is not None else 2 * points)
     cache = Path(cache_dir or default_cache_dir())
     runs = Path(runs_dir or cache / "runs" / options_hash(cfg))
-    done = _measure(cfg, [(runs / f"point-{i:02d}-{int(kp)}", kp) for i, kp in enumerate(grid(lo, hi, points))], jobs, progress)
+    done = _measure(cfg, [(runs / f"point-{i:02d}-{int(kp)}", kp) for i, kp in enumerate(grid(lo, hi, points))], runner, progress)
     while len(done) < max_points:
         pts = sorted(done, key=lambda p: p["K_prime"])
         mids = [round((a["K_prime"] + b["K_prime"]) / 2) for a, b in zip(pts, pts[1:])
@@ -165,7 +166,7 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
         if not mids:
             break
         progress(f"refining: K_d jumps by more than {JUMP:.0%} in {len(mids)} interval(s); bisecting")
-        done += _measure(cfg, [(runs / f"point-r-{int(kp)}", kp) for kp in mids[:max_points - len(done)]], jobs, progress)
+        done += _measure(cfg, [(runs / f"point-r-{int(kp)}", kp) for kp in mids[:max_points - len(done)]], runner, progress)
     lug = LUG.from_points(cfg, [{k: p[k] for k in ("K_prime", "K_d", "run_dir", "val_acc")} for p in done])
     path = save_lug(lug, cache / lug_filename(cfg))
     if lug.repaired:
@@ -177,8 +178,28 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
 JUMP = 0.05  # neighbours whose K_d differ by more than this fraction are bisected
 
 
-def _measure(cfg, targets: list[tuple[Path, float]], jobs: int, progress: Callable[[str], None]) -> list[dict[str, Any]]:
-    """One search per (run directory, K'): finished ones reused, the rest run ``jobs`` at a time."""
+@dataclass(frozen=True)
+class Runner:
+    """Where a LUG's searches run (``search/executor.py``): ``jobs`` at a time locally, or Ray tasks of
+    ``cpus`` CPUs and ``gpus`` GPUs each (a local Ray instance, or the cluster at ``ray_address``)."""
+
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: Optional[str] = None
+    cpus: int = 1
+    gpus: float = 0.0
+
+    def threads(self) -> int:
+        return self.cpus if self.executor == "ray" else max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+
+    def describe(self) -> str:
+        if self.executor == "ray":
+            return f"as Ray tasks ({self.cpus} CPU, {self.gpus:g} GPU each{', cluster ' + self.ray_address if self.ray_address else ''})"
+        return f"{self.jobs} at a time"
+
+
+def _measure(cfg, targets: list[tuple[Path, float]], runner: Runner, progress: Callable[[str], None]) -> list[dict[str, Any]]:
+    """One search per (run directory, K'): finished ones reused, the rest run by ``runner``."""
     done: list[dict[str, Any]] = []
     todo = []
     for d, kp in targets:
@@ -188,18 +209,17 @@ def _measure(cfg, targets: list[tuple[Path, float]], jobs: int, progress: Callab
             progress(f"K'={kp:,.0f}: reused {d}")
         else:
             todo.append((kp, d))
-    threads = max(1, (os.cpu_count() or 1) // max(1, jobs))
+    threads = runner.threads()
     if todo:
-        progress(f"running {len(todo)} searches, {jobs} at a time, {threads} torch thread(s) each")
-        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
-            futures = {pool.submit(_run_point, cfg.to_json(), float(kp), str(d), threads): kp for kp, d in todo}
-            bar = step_bar(len(todo), "LUG searches", unit="search")
-            for n, fut in enumerate(as_completed(futures), 1):
-                bar.update(1)
-                pt = fut.result()
-                done.append(pt)
-                progress(f"point {n}/{len(todo)} K'={futures[fut]:,.0f}: derived K_d={pt['K_d']:,}")
-            bar.close()
+        progress(f"running {len(todo)} searches {runner.describe()}, {threads} torch thread(s) each")
+        bar = step_bar(len(todo), "LUG searches", unit="search")
+        calls = [(cfg.to_json(), float(kp), str(d), threads) for kp, d in todo]
+        for n, (i, pt) in enumerate(run_all(_run_point, calls, executor=runner.executor, jobs=runner.jobs,
+                                            ray_address=runner.ray_address, cpus=runner.cpus, gpus=runner.gpus), 1):
+            bar.update(1)
+            done.append(pt)
+            progress(f"point {n}/{len(todo)} K'={todo[i][0]:,.0f}: derived K_d={pt['K_d']:,}")
+        bar.close()
     return done
 
 

@@ -1,0 +1,54 @@
+"""Where independent searches run (a LUG's grid points): ``local``, a process pool on this machine (the
+default, no extra dependency), or ``ray``, one Ray task per search on a local Ray instance or an existing
+cluster (``--ray-address``). A Ray task asks for ``cpus`` CPUs and ``gpus`` GPUs, and is retried when its
+worker or node dies; since every search checkpoints into its run directory (which must be on a filesystem
+every node shares), a retried search resumes from its last finished epoch and yields the result an
+uninterrupted one would. Results come back in completion order."""
+from __future__ import annotations
+
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from multiprocessing import get_context
+from typing import Any, Callable, Iterator, Optional, Sequence
+
+from ..errors import UserError
+
+EXECUTORS = ("local", "ray")
+RAY_RETRIES = 3
+
+
+def check_executor(name: str) -> None:
+    """``--executor``: a known name, and Ray installed when asked for (before any work)."""
+    if name not in EXECUTORS:
+        raise UserError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
+    if name == "ray":
+        try:
+            import ray  # noqa: F401
+        except ImportError:
+            raise UserError("--executor ray needs Ray: pip install 'dcanas[ray]' (or pip install ray); "
+                            "--executor local runs on this machine without it") from None
+
+
+def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "local", jobs: int = 1,
+            ray_address: Optional[str] = None, cpus: float = 1, gpus: float = 0) -> Iterator[tuple[int, Any]]:
+    """(index into ``calls``, fn(*call)) for every call, as each finishes."""
+    check_executor(executor)
+    if executor == "local":
+        with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
+            futures = {pool.submit(fn, *call): i for i, call in enumerate(calls)}
+            for fut in as_completed(futures):
+                yield futures[fut], fut.result()
+        return
+    import ray
+
+    if not ray.is_initialized():
+        try:
+            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        except ConnectionError as exc:
+            raise UserError(f"--ray-address {ray_address}: no Ray cluster answers there ({exc}); start one with "
+                            f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
+    task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(fn)
+    pending = {task.remote(*call): i for i, call in enumerate(calls)}
+    while pending:
+        done, _ = ray.wait(list(pending), num_returns=1)
+        for ref in done:
+            yield pending.pop(ref), ray.get(ref)
