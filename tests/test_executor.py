@@ -65,3 +65,22 @@ def test_ray_executor_without_ray_names_the_extra(tmp_path):
     r = run_dcanas("lug", "build", "--preset", "tiny", "--executor", "ray", "--points", "2", "--cache-dir", str(tmp_path),
                    env={**os.environ, "PYTHONPATH": str(tmp_path / "noray")})
     assert r.returncode == 2 and "pip install 'dcanas[ray]'" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_run_seeds_as_ray_tasks(tmp_path, fashion_root):
+    """`dcanas run --seeds 2 --executor ray` (a local Ray instance): both seeds searched as Ray tasks, the best kept."""
+    pytest.importorskip("ray", reason="Ray is not installed (make install installs it: pip install 'dcanas[ray]')")
+    import json
+
+    import yaml
+
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(name="seeds", description="tiny", budget=dict(params=15000, latency_ms=1000),
+                                        runtime=dict(engine="onnxruntime", threads=1, precision="fp32"), connection=dict(transport="local"))))
+    out = tmp_path / "run"
+    r = run_dcanas("run", "--device", str(prof), "--preset", "tiny", "--seeds", "2", "--executor", "ray", "--runs", "5", "--warmup", "1",
+                   "--data-root", str(fashion_root), "--cache-dir", str(tmp_path / "cache"), "--out", str(out), timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert "2 seeds, as Ray tasks at a time" in r.stderr and "seed 0: search-val acc" in r.stderr and "seed 1:" in r.stderr
+    s = json.loads((out / "run.json").read_text())["stages"]["search"]["summary"]
+    assert [x["seed"] for x in s["seeds"]] == [0, 1] and s["val_acc"] == max(x["val_acc"] for x in s["seeds"])

@@ -24,13 +24,17 @@ def cmd_run(args: argparse.Namespace) -> int:
     cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,
                     preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
                     baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
-                    cache_dir=args.cache_dir, latency_calibrate=args.latency_calibrate,
+                    cache_dir=args.cache_dir, latency_calibrate=args.latency_calibrate, seed_jobs=args.seed_jobs,
+                    executor=args.executor, ray_address=args.ray_address,
                     search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset,
                                                             eval_C=args.eval_channels, eval_layers=args.eval_layers).items() if v},
                     train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
     if args.formats:
         from .export.formats import resolve_formats
         resolve_formats(args.formats)
+    from .search.executor import check_executor
+
+    check_executor(args.executor)
     if names != [args.device]:
         return cmd_run_fleet(args, names, cfg)
     profile = load_profile(args.device)
@@ -100,6 +104,10 @@ def add_run_parser(sub) -> None:
     p.add_argument("--metric", type=lambda m: "latency_ms" if m == "latency" else m,
                    help="params, flops or latency (default: the profile's search_metric, else params, else flops)")
     p.add_argument("--seeds", type=positive_int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")
+    p.add_argument("--seed-jobs", type=positive_int, default=1, help="seeds searched at a time, each in its own process "
+                   "(default 1: one after another, in this process)")
+    p.add_argument("--executor", default="local", choices=["local", "ray"], help="where parallel seeds run (ray: Ray tasks)")
+    p.add_argument("--ray-address", help="an existing Ray cluster for --executor ray (default: a local Ray instance)")
     p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS),
                    help="; ".join(f"{k}: search {s!r} + training {t!r}" for k, (s, t) in RUN_PRESETS.items()))
     p.add_argument("--formats", help="export formats (default: the profile's engine/precision, plus onnx)")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -117,6 +118,9 @@ class RunConfig:
     warmup: int = 10
     cache_dir: Optional[str] = None
     latency_calibrate: int = 20  # calibration networks of the latency model (a latency-searched run builds one)
+    seed_jobs: int = 1           # --seeds searched this many at a time (1: in this process, with its progress lines)
+    executor: str = "local"      # where parallel seeds run: local (a process pool) or ray (search/executor.py)
+    ray_address: Optional[str] = None
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
@@ -218,12 +222,29 @@ class Stages:
         K_prime, lug = resolve_search_budget(search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None, say)
         d = run.stage_dir("search")
         results = []
-        for seed in range(self.cfg.seeds):
-            cfg = replace(search_cfg, seed=seed, search_budget=K_prime)
-            seed_dir = d / f"seed-{seed}"
-            say(f"seed {seed + 1}/{self.cfg.seeds}: K_d={metric_text(cfg.metric, cfg.budget)} {cfg.metric}, K'={metric_text(cfg.metric, K_prime)}")
-            res = run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say)
-            results.append(res.summary | {"seed": seed, "dir": str(seed_dir.relative_to(run.root))})
+        seeds = [(replace(search_cfg, seed=seed, search_budget=K_prime), d / f"seed-{seed}") for seed in range(self.cfg.seeds)]
+        if self.cfg.seed_jobs > 1 or self.cfg.executor != "local":  # seeds side by side, each in its own process or Ray task
+            from .search.executor import run_all
+            from .search.lug import run_seed
+
+            say(f"{self.cfg.seeds} seeds, {self.cfg.seed_jobs if self.cfg.executor == 'local' else 'as Ray tasks'} at a time, "
+                f"K'={metric_text(search_cfg.metric, K_prime)}")
+            threads = max(1, (os.cpu_count() or 1) // self.cfg.seed_jobs) if self.cfg.executor == "local" else 1
+            calls = [(cfg.to_json(), K_prime, str(seed_dir), threads) for cfg, seed_dir in seeds]
+            by_seed = {}
+            for i, summary in run_all(run_seed, calls, executor=self.cfg.executor, jobs=self.cfg.seed_jobs,
+                                      ray_address=self.cfg.ray_address):
+                say(f"seed {i}: search-val acc {summary['val_acc']:.3f}, derived {metric_text(summary['metric'], summary['derived_cost'])}")
+                by_seed[i] = summary
+            summaries = [by_seed[i] for i in range(len(seeds))]
+        else:
+            summaries = []
+            for cfg, seed_dir in seeds:
+                say(f"seed {cfg.seed + 1}/{self.cfg.seeds}: K_d={metric_text(cfg.metric, cfg.budget)} {cfg.metric}, "
+                    f"K'={metric_text(cfg.metric, K_prime)}")
+                summaries.append(run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say).summary)
+        for (cfg, seed_dir), summary in zip(seeds, summaries):
+            results.append(summary | {"seed": cfg.seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs
         write_json(d / "genotype.json", best["genotype"])
         out = SearchOutputs(genotype="search/genotype.json", search_log=f"{best['dir']}/search.json", best_seed=best["seed"],

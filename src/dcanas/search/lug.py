@@ -120,6 +120,15 @@ def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: 
     return dict(K_prime=K_prime, K_d=natural_cost(res.summary), run_dir=run_dir, val_acc=res.summary["val_acc"])
 
 
+def run_seed(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: int) -> dict[str, Any]:
+    """One seed of ``dcanas run --seeds`` in its own process or Ray task (resumed from its checkpoint)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    resume = (Path(run_dir) / "checkpoint.pt").exists()
+    return run_search(SearchConfig.from_json(cfg_json), run_dir, K_prime, resume=resume, progress=lambda m: None).summary
+
+
 def natural_cost(summary: dict[str, Any]) -> float:
     """What the search at K' produces by itself: the arg-max derivation's cost (the budget-aware one is
     cut to its budget by construction, so it would say nothing about K')."""
