@@ -191,3 +191,12 @@ def test_data_parallel_search_two_gloo_processes(tmp_path, fashion_root):
     a, b = (torch.cat([(x["alphas"][k] - init[k]).flatten() for k in init]) for x in (r0, ref))
     assert float(torch.nn.functional.cosine_similarity(a, b, dim=0)) > 0.2 and 0.5 < float(a.norm() / b.norm()) < 2
     assert (tmp_path / "ddp" / "search.json").is_file() and (tmp_path / "ddp" / "genotype.json").is_file()
+    # killed in the second epoch (both ranks, like kill -9), then resumed from rank 0's checkpoint: the same alphas
+    run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+           os.path.join(here, "ddp_search_worker.py"), str(tmp_path / "crash"), str(fashion_root)]
+    crashed = subprocess.run(run, capture_output=True, text=True, timeout=600, env={**env, "DCANAS_EXIT_AFTER_STEPS": "6"})
+    assert crashed.returncode != 0 and (tmp_path / "crash" / "checkpoint.pt").is_file() and not (tmp_path / "crash" / "rank0.pt").exists()
+    resumed = subprocess.run(run + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
+    back = torch.load(tmp_path / "crash" / "rank0.pt", weights_only=True)
+    assert all(torch.equal(back["alphas"][k], r0["alphas"][k]) for k in r0["alphas"]) and back["genotype"] == r0["genotype"]
