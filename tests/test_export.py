@@ -110,10 +110,9 @@ def test_stride2_avg_pool_converts_to_builtin_ops(tmp_path):
 def test_int8_on_real_images(tmp_path, fashion_root):
     """Full-integer int8 calibrated on real training images, validated on real test images, is gated
     by the format's own threshold (0.97 top-1 agreement): placed under its final name only when it
-    agrees, kept as ``.rejected`` otherwise. Measured on this tiny all-ops network (3 epochs, C=8):
-    0.957 on the 2-core EPYC machine of issue 11 (also with ai-edge-quantizer 0.9.0), >= 0.97 on the
-    machine of the first wave: the min-max static recipe is close to the gate here, so the test
-    checks the gate and a floor, not which side of 0.97 this CPU's training lands on."""
+    agrees, kept as ``.rejected`` otherwise. Each tensor's range covers every calibration image (the
+    quantizer's own moving average of per-image ranges clipped the logits: 0.957 on this network before);
+    the test-accuracy drop is reported beside the agreement."""
     from dcanas.train.trainer import TrainConfig, apply_preset, train
 
     cfg = replace(apply_preset(TrainConfig(genotype=ALL_OPS_DARTS, data_root=str(fashion_root)), "tiny"),
@@ -123,8 +122,10 @@ def test_int8_on_real_images(tmp_path, fashion_root):
                         n_validate=300, progress=lambda m: None)
     row = rows[0]
     gate = FORMATS["tflite-int8"].min_top1_agreement
-    assert row["real_inputs"] and row["n_inputs"] == 300 and row["top1_agreement"] >= 0.9, {k: v for k, v in row.items() if k != "ops"}
+    print({k: row.get(k) for k in ("top1_agreement", "max_abs_diff", "test_top1", "test_top1_pytorch")})
+    assert row["real_inputs"] and row["n_inputs"] == 300 and row["top1_agreement"] >= 0.98, {k: v for k, v in row.items() if k != "ops"}
     assert row["passed"] == (row["top1_agreement"] >= gate)
+    assert abs(row["accuracy_drop"]) <= 0.02 and row["test_top1_pytorch"] > 0.5
     assert (tmp_path / "e" / "model-int8.tflite").is_file() == row["passed"]
     assert (tmp_path / "e" / "model-int8.tflite.rejected").is_file() == (not row["passed"])
 

@@ -31,6 +31,7 @@ class Inputs:
     calibration: np.ndarray  # M x C x H x W from the TRAINING split (int8 calibration)
     real: bool
     source: str
+    labels: Optional[np.ndarray] = None  # the validation images' true classes (real test images only)
 
 
 def load_inputs(meta: dict[str, Any], dataset: Optional[str], data_root: Optional[str], n: int, n_calib: int,
@@ -52,7 +53,7 @@ def load_inputs(meta: dict[str, Any], dataset: Optional[str], data_root: Optiona
     vi = torch.randperm(len(test), generator=g)[:n]
     ci = torch.randperm(len(train), generator=g)[:n_calib]
     return Inputs(D.normalize(test.take(vi), spec).numpy(), D.normalize(train.take(ci), spec).numpy(), True,
-                  f"{len(vi)} real {name} test images; calibration: {len(ci)} training images")
+                  f"{len(vi)} real {name} test images; calibration: {len(ci)} training images", test.labels[vi].numpy())
 
 
 def _layout(x: np.ndarray, layout: str) -> np.ndarray:
@@ -124,6 +125,10 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
             got = RUNNERS[fmt.engine](tmp, _layout(inputs.validation, art_layout))
             check = compare(fmt, reference, got, inputs.real, min_top1)
             row.update(check.to_json())
+            if inputs.labels is not None:  # what the format costs in test accuracy, beside the agreement
+                row.update(test_top1_pytorch=float((reference.argmax(1) == inputs.labels).mean()),
+                           test_top1=float((got.argmax(1) == inputs.labels).mean()))
+                row["accuracy_drop"] = row["test_top1_pytorch"] - row["test_top1"]
         except ShapeError as exc:
             row.update(reason=str(exc), export_s=time.time() - t0)
         except Exception as exc:  # noqa: BLE001 - a converter failure is reported, others continue
@@ -144,6 +149,8 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
         mark = "✅" if row["passed"] else "❌"
         progress(f"{mark} {fmt.name:20} {row.get('size_kb', 0):9.1f} KB  {row['export_s']:6.1f}s  "
                  f"max abs diff {row.get('max_abs_diff', float('nan')):.2e}  top-1 agreement {row.get('top1_agreement', float('nan')):.3f}"
+                 + (f"  test top-1 {100 * row['test_top1']:.1f}% (PyTorch {100 * row['test_top1_pytorch']:.1f}%)"
+                    if "accuracy_drop" in row else "")
                  + (f"  ({row['reason']})" if row.get("reason") else ""))
     for f in floats.values():
         f.unlink(missing_ok=True)
