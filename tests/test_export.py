@@ -126,6 +126,9 @@ def test_int8_on_real_images(tmp_path, fashion_root):
     assert row["real_inputs"] and row["n_inputs"] == 300 and row["top1_agreement"] >= 0.98, {k: v for k, v in row.items() if k != "ops"}
     assert row["passed"] == (row["top1_agreement"] >= gate)
     assert abs(row["accuracy_drop"]) <= 0.02 and row["test_top1_pytorch"] > 0.5
+    # full integer: int8 in and out, its quantization recorded beside the file (the runner scales with the file's own)
+    io_q = json.loads((tmp_path / "e" / "model-int8.tflite.json").read_text())["io_quantization"]
+    assert io_q["input"]["dtype"] == io_q["output"]["dtype"] == "int8" and io_q["output"]["scale"] > 0
     assert (tmp_path / "e" / "model-int8.tflite").is_file() == row["passed"]
     assert (tmp_path / "e" / "model-int8.tflite.rejected").is_file() == (not row["passed"])
 

@@ -141,7 +141,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                 # The sidecars name the artifact's sha256 and are placed first; the model's rename is the
                 # last step, so a kill in between leaves an old model beside new sidecars, which every
                 # reader detects (profile.remote.check_reference), never a silent mismatch.
-                _write_sidecars(final, fmt, meta, art_layout, model_sha, inputs, reference, file_sha256(tmp))
+                _write_sidecars(final, tmp, fmt, meta, art_layout, model_sha, inputs, reference)
                 os.replace(tmp, final)
             else:
                 os.replace(tmp, out / f"{final.name}.rejected")
@@ -158,12 +158,28 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
     return rows
 
 
-def _write_sidecars(final: Path, fmt: ExportFormat, meta: dict[str, Any], layout: str, model_sha: str,
-                    inputs: Inputs, reference: np.ndarray, artifact_sha: str) -> None:
+def tflite_io(path: Path) -> dict[str, Any]:
+    """The input's and output's dtype and quantization (scale, zero point) as the file declares them: a
+    static-int8 file takes and returns int8 (what NPU and microcontroller runtimes need), and the runner
+    and the validation scale with exactly these (``profile/runner.py`` ``to_input``/``from_output``)."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    it = Interpreter(model_path=str(path))
+    i, o = it.get_input_details()[0], it.get_output_details()[0]
+    io_ = {k: dict(dtype=np.dtype(d["dtype"]).name, scale=float(d["quantization"][0]), zero_point=int(d["quantization"][1]))
+           for k, d in (("input", i), ("output", o))}
+    return {"dtype": io_["input"]["dtype"], "io_quantization": io_}
+
+
+def _write_sidecars(final: Path, artifact: Path, fmt: ExportFormat, meta: dict[str, Any], layout: str, model_sha: str,
+                    inputs: Inputs, reference: np.ndarray) -> None:
     """``<name>.json`` (TFLite; ONNX carries it in metadata_props) and ``<name>.ref.npz``: one real
-    input and the PyTorch output, so the device can check its own outputs."""
+    input and the PyTorch output, so the device can check its own outputs. ``artifact``: the file that
+    will be renamed to ``final``."""
+    artifact_sha = file_sha256(artifact)
     if fmt.engine == "tflite":
-        write_json(final.with_name(final.name + ".json"), artifact_metadata(meta, fmt, layout, model_sha, 1) | {"artifact_sha256": artifact_sha})
+        write_json(final.with_name(final.name + ".json"), artifact_metadata(meta, fmt, layout, model_sha, 1)
+                   | {"artifact_sha256": artifact_sha} | tflite_io(artifact))
     buf = io.BytesIO()
     np.savez(buf, input=_layout(inputs.validation[:1], layout), output=reference[:1], real=np.array(inputs.real),
              model_sha256=np.array(artifact_sha))
