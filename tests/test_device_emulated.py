@@ -43,3 +43,24 @@ def test_emulated_pi_builds_a_latency_model(tmp_path):
     assert model["basis"] == "table" and model["table"] and len(model["calibration"]) == 2
     cond = model["device"]["conditions"][0]
     assert cond["machine"] == "aarch64" and cond["engine"] == "tflite_runtime"
+
+
+def test_emulated_pi_runs_static_int8(tmp_path, fashion_root):
+    """A static-int8 export (int8 in and out, every op int8 but the average pool's divisor, which
+    tflite-runtime 2.14 has no int8 kernel for) runs on the Pi's tflite-runtime and matches PyTorch's class on
+    the shipped reference input."""
+    from dcanas.export.exporter import export_model
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.trainer import TrainConfig, apply_preset, train
+
+    from dataclasses import replace
+
+    g = {**KNOWN["DARTS_V2"], "normal": [["avg_pool_3x3", 0]] + KNOWN["DARTS_V2"]["normal"][1:]}  # an average pool in it
+    cfg = replace(apply_preset(TrainConfig(genotype=g, data_root=str(fashion_root)), "tiny"), epochs=1, subset=1000)
+    train(cfg, tmp_path / "m", progress=lambda m: None)
+    [row] = export_model(tmp_path / "m" / "model.pt", ["tflite-int8"], tmp_path / "e", data_root=str(fashion_root),
+                         progress=lambda m: None)
+    assert row["passed"], row.get("reason")
+    r, out = profile(tmp_path / "e" / "model-int8.tflite")
+    assert out["engine"] == "tflite_runtime" and out["engine_version"].startswith("2.14"), r.stderr
+    assert out["reference_top1_match"], out.get("reference_max_abs_diff")

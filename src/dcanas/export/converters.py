@@ -95,7 +95,7 @@ def _quantize(float_path: Path, path: Path, quantization: str, calibration: Opti
     elif quantization == "static-int8":
         if calibration is None:
             raise ValueError("static int8 needs a calibration set")
-        qt.load_quantization_recipe(recipe.static_wi8_ai8())
+        qt.load_quantization_recipe(_static_int8_recipe())
         from ai_edge_litert.interpreter import Interpreter
 
         name = Interpreter(model_path=str(float_path)).get_signature_list()
@@ -112,6 +112,28 @@ def _quantize(float_path: Path, path: Path, quantization: str, calibration: Opti
     else:
         raise ValueError(f"unknown quantization {quantization!r}")
     result.export_model(str(path), overwrite=True)
+
+
+FLOAT_IN_INT8 = ("DIV",)  # tflite-runtime 2.14 (a Pi's usual runtime) has no int8 DIV: "Div only supports FLOAT32, INT32
+# and quantized UINT8"; DIV is the average pool's padding-excluding divisor (ops.AvgPool3x3), kept float between a
+# DEQUANTIZE and a QUANTIZE. Every other op is int8, the input and output too.
+
+
+def _static_int8_recipe():
+    """int8 weights and activations for every op type but FLOAT_IN_INT8. Built op type by op type: in this
+    ai-edge-quantizer a NO_QUANTIZE rule for one op type after an all-ops rule does not take effect."""
+    from ai_edge_quantizer import recipe_manager
+    from ai_edge_quantizer.qtyping import TFLOperationName
+
+    rm = recipe_manager.RecipeManager()
+    for op in TFLOperationName:
+        if op.name == "ALL_SUPPORTED" or op.name in FLOAT_IN_INT8:
+            continue
+        try:
+            rm.add_static_config(regex=".*", operation_name=op, activation_num_bits=8, weight_num_bits=8)
+        except ValueError:  # an op type the quantizer has no static int8 rule for (CUSTOM_OP, EMBEDDING_LOOKUP)
+            continue
+    return rm.get_quantization_recipe()
 
 
 def _widen(ranges: dict, more: dict) -> dict:
