@@ -71,19 +71,25 @@ def _lambda_table(cfg, budget: float, rows: list[dict]) -> list[str]:
     return out
 
 
-def main() -> int:
-    from dcanas.search.config import SearchConfig, apply_preset, cost_model
-    from dcanas.search.lug import build_lug
-
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def lug_arguments(doc: str) -> argparse.ArgumentParser:
+    """The options of a benchmark that builds LUGs (this one and eq3_ablation.py)."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-lug")
     p.add_argument("--points", type=int, default=7)
     p.add_argument("--max-points", type=int, default=12)
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--data-root", default="data")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--epochs", type=int, help="override the preset's search epochs")
     p.add_argument("--cache-dir", default=str(Path(__file__).parent / ".lug-cache"))
+    return p
+
+
+def main() -> int:
+    from dcanas.search.config import SearchConfig, apply_preset, cost_model
+    from dcanas.search.lug import build_lug
+
+    p = lug_arguments(__doc__)
+    p.add_argument("--epochs", type=int, help="override the preset's search epochs")
     p.add_argument("--part", choices=["all", "budgets", "lambda"], default="all")
     p.add_argument("--json")
     args = p.parse_args()

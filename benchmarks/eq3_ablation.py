@@ -12,7 +12,6 @@ never bind, so --span lug spreads them over the range both LUGs measured instead
 """
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import sys
@@ -25,7 +24,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from budget_precision import FRACTIONS, _err, _search, _summary  # noqa: E402
+from budget_precision import FRACTIONS, _err, _search, _summary, lug_arguments  # noqa: E402
 
 READINGS = ("2/j", "literal")
 RULES = ("argmax", "budget")
@@ -35,14 +34,7 @@ def main() -> int:
     from dcanas.search.config import SearchConfig, apply_preset, cost_model
     from dcanas.search.lug import build_lug
 
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu-lug")
-    p.add_argument("--points", type=int, default=7)
-    p.add_argument("--max-points", type=int, default=12)
-    p.add_argument("--jobs", type=int, default=2)
-    p.add_argument("--data-root", default="data")
-    p.add_argument("--device", default="cpu")
-    p.add_argument("--cache-dir", default=str(Path(__file__).parent / ".lug-cache"))
+    p = lug_arguments(__doc__)
     p.add_argument("--span", choices=["feasible", "lug"], default="feasible")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--json")
