@@ -47,6 +47,7 @@ bench: install data
 	$(PY) benchmarks/eq3_ablation.py --span lug --seeds 2
 	$(PY) benchmarks/own_data.py --per-class 200
 	$(PY) benchmarks/paper_search_cost.py
+	$(PY) benchmarks/executor.py
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:
