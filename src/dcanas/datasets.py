@@ -9,6 +9,7 @@ shape and normalization measured, and its images decoded per batch by DataLoader
 from __future__ import annotations
 
 import codecs
+import math
 import gzip
 import pickle
 import struct
@@ -19,14 +20,11 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .errors import UserError
+from .errors import DataError, UserError
+from .folder_data import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
-
-
-class DataError(UserError, RuntimeError):
-    """The data is missing or malformed; the message says where to put it or how to get it."""
 
 
 @dataclass(frozen=True)
@@ -67,15 +65,18 @@ DATASETS: dict[str, DatasetSpec] = {s.name: s for s in (
 
 def get_spec(name: str) -> DatasetSpec:
     if name.startswith(FOLDER_PREFIX):
-        from .folder_data import folder_spec
-
-        return folder_spec(name)
+        return _folder_spec(name)
     if name not in DATASETS:
         raise UserError(f"unknown dataset {name!r}; valid: {', '.join(DATASETS)}, or folder:PATH (an ImageFolder tree)")
     return DATASETS[name]
 
 
-FOLDER_PREFIX = "folder:"
+def _folder_spec(name: str) -> DatasetSpec:
+    """The spec of a ``folder:`` dataset from what ``folder_data`` measured on its tree."""
+    f = folder_info(name)
+    return DatasetSpec(name, f.channels, f.size, len(f.classes), f.mean, f.std,
+                       f"an ImageFolder tree at {f.root} (train/<class>/, val/<class>/ or --val-split)", f.classes,
+                       flip=True, crop_padding=max(1, math.ceil(f.size / 8)))
 
 
 def short_name(name: str) -> str:
@@ -217,9 +218,7 @@ def load_split(name: str, root: str | Path | None, train: bool) -> ArrayData:
     """The train or test split of dataset ``name`` from ``root`` (default ./data)."""
     spec = get_spec(name)
     if name.startswith(FOLDER_PREFIX):
-        from .folder_data import load_folder_split
-
-        return load_folder_split(name, train)
+        return ArrayData(*folder_split(name, train))
     root = Path(root) if root is not None else DEFAULT_DATA_ROOT
     if name not in LOADERS:
         return _load_imagefolder(spec, root, train)
@@ -302,12 +301,10 @@ def batches(data: ArrayData, spec: DatasetSpec, batch_size: int, *, shuffle: boo
     order = torch.randperm(n, generator=g) if shuffle else torch.arange(n)
     stop = n - n % batch_size if drop_last else n
     chunks = [order[i:i + batch_size] for i in range(0, stop, batch_size)]
-    if isinstance(data.images, torch.Tensor):
-        pixels: Iterator[torch.Tensor] = (data.images[idx] for idx in chunks)
-    else:  # files: decoded per batch by DataLoader workers, a few batches ahead, never the whole set
-        from .folder_data import decoded_batches
-
-        pixels = decoded_batches(data.images, chunks)
+    if isinstance(data.images, FileImages):  # files: decoded per batch by DataLoader workers, a few batches ahead
+        pixels: Iterator[torch.Tensor] = decoded_batches(data.images, chunks)
+    else:
+        pixels = (data.images[idx] for idx in chunks)
     for idx, raw in zip(chunks, pixels):
         x = normalize(raw, spec)
         if train_aug:

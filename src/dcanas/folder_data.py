@@ -12,7 +12,6 @@ holds a few batches, not the tree.
 """
 from __future__ import annotations
 
-import math
 import multiprocessing
 import os
 import random
@@ -26,7 +25,9 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 import torch
 
-from .datasets import FOLDER_PREFIX, ArrayData, DataError, DatasetSpec
+from .errors import DataError
+
+FOLDER_PREFIX = "folder:"
 
 STATS_SAMPLE = 256   # training images the mean and std are measured on
 GRAY_MODES = ("1", "L", "LA", "I", "I;16", "F")
@@ -227,8 +228,20 @@ def _input_size(s: Scan) -> int:
     return max(8, int(8 * round(statistics.median(s.shorter_sides) / 8)))
 
 
+@dataclass(frozen=True)
+class FolderInfo:
+    """What a tree's scan measured: ``datasets`` builds the dataset's spec from it."""
+
+    root: Path
+    channels: int
+    size: int
+    classes: tuple[str, ...]
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+
 @lru_cache(maxsize=8)
-def folder_spec(name: str) -> DatasetSpec:
+def folder_info(name: str) -> FolderInfo:
     src = parse_name(name)
     s = scan(src.root, src.val_split)
     size = src.size or _input_size(s)
@@ -242,16 +255,15 @@ def folder_spec(name: str) -> DatasetSpec:
 
         print(f"{src.root}: skipped {len(s.skipped)} unreadable of {len(s.skipped) + len(s.train) + len(s.val)} files "
               f"(e.g. {s.skipped[0]})", file=sys.stderr)
-    return DatasetSpec(name, s.channels, size, len(s.classes), mean, std,
-                       f"an ImageFolder tree at {src.root} (train/<class>/, val/<class>/ or --val-split)", s.classes,
-                       flip=True, crop_padding=max(1, math.ceil(size / 8)))
+    return FolderInfo(src.root, s.channels, size, s.classes, mean, std)
 
 
-def load_folder_split(name: str, train: bool) -> ArrayData:
-    """The training or validation files of the tree (the validation split stands as the test split)."""
+def folder_split(name: str, train: bool) -> tuple[FileImages, torch.Tensor]:
+    """The training or validation files of the tree and their labels (the validation split stands as the
+    test split)."""
     src = parse_name(name)
-    spec = folder_spec(name)
+    info = folder_info(name)
     s = scan(src.root, src.val_split)
     items = s.train if train else s.val
-    return ArrayData(FileImages(np.array([f for f, _ in items], dtype=object), spec.in_channels, spec.size),
-                     torch.tensor([c for _, c in items], dtype=torch.int64))
+    return (FileImages(np.array([f for f, _ in items], dtype=object), info.channels, info.size),
+            torch.tensor([c for _, c in items], dtype=torch.int64))

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
@@ -224,16 +223,15 @@ class Stages:
         results = []
         seeds = [(replace(search_cfg, seed=seed, search_budget=K_prime), d / f"seed-{seed}") for seed in range(self.cfg.seeds)]
         if self.cfg.seed_jobs > 1 or self.cfg.executor != "local":  # seeds side by side, each in its own process or Ray task
-            from .search.executor import run_all
+            from .search.executor import Runner
             from .search.lug import run_seed
 
+            runner = Runner(jobs=self.cfg.seed_jobs, executor=self.cfg.executor, ray_address=self.cfg.ray_address)
             say(f"{self.cfg.seeds} seeds, {self.cfg.seed_jobs if self.cfg.executor == 'local' else 'as Ray tasks'} at a time, "
                 f"K'={metric_text(search_cfg.metric, K_prime)}")
-            threads = max(1, (os.cpu_count() or 1) // self.cfg.seed_jobs) if self.cfg.executor == "local" else 1
-            calls = [(cfg.to_json(), K_prime, str(seed_dir), threads) for cfg, seed_dir in seeds]
+            calls = [(cfg.to_json(), K_prime, str(seed_dir), runner.threads()) for cfg, seed_dir in seeds]
             by_seed = {}
-            for i, summary in run_all(run_seed, calls, executor=self.cfg.executor, jobs=self.cfg.seed_jobs,
-                                      ray_address=self.cfg.ray_address):
+            for i, summary in runner.run(run_seed, calls):
                 say(f"seed {i}: search-val acc {summary['val_acc']:.3f}, derived {metric_text(summary['metric'], summary['derived_cost'])}")
                 by_seed[i] = summary
             summaries = [by_seed[i] for i in range(len(seeds))]

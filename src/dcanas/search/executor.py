@@ -6,7 +6,9 @@ every node shares), a retried search resumes from its last finished epoch and yi
 uninterrupted one would. Results come back in completion order."""
 from __future__ import annotations
 
+import os
 from concurrent.futures import ProcessPoolExecutor, as_completed
+from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
@@ -52,3 +54,28 @@ def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "
         done, _ = ray.wait(list(pending), num_returns=1)
         for ref in done:
             yield pending.pop(ref), ray.get(ref)
+
+
+@dataclass(frozen=True)
+class Runner:
+    """Where independent searches run: ``jobs`` at a time locally, or Ray tasks of ``cpus`` CPUs and ``gpus``
+    GPUs each (a local Ray instance, or the cluster at ``ray_address``)."""
+
+    jobs: int = 1
+    executor: str = "local"
+    ray_address: Optional[str] = None
+    cpus: int = 1
+    gpus: float = 0.0
+
+    def threads(self) -> int:
+        return self.cpus if self.executor == "ray" else max(1, (os.cpu_count() or 1) // max(1, self.jobs))
+
+    def describe(self) -> str:
+        if self.executor == "ray":
+            return f"as Ray tasks ({self.cpus} CPU, {self.gpus:g} GPU each{', cluster ' + self.ray_address if self.ray_address else ''})"
+        return f"{self.jobs} at a time"
+
+    def run(self, fn: Callable[..., Any], calls: Sequence[tuple]) -> Iterator[tuple[int, Any]]:
+        """(index into ``calls``, fn(*call)) for every call, as each finishes."""
+        return run_all(fn, calls, executor=self.executor, jobs=self.jobs, ray_address=self.ray_address, cpus=self.cpus,
+                       gpus=self.gpus)

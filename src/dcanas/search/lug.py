@@ -19,7 +19,7 @@ from ..presets import metric_text
 from ..errors import UserError
 from ..io import atomic_write, write_json
 from .config import SearchConfig, cost_model
-from .executor import run_all
+from .executor import Runner
 from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
@@ -111,17 +111,14 @@ def upper_envelope(ys: list[float]) -> list[float]:
 
 def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: int) -> dict[str, Any]:
     """One grid point in its own process, limited to ``threads`` torch threads."""
-    import torch
-
-    torch.set_num_threads(threads)
     cfg = replace(SearchConfig.from_json(cfg_json), budget=K_prime, search_budget=K_prime)
-    resume = (Path(run_dir) / "checkpoint.pt").exists()
-    res = run_search(cfg, run_dir, K_prime, resume=resume, progress=lambda m: None)
-    return dict(K_prime=K_prime, K_d=natural_cost(res.summary), run_dir=run_dir, val_acc=res.summary["val_acc"])
+    summary = run_seed(cfg.to_json(), K_prime, run_dir, threads)
+    return dict(K_prime=K_prime, K_d=natural_cost(summary), run_dir=run_dir, val_acc=summary["val_acc"])
 
 
 def run_seed(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: int) -> dict[str, Any]:
-    """One seed of ``dcanas run --seeds`` in its own process or Ray task (resumed from its checkpoint)."""
+    """One search in its own process or Ray task (a seed of ``dcanas run --seeds``, a LUG point), limited to
+    ``threads`` torch threads and resumed from its checkpoint; its summary."""
     import torch
 
     torch.set_num_threads(threads)
@@ -187,26 +184,6 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
 JUMP = 0.05  # neighbours whose K_d differ by more than this fraction are bisected
 
 
-@dataclass(frozen=True)
-class Runner:
-    """Where a LUG's searches run (``search/executor.py``): ``jobs`` at a time locally, or Ray tasks of
-    ``cpus`` CPUs and ``gpus`` GPUs each (a local Ray instance, or the cluster at ``ray_address``)."""
-
-    jobs: int = 1
-    executor: str = "local"
-    ray_address: Optional[str] = None
-    cpus: int = 1
-    gpus: float = 0.0
-
-    def threads(self) -> int:
-        return self.cpus if self.executor == "ray" else max(1, (os.cpu_count() or 1) // max(1, self.jobs))
-
-    def describe(self) -> str:
-        if self.executor == "ray":
-            return f"as Ray tasks ({self.cpus} CPU, {self.gpus:g} GPU each{', cluster ' + self.ray_address if self.ray_address else ''})"
-        return f"{self.jobs} at a time"
-
-
 def _measure(cfg, targets: list[tuple[Path, float]], runner: Runner, progress: Callable[[str], None]) -> list[dict[str, Any]]:
     """One search per (run directory, K'): finished ones reused, the rest run by ``runner``."""
     done: list[dict[str, Any]] = []
@@ -223,8 +200,7 @@ def _measure(cfg, targets: list[tuple[Path, float]], runner: Runner, progress: C
         progress(f"running {len(todo)} searches {runner.describe()}, {threads} torch thread(s) each")
         bar = step_bar(len(todo), "LUG searches", unit="search")
         calls = [(cfg.to_json(), float(kp), str(d), threads) for kp, d in todo]
-        for n, (i, pt) in enumerate(run_all(_run_point, calls, executor=runner.executor, jobs=runner.jobs,
-                                            ray_address=runner.ray_address, cpus=runner.cpus, gpus=runner.gpus), 1):
+        for n, (i, pt) in enumerate(runner.run(_run_point, calls), 1):
             bar.update(1)
             done.append(pt)
             progress(f"point {n}/{len(todo)} K'={todo[i][0]:,.0f}: derived K_d={pt['K_d']:,}")

@@ -172,7 +172,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         seen = torch.zeros((), dtype=torch.int64)
         # Every rank draws the same global batch (same generator) and trains on its slice, so N
         # processes see exactly what one process with the same global batch sees.
-        bar = step_bar(len(train_data), f"train epoch {epoch + 1}/{cfg.epochs}") if rank == 0 else step_bar(0, "", "")
+        bar = step_bar(len(train_data), f"train epoch {epoch + 1}/{cfg.epochs}")  # rank 0's alone (progress.bars_wanted)
         for x, y in D.batches(train_data, spec, cfg.batch_size, shuffle=True, g=g, train_aug=True, cutout=cfg.cutout,
                               drop_last=world > 1):
             x, y = x[rank * local_bs:(rank + 1) * local_bs].to(device), y[rank * local_bs:(rank + 1) * local_bs].to(device)
