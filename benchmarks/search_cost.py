@@ -1,7 +1,12 @@
 """Search cost per supernet step: vanilla DARTS (1st order) -> +WS -> +WS+CB -> +WS+CB+DC -> DCA-NAS (+RC),
-and PC-DARTS (K=4) for reference (paper Fig. 4a), side by side, as ratios to vanilla DARTS.
+and PC-DARTS (K=4) for reference (paper Fig. 4a), side by side, as ratios to vanilla DARTS; then DCA-NAS with
+the fused mixed cells (search/fused_cell.py) against its eager step, and the retraining step of the
+evaluation network in NCHW (eager) against channels_last (what the trainer runs).
 
 A step = one w step on search-train + one alpha step on search-val (+ lambda), as in the search loop.
+GFLOP/s = fvcore's multiply-adds of the eager network's forward x 2 FLOP x 3 (forward + backward) x the
+passes per step (2 for a search step, 1 for a training step) over the median step time, beside a
+2048x2048 fp32 GEMM measured in the same run on the same threads.
 Same real Fashion-MNIST batches, batch size, supernet size and machine for every variant. Each
 variant runs in its own fresh subprocess, one after another, because peak RSS is a per-process
 high-water mark; "peak MB" is that peak minus the RSS after the model and data were set up.
@@ -26,6 +31,8 @@ VARIANTS = {
     "DCA-NAS (+RC)": dict(weight_sharing=True, bottleneck=4, derived_cells=True, constraint=True),
     "PC-DARTS K=4": dict(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False, partial_channels=4),
 }
+FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; mixed cells through search/fused_cell.py (every other row: eager)
+TRAIN = {"retrain, NCHW (eager)": False, "retrain, channels_last": True}  # the evaluation network's training step
 
 
 def _rss_mb(field: str) -> float:
@@ -51,11 +58,11 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
     s_train, s_val = D.search_split(train, 2 * args.batch_size * (args.steps + args.warmup), 0)
     tb = list(D.batches(s_train, spec, args.batch_size, shuffle=False, drop_last=True))
     vb = list(D.batches(s_val, spec, args.batch_size, shuffle=False, drop_last=True))
-    opts = SearchOptions(**VARIANTS[name])
+    opts = SearchOptions(**VARIANTS["DCA-NAS (+RC)" if name == FUSED else name])
     # The search loop's own step (searcher.search_step) on the cpu-demo-like supernet; eval network C=16, 8 cells.
     cfg = SearchConfig(dataset="fashion-mnist", C=args.channels, cells=args.cells, nodes=4, batch_size=args.batch_size,
                        lr=0.025, eval_C=16, eval_layers=8, budget=150_000.0, options=opts)
-    model = Supernet(supernet_config(cfg)).to(device)
+    model = Supernet(supernet_config(cfg)).to(device).set_fused(name == FUSED)
     cms = cost_models(cfg)
     w_opt, _, a_opt = optimizers(model, cfg)
     autocast = autocast_for(cfg, device)
@@ -77,9 +84,74 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
             times.append(time.perf_counter() - t0)
     peak = (torch.cuda.max_memory_allocated() / 2**20 if device.type == "cuda" else _rss_mb("VmHWM")) - base
     ms = 1000 * statistics.median(times)
+    macs = _macs(Supernet(supernet_config(cfg)).set_fused(False), tb[0][0])  # after the peak: its forward would raise it
     return dict(variant=name, ms_per_step=ms, images_per_s=2 * args.batch_size / (ms / 1000), peak_mb=peak,
                 weights=sum(p.numel() for p in model.weight_parameters()), device=str(device),
-                threads=torch.get_num_threads())
+                threads=torch.get_num_threads(), gflops=macs * 2 * 3 * 2 / (ms / 1000) / 1e9)
+
+
+def _macs(model, x) -> float:
+    from fvcore.nn import FlopCountAnalysis
+
+    fa = FlopCountAnalysis(model, x)
+    fa.unsupported_ops_warnings(False)
+    fa.uncalled_modules_warnings(False)
+    return float(fa.total())
+
+
+def run_train_variant(name: str, args: argparse.Namespace) -> dict:
+    """The trainer's step (SGD, auxiliary head, drop path, clip) on the cpu-demo evaluation network of DARTS_V2."""
+    import torch
+    import torch.nn as nn
+
+    from dcanas import datasets as D
+    from dcanas.nets.genotype import load_genotype
+    from dcanas.train.trainer import MEMORY_FORMAT, TrainConfig, _logits, apply_preset, build_model
+
+    torch.manual_seed(0)
+    spec = D.get_spec("fashion-mnist")
+    cfg = apply_preset(TrainConfig(genotype=load_genotype("DARTS_V2").to_json()), "cpu-demo")
+    model, _ = build_model(cfg, spec)
+    channels_last = TRAIN[name]
+    fmt = MEMORY_FORMAT if channels_last else torch.contiguous_format
+    model.to(memory_format=fmt).train()
+    model.drop_path_prob = cfg.drop_path / 2
+    train = D.load_split("fashion-mnist", args.data_root, train=True).subset(slice(0, cfg.batch_size * (args.steps + args.warmup)))
+    batches = list(D.batches(train, spec, cfg.batch_size, shuffle=True, g=torch.Generator().manual_seed(0), train_aug=True, cutout=cfg.cutout))
+    opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    crit = nn.CrossEntropyLoss()
+    times = []
+    base = _rss_mb("VmRSS")
+    for i, (x, y) in enumerate(batches):
+        x = x.contiguous(memory_format=fmt)
+        t0 = time.perf_counter()
+        opt.zero_grad(set_to_none=True)
+        out = model(x)
+        loss = crit(_logits(out), y) + cfg.auxiliary_weight * crit(out[1], y)
+        loss.backward()
+        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
+        opt.step()
+        if i >= args.warmup:
+            times.append(time.perf_counter() - t0)
+    ms = 1000 * statistics.median(times)
+    peak = _rss_mb("VmHWM") - base
+    macs = _macs(build_model(cfg, spec)[0].eval(), batches[0][0])
+    return dict(variant=name, ms_per_step=ms, images_per_s=cfg.batch_size / (ms / 1000), peak_mb=peak,
+                weights=sum(p.numel() for p in model.parameters()), device="cpu", threads=torch.get_num_threads(),
+                gflops=macs * 2 * 3 / (ms / 1000) / 1e9, batch=cfg.batch_size)
+
+
+def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
+    import torch
+
+    a, b = torch.randn(n, n), torch.randn(n, n)
+    a @ b
+    best = float("inf")
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        a @ b
+        best = min(best, time.perf_counter() - t0)
+    return 2 * n ** 3 / best / 1e9
 
 
 def main() -> int:
@@ -94,24 +166,35 @@ def main() -> int:
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
     if args.variant:
-        print(json.dumps(run_variant(args.variant, args)))
+        print(json.dumps(run_train_variant(args.variant, args) if args.variant in TRAIN else run_variant(args.variant, args)))
         return 0
     rows = []
-    for name in VARIANTS:
+    for name in [*VARIANTS, FUSED, *TRAIN]:
         cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
                "--batch-size", str(args.batch_size), "--channels", str(args.channels), "--cells", str(args.cells),
                "--data-root", args.data_root]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         rows.append(json.loads(out.stdout.strip().splitlines()[-1]))
         print(f"  measured {name}: {rows[-1]['ms_per_step']:.0f} ms/step", file=sys.stderr)
+    gemm = gemm_gflops()
     v = rows[0]
     print(f"supernet C={args.channels}, {args.cells} cells, batch {args.batch_size} (28x28x1, real Fashion-MNIST), "
-          f"median of {args.steps} steps after {args.warmup} warm-up, {rows[0]['device']}, {rows[0]['threads']} threads")
-    print("| variant | ms/step | images/s | peak MB | weights | speed-up vs vanilla | memory ratio (vanilla/variant) |")
-    print("|---|---:|---:|---:|---:|---:|---:|")
-    for r in rows:
-        print(f"| {r['variant']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['peak_mb']:.0f} | {r['weights']:,} | "
-              f"{v['ms_per_step'] / r['ms_per_step']:.2f}x | {v['peak_mb'] / max(r['peak_mb'], 1e-9):.2f}x |")
+          f"median of {args.steps} steps after {args.warmup} warm-up, {rows[0]['device']}, {rows[0]['threads']} threads; "
+          f"one process per row; 2048x2048 fp32 GEMM in this run: {gemm:.0f} GFLOP/s")
+    print("| variant | ms/step | images/s | GFLOP/s | share of GEMM rate | peak MB | weights | speed-up vs vanilla | memory ratio (vanilla/variant) |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    search = [r for r in rows if r["variant"] not in TRAIN]
+    for r in search:
+        print(f"| {r['variant']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['gflops'] / gemm:.1f}% | "
+              f"{r['peak_mb']:.0f} | {r['weights']:,} | {v['ms_per_step'] / r['ms_per_step']:.2f}x | {v['peak_mb'] / max(r['peak_mb'], 1e-9):.2f}x |")
+    by = {r["variant"]: r for r in rows}
+    print(f"\nDCA-NAS step, fused vs eager: {by['DCA-NAS (+RC)']['ms_per_step'] / by[FUSED]['ms_per_step']:.2f}x")
+    t0, t1 = (by[n] for n in TRAIN)
+    print(f"\nretraining step, cpu-demo evaluation network of DARTS_V2 (C=16, 8 cells, auxiliary head), batch {t0['batch']}:")
+    print("| step | ms/step | images/s | GFLOP/s | share of GEMM rate | peak MB | speed-up |\n|---|---:|---:|---:|---:|---:|---:|")
+    for r in (t0, t1):
+        print(f"| {r['variant']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['gflops'] / gemm:.1f}% | "
+              f"{r['peak_mb']:.0f} | {t0['ms_per_step'] / r['ms_per_step']:.2f}x |")
     if args.json:
         with open(args.json, "w") as fh:
             json.dump(rows, fh, indent=2)

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 
 import torch
 import torch.nn as nn
+from torch.profiler import record_function
 
 from .. import datasets as D
 from .. import distributed
@@ -62,31 +63,38 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere)."""
     ce = nn.functional.cross_entropy
     (xt, yt), (xv, yv) = train_batch, val_batch
+    # the record_function labels are the phases benchmarks/search_profile.py reports (no cost without a profiler)
     # 1. w on search-train (first order)
     w_opt.zero_grad(set_to_none=True)
-    with autocast:
+    with record_function("w.forward"), autocast:
         logits = model(xt)
         loss = ce(logits, yt)
-    loss.backward()
-    distributed.average_gradients(model.weight_parameters(), world)
-    nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
-    w_opt.step()
+    with record_function("w.backward"):
+        loss.backward()
+    with record_function("w.optimizer"):
+        distributed.average_gradients(model.weight_parameters(), world)
+        nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
+        w_opt.step()
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
     # 2. alpha on search-val with the Lagrangian terms (eq. 4, summed over the budgets)
     a_opt.zero_grad(set_to_none=True)
-    with autocast:
+    with record_function("alpha.forward"), autocast:
         logits = model(xv)
         val_loss = ce(logits, yv)
-    val_loss.backward()
-    distributed.average_gradients(model.arch_parameters(), world)
-    if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
-        violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
-        stats["scales"] = add_constraint_gradients(model.arch_parameters(), violations, lams, cfg.lambda_step == "adaptive")
-    a_opt.step()
+    with record_function("alpha.backward"):
+        val_loss.backward()
+        distributed.average_gradients(model.arch_parameters(), world)
+    with record_function("alpha.cost"):
+        if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
+            violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
+            stats["scales"] = add_constraint_gradients(model.arch_parameters(), violations, lams, cfg.lambda_step == "adaptive")
+    with record_function("alpha.optimizer"):
+        a_opt.step()
     # 3. each lambda, projected gradient ascent on the new alpha
-    k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
-    if cfg.options.constraint:
-        lams = {m: update_lambda(lams[m], k_s[m], targets[m], cfg.lambda_lr) for m in cms}
+    with record_function("lambda"):
+        k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
+        if cfg.options.constraint:
+            lams = {m: update_lambda(lams[m], k_s[m], targets[m], cfg.lambda_lr) for m in cms}
     stats.update(val_loss=float(val_loss.detach()) * len(yv), val_correct=int((logits.argmax(1) == yv).sum()),
                  seen=len(yv), k_s=k_s)
     return lams, stats

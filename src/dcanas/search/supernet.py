@@ -26,6 +26,7 @@ from ..nets.darts import darts_layout, make_stem, make_stem1, preprocess
 from ..nets.genotype import DARTS_INPUTS, Genotype, cell_edges, darts_edge_node
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import SPACE_OPS, build_op
+from . import fused_cell
 from .derive import derive
 
 
@@ -101,6 +102,7 @@ class SearchCell(nn.Module):
                 mods.append(op)
             return nn.ModuleList(mods)
 
+        self.fused = fused_cell.supports(self)  # the mixed path in fewer kernels (search/fused_cell.py)
         if self.ws:  # eq. 5: one op module per (source node, op)
             self.ops = nn.ModuleDict({str(i): candidates(i) for i in range(sources)})
         else:        # eq. 1: one op module per (edge, op)
@@ -112,6 +114,8 @@ class SearchCell(nn.Module):
     def forward(self, states: list[torch.Tensor], weights: Optional[torch.Tensor] = None,
                 selected: Optional[dict[int, list[tuple[int, int]]]] = None) -> torch.Tensor:
         """``weights``: softmax(alpha), edges x ops (mixed); ``selected``: node -> [(src, op index)] (derived)."""
+        if selected is None and self.fused:
+            return fused_cell.mixed_forward(self, states, weights)
         states = list(states)
         squeezed: dict[int, torch.Tensor] = {}
         shared: dict[tuple[int, int], torch.Tensor] = {}  # (source, op) -> o(z_i), reused across edges
@@ -203,6 +207,13 @@ class Supernet(nn.Module):
     def weight_parameters(self) -> list[nn.Parameter]:
         ids = {id(p) for p in self.arch_parameters()}
         return [p for p in self.parameters() if id(p) not in ids]
+
+    def set_fused(self, on: bool) -> "Supernet":
+        """Run mixed cells through the fused path (default where a cell supports it) or the eager one."""
+        for cell in self.cells:
+            if isinstance(cell, SearchCell):
+                cell.fused = on and fused_cell.supports(cell)
+        return self
 
     # -- derivation -----------------------------------------------------------------
     def derive(self) -> Genotype:

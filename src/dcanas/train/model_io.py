@@ -43,7 +43,7 @@ def build_from_meta(meta: dict[str, Any]) -> nn.Module:
 
 
 def save_model(path: str | Path, model: nn.Module, meta: dict[str, Any]) -> Path:
-    state = {k: v.detach().cpu() for k, v in _unwrap(model).state_dict().items()}
+    state = {k: v.detach().cpu().contiguous() for k, v in _unwrap(model).state_dict().items()}  # the file does not depend on the training layout
     return torch_save(path, {"format": FORMAT, **meta, "state_dict": state})
 
 
