@@ -39,13 +39,14 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=SEARCH_PRESETS["paper"]["batch_size"])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--eager", action="store_true", help="mixed cells through the eager path (default: fused, search/fused_cell.py)")
     args = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     steps = args.steps or (20 if device.type == "cuda" else 3)
     cfg = apply_preset(SearchConfig(dataset="cifar10", budget=3.5e6, amp=args.amp), "paper")
     cfg = SearchConfig.from_json({**cfg.to_json(), "batch_size": args.batch_size})
     torch.manual_seed(0)
-    model = Supernet(supernet_config(cfg)).to(device)
+    model = Supernet(supernet_config(cfg)).to(device).set_fused(not args.eager)
     cms = cost_models(cfg)
     w_opt, _, a_opt = optimizers(model, cfg)
     autocast = autocast_for(cfg, device)
@@ -75,7 +76,8 @@ def main() -> int:
     per_epoch = math.ceil(SEARCH_TRAIN_IMAGES / args.batch_size)
     hours = step_s * per_epoch * cfg.epochs / 3600
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    print(f"paper preset: supernet C={cfg.C}, {cfg.cells} cells, {cfg.nodes} nodes, batch {args.batch_size}, 32x32x3, on {name}"
+    path = "eager" if args.eager else "fused"
+    print(f"paper preset ({path} mixed cells): supernet C={cfg.C}, {cfg.cells} cells, {cfg.nodes} nodes, batch {args.batch_size}, 32x32x3, on {name}"
           f"{' (bf16 autocast)' if args.amp and device.type == 'cuda' else ''}")
     print(f"median of {len(times)} steps after {args.warmup} warm-up: {step_s:.3f} s/step "
           f"({2 * args.batch_size / step_s:.0f} images/s); {per_epoch} steps/epoch -> {step_s * per_epoch:.0f} s/epoch; "
