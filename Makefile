@@ -41,6 +41,7 @@ demo: install data
 
 bench: install data
 	$(PY) benchmarks/search_cost.py
+	$(PY) benchmarks/search_profile.py
 	$(PY) benchmarks/budget_precision.py
 	$(PY) benchmarks/size_model.py
 	$(PY) benchmarks/latency_model.py
