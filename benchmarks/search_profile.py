@@ -23,6 +23,7 @@ import statistics
 import time
 
 import torch
+from search_cost import _macs, gemm_gflops  # the same counting and GEMM rate as the search-cost table
 
 KERNELS = {  # aten op -> the kernel type it is reported under
     "aten::convolution_backward": "convolution (backward)", "aten::mkldnn_convolution": "convolution (forward)",
@@ -36,24 +37,9 @@ KERNELS = {  # aten op -> the kernel type it is reported under
 PHASES = ("w.forward", "w.backward", "w.optimizer", "alpha.forward", "alpha.backward", "alpha.cost", "alpha.optimizer", "lambda")
 
 
-def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
-    a, b = torch.randn(n, n), torch.randn(n, n)
-    a @ b
-    t = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        a @ b
-        t.append(time.perf_counter() - t0)
-    return 2 * n ** 3 / min(t) / 1e9
-
-
 def supernet_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
-    from fvcore.nn import FlopCountAnalysis
-
-    fa = FlopCountAnalysis(copy.deepcopy(model).set_fused(False), x)
-    fa.unsupported_ops_warnings(False)
-    fa.uncalled_modules_warnings(False)
-    return float(fa.total())
+    """fvcore's multiply-adds of the eager network (the fused path is not credited for its kernels' extra zeros)."""
+    return _macs(copy.deepcopy(model).set_fused(False), x)
 
 
 class CellTimer:
