@@ -100,13 +100,13 @@ def _macs(model, x) -> float:
 
 
 def run_train_variant(name: str, args: argparse.Namespace) -> dict:
-    """The trainer's step (SGD, auxiliary head, drop path, clip) on the cpu-demo evaluation network of DARTS_V2."""
+    """The trainer's step (trainer.train_step: SGD, auxiliary head, drop path, clip) on the cpu-demo evaluation network of DARTS_V2."""
     import torch
     import torch.nn as nn
 
     from dcanas import datasets as D
     from dcanas.nets.genotype import load_genotype
-    from dcanas.train.trainer import MEMORY_FORMAT, TrainConfig, _logits, apply_preset, build_model
+    from dcanas.train.trainer import MEMORY_FORMAT, TrainConfig, apply_preset, build_model, train_step
 
     torch.manual_seed(0)
     spec = D.get_spec("fashion-mnist")
@@ -119,18 +119,14 @@ def run_train_variant(name: str, args: argparse.Namespace) -> dict:
     train = D.load_split("fashion-mnist", args.data_root, train=True).subset(slice(0, cfg.batch_size * (args.steps + args.warmup)))
     batches = list(D.batches(train, spec, cfg.batch_size, shuffle=True, g=torch.Generator().manual_seed(0), train_aug=True, cutout=cfg.cutout))
     opt = torch.optim.SGD(model.parameters(), cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    crit = nn.CrossEntropyLoss()
+    crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    params = list(model.parameters())
     times = []
     base = _rss_mb("VmRSS")
     for i, (x, y) in enumerate(batches):
         x = x.contiguous(memory_format=fmt)
         t0 = time.perf_counter()
-        opt.zero_grad(set_to_none=True)
-        out = model(x)
-        loss = crit(_logits(out), y) + cfg.auxiliary_weight * crit(out[1], y)
-        loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-        opt.step()
+        train_step(model, params, opt, crit, x, y, cfg)
         if i >= args.warmup:
             times.append(time.perf_counter() - t0)
     ms = 1000 * statistics.median(times)

@@ -5,8 +5,9 @@ lambda). For each of the two forwards of mixed cells (``Supernet.set_fused``) on
 Fashion-MNIST batches, the same weights and the same machine:
   * the step's phases (the record_function labels in search_step: w.forward, w.backward, w.optimizer,
     alpha.forward, alpha.backward, alpha.cost, alpha.optimizer, lambda), from torch.profiler;
-  * the time per cell: forward from module hooks; backward as the interval between the gradient hooks of
-    consecutive cell outputs (the cell, its input preprocessing and whatever autograd interleaves);
+  * the time per cell: forward from module hooks; backward as the interval from the gradient hook of the
+    cell's output to the next one of the same pass (the next cell down, or the stem's output): the cell, its
+    input preprocessing and whatever autograd interleaves;
   * the time per kernel type (aten op self time, summed), from torch.profiler;
   * the achieved rate: fvcore's multiply-adds of the supernet's forward (the eager network, so the fused
     path is not credited for the extra zeros of its composed kernels) x 2 FLOP x 3 (forward + backward)
@@ -43,7 +44,10 @@ def supernet_macs(model: torch.nn.Module, x: torch.Tensor) -> float:
 
 
 class CellTimer:
-    """Forward time per cell (module hooks) and backward time per cell (gradient hooks on the cell outputs)."""
+    """Forward time per cell (module hooks) and backward time per cell: the interval from the gradient of the
+    cell's output to the next gradient stamp of the same pass (the next cell down, or the stem's output)."""
+
+    STEM = -1
 
     def __init__(self, model) -> None:
         self.fwd: dict[int, float] = collections.defaultdict(float)
@@ -53,6 +57,7 @@ class CellTimer:
         for i, cell in enumerate(model.cells):
             cell.register_forward_pre_hook(self._pre(i))
             cell.register_forward_hook(self._post(i))
+        model.stem.register_forward_hook(self._stamp_grad(self.STEM))
 
     def _pre(self, i):
         def hook(module, args):
@@ -60,17 +65,26 @@ class CellTimer:
         return hook
 
     def _post(self, i):
+        stamp = self._stamp_grad(i)
+
         def hook(module, args, out):
             self.fwd[i] += time.perf_counter() - self.started[i]
+            stamp(module, args, out)
+        return hook
+
+    def _stamp_grad(self, i):
+        def hook(module, args, out):
             if out.requires_grad:
                 out.register_hook(lambda g: self.stamps.append((i, time.perf_counter())))
         return hook
 
-    def close_backward(self, end: float) -> None:
-        """Attribute the intervals between consecutive gradient stamps (cells in reverse order) to each cell."""
-        stamps = sorted(self.stamps, key=lambda s: s[1]) + [(-1, end)]
+    def close_backward(self) -> None:
+        """Attribute each interval between consecutive stamps to the cell that starts it; the stem's stamp
+        ends a pass, so nothing between two passes (optimizer, the next forward) is counted."""
+        stamps = sorted(self.stamps, key=lambda s: s[1])
         for (i, t), (_, t_next) in zip(stamps, stamps[1:]):
-            self.bwd[i] += t_next - t
+            if i != self.STEM:
+                self.bwd[i] += t_next - t
         self.stamps.clear()
 
 
@@ -95,7 +109,7 @@ def measure(fused: bool, base, cms, cfg, batches, args) -> dict:
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for t, v in profiled:
             lams, _ = search_step(model, cms, cfg, t, v, w_opt, a_opt, targets, lams, autocast)
-            timer.close_backward(time.perf_counter())
+            timer.close_backward()
     n = len(profiled)
     events = prof.key_averages()
     phases = {e.key: e.cpu_time_total / 1000 / n for e in events if e.key in PHASES}

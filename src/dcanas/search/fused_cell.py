@@ -21,7 +21,7 @@ counts). Equal to the eager path within float rounding: tests/test_search_speed.
 """
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Sequence
+from typing import Sequence
 
 import torch
 import torch.nn as nn
@@ -29,17 +29,15 @@ import torch.nn.functional as F
 
 from ..nets.ops import DARTS_OPS
 
-if TYPE_CHECKING:
-    from .supernet import SearchCell
-
 CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")  # the first-stage order in the fused tensor
 SEP_OPS = CONV_OPS[:2]
 POOL_OPS = ("max_pool_3x3", "avg_pool_3x3")
 KERNEL = 5  # every fused kernel is 5x5 (dilation 1 for sep_conv, 2 for dil_conv)
 
 
-def supports(cell: "SearchCell") -> bool:
-    """Weight sharing, no partial channels, the DARTS op set: what the fused path computes."""
+def supports(cell: nn.Module) -> bool:
+    """Weight sharing, no partial channels, the DARTS op set: what the fused path computes. ``cell`` is a
+    ``supernet.SearchCell``, passed in (this module does not import the supernet)."""
     return cell.ws and cell.pc == 1 and set(cell.op_names) == set(DARTS_OPS)
 
 
@@ -76,7 +74,7 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, gro
     return F.conv2d(x, weight, None, stride, padding, dilation, groups)
 
 
-def source_outputs(cell: "SearchCell", i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     """Every non-``none`` op of source ``i`` on its (squeezed) input ``z``, stacked as [K, M] in the cell's op order,
     and the shape of one op's output."""
     ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
@@ -97,7 +95,7 @@ def source_outputs(cell: "SearchCell", i: int, z: torch.Tensor) -> tuple[torch.T
     return torch.stack([out[n] for n in cell.op_names if n != "none"]).view(len(out), -1), out["skip_connect"].shape
 
 
-def mixed_forward(cell: "SearchCell", states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
+def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """The mixed cell: node j = sum over i < j of sum_o softmax(alpha)_(i,j),o * o(z_i), then the expansion."""
     states = list(states)
     keep = torch.tensor([k for k, n in enumerate(cell.op_names) if n != "none"], device=weights.device)

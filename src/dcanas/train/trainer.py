@@ -96,6 +96,22 @@ def _logits(out):
     return out if torch.is_tensor(out) else out[0]
 
 
+def train_step(net: nn.Module, params: list, opt: torch.optim.Optimizer, crit: nn.Module, x: torch.Tensor, y: torch.Tensor,
+               cfg: TrainConfig) -> tuple[torch.Tensor, torch.Tensor]:
+    """One SGD step on a batch: the loss (+ the auxiliary head's, weighted), clipping, the update; returns the
+    loss and the logits. The training loop and the search-cost benchmark both run exactly this."""
+    opt.zero_grad(set_to_none=True)
+    outputs = net(x)
+    logits = _logits(outputs)
+    loss = crit(logits, y)
+    if not torch.is_tensor(outputs):
+        loss = loss + cfg.auxiliary_weight * crit(outputs[1], y)
+    loss.backward()
+    nn.utils.clip_grad_norm_(params, cfg.grad_clip)
+    opt.step()
+    return loss, logits
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, data: D.ArrayData, spec: D.DatasetSpec, batch_size: int = 256,
              device: Optional[torch.device] = None, rank: int = 0, world: int = 1) -> dict[str, Any]:
@@ -170,6 +186,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             progress(f"resumed {out} at epoch {start}/{cfg.epochs}")
     net = nn.parallel.DistributedDataParallel(model) if world > 1 else model
     crit = nn.CrossEntropyLoss(label_smoothing=cfg.label_smoothing)
+    params = list(model.parameters())  # clipped each step
     local_bs = cfg.batch_size // world
     done_steps = 0
     for epoch in range(start, cfg.epochs):
@@ -187,15 +204,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         for x, y in D.batches(train_data, spec, cfg.batch_size, shuffle=True, g=g, train_aug=True, cutout=cfg.cutout,
                               drop_last=world > 1):
             x, y = to_layout(x[rank * local_bs:(rank + 1) * local_bs].to(device)), y[rank * local_bs:(rank + 1) * local_bs].to(device)
-            opt.zero_grad(set_to_none=True)
-            outputs = net(x)
-            logits = _logits(outputs)
-            loss = crit(logits, y)
-            if not torch.is_tensor(outputs):
-                loss = loss + cfg.auxiliary_weight * crit(outputs[1], y)
-            loss.backward()
-            nn.utils.clip_grad_norm_(model.parameters(), cfg.grad_clip)
-            opt.step()
+            loss, logits = train_step(net, params, opt, crit, x, y, cfg)
             done_steps += 1
             bar.update(len(y) * world)
             crash_point(done_steps)
