@@ -19,11 +19,13 @@ def test_darts_v2_reference_params():
 
 
 @pytest.mark.parametrize("name,params,flops,multipliers", [("NASNet", 3_830_950, 614_004_768, (5, 3)),
-                                                          ("AmoebaNet", 3_145_078, 497_861_856, (3, 3))])
+                                                          ("AmoebaNet", 3_145_078, 497_861_856, (3, 3)),
+                                                          ("PC_DARTS", 3_634_678, 567_434_880, (4, 4))])  # PC-DARTS paper: 3.6M
 def test_paper_baselines_at_darts_cifar_size(name, params, flops, multipliers):
     """NASNet-A and AmoebaNet-A as DARTS' NetworkCIFAR builds them (C=36, 20 cells): 5 intermediate nodes, a
     cell's output is its concatenated nodes (5 or 3 x C channels, normal and reduction cells differing), and
-    the ops outside the search space (sep_conv_7x7, conv_7x1_1x7). The analytic counter equals fvcore."""
+    the ops outside the search space (sep_conv_7x7, conv_7x1_1x7); PC-DARTS' published cell beside them. The
+    analytic counter equals fvcore."""
     cfg = NetConfig(C=36, layers=20, num_classes=10)
     g = load_genotype(name)
     net = build_network(g, cfg).eval()
@@ -54,7 +56,7 @@ def test_auxiliary_head_not_counted_and_trains():
     assert net.eval()(torch.randn(2, 3, 32, 32)).shape == (2, 10)
 
 
-GENOTYPES = ["DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet", "NB201_REF"] + [f"random-{s}-{i}" for s in ("darts", "nb201") for i in range(3)]
+GENOTYPES = ["DARTS_V1", "DARTS_V2", "PC_DARTS", "NASNet", "AmoebaNet", "NB201_REF"] + [f"random-{s}-{i}" for s in ("darts", "nb201") for i in range(3)]
 
 
 def _genotype(name):

@@ -112,7 +112,7 @@ def add_run_parser(sub) -> None:
                    help="; ".join(f"{k}: search {s!r} + training {t!r}" for k, (s, t) in RUN_PRESETS.items()))
     p.add_argument("--formats", help="export formats (default: the profile's engine/precision, plus onnx)")
     p.add_argument("--baselines", help="also train these for the accuracy/params plot: mobilenet_v2, resnet18, or a published cell "
-                   "(DARTS_V1, DARTS_V2, NASNet, AmoebaNet) in the searched network's channels and cells")
+                   "(DARTS_V1, DARTS_V2, PC_DARTS, NASNet, AmoebaNet) in the searched network's channels and cells")
     p.add_argument("--runs", type=positive_int, default=50, help="timed runs on the device")
     p.add_argument("--warmup", type=nonneg_int, default=10)
     p.add_argument("--search-epochs", type=positive_int)

@@ -91,7 +91,7 @@ class ReportOutputs:
 
 
 # --baselines: torchvision networks, or a published DARTS-form cell trained in the searched network's shape
-BASELINE_GENOTYPES = ("DARTS_V1", "DARTS_V2", "NASNet", "AmoebaNet")
+BASELINE_GENOTYPES = ("DARTS_V1", "DARTS_V2", "PC_DARTS", "NASNet", "AmoebaNet")
 BASELINES = ("mobilenet_v2", "resnet18") + BASELINE_GENOTYPES
 
 # The stage list, defined once: name -> the record it returns, in run order.

@@ -44,7 +44,7 @@ def cmd_cost(args: argparse.Namespace) -> int:
 
 def add_cost_parser(sub) -> None:
     p = sub.add_parser("cost", help="analytic params/FLOPs of an evaluation network, cross-checked by fvcore")
-    p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V1, DARTS_V2, NB201_REF)")
+    p.add_argument("--genotype", required=True, help="genotype.json, an NB201 arch string, or a known name (DARTS_V2, PC_DARTS, NASNet, ...)")
     p.add_argument("--dataset", default="cifar10", metavar="NAME",
                    help="fashion-mnist, mnist, cifar10, cifar100, imagenet16-120, tinyimagenet, imagenet (default cifar10)")
     add_folder_options(p)

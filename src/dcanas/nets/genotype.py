@@ -162,6 +162,14 @@ KNOWN: dict[str, dict[str, Any]] = {
                  "reduce": [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["skip_connect", 2], ["max_pool_3x3", 1],
                             ["max_pool_3x3", 0], ["skip_connect", 2], ["skip_connect", 2], ["max_pool_3x3", 1]],
                  "reduce_concat": [2, 3, 4, 5]},
+    # Xu et al., PC-DARTS (ICLR 2020), the published CIFAR-10 cells (its genotypes.py, PC_DARTS_cifar).
+    "PC_DARTS": {"space": "darts",
+                 "normal": [["sep_conv_3x3", 1], ["skip_connect", 0], ["sep_conv_3x3", 0], ["dil_conv_3x3", 1],
+                            ["sep_conv_5x5", 0], ["sep_conv_3x3", 1], ["avg_pool_3x3", 0], ["dil_conv_3x3", 1]],
+                 "normal_concat": [2, 3, 4, 5],
+                 "reduce": [["sep_conv_5x5", 1], ["max_pool_3x3", 0], ["sep_conv_5x5", 1], ["sep_conv_5x5", 2],
+                            ["sep_conv_3x3", 0], ["sep_conv_3x3", 3], ["sep_conv_3x3", 1], ["sep_conv_3x3", 2]],
+                 "reduce_concat": [2, 3, 4, 5]},
     # Zoph et al., NASNet-A (CVPR 2018), and Real et al., AmoebaNet-A (AAAI 2019), as DARTS' genotypes.py gives
     # them: 5 intermediate nodes, cells concatenating 5 or 3 of them, and two ops outside the DARTS search space.
     "NASNet": {"space": "darts",
