@@ -5,7 +5,7 @@ calibration networks) and the end-to-end-only model (`latency fit` on the same 2
 Spearman, Kendall, MAPE and the share within +-10%, with the measurement conditions and the
 repeat-to-repeat CV.
 
-    python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30]
+    python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30] [--ceiling 200]
 """
 from __future__ import annotations
 
@@ -24,7 +24,8 @@ def main() -> int:
     from dcanas.devices.schema import load_profile
     from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_latency_rows, key_hash
     from dcanas.latency.measure import calibration_genotypes
-    from dcanas.latency.model import LatencyModel, agreement
+    from dcanas.latency.model import LatencyModel, agreement, instance_key, instances
+    from dcanas.latency.timing import Timing
     from dcanas.nets.cost import network_cost
     from dcanas.nets.genotype import genotype_from_json
     from dcanas.nets.ops import SPACE_OPS
@@ -37,8 +38,10 @@ def main() -> int:
     p.add_argument("--preset", default="cpu-demo")
     p.add_argument("--calibrate", type=int, default=20)
     p.add_argument("--test", type=int, default=30)
-    p.add_argument("--runs", type=int, default=20)
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--runs", type=int, default=Timing.runs)
+    p.add_argument("--rounds", type=int, default=Timing.rounds)
+    p.add_argument("--min-seconds", type=float, default=Timing.min_seconds)
+    p.add_argument("--ceiling", type=int, default=0, help="also measure this many more networks and fit the per-position additive form on them")
     p.add_argument("--cache-dir", default=str(default_cache_dir()))
     p.add_argument("--out", default=str(Path(__file__).with_name("latency_model.last.md")))
     args = p.parse_args()
@@ -46,8 +49,9 @@ def main() -> int:
     cfg = apply_preset(SearchConfig(space=args.space, dataset=args.dataset), args.preset)
     net = eval_config(cfg)
     t0 = time.time()
+    timing = Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds)
     lm, path = build_latency_model(profile, args.space, net, tuple(SPACE_OPS[args.space]), calibrate=args.calibrate,
-                                   runs=args.runs, rounds=args.rounds, cache_dir=Path(args.cache_dir))
+                                   timing=timing, cache_dir=Path(args.cache_dir))
     t_build = time.time() - t0
     calib = [(genotype_from_json(c["genotype"]), c["measured_ms"]) for c in lm.calibration]
     test_g = calibration_genotypes(args.space, args.test, seed=1000 + args.calibrate)
@@ -55,8 +59,7 @@ def main() -> int:
     test_g = [g for g in test_g if repr(g.to_json()) not in seen]
     t1 = time.time()
     work = Path(args.cache_dir) / f"{profile.name}-{args.space}-{key_hash(lm.device['key'])}"
-    y = np.array(genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", runs=args.runs,
-                                       rounds=args.rounds))
+    y = np.array(genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", timing=timing))
     t_test = time.time() - t1
 
     def line_fit(metric: str):
@@ -74,6 +77,23 @@ def main() -> int:
             rows[f"table + calibration on {n} networks (ridge {m.stats['ridge']})"] = [m.predict(g) for g in test_g]
     e2e = LatencyModel.unfitted_work(args.space, net.to_json()).fit(calib)
     rows[f"end to end only (latency fit, {len(calib)} rows)"] = [e2e.predict(g) for g in test_g]
+    if args.ceiling:  # the best any model additive over (op, position) can do here: one weight per position, fitted on many networks
+        more = [g for g in calibration_genotypes(args.space, args.ceiling + len(test_g), seed=5000)
+                if repr(g.to_json()) not in seen | {repr(t.to_json()) for t in test_g}][:args.ceiling]
+        y_more = np.array(genotype_latency_rows(profile, net, more, work, "ceiling:5000", timing=timing))
+        keys = sorted(lm.table)
+
+        def per_position(g) -> list[float]:
+            counts = dict.fromkeys(keys, 0.0)
+            for inst in instances(g, net):
+                if inst[0] != "none":
+                    counts[instance_key(inst)] += 1
+            return [1.0] + [counts[k] for k in keys]
+
+        X = np.array([per_position(g) for g in more])
+        theta, *_ = np.linalg.lstsq(X / y_more[:, None], np.ones_like(y_more), rcond=None)
+        rows[f"additive per (op, position), fitted on {len(more)} more networks (the form's ceiling)"] = \
+            [float(np.array(per_position(g)) @ theta) for g in test_g]
     cond = lm.device.get("conditions") or [{}]
     info = lm.device.get("info") or {}
     lines = [f"# Latency model on {profile.name} ({lm.device['key']['format']}, {profile.runtime.threads} threads), "

@@ -129,7 +129,7 @@ def test_search_holds_a_latency_budget(tmp_path, fashion_root):
 
 def _build(cache, *extra):
     return dcanas("latency", "build", "--device", "local", "--preset", "tiny", "--runs", "3", "--rounds", "2",
-                  "--cache-dir", str(cache), *extra)
+                  "--min-seconds", "0.01", "--cache-dir", str(cache), *extra)
 
 
 @pytest.mark.slow
@@ -152,6 +152,11 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert len(lm.calibration) == 4 and lm.stats["rows"] == 4
     assert lm.device["info"]["cpu_model"] and lm.device["conditions"][0]["engine"] == "onnxruntime"
     assert "repeat-to-repeat CV" in r.stdout and "fit on 4 networks" in r.stdout
+    # each round times at least 3 runs and 0.01 s: a model of microseconds runs far more than 3 times
+    assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01) and "at least 3 runs and 0.01 s" in r.stdout
+    measured = json.loads(next(cache.glob("local-darts-*/measured.json")).read_text())["measured"]
+    probe = next(v for k, v in measured.items() if k.startswith("probe:"))
+    assert len(probe["runs_per_round"]) == 2 and min(probe["runs_per_round"]) > 30, probe
     # `latency fit` on rows measured here (the calibration networks' end-to-end p50s) as JSON genotype paths
     rows = ["genotype,latency_ms"]
     for i, c in enumerate(lm.calibration):

@@ -13,6 +13,7 @@ import os
 import sys
 import time
 from contextlib import contextmanager
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -31,6 +32,7 @@ from ..nets.genotype import Genotype
 from ..profile.remote import check_device, measure_batch
 from .measure import Probe, calibration_genotypes, fixed_parts, instance_module, instance_shape, op_positions, probe_key
 from .model import LatencyModel, instance_key
+from .timing import Timing
 
 Progress = Callable[[str], None]
 CHUNK = 24  # models per runner session: the unit of resume
@@ -46,7 +48,8 @@ def default_cache_dir() -> Path:
 
 def model_key(profile: DeviceProfile, fmt: ExportFormat, space: str, cfg: NetConfig, runtimes: Any) -> dict[str, Any]:
     """What a latency model is valid for: the device, its engine, precision, threads, runtime versions
-    and the evaluation network."""
+    and the evaluation network. How it was timed is recorded with it (``device["timing"]``), not part of the
+    key: a model timed with fewer runs is noisier, not invalid, and a cached one is reused."""
     return dict(device=profile.name, engine=profile.runtime.engine, precision=profile.runtime.precision,
                 threads=profile.runtime.threads, format=fmt.name, runtimes=runtimes, space=space, eval_config=cfg.to_json())
 
@@ -68,7 +71,7 @@ def device_lock(cache: Path, device: str) -> Iterator[None]:
 
 
 def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, tuple[Callable[[], nn.Module], tuple[int, ...]]],
-                   work: Path, *, runs: int, rounds: int, progress: Progress = _stderr) -> tuple[dict[str, dict[str, Any]], list]:
+                   work: Path, *, timing: Timing, progress: Progress = _stderr) -> tuple[dict[str, dict[str, Any]], list]:
     """Export each named model (once: kept in ``work``), time the ones not yet measured on the device in
     chunks, and return {name: {p50_ms, p50_ms_rounds}} for all, with the conditions of each chunk."""
     files = work / "models"
@@ -97,12 +100,13 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     bar = step_bar(len(todo), f"latency measurements on {profile.name}", unit="model")
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
-        res = measure_batch(profile, [paths[n] for n in chunk], runs=runs, rounds=rounds,
+        res = measure_batch(profile, [paths[n] for n in chunk], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
+                            min_seconds=timing.min_seconds,
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         for n in chunk:
             r = by_file[paths[n].name]
-            state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"])
+            state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"))
         state["conditions"].append({k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads",
                                                            "machine", "total_s")})
         write_json(state_path, state)
@@ -116,11 +120,12 @@ def _safe(name: str) -> str:
 
 
 def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_names: tuple[str, ...], *, calibrate: int = 20,
-                        runs: int = 20, rounds: int = 3, seed: int = 0, cache_dir: Optional[Path] = None,
+                        timing: Optional[Timing] = None, seed: int = 0, cache_dir: Optional[Path] = None,
                         progress: Progress = _stderr) -> tuple[LatencyModel, Path]:
     """Measure and fit; returns the model and where it is cached (reused when it exists)."""
-    if calibrate < 0 or runs < 1 or rounds < 1:
-        raise UserError(f"--calibrate must be >= 0, --runs and --rounds >= 1 (got {calibrate}, {runs}, {rounds})")
+    if calibrate < 0:
+        raise UserError(f"--calibrate must be >= 0 (got {calibrate})")
+    timing = (timing or Timing()).check()
     fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
     with device_lock(cache, profile.name):
@@ -150,8 +155,8 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
             models[probe_key(shape)] = (Probe, shape)
         progress(f"latency build on {profile.name} ({fmt.name}, {profile.runtime.threads} threads): {len(positions)} op positions, "
                  f"{len({k for k, _, _ in parts})} fixed parts, {len(shapes)} per-call probes, {len(genotypes)} calibration networks; "
-                 f"{rounds} rounds x {runs} runs each")
-        measured, conditions = measure_models(profile, fmt, models, work, runs=runs, rounds=rounds, progress=progress)
+                 f"{timing.rounds} rounds x at least {timing.runs} runs and {timing.min_seconds:g} s each")
+        measured, conditions = measure_models(profile, fmt, models, work, timing=timing, progress=progress)
         def alone(name: str) -> float:  # a model's time without the per-call cost of the runtime
             return max(measured[name]["p50_ms"] - measured[probe_key(models[name][1])]["p50_ms"], 0.0)
 
@@ -159,7 +164,7 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
         fixed_ms = sum(alone("fixed:" + k) for k, _, _ in parts) + measured[probe_key(net_shape)]["p50_ms"]
         lm = LatencyModel(space=space, eval_config=cfg.to_json(), op_names=sorted({p[0] for p in positions}), basis="table",
                           intercept=fixed_ms, weights={p[0]: 1.0 for p in positions}, table=table, fixed_ms=fixed_ms,
-                          device=dict(key=key, info=info, conditions=conditions, repeat_cv=repeat_cv(measured),
+                          device=dict(key=key, info=info, conditions=conditions, repeat_cv=repeat_cv(measured), timing=asdict(timing),
                                       build_s=time.time() - t0))
         rows = [(g, measured[f"net:{seed}:{i}"]["p50_ms"]) for i, g in enumerate(genotypes)]
         if rows:
@@ -185,10 +190,10 @@ def repeat_cv(measured: dict[str, dict[str, Any]]) -> float:
 
 
 def genotype_latency_rows(profile: DeviceProfile, cfg: NetConfig, genotypes: list[Genotype], work: Path, tag: str, *,
-                          runs: int = 20, rounds: int = 3, progress: Progress = _stderr) -> list[float]:
+                          timing: Optional[Timing] = None, progress: Progress = _stderr) -> list[float]:
     """End-to-end p50 of whole networks on the device (the benchmark's held-out set)."""
     fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
     models = {f"{tag}:{i}": (lambda g=g: build_network(g, cfg), (1, cfg.in_channels, cfg.input_size, cfg.input_size))
               for i, g in enumerate(genotypes)}
-    measured, _ = measure_models(profile, fmt, models, work, runs=runs, rounds=rounds, progress=progress)
+    measured, _ = measure_models(profile, fmt, models, work, timing=timing or Timing(), progress=progress)
     return [measured[f"{tag}:{i}"]["p50_ms"] for i in range(len(genotypes))]

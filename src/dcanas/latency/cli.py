@@ -6,8 +6,9 @@ import csv
 from pathlib import Path
 from typing import Any, Optional
 
-from ..argtypes import nonneg_int, positive_int
+from ..argtypes import nonneg_float, nonneg_int, positive_int
 from ..errors import UserError
+from .timing import Timing
 
 
 def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Optional[float], dict[str, str]]]:
@@ -85,7 +86,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         profile = load_profile(args.device)
         cfg, net = _eval_net(args)
         lm, path = build_latency_model(profile, cfg.space, net, tuple(SPACE_OPS[cfg.space]), calibrate=args.calibrate,
-                                       runs=args.runs, rounds=args.rounds, seed=cfg.seed,
+                                       timing=Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds), seed=cfg.seed,
                                        cache_dir=Path(args.cache_dir) if args.cache_dir else None)
         if args.out:
             lm.save(args.out)
@@ -140,6 +141,10 @@ def describe(lm, path) -> str:
         lines.append(f"cpu {info.get('cpu_model')}, {info.get('cores')} cores")
     for c in (lm.device.get("conditions") or [])[:1] + (lm.device.get("conditions") or [])[-1:]:
         lines.append(f"conditions: before {c.get('before')}, after {c.get('after')}")
+    if "timing" in lm.device:
+        t = lm.device["timing"]
+        lines.append(f"timed: {t['rounds']} rounds per model, each {t['warmup']} warm-up runs then at least {t['runs']} runs "
+                     f"and {t['min_seconds']:g} s")
     if "repeat_cv" in lm.device:
         lines.append(f"repeat-to-repeat CV (median over models): {100 * lm.device['repeat_cv']:.2f}%")
     if lm.fixed_ms is not None:
@@ -159,8 +164,10 @@ def add_latency_parser(sub) -> None:
     _net_options(b)
     b.add_argument("--device", required=True, help="a shipped profile or a YAML path")
     b.add_argument("--calibrate", type=nonneg_int, default=20, help="random networks measured end to end (default 20)")
-    b.add_argument("--runs", type=positive_int, default=20, help="timed runs per model and round")
-    b.add_argument("--rounds", type=positive_int, default=3, help="interleaved rounds (the p50 of their p50s)")
+    b.add_argument("--runs", type=positive_int, default=Timing.runs, help="timed runs per model and round, at least")
+    b.add_argument("--min-seconds", type=nonneg_float, default=Timing.min_seconds,
+                   help="seconds of timed runs per model and round, at least (the noise floor of microsecond models)")
+    b.add_argument("--rounds", type=positive_int, default=Timing.rounds, help="interleaved rounds (the p50 of their p50s)")
     b.add_argument("--cache-dir", help="default ~/.cache/dcanas/latency")
     b.add_argument("--out", help="also write the model here")
     f = lsub.add_parser("fit", help="fit a latency model from end-to-end measurements: CSV genotype,latency_ms")

@@ -352,7 +352,7 @@ def op_profile(args, x):
 def batch(args):
     """Latency of many small models in one process (the latency model's measurements): in each of
     ``--rounds`` interleaved rounds every model is loaded alone, warmed up and timed over ``--runs``
-    runs (the median kept), then released, so that no other session's threads (onnxruntime's spin
+    runs and at least ``--min-seconds`` (the median kept), then released, so that no other session's threads (onnxruntime's spin
     after a run) share the cores with the one being timed, as in a single-model profile.
     Interleaving spreads slow drifts (heat, other load) over all models alike."""
     try:
@@ -367,6 +367,7 @@ def batch(args):
     base = os.path.dirname(os.path.abspath(args.batch))
     rng = np.random.default_rng(0)
     rounds = [[] for _ in paths]
+    n_runs = [[] for _ in paths]
     name = version = None
     for _ in range(args.rounds):
         for i, p in enumerate(paths):
@@ -376,16 +377,19 @@ def batch(args):
             for _ in range(max(1, args.warmup)):
                 engine(x)
             times = []
-            for _ in range(args.runs):
+            t_runs = time.perf_counter()
+            while len(times) < args.runs or (time.perf_counter() - t_runs) < args.min_seconds:
                 t0 = time.perf_counter()
                 engine(x)
                 times.append((time.perf_counter() - t0) * 1000)
             rounds[i].append(percentile(sorted(times), 50))
+            n_runs[i].append(len(times))
             del engine
             gc.collect()
-    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50)} for p, r in zip(paths, rounds)],
+    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n}
+                      for p, r, n in zip(paths, rounds, n_runs)],
             "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
-            "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs,
+            "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs, "min_seconds": args.min_seconds,
             "rounds": args.rounds, "before": before, "after": conditions(), "total_s": time.perf_counter() - t_start}
 
 
