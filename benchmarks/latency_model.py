@@ -22,7 +22,7 @@ def main() -> int:
     import numpy as np
 
     from dcanas.devices.schema import load_profile
-    from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_latency_rows, key_hash
+    from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_graphs, genotype_latency_rows, key_hash
     from dcanas.latency.measure import calibration_genotypes
     from dcanas.latency.model import LatencyModel, agreement, instance_key, instances
     from dcanas.latency.timing import Timing
@@ -75,6 +75,15 @@ def main() -> int:
             m = copy.deepcopy(lm)
             m.fit(calib[:n])
             rows[f"table + calibration on {n} networks (ridge {m.stats['ridge']})"] = [m.predict(g) for g in test_g]
+    graphs = genotype_graphs(work, f"test:{1000 + args.calibrate}", len(test_g))
+    cal_graphs = [c.get("graph") for c in lm.calibration]
+    if all(graphs) and all(cal_graphs):
+        for n in (5, 10, 20):
+            if n <= len(calib):
+                m = copy.deepcopy(lm).fit_graph([(c, ms) for c, (_, ms) in zip(cal_graphs[:n], calib[:n])])
+                pred = [m.predict_graph(c) for c in graphs]
+                if None not in pred:  # None: a held-out network has an op type none of these n networks had
+                    rows[f"graph model (runtime node counts) + calibration on {n} networks (ridge {m.graph_stats['ridge']})"] = pred
     e2e = LatencyModel.unfitted_work(args.space, net.to_json()).fit(calib)
     rows[f"end to end only (latency fit, {len(calib)} rows)"] = [e2e.predict(g) for g in test_g]
     if args.ceiling:  # the best any model additive over (op, position) can do here: one weight per position, fitted on many networks

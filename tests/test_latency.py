@@ -48,6 +48,25 @@ def test_fit_recovers_a_synthetic_additive_table(space):
     assert lm.stats["mape"] < 1e-9 and lm.stats["spearman"] == pytest.approx(1.0)
 
 
+def test_graph_model_recovers_per_node_costs_and_refuses_unknown_op_types():
+    """fit_graph on exact synthetic rows (latency = c_0 + per-node cost x node count) recovers the costs;
+    a network with an op type no calibration network had gets no prediction rather than a wrong one."""
+    rng = random.Random(1)
+    truth = {"Conv": 0.004, "Relu": 0.0015, "Add": 0.002, "ReorderOutput": 0.003, "MaxPool": 0.0025}
+    rows = []
+    for _ in range(20):
+        counts = {t: rng.randint(1, 60) for t in truth}
+        rows.append((counts, 0.05 + sum(truth[t] * n for t, n in counts.items())))
+    lm = LatencyModel("darts", _net("darts").to_json(), [], "table", 0.0, {}).fit_graph(rows)
+    assert lm.graph_stats["ridge"] == 0.0 and lm.graph_stats["loo"]["mape"] < 1e-9
+    assert lm.graph_intercept == pytest.approx(0.05, rel=1e-6)
+    for t, c in truth.items():
+        assert lm.graph_weights[t] == pytest.approx(c, rel=1e-6), t
+    counts = {"Conv": 10, "Relu": 3, "Add": 0, "ReorderOutput": 2, "MaxPool": 1}
+    assert lm.predict_graph(counts) == pytest.approx(0.05 + sum(truth[t] * n for t, n in counts.items()), rel=1e-6)
+    assert lm.predict_graph({**counts, "Gemm": 1}) is None
+
+
 @pytest.mark.parametrize("space", SPACES)
 def test_latency_fit_predict_show_cli(tmp_path, space):
     ops, truth, gs, ys = _synthetic(space, 12, seed=1)
@@ -157,6 +176,18 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     measured = json.loads(next(cache.glob("local-darts-*/measured.json")).read_text())["measured"]
     probe = next(v for k, v in measured.items() if k.startswith("probe:"))
     assert len(probe["runs_per_round"]) == 2 and min(probe["runs_per_round"]) > 30, probe
+    # the calibration networks' graphs as onnxruntime runs them (after its fusions) and the graph model on them
+    from collections import Counter
+
+    import onnx
+
+    graph = lm.calibration[0]["graph"]
+    exported = [n.op_type for n in onnx.load(str(next(cache.glob("local-darts-*/models/net_0_0.onnx")))).graph.node]
+    # not the file's graph: onnxruntime's own rewrites (on x86, layout reorders around its blocked convolutions)
+    assert graph["Conv"] >= exported.count("Conv") > 10, graph
+    assert sorted(graph.items()) != sorted(Counter(exported).items()), graph
+    assert lm.graph_stats["rows"] == 4 and "graph model" in r.stdout
+    assert all(c["graph_predicted_ms"] > 0 for c in lm.calibration)
     # `latency fit` on rows measured here (the calibration networks' end-to-end p50s) as JSON genotype paths
     rows = ["genotype,latency_ms"]
     for i, c in enumerate(lm.calibration):

@@ -36,6 +36,7 @@ from .timing import Timing
 
 Progress = Callable[[str], None]
 CHUNK = 24  # models per runner session: the unit of resume
+GRAPHED = ("net:", "test:", "ceiling:")  # whole networks: their runtime graphs are counted too (the graph model)
 
 
 def _stderr(msg: str) -> None:
@@ -101,12 +102,13 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
         res = measure_batch(profile, [paths[n] for n in chunk], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
-                            min_seconds=timing.min_seconds,
+                            min_seconds=timing.min_seconds, graph=any(n.startswith(GRAPHED) for n in chunk),
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         for n in chunk:
             r = by_file[paths[n].name]
-            state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"))
+            state["measured"][n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"),
+                                        graph=r.get("graph"))
         state["conditions"].append({k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads",
                                                            "machine", "total_s")})
         write_json(state_path, state)
@@ -169,6 +171,11 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
         rows = [(g, measured[f"net:{seed}:{i}"]["p50_ms"]) for i, g in enumerate(genotypes)]
         if rows:
             lm.fit(rows)
+            graphs = [(measured[f"net:{seed}:{i}"].get("graph"), ms) for i, (_, ms) in enumerate(rows)]
+            if sum(1 for c, _ in graphs if c) >= 2:
+                lm.fit_graph(graphs)
+                for c, (counts, _) in zip(lm.calibration, graphs):
+                    c["graph"], c["graph_predicted_ms"] = counts, lm.predict_graph(counts) if counts else None
         lm.save(final)
         progress(f"latency model: {final} ({time.time() - t0:.0f}s)")
         return lm, final
@@ -197,3 +204,9 @@ def genotype_latency_rows(profile: DeviceProfile, cfg: NetConfig, genotypes: lis
               for i, g in enumerate(genotypes)}
     measured, _ = measure_models(profile, fmt, models, work, timing=timing or Timing(), progress=progress)
     return [measured[f"{tag}:{i}"]["p50_ms"] for i in range(len(genotypes))]
+
+
+def genotype_graphs(work: Path, tag: str, n: int) -> list[Optional[dict[str, int]]]:
+    """The runtime graphs' node counts recorded by ``genotype_latency_rows`` for the same tag."""
+    measured = json.loads((work / "measured.json").read_text())["measured"]
+    return [measured[f"{tag}:{i}"].get("graph") for i in range(n)]

@@ -154,6 +154,11 @@ def describe(lm, path) -> str:
     if s.get("rows"):
         lines.append(f"fit on {s['rows']} networks (ridge {s.get('ridge')}): Spearman {s.get('spearman', float('nan')):.3f}, "
                      f"Kendall {s.get('kendall', float('nan')):.3f}, MAPE {100 * s['mape']:.2f}%, within +-10% {100 * s['within_10']:.0f}%")
+    g = lm.graph_stats
+    if g.get("rows"):
+        lines.append(f"graph model (node counts as the runtime runs the network; predicts built networks, not summed by the search): "
+                     f"{len(lm.graph_weights)} op types, fit on {g['rows']} networks (ridge {g.get('ridge')}): leave-one-out "
+                     f"Spearman {g['loo'].get('spearman', float('nan')):.3f}, MAPE {100 * g['loo']['mape']:.2f}%")
     return "\n".join(lines)
 
 

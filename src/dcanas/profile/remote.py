@@ -216,10 +216,11 @@ def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], 
 
 
 def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20, warmup: int = 5, rounds: int = 3,
-                  min_seconds: float = 0.0, threads: Optional[int] = None, progress: Progress = _stderr) -> dict[str, Any]:
+                  min_seconds: float = 0.0, graph: bool = False, threads: Optional[int] = None,
+                  progress: Progress = _stderr) -> dict[str, Any]:
     """Time many small models in one runner process on the device (the latency model's measurements):
-    p50 per round of ``runs`` runs and at least ``min_seconds``, ``rounds`` interleaved rounds. Model
-    names must be distinct."""
+    p50 per round of ``runs`` runs and at least ``min_seconds``, ``rounds`` interleaved rounds; with
+    ``graph``, each model's node counts as the runtime runs it. Model names must be distinct."""
     if len({m.name for m in models}) != len(models):
         raise UserError("measure_batch: model file names must be distinct")
     for m in models:
@@ -233,7 +234,7 @@ def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20,
                               for m in models)
         result, _, _ = run_runner(profile, [*models, listing], lambda wd: ["--batch", f"{wd}/batch.txt", "--threads", str(n_threads),
                                   "--runs", str(runs), "--warmup", str(warmup), "--rounds", str(rounds),
-                                  "--min-seconds", str(min_seconds)], timeout_s,
+                                  "--min-seconds", str(min_seconds), *(["--graph"] if graph else [])], timeout_s,
                                   f"{len(models)} models x {rounds} rounds x {runs} runs, {n_threads} threads", progress)
     finally:
         listing.unlink(missing_ok=True)

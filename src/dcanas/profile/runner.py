@@ -297,6 +297,40 @@ def profile(args):
     return result
 
 
+def runtime_graph(path, threads):
+    """Node counts per op type of the graph as the runtime runs it: for onnxruntime after its own graph
+    optimisations (fusions, eliminated duplicates, inserted layout reorders), read from one profiled run;
+    for TFLite the interpreter's op list (what a delegate fuses is not visible there). The latency model's
+    graph features: each node costs a dispatch, which at these sizes is most of a network's time."""
+    counts = {}
+    if path.endswith(".onnx"):
+        import numpy as np
+        import onnxruntime as ort
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = threads
+        opts.inter_op_num_threads = 1
+        opts.enable_profiling = True
+        opts.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(path)), "ort_graph")
+        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        i = sess.get_inputs()[0]
+        sess.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)})
+        prof = sess.end_profiling()
+        try:
+            with open(prof) as fh:
+                events = json.load(fh)
+        finally:
+            os.remove(prof)
+        nodes = {e["name"][: -len("_kernel_time")]: e.get("args", {}).get("op_name") for e in events
+                 if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")}
+        for op in nodes.values():
+            counts[op] = counts.get(op, 0) + 1
+        return counts
+    interp, _, _ = load_tflite(path, threads)
+    for d in interp._get_ops_details():
+        counts[d["op_name"]] = counts.get(d["op_name"], 0) + 1
+    return counts
+
+
 def op_profile(args, x):
     """Per-node time from the runtime's own profiler, in a second session after the timed runs (profiling
     slows a run, so the timed latencies never include it): {"nodes": {name: {"op": type, "us": per run}}}."""
@@ -386,8 +420,9 @@ def batch(args):
             n_runs[i].append(len(times))
             del engine
             gc.collect()
-    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n}
-                      for p, r, n in zip(paths, rounds, n_runs)],
+    graphs = [runtime_graph(os.path.join(base, p), args.threads) for p in paths] if args.graph else [None] * len(paths)
+    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n, "graph": g}
+                      for p, r, n, g in zip(paths, rounds, n_runs, graphs)],
             "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs, "min_seconds": args.min_seconds,
             "rounds": args.rounds, "before": before, "after": conditions(), "total_s": time.perf_counter() - t_start}
@@ -430,6 +465,7 @@ def main(argv=None):
     p.add_argument("--ops", action="store_true", help="also a per-operator profile (the runtime's own profiler, a second pass)")
     p.add_argument("--batch", help="a file listing model paths (relative to it), one per line: time them all (p50 per round)")
     p.add_argument("--rounds", type=int, default=3, help="with --batch: interleaved rounds")
+    p.add_argument("--graph", action="store_true", help="with --batch: also each model's node counts per op type as the runtime runs it")
     p.add_argument("--watchdog", action="store_true", help="exit when stdin closes (the host went away)")
     p.add_argument("--heartbeat", type=float, default=0.0, help="seconds between heartbeat lines on stderr (0: none)")
     p.add_argument("--pidfile", help="write this process's pid here")
