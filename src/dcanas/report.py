@@ -145,6 +145,13 @@ def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | Non
         a = agreement(pr, m)
         ax.scatter(m, pr, s=18, zorder=3, label=f"calibration ({len(cal)}): Spearman {a.get('spearman', float('nan')):.3f}, Kendall "
                    f"{a.get('kendall', float('nan')):.3f}\nMAPE {100 * a['mape']:.1f}%, within +-10% {100 * a['within_10']:.0f}%")
+    gcal = [(c["measured_ms"], c["graph_predicted_ms"]) for c in cal if c.get("graph_predicted_ms") is not None]
+    if len(gcal) >= 3:  # the graph model's leave-one-out predictions would be fairer; these are its fit
+        gm, gp = [x for x, _ in gcal], [p for _, p in gcal]
+        a = agreement(gp, gm)
+        ax.scatter(gm, gp, s=14, marker="x", color="tab:green", zorder=3,
+                   label=f"graph model, fit ({len(gcal)}): Spearman {a.get('spearman', float('nan')):.3f}, MAPE {100 * a['mape']:.1f}%")
+        pr = pr + gp
     if derived:
         ax.scatter([derived[1]], [derived[0]], marker="*", s=160, color="tab:red", zorder=4, label="derived network")
     vals = m + pr + (list(derived) if derived else [])

@@ -377,12 +377,14 @@ class Stages:
         s = run.outputs("search", SearchOutputs)
         g, net = genotype_from_json(json.loads(run.path(s.genotype).read_text())), NetConfig.from_json(s.eval_config)
         lat = run.outputs("latency", LatencyOutputs)
-        predicted = None
+        predicted, graph_ms = None, None
         if lat.model:
             from .latency.model import load_latency_model
 
-            predicted = {"latency_ms": load_latency_model(run.path(lat.model)).predict(g)}
-        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted)
+            lm = load_latency_model(run.path(lat.model))
+            predicted = {"latency_ms": lm.predict(g)}
+            graph_ms = lm.predict_graph(measured["graph"]) if measured.get("graph") else None
+        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms)
         analytic = network_cost(g, net)
         fv = fvcore_cost(build_network(g, replace(net, auxiliary=False)), net.input_size, net.in_channels)
         v["cross_check"] = dict(params=analytic.params, flops=analytic.flops, fvcore_params=fv.params, fvcore_flops=fv.flops)

@@ -172,7 +172,7 @@ def add_latency_parser(sub) -> None:
     b.add_argument("--runs", type=positive_int, default=Timing.runs, help="timed runs per model and round, at least")
     b.add_argument("--min-seconds", type=nonneg_float, default=Timing.min_seconds,
                    help="seconds of timed runs per model and round, at least (the noise floor of microsecond models)")
-    b.add_argument("--rounds", type=positive_int, default=Timing.rounds, help="interleaved rounds (the p50 of their p50s)")
+    b.add_argument("--rounds", type=positive_int, default=Timing.rounds, help="interleaved rounds (the fastest round's p50 is kept)")
     b.add_argument("--cache-dir", help="default ~/.cache/dcanas/latency")
     b.add_argument("--out", help="also write the model here")
     f = lsub.add_parser("fit", help="fit a latency model from end-to-end measurements: CSV genotype,latency_ms")

@@ -9,7 +9,7 @@ from ..errors import UserError
 @dataclass(frozen=True)
 class Timing:
     """How each model is timed on the device: ``rounds`` interleaved rounds, each ``warmup`` runs then
-    at least ``runs`` runs and ``min_seconds`` (the p50 kept); the model's figure is the p50 of the
+    at least ``runs`` runs and ``min_seconds`` (the p50 kept); the model's figure is the lowest p50 of the
     rounds. The time floor matters for models of microseconds: on `local` (onnxruntime, 2 threads) 20
     runs per round left a repeat-to-repeat CV of 2.2% and rank agreement between two rounds of 0.95-0.97
     over 50 networks; 0.05 s per round (~100-2,000 runs) with 20 warm-up runs gave 0.7-1.0% and 0.98-0.99."""

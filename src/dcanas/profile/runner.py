@@ -272,6 +272,10 @@ def profile(args):
         times.append((time.perf_counter() - t0) * 1000)
     s = sorted(times)
     ops = op_profile(args, x) if args.ops else None
+    try:  # the latency model's graph features of this network (its second prediction, in the verdict)
+        graph = runtime_graph(args.model, args.threads)
+    except Exception:  # noqa: BLE001 - a runtime without the means to list its graph: no graph, the timing stands
+        graph = None
     mean = sum(s) / len(s)
     std = (sum((t - mean) ** 2 for t in s) / len(s)) ** 0.5
     peak_kb = status_kb("VmHWM")
@@ -290,6 +294,7 @@ def profile(args):
         "rss_increase_mb": (peak_kb - rss_base) / 1024.0 if peak_kb and rss_base else None,
         "before": before, "after": conditions(),
         "op_profile": ops,
+        "graph": graph,
         "reference_max_abs_diff": float(np.abs(y.astype(np.float64) - ref["output"].astype(np.float64)).max()) if ref is not None else None,
         "reference_top1_match": bool((y.argmax(-1) == ref["output"].argmax(-1)).all()) if ref is not None else None,
     }

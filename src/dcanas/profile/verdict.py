@@ -35,12 +35,13 @@ SOURCES = {"params": "model graph", "flops": "model graph", "latency_ms": "devic
 
 
 def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50",
-            predicted: Optional[dict[str, float]] = None) -> dict[str, Any]:
+            predicted: Optional[dict[str, float]] = None, graph_predicted_ms: Optional[float] = None) -> dict[str, Any]:
     """Params and FLOPs are counted from the graph of the file that was profiled (batch norm folded
     by the exporters), never taken from its metadata; the analytic counter's figures for the
     genotype in the metadata are shown beside them. A quantity the graph does not allow to count
     is "not counted" and not a failure. ``predicted``: what the search's models predicted (the latency
-    model's ms), shown beside the measurement."""
+    model's ms), shown beside the measurement; ``graph_predicted_ms``: the latency model's graph model on
+    the node counts of the graph the device ran (a second prediction, shown too)."""
     graph = graph_cost(model)
     analytic = {**(analytic_cost(metadata(model)) or {}), **(predicted or {})} or None
     values: dict[str, Optional[float]] = {
@@ -55,6 +56,8 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
         met = None if value is None else value <= budget
         source = SOURCES[key] + (f"; {'analytic' if key in ('params', 'flops') else 'predicted'} {metric_text(key, analytic[key])}"
                                  if analytic and key in analytic else "")
+        if key == "latency_ms" and graph_predicted_ms is not None:
+            source += f"; graph model {metric_text(key, graph_predicted_ms)}"
         rows.append(dict(budget=key + (f" ({percentile})" if key == "latency_ms" else ""), limit=budget, measured=value,
                          margin=None if value is None else budget - value, met=met,
                          source=source if value is not None else "not counted (the graph's shapes are not all known)"))
@@ -64,7 +67,8 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
         rows.append(dict(budget="outputs match PyTorch (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
                          margin=None, met=bool(measured["reference_top1_match"]), source="device vs .ref.npz"))
     return dict(device=profile.name, model=model.name, passed=all(r["met"] is not False for r in rows), rows=rows,
-                emulated=profile.emulated, graph=graph, analytic=analytic, predicted=predicted or {})
+                emulated=profile.emulated, graph=graph, analytic=analytic, predicted=predicted or {},
+                graph_predicted_ms=graph_predicted_ms)
 
 
 def format_table(v: dict[str, Any]) -> str:
