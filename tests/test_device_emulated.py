@@ -43,6 +43,10 @@ def test_emulated_pi_builds_a_latency_model(tmp_path):
     assert model["basis"] == "table" and model["table"] and len(model["calibration"]) == 2
     cond = model["device"]["conditions"][0]
     assert cond["machine"] == "aarch64" and cond["engine"] == "tflite_runtime"
+    # the graph model's features from tflite-runtime 2.14's op list, and the graph model on the two networks
+    graphs = [c["graph"] for c in model["calibration"]]
+    assert all(g and g.get("CONV_2D", 0) > 0 for g in graphs), graphs
+    assert model["graph_stats"]["rows"] == 2 and model["graph_weights"]
 
 
 def test_emulated_pi_runs_static_int8(tmp_path, fashion_root):

@@ -272,10 +272,7 @@ def profile(args):
         times.append((time.perf_counter() - t0) * 1000)
     s = sorted(times)
     ops = op_profile(args, x) if args.ops else None
-    try:  # the latency model's graph features of this network (its second prediction, in the verdict)
-        graph = runtime_graph(args.model, args.threads)
-    except Exception:  # noqa: BLE001 - a runtime without the means to list its graph: no graph, the timing stands
-        graph = None
+    graph = _graph_or_none(args.model, args.threads)  # the latency model's graph features (its second prediction)
     mean = sum(s) / len(s)
     std = (sum((t - mean) ** 2 for t in s) / len(s)) ** 0.5
     peak_kb = status_kb("VmHWM")
@@ -334,6 +331,14 @@ def runtime_graph(path, threads):
     for d in interp._get_ops_details():
         counts[d["op_name"]] = counts.get(d["op_name"], 0) + 1
     return counts
+
+
+def _graph_or_none(path, threads):
+    """runtime_graph, or None where the runtime cannot list its graph: the timings stand without it."""
+    try:
+        return runtime_graph(path, threads)
+    except Exception:  # noqa: BLE001 - any runtime's failure to list its graph
+        return None
 
 
 def op_profile(args, x):
@@ -425,7 +430,7 @@ def batch(args):
             n_runs[i].append(len(times))
             del engine
             gc.collect()
-    graphs = [runtime_graph(os.path.join(base, p), args.threads) for p in paths] if args.graph else [None] * len(paths)
+    graphs = [_graph_or_none(os.path.join(base, p), args.threads) for p in paths] if args.graph else [None] * len(paths)
     return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n, "graph": g}
                       for p, r, n, g in zip(paths, rounds, n_runs, graphs)],
             "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
