@@ -36,7 +36,7 @@ from .timing import Timing
 
 Progress = Callable[[str], None]
 CHUNK = 24  # models per runner session: the unit of resume
-GRAPHED = ("net:", "test:", "ceiling:")  # whole networks: their runtime graphs are counted too (the graph model)
+PARTS = ("op:", "fixed:", "probe:")  # pieces of a network; every other model is a whole network, whose graph is counted too
 
 
 def _stderr(msg: str) -> None:
@@ -102,7 +102,7 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
         res = measure_batch(profile, [paths[n] for n in chunk], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
-                            min_seconds=timing.min_seconds, graph=any(n.startswith(GRAPHED) for n in chunk),
+                            min_seconds=timing.min_seconds, graph=not all(n.startswith(PARTS) for n in chunk),
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         for n in chunk:

@@ -152,9 +152,8 @@ class LatencyModel:
         y = np.array([ms for _, ms in rows], dtype=np.float64)
         prior = self._prior(Phi, y)
         if ridge is None:
-            loo = {r: _loo_error(Phi, y, prior, r) for r in RIDGES} if len(rows) >= 3 else {RIDGES[-2]: float("nan")}
-            ridge = min(loo, key=lambda r: (loo[r], -r))
-            self.stats = dict(ridge_loo={str(r): e for r, e in loo.items()})
+            ridge, ridge_loo = _choose_ridge(Phi, y, prior)
+            self.stats = dict(ridge_loo=ridge_loo)
         theta = _solve(Phi, y, prior, ridge)
         loo = _loo_predictions(Phi, y, prior, ridge) if len(rows) >= 3 else Phi @ theta
         self.margin = float(max(0.0, float(((y - loo) / loo).max())))
@@ -183,16 +182,15 @@ class LatencyModel:
         Phi = np.array([[1.0] + [float(c.get(t, 0)) for t in types] for c, _ in rows])
         y = np.array([ms for _, ms in rows], dtype=np.float64)
         prior = np.array([0.0] + [float(y.mean() / Phi[:, 1:].sum(axis=1).mean())] * len(types))
-        loo = {}
+        ridge_loo: dict[str, float] = {}
         if ridge is None:
-            loo = {r: _loo_error(Phi, y, prior, r) for r in RIDGES} if len(rows) >= 3 else {RIDGES[-2]: float("nan")}
-            ridge = min(loo, key=lambda r: (loo[r], -r))
+            ridge, ridge_loo = _choose_ridge(Phi, y, prior)
         theta = _solve(Phi, y, prior, ridge)
         self.graph_intercept = float(theta[0])
         self.graph_weights = {t: float(w) for t, w in zip(types, theta[1:])}
         loo_pred = _loo_predictions(Phi, y, prior, ridge) if len(rows) >= 3 else Phi @ theta
         self.graph_stats = {**agreement(Phi @ theta, y), "rows": len(rows), "ridge": ridge,
-                            "loo": agreement(loo_pred, y), "ridge_loo": {str(r): e for r, e in loo.items()}}
+                            "loo": agreement(loo_pred, y), "ridge_loo": ridge_loo}
         return self
 
     def predict_graph(self, counts: dict[str, int]) -> Optional[float]:
@@ -261,6 +259,15 @@ def _loo_predictions(Phi, y, prior, ridge: float):
         keep = np.arange(len(y)) != i
         out[i] = float(Phi[i] @ _solve(Phi[keep], y[keep], prior, ridge))
     return out
+
+
+def _choose_ridge(Phi, y, prior) -> tuple[float, dict[str, float]]:
+    """The value of ``RIDGES`` with the smallest leave-one-out relative error (ties: the larger pull), and
+    each value's error; under 3 rows, no leave-one-out: the second largest."""
+    if len(y) < 3:
+        return RIDGES[-2], {str(RIDGES[-2]): float("nan")}
+    loo = {r: _loo_error(Phi, y, prior, r) for r in RIDGES}
+    return min(loo, key=lambda r: (loo[r], -r)), {str(r): e for r, e in loo.items()}
 
 
 def _loo_error(Phi, y, prior, ridge: float) -> float:

@@ -299,6 +299,29 @@ def profile(args):
     return result
 
 
+def _profiled_session(path, threads, prefix):
+    """An onnxruntime session that records its runs with the runtime's own profiler (files under ``prefix``)."""
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.enable_profiling = True
+    opts.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(path)), prefix)
+    return ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+
+
+def _kernel_events(sess):
+    """End the session's profiling; its node kernel events in execution order (the profile file removed)."""
+    path = sess.end_profiling()
+    try:
+        with open(path) as fh:
+            events = json.load(fh)
+    finally:
+        os.remove(path)
+    return sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
+                  key=lambda e: e.get("ts", 0))
+
+
 def runtime_graph(path, threads):
     """Node counts per op type of the graph as the runtime runs it: for onnxruntime after its own graph
     optimisations (fusions, eliminated duplicates, inserted layout reorders), read from one profiled run;
@@ -307,23 +330,10 @@ def runtime_graph(path, threads):
     counts = {}
     if path.endswith(".onnx"):
         import numpy as np
-        import onnxruntime as ort
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = threads
-        opts.inter_op_num_threads = 1
-        opts.enable_profiling = True
-        opts.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(path)), "ort_graph")
-        sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
+        sess = _profiled_session(path, threads, "ort_graph")
         i = sess.get_inputs()[0]
         sess.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)})
-        prof = sess.end_profiling()
-        try:
-            with open(prof) as fh:
-                events = json.load(fh)
-        finally:
-            os.remove(prof)
-        nodes = {e["name"][: -len("_kernel_time")]: e.get("args", {}).get("op_name") for e in events
-                 if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")}
+        nodes = {e["name"][: -len("_kernel_time")]: e.get("args", {}).get("op_name") for e in _kernel_events(sess)}
         for op in nodes.values():
             counts[op] = counts.get(op, 0) + 1
         return counts
@@ -347,13 +357,7 @@ def op_profile(args, x):
     if not args.model.endswith(".onnx"):
         return {"available": False, "why": "the TFLite Python interpreters (ai_edge_litert, tflite_runtime) expose no "
                                            "per-operator profiler; use the TFLite benchmark_model binary on the device"}
-    import onnxruntime as ort
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = args.threads
-    opts.inter_op_num_threads = 1
-    opts.enable_profiling = True
-    opts.profile_file_prefix = os.path.join(os.path.dirname(os.path.abspath(args.model)), "ort_profile")
-    sess = ort.InferenceSession(args.model, opts, providers=["CPUExecutionProvider"])
+    sess = _profiled_session(args.model, args.threads, "ort_profile")
     name = sess.get_inputs()[0].name
     runs = max(1, min(args.runs, 50))
     for _ in range(2):
@@ -362,13 +366,8 @@ def op_profile(args, x):
     for _ in range(runs):
         sess.run(None, {name: x})
     wall_us = (time.perf_counter() - t0) * 1e6 / runs
-    path = sess.end_profiling()
-    with open(path) as fh:
-        events = json.load(fh)
-    os.remove(path)
+    kernels = _kernel_events(sess)
     nodes = {}
-    kernels = sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
-                     key=lambda e: e.get("ts", 0))
     # Layout reorders the runtime inserts (ReorderInput before a node, ReorderOutput after one) are charged
     # to that node, in execution order, and counted apart too.
     pending, last = 0.0, None
