@@ -10,11 +10,12 @@ import onnx
 import pytest
 import torch
 
-from dcanas.export.converters import export_tflite, tflite_ops
+from dcanas.export.converters import argmax_range, export_tflite, tflite_ops
 from dcanas.export.exporter import export_model
 from dcanas.export.formats import FORMATS, resolve_formats
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS, AvgPool3x3
 from dcanas.errors import UserError
+from dcanas.profile.runner import representable
 
 ALL_OPS_DARTS = {
     "space": "darts",
@@ -131,6 +132,35 @@ def test_int8_on_real_images(tmp_path, fashion_root):
     assert io_q["input"]["dtype"] == io_q["output"]["dtype"] == "int8" and io_q["output"]["scale"] > 0
     assert (tmp_path / "e" / "model-int8.tflite").is_file() == row["passed"]
     assert (tmp_path / "e" / "model-int8.tflite.rejected").is_file() == (not row["passed"])
+    # the logits' int8 range runs from the lowest runner-up logit of the calibration images to the highest
+    # logit (argmax_range), widened to hold zero (the quantizer's rule): the floor is the file's most negative
+    # int8 value, dequantized
+    from dcanas.export.exporter import load_inputs
+    from dcanas.train.model_io import load_model
+
+    model, meta = load_model(tmp_path / "m" / "model.pt")
+    with torch.no_grad():
+        cal = model(torch.from_numpy(load_inputs(meta, None, str(fashion_root), 300, 100).calibration)).numpy()
+    ranked = np.sort(cal, axis=1)
+    out = io_q["output"]
+    floor, top = (-128 - out["zero_point"]) * out["scale"], (127 - out["zero_point"]) * out["scale"]
+    want = min(0.0, float(ranked[:, -2].min())), max(0.0, float(ranked[:, -1].max()))
+    assert abs(floor - want[0]) <= out["scale"] and abs(top - want[1]) <= out["scale"], (floor, top, want)
+    assert cal.min() < floor - 1  # the range is narrower than min/max: the check above can fail
+    # differences are measured to the reference as the file can hold it (below the floor: the floor)
+    assert row["max_abs_diff"] < 1.0, row["max_abs_diff"]
+
+
+def test_argmax_range_and_representable():
+    """The logits' int8 range: lowest runner-up to highest logit; an int8 output clips a reference to
+    what its dtype holds, a float output leaves it."""
+    logits = np.array([[3.0, -9.0, 1.0], [0.5, 2.0, -4.0], [7.0, 6.5, -1.0]], np.float32)
+    assert argmax_range(logits) == (0.5, 7.0)
+    detail = {"dtype": np.int8, "quantization": (0.5, -28)}  # [-128, 127] -> [-50, 77.5]
+    ref = np.array([-60.0, 0.0, 80.0])
+    assert representable(ref, detail, np).tolist() == [-50.0, 0.0, 77.5]
+    assert representable(ref, {"dtype": np.float32, "quantization": (0.0, 0)}, np) is ref
+    assert representable(ref, None, np) is ref
 
 
 def test_unknown_format_did_you_mean():

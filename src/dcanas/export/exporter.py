@@ -22,7 +22,7 @@ from .. import datasets as D
 from ..train.model_io import load_model
 from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats
-from .validate import RUNNERS, ShapeError, compare
+from .validate import RUNNERS, ShapeError, compare, output_detail
 
 
 @dataclass
@@ -115,7 +115,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                     shutil.copyfile(floats[art_layout], tmp)
                 else:
                     calib = [_layout(inputs.calibration[i:i + 1], art_layout) for i in range(len(inputs.calibration))]
-                    quantize_tflite(floats[art_layout], tmp, fmt.quantization, calib)
+                    quantize_tflite(floats[art_layout], tmp, fmt.quantization, calib, logits=True)
                 row["ops"] = tflite_ops(tmp)
                 stablehlo = [op for op in row["ops"] if op.startswith("STABLEHLO")]
                 if stablehlo:
@@ -123,7 +123,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
                              f"(tflite-runtime 2.14) cannot load it ('Op builtin_code out of range')")
             row["export_s"] = time.time() - t0
             got = RUNNERS[fmt.engine](tmp, _layout(inputs.validation, art_layout))
-            check = compare(fmt, reference, got, inputs.real, min_top1)
+            check = compare(fmt, reference, got, inputs.real, min_top1, output_detail(tmp, fmt))
             row.update(check.to_json())
             if inputs.labels is not None:  # what the format costs in test accuracy, beside the agreement
                 row.update(test_top1_pytorch=float((reference.argmax(1) == inputs.labels).mean()),

@@ -61,11 +61,24 @@ def run_tflite(path: Path, inputs: np.ndarray) -> np.ndarray:
 RUNNERS = {"onnxruntime": run_onnx, "tflite": run_tflite}
 
 
+def output_detail(path: Path, fmt: ExportFormat) -> Optional[dict]:
+    """A TFLite file's output tensor details (dtype, quantization); None for ONNX."""
+    if fmt.engine != "tflite":
+        return None
+    from ai_edge_litert.interpreter import Interpreter
+
+    return Interpreter(model_path=str(path)).get_output_details()[0]
+
+
 def compare(fmt: ExportFormat, reference: np.ndarray, got: np.ndarray, real_inputs: bool,
-            min_top1: Optional[float] = None) -> Check:
+            min_top1: Optional[float] = None, output: Optional[dict] = None) -> Check:
+    """``output``: the artifact's output tensor details; differences are measured to the reference as that
+    tensor can hold it (``runner.representable``), top-1 agreement to the reference itself."""
+    from ..profile.runner import representable
+
     if got.shape != reference.shape:
         raise ShapeError(f"{fmt.name}: output shape {got.shape} != PyTorch {reference.shape}")
-    diff = np.abs(got.astype(np.float64) - reference.astype(np.float64))
+    diff = np.abs(got.astype(np.float64) - representable(reference, output, np).astype(np.float64))
     max_abs = float(diff.max())
     max_rel = float((diff / np.maximum(np.abs(reference), 1e-6)).max())
     agree = float((got.argmax(1) == reference.argmax(1)).mean())
