@@ -3,7 +3,8 @@ end to end, against the predictions of FLOPs alone, params alone (each mapped to
 on the calibration networks), the per-op table alone, the calibrated model (table + 5, 10, 20
 calibration networks) and the end-to-end-only model (`latency fit` on the same 20 networks):
 Spearman, Kendall, MAPE and the share within +-10%, with the measurement conditions and the
-repeat-to-repeat CV.
+repeat-to-repeat CV. The calibrated models also rescaled by the reference level: the reference network's
+time beside the held-out set over its time in the build (the machine's speed then against now).
 
     python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30] [--ceiling 200]
 """
@@ -59,7 +60,10 @@ def main() -> int:
     test_g = [g for g in test_g if repr(g.to_json()) not in seen]
     t1 = time.time()
     work = Path(args.cache_dir) / f"{profile.name}-{args.space}-{key_hash(lm.device['key'])}"
-    y = np.array(genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", timing=timing))
+    reference = genotype_from_json(lm.device["reference"]["genotype"])
+    y, ref_now = genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", reference, timing=timing)
+    y = np.array(y)
+    level = ref_now / lm.device["reference"]["ms"]  # the machine's speed now against the build's, by the reference network
     t_test = time.time() - t1
 
     def line_fit(metric: str):
@@ -89,7 +93,7 @@ def main() -> int:
     if args.ceiling:  # the best any model additive over (op, position) can do here: one weight per position, fitted on many networks
         more = [g for g in calibration_genotypes(args.space, args.ceiling + len(test_g), seed=5000)
                 if repr(g.to_json()) not in seen | {repr(t.to_json()) for t in test_g}][:args.ceiling]
-        y_more = np.array(genotype_latency_rows(profile, net, more, work, "ceiling:5000", timing=timing))
+        y_more = np.array(genotype_latency_rows(profile, net, more, work, "ceiling:5000", reference, timing=timing)[0])
         keys = sorted(lm.table)
 
         def per_position(g) -> list[float]:
@@ -103,6 +107,8 @@ def main() -> int:
         theta, *_ = np.linalg.lstsq(X / y_more[:, None], np.ones_like(y_more), rcond=None)
         rows[f"additive per (op, position), fitted on {len(more)} more networks (the form's ceiling)"] = \
             [float(np.array(per_position(g)) @ theta) for g in test_g]
+    for name in [n for n in rows if "on 20 networks" in n]:  # the calibrated models, rescaled by the level at use
+        rows[f"{name}, x reference level {level:.3f}"] = [level * v for v in rows[name]]
     cond = lm.device.get("conditions") or [{}]
     info = lm.device.get("info") or {}
     lines = [f"# Latency model on {profile.name} ({lm.device['key']['format']}, {profile.runtime.threads} threads), "
@@ -114,6 +120,10 @@ def main() -> int:
              f"build: {len(lm.table)} op positions + fixed parts + {len(calib)} calibration networks in {lm.device.get('build_s', t_build):.0f} s "
              f"(cached builds are reused: this figure is the build that made the cache); {len(test_g)} held-out networks "
              f"measured in {t_test:.0f} s; held-out latency {y.min():.3f} .. {y.max():.3f} ms",
+             f"reference network: {lm.device['reference']['ms']:.4f} ms in the build (chunks "
+             f"{min(c['reference_ms'] for c in cond):.4f} .. {max(c['reference_ms'] for c in cond):.4f} ms, "
+             f"{sum(c.get('attempts', 1) - 1 for c in cond)} chunk timings repeated), {ref_now:.4f} ms beside the held-out set: "
+             f"level {level:.3f}",
              "", "| predictor | Spearman | Kendall | MAPE | within +-10% |", "|---|---:|---:|---:|---:|"]
     for name, pred in rows.items():
         a = agreement(pred, y)

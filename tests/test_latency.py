@@ -171,6 +171,9 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert len(lm.calibration) == 4 and lm.stats["rows"] == 4
     assert lm.device["info"]["cpu_model"] and lm.device["conditions"][0]["engine"] == "onnxruntime"
     assert "repeat-to-repeat CV" in r.stdout and "fit on 4 networks" in r.stdout
+    # the reference network, timed in every chunk: the machine's level while each chunk ran
+    assert all(c["reference_ms"] > 0 for c in lm.device["conditions"]) and len(lm.device["conditions"]) >= 3
+    assert lm.device["reference"]["ms"] > 0 and "reference network (timed in every chunk" in r.stdout
     # each round times at least 3 runs and 0.01 s: a model of microseconds runs far more than 3 times
     assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01) and "at least 3 runs and 0.01 s" in r.stdout
     measured = json.loads(next(cache.glob("local-darts-*/measured.json")).read_text())["measured"]
@@ -214,6 +217,47 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
         fcntl.flock(fh, fcntl.LOCK_EX)
         busy = _build(cache, "--calibrate", "4")
     assert busy.returncode == 2 and "another latency measurement is running on local" in busy.stderr
+
+
+def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
+    """Four op models and the reference network timed on `local` through the real runner, two models per
+    chunk. The machine's slow phase cannot be called up on demand, so it is simulated: the first chunk's
+    figures (reference included) come back doubled, as a whole chunk did in a rerun of the benchmark. Its
+    reference then reads 2x the other chunk's: the chunk is timed again and the faster attempt kept."""
+    from dcanas.devices.schema import load_profile
+    from dcanas.export.formats import formats_for
+    from dcanas.latency import build
+    from dcanas.latency.measure import instance_module, instance_shape, op_positions
+    from dcanas.latency.timing import Timing
+
+    profile = load_profile("local")
+    cfg = _net("darts")
+    insts = [i for i in op_positions("darts", cfg, tuple(SPACE_OPS["darts"])) if i[0] == "sep_conv_3x3"][:4]
+    models = {f"op:{k}": (lambda i=i: instance_module(i), instance_shape(i)) for k, i in enumerate(insts)}
+    models[build.REFERENCE] = models.pop("op:3")
+    real, calls = build.measure_batch, []
+
+    def slow_first(*a, **kw):
+        res = real(*a, **kw)
+        calls.append([r["model"] for r in res["batch"]])
+        if len(calls) == 1:
+            for r in res["batch"]:
+                r["p50_ms_rounds"] = [2 * v for v in r["p50_ms_rounds"]]
+        return res
+
+    monkeypatch.setattr(build, "measure_batch", slow_first)
+    monkeypatch.setattr(build, "CHUNK", 2)
+    msgs: list[str] = []
+    measured, conditions = build.measure_models(profile, formats_for("onnxruntime", "fp32"), models, tmp_path,
+                                                timing=Timing(runs=5, rounds=2, warmup=5, min_seconds=0.02),
+                                                reference=build.REFERENCE, progress=msgs.append)
+    assert len(calls) == 3 and calls[2] == calls[0], calls  # chunk 1, chunk 2, chunk 1 again
+    assert all(build.REFERENCE.replace(":", "_") + ".onnx" in c for c in calls)  # the reference is in every chunk
+    assert any("ran slow" in m for m in msgs), msgs
+    first = next(c for c in conditions if c["attempts"] == 2)
+    other = next(c for c in conditions if c["attempts"] == 1)
+    assert first["reference_ms"] < 1.5 * other["reference_ms"], conditions  # the doubled attempt was replaced
+    assert build.reference_level(conditions) > 0 and set(measured) == set(models)
 
 
 @pytest.mark.slow

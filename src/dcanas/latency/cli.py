@@ -147,6 +147,12 @@ def describe(lm, path) -> str:
                      f"and {t['min_seconds']:g} s")
     if "repeat_cv" in lm.device:
         lines.append(f"repeat-to-repeat CV (median over models): {100 * lm.device['repeat_cv']:.2f}%")
+    ref = lm.device.get("reference") or {}
+    if ref.get("ms") is not None:
+        refs = [c["reference_ms"] for c in lm.device.get("conditions") or [] if c.get("reference_ms") is not None]
+        retimed = sum(c.get("attempts", 1) - 1 for c in lm.device.get("conditions") or [])
+        lines.append(f"reference network (timed in every chunk; the machine's level): {ref['ms']:.4f} ms, chunks "
+                     f"{min(refs):.4f} .. {max(refs):.4f} ms, {retimed} chunk timings repeated for a slow phase")
     if lm.fixed_ms is not None:
         lines.append(f"per-op table: {len(lm.table)} op positions, fixed part {lm.fixed_ms:.4f} ms")
     lines.append(f"theta_0 {lm.intercept:.4f} ms; " + ", ".join(f"{o} x{w:.3f}" for o, w in lm.weights.items()))

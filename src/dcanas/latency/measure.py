@@ -91,6 +91,12 @@ def probe_key(shape: tuple[int, ...]) -> str:
     return "probe:" + "x".join(str(d) for d in shape)
 
 
+def reference_genotype(space: str) -> Genotype:
+    """The network every measurement chunk times beside its models (``build.REFERENCE``): one fixed random
+    genotype of the space, the same in every build and every release."""
+    return calibration_genotypes(space, 1, seed=20261130)[0]
+
+
 def calibration_genotypes(space: str, n: int, seed: int) -> list[Genotype]:
     """``n`` distinct random genotypes (NB201: none excluded, as the derivation never needs a dead branch)."""
     rng, out, seen = random.Random(seed), [], set()
