@@ -292,11 +292,50 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     assert r.returncode in (0, 1), r.stderr[-3000:]  # 1: the verdict missed a budget (the measurement decides)
     assert "latency model cached" in r.stderr
     run = tmp_path / "run"
-    s = json.loads((run / "search" / "seed-0" / "search.json").read_text())["summary"]
+    s = json.loads((run / "run.json").read_text())["stages"]["search"]["summary"]
     assert s["metric"] == "latency_ms" and s["K_d"] == budget and s["under_budget"]
+    # the derived network was timed on the device before retraining, the reference network beside it
+    checks = s["device_checks"]
+    assert checks and all(c["measured_ms"] > 0 and c["reference_ms"] > 0 for c in checks), checks
+    assert "before retraining" in r.stderr and checks[-1]["genotype"] == json.loads((run / "search" / "genotype.json").read_text())
     assert load_latency_model(run / "latency" / "model.json").to_json() == load_latency_model(path).to_json()
     v = json.loads((run / "verdict" / "verdict.json").read_text())
     row = next(x for x in v["rows"] if x["budget"].startswith("latency_ms"))
     lm = load_latency_model(path)
-    assert "predicted" in row["source"] and (1 + lm.margin) * v["predicted"]["latency_ms"] == pytest.approx(s["derived_cost"], abs=1e-3)
+    from dcanas.nets.genotype import genotype_from_json
+
+    final = genotype_from_json(json.loads((run / "search" / "genotype.json").read_text()))
+    assert "predicted" in row["source"] and (1 + lm.margin) * v["predicted"]["latency_ms"] == pytest.approx(cost_model(cfg).derived(final), abs=1e-3)
     assert (run / "report" / "latency_model.png").exists()
+
+    # A model that predicts half of every time (one built on a faster day): the derived network measures over
+    # the budget on the device, and the same search (its checkpoint) is derived again under a budget shrunk
+    # by the overshoot, until one measures within the budget or REPAIRS run out.
+    from dcanas.devices.schema import load_profile
+    from dcanas.latency.hold import REPAIRS, hold_latency
+    from dcanas.nets.config import NetConfig
+    from dcanas.search.searcher import rederive
+
+    half = load_latency_model(path)
+    half.intercept, half.fixed_ms = 0.5 * half.intercept, 0.5 * half.fixed_ms
+    half.table = {k: 0.5 * v for k, v in half.table.items()}
+    half.save(tmp_path / "half.json")
+    hcfg = replace(cfg, latency_model=str(tmp_path / "half.json"))
+    lo_h, hi_h = cost_model(hcfg).feasible_range()
+    budget_h = lo_h + 0.8 * (hi_h - lo_h)  # what the halved model says fits: the network it derives is ~2x over
+    hcfg = replace(hcfg, budget=budget_h)
+    first = rederive(hcfg, run / "search" / "seed-0").genotype
+    asked: list[float] = []
+
+    def again(K: float):
+        asked.append(K)
+        return rederive(replace(hcfg, budget=K), run / "search" / "seed-0").genotype
+
+    g, checks = hold_latency(load_profile(str(prof)), budget_h, first, NetConfig.from_json(s["eval_config"]), half, again,
+                             lo_h, tmp_path / "check", progress=lambda m: None)
+    print([(round(c["derivation_budget_ms"], 4), round(c["measured_ms"], 4)) for c in checks])
+    assert checks[0]["measured_ms"] > budget_h and checks[0]["predicted_ms"] < 0.75 * checks[0]["measured_ms"]  # over: repaired
+    assert 2 <= len(checks) <= REPAIRS + 1 and asked == [c["derivation_budget_ms"] for c in checks[1:]]
+    assert all(b["derivation_budget_ms"] < a["derivation_budget_ms"] for a, b in zip(checks, checks[1:]))
+    within = [c for c in checks if c["measured_ms"] <= budget_h]
+    assert g.to_json() == (within[0] if within else min(checks, key=lambda c: c["measured_ms"]))["genotype"]

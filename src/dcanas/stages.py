@@ -40,6 +40,7 @@ class SearchOutputs:
     under_budget: bool
     eval_config: dict[str, Any]
     seeds: list[dict[str, Any]]
+    device_checks: list[dict[str, Any]] = field(default_factory=list)  # a latency search: the derived network timed on the device
 
 
 @dataclass(frozen=True)
@@ -244,14 +245,44 @@ class Stages:
         for (cfg, seed_dir), summary in zip(seeds, summaries):
             results.append(summary | {"seed": cfg.seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs
+        checks: list[dict[str, Any]] = []
+        if self._needs_latency():
+            best, checks = self._hold_latency(run, search_cfg, best, say)
         write_json(d / "genotype.json", best["genotype"])
         out = SearchOutputs(genotype="search/genotype.json", search_log=f"{best['dir']}/search.json", best_seed=best["seed"],
                             K_d=best["K_d"], K_prime=K_prime, lug=lug, metric=best["metric"],
                             derived_params=best["derived_params"], derived_flops=best["derived_flops"],
                             val_acc=best["val_acc"], under_budget=best["under_budget"], eval_config=best["eval_config"],
-                            seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results])
+                            seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results],
+                            device_checks=checks)
         say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {metric_text(best['metric'], best['derived_cost'])}")
         return out
+
+    def _hold_latency(self, run: RunDir, search_cfg, best: dict[str, Any], say: Say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        """The derived network timed on the device before retraining; derived again under a tightened
+        budget while it is over (``latency.hold``)."""
+        from .latency.hold import hold_latency
+        from .latency.model import load_latency_model
+        from .nets.config import NetConfig
+        from .nets.cost import network_cost
+        from .nets.genotype import genotype_from_json
+        from .presets import metric_round
+        from .search.config import cost_model
+        from .search.searcher import rederive
+
+        lm = load_latency_model(run.path(run.outputs("latency", LatencyOutputs).model))
+        net = NetConfig.from_json(best["eval_config"])
+        cm = cost_model(search_cfg)
+        seed_cfg, seed_dir = replace(search_cfg, seed=best["seed"]), run.root / best["dir"]
+        g, checks = hold_latency(self.profile, search_cfg.budget, genotype_from_json(best["genotype"]), net, lm,
+                                 lambda K: rederive(replace(seed_cfg, budget=K), seed_dir).genotype, cm.feasible_range()[0],
+                                 run.stage_dir("search") / "device-check", progress=say)
+        if g.to_json() != best["genotype"]:
+            cost = network_cost(g, net)
+            derived = cm.derived(g)
+            best = best | dict(genotype=g.to_json(), derived_params=cost.params, derived_flops=cost.flops,
+                               derived_cost=metric_round(search_cfg.metric, derived), under_budget=derived <= search_cfg.budget)
+        return best, checks
 
     # ---- train --------------------------------------------------------------------
     def _train_cfg(self, run: RunDir):

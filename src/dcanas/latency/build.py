@@ -143,7 +143,8 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
     bar.close()
     while reference and state["chunks"]:
         fastest = min(c["reference_ms"] for c in state["chunks"])
-        slow = [c for c in state["chunks"] if c["reference_ms"] > SLOW * fastest and c["attempts"] <= RETRIES]
+        slow = [c for c in state["chunks"] if c["reference_ms"] > SLOW * fastest and c["attempts"] <= RETRIES
+                and all(n in models for n in c["names"])]  # a chunk of an earlier call's models is not ours to redo
         if not slow:
             break
         for c in slow:

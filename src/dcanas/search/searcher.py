@@ -244,6 +244,17 @@ def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -
     return out
 
 
+def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
+    """The derivation of a finished search's final alphas (its ``checkpoint.pt``) under ``cfg``'s budgets:
+    the same search, derived again under another budget (``latency.hold`` tightens a latency budget)."""
+    from ..io import load_checkpoint
+
+    state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", f"run the search again (--from search)")
+    model = Supernet(supernet_config(cfg))
+    model.load_state_dict(state["model"])
+    return derivations(cfg, model, cost_models(cfg))[cfg.derive]
+
+
 def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostModel], history: list, steps: list,
            K_prime: float, write: bool = True) -> SearchResult:
     cm = cms[cfg.metric]

@@ -1,0 +1,74 @@
+"""The derived network timed on the device before retraining (issue 14). The search holds the latency
+model's bound, and the model ranks networks imperfectly (design note 17); an untrained copy of the derived
+network has the derived network's graph, so its time. Over the budget, the same search is derived again
+under a budget tightened by the measured overshoot, at most ``REPAIRS`` times, before any retraining."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+from ..devices.schema import DeviceProfile
+from ..export.formats import formats_for
+from ..nets.build import build_network
+from ..nets.config import NetConfig
+from ..nets.genotype import Genotype, genotype_from_json
+from .build import REFERENCE, measure_models
+from .model import LatencyModel
+from .timing import Timing
+
+REPAIRS = 2  # derivations after the first, each under the budget shrunk by the last measured overshoot
+AIM = 0.97   # a repair aims this far under the budget: a derivation's cost moves in steps, and timing has noise
+
+
+def time_on_device(profile: DeviceProfile, genotype: Genotype, cfg: NetConfig, reference: Genotype, work: Path,
+                   timing: Optional[Timing] = None, progress: Callable[[str], None] = print) -> tuple[float, Optional[float]]:
+    """The network's time on the device (fastest round's p50, untrained weights, the profile's format and
+    threads) and the reference network's beside it."""
+    fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
+    shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size)
+    name = "derived:" + hashlib.sha256(json.dumps(genotype.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+    models = {name: (lambda: build_network(genotype, replace(cfg, auxiliary=False)), shape),
+              REFERENCE: (lambda: build_network(reference, replace(cfg, auxiliary=False)), shape)}
+    measured, conditions = measure_models(profile, fmt, models, work, timing=timing or Timing(), reference=REFERENCE,
+                                          progress=lambda m: progress(m) if m.startswith("WARNING") else None)
+    ref = [c["reference_ms"] for c in conditions if c.get("reference_ms") is not None]
+    return measured[name]["ms"], (ref[-1] if ref else None)
+
+
+def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, cfg: NetConfig, lm: LatencyModel,
+                 rederive: Callable[[float], Genotype], feasible_ms: float, work: Path,
+                 progress: Callable[[str], None] = print) -> tuple[Genotype, list[dict[str, Any]]]:
+    """Time ``genotype`` on the device; while over ``budget_ms``, derive again (``rederive(K)``: the search's
+    derivation under derivation budget K ms) with K shrunk by the overshoot (aiming at ``AIM`` x the budget),
+    not below ``feasible_ms``.
+    Returns the first genotype measured within the budget, else the fastest measured, and every check."""
+    reference = genotype_from_json(lm.device["reference"]["genotype"]) if (lm.device.get("reference") or {}).get("genotype") \
+        else genotype
+    build_ref = (lm.device.get("reference") or {}).get("ms")
+    checks: list[dict[str, Any]] = []
+    K = budget_ms
+    for attempt in range(REPAIRS + 1):
+        ms, ref_ms = time_on_device(profile, genotype, cfg, reference, work, progress=progress)
+        level = ref_ms / build_ref if ref_ms and build_ref else None
+        checks.append(dict(genotype=genotype.to_json(), derivation_budget_ms=K, predicted_ms=lm.predict(genotype),
+                           measured_ms=ms, reference_ms=ref_ms, level=level))
+        progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {ms:.4f} ms against "
+                 f"the {budget_ms:g} ms budget; the latency model predicted {lm.predict(genotype):.4f} ms"
+                 + (f"; the device runs the reference network at {level:.3f}x its speed when the model was built" if level else ""))
+        if ms <= budget_ms:
+            return genotype, checks
+        if attempt == REPAIRS:
+            break
+        K = K * AIM * budget_ms / ms
+        if K < feasible_ms:
+            progress(f"no tighter derivation: {K:.4f} ms is under the least the space can derive ({feasible_ms:.4f} ms)")
+            break
+        progress(f"over the budget by {100 * (ms / budget_ms - 1):.1f}%: deriving again under {K:.4f} ms")
+        genotype = rederive(K)
+    best = min(checks, key=lambda c: c["measured_ms"])
+    progress(f"WARNING: no derivation measured within {budget_ms:g} ms on {profile.name} (fastest {best['measured_ms']:.4f} ms); "
+             f"keeping the fastest: the verdict will say whether the retrained network meets it")
+    return genotype_from_json(best["genotype"]), checks
