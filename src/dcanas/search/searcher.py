@@ -16,7 +16,7 @@ from torch.profiler import record_function
 from .. import datasets as D
 from .. import distributed
 from ..errors import UserError
-from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, peak_rss_mb, resume_state, torch_save, write_json
+from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, load_checkpoint, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from ..presets import metric_round, metric_text
@@ -247,9 +247,7 @@ def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -
 def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
     """The derivation of a finished search's final alphas (its ``checkpoint.pt``) under ``cfg``'s budgets:
     the same search, derived again under another budget (``latency.hold`` tightens a latency budget)."""
-    from ..io import load_checkpoint
-
-    state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", f"run the search again (--from search)")
+    state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", "run the search again (--from search)")
     model = Supernet(supernet_config(cfg))
     model.load_state_dict(state["model"])
     return derivations(cfg, model, cost_models(cfg))[cfg.derive]
