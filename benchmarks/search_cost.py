@@ -1,6 +1,7 @@
 """Search cost per supernet step: vanilla DARTS (1st order) -> +WS -> +WS+CB -> +WS+CB+DC -> DCA-NAS (+RC),
 and PC-DARTS (K=4) for reference (paper Fig. 4a), side by side, as ratios to vanilla DARTS; then DCA-NAS with
-the fused mixed cells (search/fused_cell.py) against its eager step, and the retraining step of the
+the fused mixed cells (search/fused_cell.py) and the lean step (each pass computes only the gradients its
+optimizer steps: ``search_step(lean=True)``) against its eager step, and the retraining step of the
 evaluation network in NCHW (eager) against channels_last (what the trainer runs).
 
 A step = one w step on search-train + one alpha step on search-val (+ lambda), as in the search loop.
@@ -31,7 +32,7 @@ VARIANTS = {
     "DCA-NAS (+RC)": dict(weight_sharing=True, bottleneck=4, derived_cells=True, constraint=True),
     "PC-DARTS K=4": dict(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False, partial_channels=4),
 }
-FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; mixed cells through search/fused_cell.py (every other row: eager)
+FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; fused mixed cells and the lean step (every other row: eager, every gradient)
 TRAIN = {"retrain, NCHW (eager)": False, "retrain, channels_last": True}  # the evaluation network's training step
 
 
@@ -77,7 +78,8 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        lams, _ = search_step(model, cms, cfg, (xt, yt), (xv, yv), w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast)
+        lams, _ = search_step(model, cms, cfg, (xt, yt), (xv, yv), w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast,
+                              lean=name == FUSED)
         if device.type == "cuda":
             torch.cuda.synchronize()
         if i >= args.warmup:

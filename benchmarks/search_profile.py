@@ -1,4 +1,6 @@
-"""Where a DCA-NAS search step's time goes, eager and fused, side by side in one process.
+"""Where a DCA-NAS search step's time goes, eager and fused, side by side in one process. Eager: the mixed
+cells' eager forward and every gradient computed (the step before issue 17); fused: the fused mixed cells and
+the lean step (``search_step(lean=True)``: the alpha pass computes no weight gradient).
 
 One step = searcher.search_step (w step on search-train, alpha step on search-val with the constraint,
 lambda). For each of the two forwards of mixed cells (``Supernet.set_fused``) on the same real
@@ -11,7 +13,8 @@ Fashion-MNIST batches, the same weights and the same machine:
   * the time per kernel type (aten op self time, summed), from torch.profiler;
   * the achieved rate: fvcore's multiply-adds of the supernet's forward (the eager network, so the fused
     path is not credited for the extra zeros of its composed kernels) x 2 FLOP x 3 (forward + backward)
-    x 2 passes, over the median step time; beside a 2048x2048 fp32 GEMM measured now on the same threads.
+    x 2 passes, over the median step time (the lean step is credited with the nominal work it skips); beside
+    a 2048x2048 fp32 GEMM measured now on the same threads.
 
     python benchmarks/search_profile.py [--steps 12] [--batch-size 32] [--channels 8] [--cells 5]
 """
@@ -101,14 +104,14 @@ def measure(fused: bool, base, cms, cfg, batches, args) -> dict:
     times = []
     for k, (t, v) in enumerate(batches):  # timed without the profiler or hooks
         t0 = time.perf_counter()
-        lams, _ = search_step(model, cms, cfg, t, v, w_opt, a_opt, targets, lams, autocast)
+        lams, _ = search_step(model, cms, cfg, t, v, w_opt, a_opt, targets, lams, autocast, lean=fused)
         if k >= args.warmup:
             times.append(time.perf_counter() - t0)
     timer = CellTimer(model)
     profiled = batches[:args.profile_steps]
     with profile(activities=[ProfilerActivity.CPU]) as prof:
         for t, v in profiled:
-            lams, _ = search_step(model, cms, cfg, t, v, w_opt, a_opt, targets, lams, autocast)
+            lams, _ = search_step(model, cms, cfg, t, v, w_opt, a_opt, targets, lams, autocast, lean=fused)
             timer.close_backward()
     n = len(profiled)
     events = prof.key_averages()

@@ -5,9 +5,10 @@ from __future__ import annotations
 import math
 import sys
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Iterator, Optional
 
 import torch
 import torch.nn as nn
@@ -54,23 +55,28 @@ class SearchResult:
 
 def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, train_batch: tuple[torch.Tensor, torch.Tensor],
                 val_batch: tuple[torch.Tensor, torch.Tensor], w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
-                targets: dict[str, float], lams: dict[str, float], autocast, world: int = 1) -> tuple[dict[str, float], dict[str, float]]:
+                targets: dict[str, float], lams: dict[str, float], autocast, world: int = 1,
+                lean: bool = True) -> tuple[dict[str, float], dict[str, float]]:
     """One bi-level first-order step (Algorithm 1): w on search-train, alpha on search-val with the
     Lagrangian terms (eq. 4, one per budgeted metric), then each lambda by projected gradient ascent.
     Returns the new lambdas and the step's statistics; the search loop and the search-cost benchmark
     both run exactly this. Under torchrun (``world`` > 1) each rank holds its slice of the global batch and
     the w and alpha gradients are averaged over the ranks before each optimizer step, so every rank keeps
-    the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere)."""
+    the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere).
+    ``lean``: each pass computes only the gradients its optimizer steps (autograd skips the weights' kernels
+    in the alpha pass: their gradients were computed and then discarded by the next step's zero_grad);
+    ``lean=False`` computes them all, as the step did before issue 17 (the benchmarks' eager baseline)."""
     ce = nn.functional.cross_entropy
     (xt, yt), (xv, yv) = train_batch, val_batch
     # the record_function labels are the phases benchmarks/search_profile.py reports (no cost without a profiler)
     # 1. w on search-train (first order)
     w_opt.zero_grad(set_to_none=True)
-    with record_function("w.forward"), autocast:
-        logits = model(xt)
-        loss = ce(logits, yt)
-    with record_function("w.backward"):
-        loss.backward()
+    with no_grad_for(model.arch_parameters() if lean else []):
+        with record_function("w.forward"), autocast:
+            logits = model(xt)
+            loss = ce(logits, yt)
+        with record_function("w.backward"):
+            loss.backward()
     with record_function("w.optimizer"):
         distributed.average_gradients(model.weight_parameters(), world)
         nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
@@ -78,12 +84,13 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
     # 2. alpha on search-val with the Lagrangian terms (eq. 4, summed over the budgets)
     a_opt.zero_grad(set_to_none=True)
-    with record_function("alpha.forward"), autocast:
-        logits = model(xv)
-        val_loss = ce(logits, yv)
-    with record_function("alpha.backward"):
-        val_loss.backward()
-        distributed.average_gradients(model.arch_parameters(), world)
+    with no_grad_for(model.weight_parameters() if lean else []):
+        with record_function("alpha.forward"), autocast:
+            logits = model(xv)
+            val_loss = ce(logits, yv)
+        with record_function("alpha.backward"):
+            val_loss.backward()
+            distributed.average_gradients(model.arch_parameters(), world)
     with record_function("alpha.cost"):
         if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
             violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
@@ -98,6 +105,19 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     stats.update(val_loss=float(val_loss.detach()) * len(yv), val_correct=int((logits.argmax(1) == yv).sum()),
                  seen=len(yv), k_s=k_s)
     return lams, stats
+
+
+@contextmanager
+def no_grad_for(params: list[nn.Parameter]) -> Iterator[None]:
+    """``params`` need no gradient for the duration: autograd records no path to them."""
+    flags = [p.requires_grad for p in params]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield
+    finally:
+        for p, flag in zip(params, flags):
+            p.requires_grad_(flag)
 
 
 def optimizers(model: Supernet, cfg: SearchConfig):
