@@ -57,7 +57,7 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
                            measured_ms=ms, reference_ms=ref_ms, level=level))
         progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {ms:.4f} ms against "
                  f"the {budget_ms:g} ms budget; the latency model predicted {lm.predict(genotype):.4f} ms"
-                 + (f"; the device runs the reference network at {level:.3f}x its speed when the model was built" if level else ""))
+                 + (f"; the reference network takes {level:.3f}x its time at the model's build" if level else ""))
         if ms <= budget_ms:
             return genotype, checks
         if attempt == REPAIRS:
