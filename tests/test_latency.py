@@ -307,6 +307,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     final = genotype_from_json(json.loads((run / "search" / "genotype.json").read_text()))
     assert "predicted" in row["source"] and (1 + lm.margin) * v["predicted"]["latency_ms"] == pytest.approx(cost_model(cfg).derived(final), abs=1e-3)
     assert (run / "report" / "latency_model.png").exists()
+    assert "Derived network timed on the device before retraining" in (run / "report" / "report.md").read_text()
 
     # A model that predicts half of every time (one built on a faster day): the derived network measures over
     # the budget on the device, and the same search (its checkpoint) is derived again under a budget shrunk

@@ -307,6 +307,12 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                 f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in e.rows]
     emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
     tables = [("Cost cross-check", cmd_, chtml), ("Export", emd, ehtml)]
+    if s.device_checks:  # a latency search: each derivation timed on the device before retraining (latency/hold.py)
+        hold_rows = [[str(k + 1), fmt(c["derivation_budget_ms"]), fmt(c["predicted_ms"]), fmt(c["measured_ms"]),
+                      fmt(c.get("level")), "yes" if c["measured_ms"] <= s.K_d else "no"] for k, c in enumerate(s.device_checks)]
+        hmd, hhtml = _table(hold_rows, ["derivation", "derived under (ms)", "predicted (ms)", "measured, untrained (ms)",
+                                        "reference time vs build", "within budget"])
+        tables.insert(0, ("Derived network timed on the device before retraining", hmd, hhtml))
     if p.comparison:
         from .profile.compare import COLUMNS, cell_text
 
