@@ -66,17 +66,11 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     ``lean``: each pass computes only the gradients its optimizer steps (autograd skips the weights' kernels
     in the alpha pass: their gradients were computed and then discarded by the next step's zero_grad);
     ``lean=False`` computes them all, as the step did before issue 17 (the benchmarks' eager baseline)."""
-    ce = nn.functional.cross_entropy
     (xt, yt), (xv, yv) = train_batch, val_batch
     # the record_function labels are the phases benchmarks/search_profile.py reports (no cost without a profiler)
     # 1. w on search-train (first order)
     w_opt.zero_grad(set_to_none=True)
-    with no_grad_for(model.arch_parameters() if lean else []):
-        with record_function("w.forward"), autocast:
-            logits = model(xt)
-            loss = ce(logits, yt)
-        with record_function("w.backward"):
-            loss.backward()
+    logits, loss = _pass(model, xt, yt, "w", model.arch_parameters() if lean else [], autocast)
     with record_function("w.optimizer"):
         distributed.average_gradients(model.weight_parameters(), world)
         nn.utils.clip_grad_norm_(model.weight_parameters(), cfg.grad_clip)
@@ -84,13 +78,9 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
     # 2. alpha on search-val with the Lagrangian terms (eq. 4, summed over the budgets)
     a_opt.zero_grad(set_to_none=True)
-    with no_grad_for(model.weight_parameters() if lean else []):
-        with record_function("alpha.forward"), autocast:
-            logits = model(xv)
-            val_loss = ce(logits, yv)
-        with record_function("alpha.backward"):
-            val_loss.backward()
-            distributed.average_gradients(model.arch_parameters(), world)
+    logits, val_loss = _pass(model, xv, yv, "alpha", model.weight_parameters() if lean else [], autocast)
+    with record_function("alpha.backward"):
+        distributed.average_gradients(model.arch_parameters(), world)
     with record_function("alpha.cost"):
         if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
             violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
@@ -105,6 +95,19 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     stats.update(val_loss=float(val_loss.detach()) * len(yv), val_correct=int((logits.argmax(1) == yv).sum()),
                  seen=len(yv), k_s=k_s)
     return lams, stats
+
+
+def _pass(model: Supernet, x: torch.Tensor, y: torch.Tensor, phase: str, frozen: list[nn.Parameter],
+          autocast) -> tuple[torch.Tensor, torch.Tensor]:
+    """Forward and backward of one pass of the step (``phase``.forward / ``phase``.backward) with ``frozen``
+    parameters left out of the graph; returns the logits and the loss."""
+    with no_grad_for(frozen):
+        with record_function(f"{phase}.forward"), autocast:
+            logits = model(x)
+            loss = nn.functional.cross_entropy(logits, y)
+        with record_function(f"{phase}.backward"):
+            loss.backward()
+    return logits, loss
 
 
 @contextmanager
