@@ -109,36 +109,34 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
         if done % 10 == 0 or done == len(todo_export):
             progress(f"[export] {done}/{len(todo_export)} models to {fmt.name} ({time.time() - t0:.0f}s)")
 
-    def timed(chunk: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any], Optional[float]]:
+    def timed(chunk: list[str]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+        """The chunk's models (and the reference) timed in one runner session, and the chunk's record."""
         batch = chunk + ([reference] if reference else [])
         res = measure_batch(profile, [paths[n] for n in batch], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
                             min_seconds=timing.min_seconds, graph=not all(n.startswith(PARTS) for n in chunk),
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
-        got = {n: dict(p50_ms=by_file[paths[n].name]["p50_ms"], p50_ms_rounds=by_file[paths[n].name]["p50_ms_rounds"],
-                       runs_per_round=by_file[paths[n].name].get("runs_per_round"), graph=by_file[paths[n].name].get("graph"))
-               for n in batch}
+        got = {}
+        for n in batch:
+            r = by_file[paths[n].name]
+            got[n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"), graph=r.get("graph"))
         cond = {k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads", "machine", "total_s")}
-        return got, cond, min(got[reference]["p50_ms_rounds"]) if reference else None
-
-    def record(got: dict[str, dict[str, Any]], chunk: Optional[dict[str, Any]], names_: list[str], cond: dict[str, Any],
-               ref_ms: Optional[float]) -> None:
-        state["measured"].update(got)
-        if reference is None:
-            state["conditions"].append(cond)
-        elif chunk is None:
-            state["chunks"].append(dict(names=names_, reference_ms=ref_ms, attempts=1, conditions=cond))
-        else:
-            chunk.update(reference_ms=ref_ms, conditions=cond)
-        write_json(state_path, state)
+        return got, dict(names=chunk, reference_ms=min(got[reference]["p50_ms_rounds"]) if reference else None, conditions=cond)
 
     todo = [n for n in names if n not in state["measured"] and n != reference]
     chunks = [todo[i:i + CHUNK] for i in range(0, len(todo), CHUNK)]
+    if reference and not chunks and reference not in state["measured"]:
+        chunks = [[]]  # every model was measured before: the reference alone
     bar = step_bar(len(todo), f"latency measurements on {profile.name}", unit="model")
     for j, chunk in enumerate(chunks):
         progress(f"[measure] chunk {j + 1}/{len(chunks)}: {len(chunk)} models on {profile.name}")
-        got, cond, ref_ms = timed(chunk)
-        record(got, None, chunk, cond, ref_ms)
+        got, entry = timed(chunk)
+        state["measured"].update(got)
+        if reference:
+            state["chunks"].append(entry | {"attempts": 1})
+        else:
+            state["conditions"].append(entry["conditions"])
+        write_json(state_path, state)
         bar.update(len(chunk))
     bar.close()
     while reference and state["chunks"]:
@@ -150,15 +148,12 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
         for c in slow:
             progress(f"[measure] a chunk of {len(c['names'])} models ran slow (reference {c['reference_ms']:.3f} ms against "
                      f"{fastest:.3f} ms): timing it again")
-            got, cond, ref_ms = timed(c["names"])
+            got, entry = timed(c["names"])
             c["attempts"] += 1
-            if ref_ms < c["reference_ms"]:  # the attempt in the faster phase is kept, whole
-                record(got, c, c["names"], cond, ref_ms)
-            else:
-                write_json(state_path, state)
-    if reference and reference not in state["measured"]:  # every model was measured before: time the reference alone
-        got, cond, ref_ms = timed([])
-        record(got, None, [], cond, ref_ms)
+            if entry["reference_ms"] < c["reference_ms"]:  # the attempt in the faster phase is kept, whole
+                state["measured"].update(got)
+                c.update(reference_ms=entry["reference_ms"], conditions=entry["conditions"])
+            write_json(state_path, state)
     # A model's figure ("ms") is its fastest round's p50: interference on a shared machine only adds time, and
     # on this VM it came in bursts of seconds that doubled whole rounds (a held-out set measured at 0.92-1.46 ms
     # that measured 0.40-0.61 ms minutes later, 2-3 of 5 rounds slow); the p50 of the rounds took the slow ones.
@@ -260,9 +255,9 @@ def repeat_cv(measured: dict[str, dict[str, Any]]) -> float:
 def genotype_latency_rows(profile: DeviceProfile, cfg: NetConfig, genotypes: list[Genotype], work: Path, tag: str,
                           reference: Genotype, *, timing: Optional[Timing] = None,
                           progress: Progress = _stderr) -> tuple[list[float], Optional[float]]:
-    """End-to-end figures of whole networks on the device (the benchmark's held-out set), and the
-    ``reference`` network's time in the same chunks (``reference_level``): the machine's level while they ran,
-    to set beside the latency model's ``device["reference"]["ms"]``."""
+    """End-to-end figures of whole networks on the device (the benchmark's held-out set, a derived network
+    before retraining), and the ``reference`` network's time in the same chunks (``reference_level``): the
+    machine's level while they ran, to set beside the latency model's ``device["reference"]["ms"]``."""
     fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
     shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size)
     models = {f"{tag}:{i}": (lambda g=g: build_network(g, cfg), shape) for i, g in enumerate(genotypes)}

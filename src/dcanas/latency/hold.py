@@ -6,36 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import replace
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 from ..devices.schema import DeviceProfile
-from ..export.formats import formats_for
-from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype, genotype_from_json
-from .build import REFERENCE, measure_models
+from .build import genotype_latency_rows
 from .model import LatencyModel
-from .timing import Timing
 
 REPAIRS = 2  # derivations after the first, each under the budget shrunk by the last measured overshoot
 AIM = 0.97   # a repair aims this far under the budget: a derivation's cost moves in steps, and timing has noise
-
-
-def time_on_device(profile: DeviceProfile, genotype: Genotype, cfg: NetConfig, reference: Genotype, work: Path,
-                   timing: Optional[Timing] = None, progress: Callable[[str], None] = print) -> tuple[float, Optional[float]]:
-    """The network's time on the device (fastest round's p50, untrained weights, the profile's format and
-    threads) and the reference network's beside it."""
-    fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
-    shape = (1, cfg.in_channels, cfg.input_size, cfg.input_size)
-    name = "derived:" + hashlib.sha256(json.dumps(genotype.to_json(), sort_keys=True).encode()).hexdigest()[:12]
-    models = {name: (lambda: build_network(genotype, replace(cfg, auxiliary=False)), shape),
-              REFERENCE: (lambda: build_network(reference, replace(cfg, auxiliary=False)), shape)}
-    measured, conditions = measure_models(profile, fmt, models, work, timing=timing or Timing(), reference=REFERENCE,
-                                          progress=lambda m: progress(m) if m.startswith("WARNING") else None)
-    ref = [c["reference_ms"] for c in conditions if c.get("reference_ms") is not None]
-    return measured[name]["ms"], (ref[-1] if ref else None)
 
 
 def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, cfg: NetConfig, lm: LatencyModel,
@@ -51,12 +32,15 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
     checks: list[dict[str, Any]] = []
     K = budget_ms
     for attempt in range(REPAIRS + 1):
-        ms, ref_ms = time_on_device(profile, genotype, cfg, reference, work, progress=progress)
+        tag = "derived:" + hashlib.sha256(json.dumps(genotype.to_json(), sort_keys=True).encode()).hexdigest()[:12]
+        [ms], ref_ms = genotype_latency_rows(profile, cfg, [genotype], work, tag, reference,
+                                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         level = ref_ms / build_ref if ref_ms and build_ref else None
-        checks.append(dict(genotype=genotype.to_json(), derivation_budget_ms=K, predicted_ms=lm.predict(genotype),
+        predicted = lm.predict(genotype)
+        checks.append(dict(genotype=genotype.to_json(), derivation_budget_ms=K, predicted_ms=predicted,
                            measured_ms=ms, reference_ms=ref_ms, level=level))
         progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {ms:.4f} ms against "
-                 f"the {budget_ms:g} ms budget; the latency model predicted {lm.predict(genotype):.4f} ms"
+                 f"the {budget_ms:g} ms budget; the latency model predicted {predicted:.4f} ms"
                  + (f"; the reference network takes {level:.3f}x its time at the model's build" if level else ""))
         if ms <= budget_ms:
             return genotype, checks
