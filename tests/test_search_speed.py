@@ -16,10 +16,11 @@ import torch
 
 from dcanas import datasets as D
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS
-from dcanas.search import fused_cell
+from dcanas.nets.ops import AvgPool3x3, FactorizedReduce
+from dcanas.search import fast_ops, fused_cell
 from dcanas.search.config import SearchConfig, cost_models, supernet_config
 from dcanas.search.searcher import autocast_for, optimizers, search_step
-from dcanas.search.supernet import SearchCell, SearchOptions, Supernet
+from dcanas.search.supernet import SearchCell, SearchOptions, Supernet, SupernetConfig
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
 
@@ -125,6 +126,54 @@ def test_fused_supernet_float32_logits_and_loss_within_1e5(fashion_root):
     torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-5)
     losses = [float(torch.nn.functional.cross_entropy(o.detach(), y)) for o in out]
     assert abs(losses[1] - losses[0]) < 1e-5
+
+
+FAST_CASES = [  # (module of the ops table, input shape): odd sizes take FactorizedReduce's padding
+    (lambda: FactorizedReduce(6, 8, affine=False), (3, 6, 8, 8)),
+    (lambda: FactorizedReduce(6, 7, affine=True), (3, 6, 7, 9)),
+    (lambda: AvgPool3x3(1), (3, 4, 7, 7)),
+    (lambda: AvgPool3x3(2), (3, 4, 7, 8)),
+    (lambda: torch.nn.Conv2d(8, 2, 1, bias=False), (3, 8, 5, 5)),
+    (lambda: torch.nn.Conv2d(2, 8, 1, bias=False), (3, 2, 6, 5)),
+]
+
+
+@pytest.mark.parametrize("make,shape", FAST_CASES, ids=["fr-even", "fr-odd", "avg-s1", "avg-s2", "pw-8to2", "pw-2to8"])
+def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
+    """Each search-time form (search/fast_ops.py) computes its table op's output, input and weight gradients and
+    running statistics, in training and eval mode."""
+    torch.manual_seed(0)
+    table = make().double()
+    fast = fast_ops.accelerate(copy.deepcopy(table))
+    assert isinstance(fast, fast_ops.FAST) and not isinstance(table, fast_ops.FAST)
+    assert fast.state_dict().keys() == table.state_dict().keys()
+    for mode in ("train", "eval"):
+        results = []
+        for m in (table, fast):
+            m.train(mode == "train")
+            x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).requires_grad_()
+            y = m(x)
+            (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
+            results.append((y.detach(), x.grad, _grads(m), {k: b.clone() for k, b in m.named_buffers()}))
+        (y0, gx0, g0, b0), (y1, gx1, g1, b1) = results
+        torch.testing.assert_close(y1, y0, **TIGHT)
+        torch.testing.assert_close(gx1, gx0, **TIGHT)
+        assert g1.keys() == g0.keys()
+        for k in g0:
+            torch.testing.assert_close(g1[k], g0[k], **TIGHT)
+        for k in b0:
+            torch.testing.assert_close(b1[k], b0[k], **TIGHT)
+    fast_ops.set_fast(fast, False)
+    assert not fast.fast  # off: the table's own forward (the eager step)
+
+
+def test_supernet_swaps_in_search_time_forms_and_switches_them_with_fused():
+    model = Supernet(SupernetConfig(C=8, cells=5, in_channels=1, input_size=28))
+    kinds = {type(m) for m in model.modules() if isinstance(m, fast_ops.FAST)}
+    assert kinds == set(fast_ops.FAST)
+    assert all(m.fast for m in model.modules() if isinstance(m, fast_ops.FAST))
+    model.set_fused(False)
+    assert not any(m.fast for m in model.modules() if isinstance(m, fast_ops.FAST))
 
 
 @pytest.mark.parametrize("space,options,expected", [

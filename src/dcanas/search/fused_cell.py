@@ -11,8 +11,9 @@ kernels, not to arithmetic (``benchmarks/search_profile.py``). Per source node z
   dilation-2 grid), and the four ops run as two convolutions and one batch norm;
 * the two sep_convs' second stage runs as one grouped convolution and one batch norm; the two pools'
   batch norms as one;
-* the op outputs are stacked as a [K, M] matrix, so that an edge's mixture sum_o w_o o(z_i) is one
-  matrix product.
+* the op outputs are stacked as a [K, M] matrix, so that the mixtures sum_o w_o o(z_i) of every edge out of
+  z_i are one matrix product (the stack is read once);
+* the channel blocks of a batch norm's output are taken with one split, not slices.
 
 Each batch norm over several modules' channels updates every module's running statistics as the module
 would. Stride-1 convolutions run in channels_last (oneDNN's NCHW kernels are slower at these channel
@@ -67,11 +68,14 @@ def _dense_kernel(stage: nn.Sequential) -> torch.Tensor:
     return dense if k == KERNEL else F.pad(dense, ((KERNEL - k) // 2,) * 4)
 
 
+def _layout(x: torch.Tensor, stride: int) -> torch.Tensor:
+    """A convolution's input in the layout it runs fastest in: channels_last pays at stride 1 (measured)."""
+    return x.contiguous(memory_format=torch.channels_last) if stride == 1 else x
+
+
 def _conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, groups: int = 1) -> torch.Tensor:
-    padding = dilation * (KERNEL - 1) // 2
-    if stride == 1:  # channels_last pays at stride 1 (measured); the result goes back to NCHW for the rest
-        return F.conv2d(x.contiguous(memory_format=torch.channels_last), weight, None, 1, padding, dilation, groups).contiguous()
-    return F.conv2d(x, weight, None, stride, padding, dilation, groups)
+    """A 5x5 convolution of ``x`` (in ``_layout``); the result is in the input's layout."""
+    return F.conv2d(x, weight, None, stride, dilation * (KERNEL - 1) // 2, dilation, groups)
 
 
 def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
@@ -81,36 +85,45 @@ def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tens
     first = {name: ops[name][0] if name in SEP_OPS else ops[name] for name in CONV_OPS}
     stride = first["sep_conv_3x3"][1].stride[0]
     C = z.shape[1]
-    r = F.relu(z)
+    r = _layout(F.relu(z), stride)  # one layout change for both convolutions
     a = _conv(r, torch.cat([_dense_kernel(first[n]) for n in SEP_OPS]), stride, 1)
     b = _conv(r, torch.cat([_dense_kernel(first[n]) for n in CONV_OPS[2:]]), stride, 2)
-    y = _batch_norm(torch.cat([a, b], 1), [first[n][3] for n in CONV_OPS])
+    # channel blocks taken with split, whose backward is one cat (a slice's backward is a zero tensor of the
+    # whole input per slice, then a sum)
+    sep, dil3, dil5 = _batch_norm(torch.cat([a, b], 1).contiguous(), [first[n][3] for n in CONV_OPS]).split([2 * C, C, C], 1)
     second = [ops[n][1] for n in SEP_OPS]
-    y2 = _batch_norm(_conv(F.relu(y[:, :2 * C]), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2),
-                     [s[3] for s in second])
-    pools = _batch_norm(torch.cat([ops[n][0](z) for n in POOL_OPS], 1), [ops[n][1] for n in POOL_OPS])
-    out = {"sep_conv_3x3": y2[:, :C], "sep_conv_5x5": y2[:, C:], "dil_conv_3x3": y[:, 2 * C:3 * C],
-           "dil_conv_5x5": y[:, 3 * C:], "max_pool_3x3": pools[:, :C], "avg_pool_3x3": pools[:, C:],
-           "skip_connect": ops["skip_connect"](z)}
+    sep3, sep5 = _batch_norm(_conv(_layout(F.relu(sep), 1), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2).contiguous(),
+                             [s[3] for s in second]).split(C, 1)
+    max_pool, avg_pool = _batch_norm(torch.cat([ops[n][0](z) for n in POOL_OPS], 1), [ops[n][1] for n in POOL_OPS]).split(C, 1)
+    out = {"sep_conv_3x3": sep3, "sep_conv_5x5": sep5, "dil_conv_3x3": dil3, "dil_conv_5x5": dil5,
+           "max_pool_3x3": max_pool, "avg_pool_3x3": avg_pool, "skip_connect": ops["skip_connect"](z)}
     return torch.stack([out[n] for n in cell.op_names if n != "none"]).view(len(out), -1), out["skip_connect"].shape
 
 
 def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
-    """The mixed cell: node j = sum over i < j of sum_o softmax(alpha)_(i,j),o * o(z_i), then the expansion."""
+    """The mixed cell: node j = sum over i < j of sum_o softmax(alpha)_(i,j),o * o(z_i), then the expansion.
+    Each source's terms for every later node are one matrix product [edges out of i, K] @ [K, M], made as soon
+    as z_i exists: the source's stacked op outputs are read once, not once per edge."""
     states = list(states)
-    keep = torch.tensor([k for k, n in enumerate(cell.op_names) if n != "none"], device=weights.device)
-    w = weights.index_select(1, keep)
-    stacked: dict[int, tuple[torch.Tensor, torch.Size]] = {}
-    for j in range(cell.inputs, cell.inputs + cell.nodes):
-        node = None
-        for i in range(j):
-            if i not in stacked:
-                z = cell.squeeze[i](states[i]) if cell.squeeze is not None else states[i]
-                stacked[i] = source_outputs(cell, i, z)
-            outputs, shape = stacked[i]
-            term = w[cell.edge_index[(i, j)]].unsqueeze(0) @ outputs
-            node = term if node is None else node + term
-        node = node.view(shape)
-        states.append(cell.expand[j - cell.inputs](node) if cell.expand is not None else node)
-    return torch.cat(states[cell.inputs:], dim=1)
+    keep = [k for k, n in enumerate(cell.op_names) if n != "none"]
+    first, end = cell.inputs, cell.inputs + cell.nodes
+    terms: dict[int, list[torch.Tensor]] = {j: [] for j in range(first, end)}
+    shape = None
 
+    def add_source(i: int) -> None:
+        nonlocal shape
+        z = cell.squeeze[i](states[i]) if cell.squeeze is not None else states[i]
+        outputs, shape = source_outputs(cell, i, z)
+        targets = range(max(first, i + 1), end)
+        rows = weights[[cell.edge_index[(i, j)] for j in targets]][:, keep]
+        for j, term in zip(targets, (rows @ outputs).unbind(0)):
+            terms[j].append(term)
+
+    for i in range(first):
+        add_source(i)
+    for j in range(first, end):
+        node = sum(terms[j][1:], terms[j][0]).view(shape)
+        states.append(cell.expand[j - first](node) if cell.expand is not None else node)
+        if j + 1 < end:
+            add_source(j)
+    return torch.cat(states[first:], dim=1)

@@ -26,7 +26,7 @@ from ..nets.darts import darts_layout, make_stem, make_stem1, preprocess
 from ..nets.genotype import DARTS_INPUTS, Genotype, cell_edges, darts_edge_node
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import SPACE_OPS, build_op
-from . import fused_cell
+from . import fast_ops, fused_cell
 from .derive import derive
 
 
@@ -199,6 +199,7 @@ class Supernet(nn.Module):
         # Derived cells: the first cell of each type carries alpha; the rest copy the derived genotype.
         self.alpha_cells = {t: self.cell_kind.index(t) for t in self.cell_types}
         self.genotype: Genotype = self.derive()
+        fast_ops.accelerate(self)  # search-time forms of the table's ops (search/fast_ops.py), on with the fused cells
 
     # -- parameter groups ------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -209,7 +210,9 @@ class Supernet(nn.Module):
         return [p for p in self.parameters() if id(p) not in ids]
 
     def set_fused(self, on: bool) -> "Supernet":
-        """Run mixed cells through the fused path (default where a cell supports it) or the eager one."""
+        """Run mixed cells through the fused path (default where a cell supports it) and the ops through their
+        search-time forms (search/fast_ops.py), or both the eager way (the step before issue 17)."""
+        fast_ops.set_fast(self, on)
         for cell in self.cells:
             if isinstance(cell, SearchCell):
                 cell.fused = on and fused_cell.supports(cell)
