@@ -251,11 +251,13 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
     measured, conditions = build.measure_models(profile, formats_for("onnxruntime", "fp32"), models, tmp_path,
                                                 timing=Timing(runs=5, rounds=2, warmup=5, min_seconds=0.02),
                                                 reference=build.REFERENCE, progress=msgs.append)
-    assert len(calls) == 3 and calls[2] == calls[0], calls  # chunk 1, chunk 2, chunk 1 again
+    assert calls[0] != calls[1] and calls[2] == calls[0], calls  # chunk 1, chunk 2, chunk 1 again
+    # a real slow phase during the test may send either chunk back too (seen once: chunk 1 timed a third time)
+    assert all(c in calls[:2] for c in calls[2:]) and len(calls) <= 2 * (1 + build.RETRIES), calls
     assert all(build.REFERENCE.replace(":", "_") + ".onnx" in c for c in calls)  # the reference is in every chunk
     assert any("ran slow" in m for m in msgs), msgs
-    first = next(c for c in conditions if c["attempts"] == 2)
-    other = next(c for c in conditions if c["attempts"] == 1)
+    first, other = conditions  # in chunk order
+    assert 2 <= first["attempts"] <= 1 + build.RETRIES, conditions
     assert first["reference_ms"] < 1.5 * other["reference_ms"], conditions  # the doubled attempt was replaced
     assert build.reference_level(conditions) > 0 and set(measured) == set(models)
 
