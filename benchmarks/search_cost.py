@@ -34,7 +34,7 @@ VARIANTS = {
     "PC-DARTS K=4": dict(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False, partial_channels=4),
 }
 EAGER = "DCA-NAS (+RC)"
-FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; fused mixed cells and the lean step (every other row: eager, every gradient)
+FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; fused mixed cells, search-time op forms, lean step (every other row: eager, every gradient)
 TRAIN = {"retrain, NCHW (eager)": False, "retrain, channels_last": True}  # the evaluation network's training step
 
 

@@ -108,19 +108,18 @@ def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Te
     keep = [k for k, n in enumerate(cell.op_names) if n != "none"]
     first, end = cell.inputs, cell.inputs + cell.nodes
     terms: dict[int, list[torch.Tensor]] = {j: [] for j in range(first, end)}
-    shape = None
 
-    def add_source(i: int) -> None:
-        nonlocal shape
+    def add_source(i: int) -> torch.Size:
+        """Source i's terms of every later node; returns the shape of one op output (the same for every source)."""
         z = cell.squeeze[i](states[i]) if cell.squeeze is not None else states[i]
         outputs, shape = source_outputs(cell, i, z)
         targets = range(max(first, i + 1), end)
         rows = weights[[cell.edge_index[(i, j)] for j in targets]][:, keep]
         for j, term in zip(targets, (rows @ outputs).unbind(0)):
             terms[j].append(term)
+        return shape
 
-    for i in range(first):
-        add_source(i)
+    shape = [add_source(i) for i in range(first)][-1]
     for j in range(first, end):
         node = sum(terms[j][1:], terms[j][0]).view(shape)
         states.append(cell.expand[j - first](node) if cell.expand is not None else node)
