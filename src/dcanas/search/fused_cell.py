@@ -33,6 +33,7 @@ from ..nets.ops import DARTS_OPS
 CONV_OPS = ("sep_conv_3x3", "sep_conv_5x5", "dil_conv_3x3", "dil_conv_5x5")  # the first-stage order in the fused tensor
 SEP_OPS = CONV_OPS[:2]
 POOL_OPS = ("max_pool_3x3", "avg_pool_3x3")
+OUTPUT_ORDER = POOL_OPS + ("skip_connect",) + CONV_OPS  # DARTS_OPS without none: the channel blocks' order
 KERNEL = 5  # every fused kernel is 5x5 (dilation 1 for sep_conv, 2 for dil_conv)
 
 
@@ -49,14 +50,11 @@ def _batch_norm(x: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     mean = torch.cat([b.running_mean for b in bns])
     var = torch.cat([b.running_var for b in bns])
     y = F.batch_norm(x, mean, var, None, None, training, bns[0].momentum, bns[0].eps)
-    if training:
-        offset = 0
-        for b in bns:
-            n = b.num_features
-            b.running_mean.copy_(mean[offset:offset + n])
-            b.running_var.copy_(var[offset:offset + n])
-            b.num_batches_tracked.add_(1)
-            offset += n
+    if training:  # three calls for all the modules (a copy and an add per module cost ~20 ops a call)
+        sizes = [b.num_features for b in bns]
+        torch._foreach_copy_([b.running_mean for b in bns], list(mean.split(sizes)))
+        torch._foreach_copy_([b.running_var for b in bns], list(var.split(sizes)))
+        torch._foreach_add_([b.num_batches_tracked for b in bns], 1)
     return y
 
 
@@ -79,8 +77,10 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, gro
 
 
 def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
-    """Every non-``none`` op of source ``i`` on its (squeezed) input ``z``, stacked as [K, M] in the cell's op order,
-    and the shape of one op's output."""
+    """Every non-``none`` op of source ``i`` on its (squeezed) input ``z``, as [N, K, C*H*W] in the cell's op order
+    (max pool, avg pool, skip, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5): one concatenation of
+    four tensors whose channel blocks are already in that order; and the shape of one op's output."""
+    assert tuple(n for n in cell.op_names if n != "none") == OUTPUT_ORDER, cell.op_names
     ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
     first = {name: ops[name][0] if name in SEP_OPS else ops[name] for name in CONV_OPS}
     stride = first["sep_conv_3x3"][1].stride[0]
@@ -90,20 +90,19 @@ def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tens
     b = _conv(r, torch.cat([_dense_kernel(first[n]) for n in CONV_OPS[2:]]), stride, 2)
     # channel blocks taken with split, whose backward is one cat (a slice's backward is a zero tensor of the
     # whole input per slice, then a sum)
-    sep, dil3, dil5 = _batch_norm(torch.cat([a, b], 1).contiguous(), [first[n][3] for n in CONV_OPS]).split([2 * C, C, C], 1)
+    sep, dil = _batch_norm(torch.cat([a, b], 1).contiguous(), [first[n][3] for n in CONV_OPS]).split(2 * C, 1)
     second = [ops[n][1] for n in SEP_OPS]
-    sep3, sep5 = _batch_norm(_conv(_layout(F.relu(sep), 1), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2).contiguous(),
-                             [s[3] for s in second]).split(C, 1)
-    max_pool, avg_pool = _batch_norm(torch.cat([ops[n][0](z) for n in POOL_OPS], 1), [ops[n][1] for n in POOL_OPS]).split(C, 1)
-    out = {"sep_conv_3x3": sep3, "sep_conv_5x5": sep5, "dil_conv_3x3": dil3, "dil_conv_5x5": dil5,
-           "max_pool_3x3": max_pool, "avg_pool_3x3": avg_pool, "skip_connect": ops["skip_connect"](z)}
-    return torch.stack([out[n] for n in cell.op_names if n != "none"]).view(len(out), -1), out["skip_connect"].shape
+    seps = _batch_norm(_conv(_layout(F.relu(sep), 1), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2).contiguous(),
+                       [s[3] for s in second])
+    pools = _batch_norm(torch.cat([ops[n][0](z) for n in POOL_OPS], 1), [ops[n][1] for n in POOL_OPS])
+    skip = ops["skip_connect"](z)
+    return torch.cat([pools, skip, seps, dil], 1).view(skip.shape[0], len(OUTPUT_ORDER), -1), skip.shape
 
 
 def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Tensor) -> torch.Tensor:
     """The mixed cell: node j = sum over i < j of sum_o softmax(alpha)_(i,j),o * o(z_i), then the expansion.
-    Each source's terms for every later node are one matrix product [edges out of i, K] @ [K, M], made as soon
-    as z_i exists: the source's stacked op outputs are read once, not once per edge."""
+    Each source's terms for every later node are one batched matrix product [edges out of i, K] @ [K, C*H*W] per
+    image, made as soon as z_i exists: the source's op outputs are read once, not once per edge."""
     states = list(states)
     keep = [k for k, n in enumerate(cell.op_names) if n != "none"]
     first, end = cell.inputs, cell.inputs + cell.nodes
@@ -115,7 +114,8 @@ def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Te
         outputs, shape = source_outputs(cell, i, z)
         targets = range(max(first, i + 1), end)
         rows = weights[[cell.edge_index[(i, j)] for j in targets]][:, keep]
-        for j, term in zip(targets, (rows @ outputs).unbind(0)):
+        mixed = torch.bmm(rows.expand(outputs.shape[0], -1, -1), outputs)  # [N, edges, C*H*W]
+        for j, term in zip(targets, mixed.unbind(1)):
             terms[j].append(term)
         return shape
 
