@@ -39,7 +39,8 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=SEARCH_PRESETS["paper"]["batch_size"])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
-    p.add_argument("--eager", action="store_true", help="mixed cells through the eager path (default: fused, search/fused_cell.py)")
+    p.add_argument("--eager", action="store_true", help="the step before issue 17: mixed cells and ops through the eager path, every gradient computed "
+                   "(default: fused cells, search-time op forms, the lean step)")
     args = p.parse_args()
     device = torch.device(("cuda" if torch.cuda.is_available() else "cpu") if args.device == "auto" else args.device)
     steps = args.steps or (20 if device.type == "cuda" else 3)
@@ -65,7 +66,7 @@ def main() -> int:
         if device.type == "cuda":
             torch.cuda.synchronize()
         t0 = time.perf_counter()
-        lams, _ = search_step(model, cms, cfg, tb, vb, w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast)
+        lams, _ = search_step(model, cms, cfg, tb, vb, w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast, lean=not args.eager)
         if device.type == "cuda":
             torch.cuda.synchronize()
         dt = time.perf_counter() - t0

@@ -150,7 +150,8 @@ def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
     torch.manual_seed(0)
     table = make().double()
     fast = fast_ops.accelerate(copy.deepcopy(table))
-    assert isinstance(fast, fast_ops.FAST) and not isinstance(table, fast_ops.FAST)
+    assert any(isinstance(m, fast_ops.FAST) for m in fast.modules())
+    assert not any(isinstance(m, fast_ops.FAST) for m in table.modules())
     assert fast.state_dict().keys() == table.state_dict().keys()
     for mode in ("train", "eval"):
         results = []
@@ -170,7 +171,7 @@ def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
         for k in b0:
             torch.testing.assert_close(b1[k], b0[k], **TIGHT)
     fast_ops.set_fast(fast, False)
-    assert not fast.fast  # off: the table's own forward (the eager step)
+    assert not any(m.fast for m in fast.modules() if isinstance(m, fast_ops.FAST))  # off: the table's forwards
 
 
 def test_supernet_swaps_in_search_time_forms_and_switches_them_with_fused():

@@ -11,8 +11,9 @@ kernels, not to arithmetic (``benchmarks/search_profile.py``). Per source node z
   dilation-2 grid), and the four ops run as two convolutions and one batch norm;
 * the two sep_convs' second stage runs as one grouped convolution and one batch norm; the two pools'
   batch norms as one;
-* the op outputs are stacked as a [K, M] matrix, so that the mixtures sum_o w_o o(z_i) of every edge out of
-  z_i are one matrix product (the stack is read once);
+* the op outputs are one concatenation [N, K, C*H*W] of four tensors whose channel blocks are already in the
+  op order (pools, skip, sep_convs, dil_convs), so that the mixtures sum_o w_o o(z_i) of every edge out of z_i
+  are one batched matrix product (the outputs are read once);
 * the channel blocks of a batch norm's output are taken with one split, not slices.
 
 Each batch norm over several modules' channels updates every module's running statistics as the module
