@@ -8,9 +8,9 @@ kernels, not to arithmetic (``benchmarks/search_profile.py``). Per source node z
 * the first stage of sep_conv_3x3, sep_conv_5x5, dil_conv_3x3 and dil_conv_5x5 is ReLU -> depthwise ->
   pointwise -> BN. After the one shared ReLU it is linear, so each op's pointwise-after-depthwise is one dense
   kernel ``pw[o, c] * dw[c]``; the 3x3 kernels are zero-padded to 5x5 (dil_conv_3x3 on dil_conv_5x5's
-  dilation-2 grid), and the four ops run as two convolutions and one batch norm;
-* the two sep_convs' second stage runs as one grouped convolution and one batch norm; the two pools'
-  batch norms as one;
+  dilation-2 grid), and the four ops run as two convolutions and one batch norm, which also normalises
+  the two pools' outputs;
+* the two sep_convs' second stage runs as one grouped convolution and one batch norm;
 * the op outputs are one concatenation [N, K, C*H*W] of four tensors whose channel blocks are already in the
   op order (pools, skip, sep_convs, dil_convs), so that the mixtures sum_o w_o o(z_i) of every edge out of z_i
   are one batched matrix product (the outputs are read once);
@@ -89,13 +89,14 @@ def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tens
     r = _layout(F.relu(z), stride)  # one layout change for both convolutions
     a = _conv(r, torch.cat([_dense_kernel(first[n]) for n in SEP_OPS]), stride, 1)
     b = _conv(r, torch.cat([_dense_kernel(first[n]) for n in CONV_OPS[2:]]), stride, 2)
-    # channel blocks taken with split, whose backward is one cat (a slice's backward is a zero tensor of the
-    # whole input per slice, then a sum)
-    sep, dil = _batch_norm(torch.cat([a, b], 1).contiguous(), [first[n][3] for n in CONV_OPS]).split(2 * C, 1)
+    # one batch norm for the four first stages and the two pools; the channel blocks taken with split, whose
+    # backward is one cat (a slice's backward is a zero tensor of the whole input per slice, then a sum)
+    pooled = [ops[n][0](z) for n in POOL_OPS]
+    bns = [first[n][3] for n in CONV_OPS] + [ops[n][1] for n in POOL_OPS]
+    sep, dil, pools = _batch_norm(torch.cat([a, b, *pooled], 1).contiguous(), bns).split(2 * C, 1)
     second = [ops[n][1] for n in SEP_OPS]
     seps = _batch_norm(_conv(_layout(F.relu(sep), 1), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2).contiguous(),
                        [s[3] for s in second])
-    pools = _batch_norm(torch.cat([ops[n][0](z) for n in POOL_OPS], 1), [ops[n][1] for n in POOL_OPS])
     skip = ops["skip_connect"](z)
     return torch.cat([pools, skip, seps, dil], 1).view(skip.shape[0], len(OUTPUT_ORDER), -1), skip.shape
 
