@@ -59,12 +59,26 @@ def _batch_norm(x: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
     return y
 
 
-def _dense_kernel(stage: nn.Sequential) -> torch.Tensor:
-    """A ReLU-depthwise-pointwise-BN stage's pointwise-after-depthwise as one dense 5x5 kernel [C_out, C_in, 5, 5]."""
-    dw, pw = stage[1], stage[2]
-    k = dw.weight.shape[-1]
-    dense = pw.weight.view(pw.out_channels, pw.in_channels, 1, 1) * dw.weight.view(1, dw.out_channels, k, k)
-    return dense if k == KERNEL else F.pad(dense, ((KERNEL - k) // 2,) * 4)
+def _cell_kernels(cell: nn.Module) -> tuple[torch.Tensor, ...]:
+    """Every source's composed 5x5 kernels, made for all sources at once (a handful of kernels, not ~35 per
+    source): per source [3, 2C, C, 5, 5], the first stages of (sep_conv_3x3, sep_conv_5x5), of (dil_conv_3x3,
+    dil_conv_5x5) and the second stages of (sep_conv_3x3, sep_conv_5x5). A ReLU-depthwise-pointwise-BN stage's
+    pointwise-after-depthwise is the dense kernel ``pw[o, c] * dw[c]``; a 3x3 kernel is zero-padded to 5x5."""
+    sources = len(cell.ops)
+    stages: dict[int, list[nn.Module]] = {3: [], 5: []}  # kernel size -> [first sep, dil, second sep] per source
+    for i in range(sources):
+        ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
+        for k in stages:
+            sep = ops[f"sep_conv_{k}x{k}"]
+            stages[k] += [sep[0], ops[f"dil_conv_{k}x{k}"], sep[1]]
+    dense = []
+    for k, mods in stages.items():
+        C = mods[0][1].in_channels
+        dw = torch.cat([m[1].weight for m in mods]).view(sources, 3, 1, C, k, k)
+        pw = torch.cat([m[2].weight for m in mods]).view(sources, 3, C, C, 1, 1)
+        d = pw * dw  # [sources, 3, C_out, C_in, k, k]
+        dense.append(d if k == KERNEL else F.pad(d, ((KERNEL - k) // 2,) * 4))
+    return torch.stack(dense, 2).view(sources, 3, 2 * C, C, KERNEL, KERNEL).unbind(0)
 
 
 def _layout(x: torch.Tensor, stride: int) -> torch.Tensor:
@@ -77,26 +91,25 @@ def _conv(x: torch.Tensor, weight: torch.Tensor, stride: int, dilation: int, gro
     return F.conv2d(x, weight, None, stride, dilation * (KERNEL - 1) // 2, dilation, groups)
 
 
-def source_outputs(cell: nn.Module, i: int, z: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
+def source_outputs(cell: nn.Module, i: int, z: torch.Tensor, kernels: torch.Tensor) -> tuple[torch.Tensor, torch.Size]:
     """Every non-``none`` op of source ``i`` on its (squeezed) input ``z``, as [N, K, C*H*W] in the cell's op order
     (max pool, avg pool, skip, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5): one concatenation of
-    four tensors whose channel blocks are already in that order; and the shape of one op's output."""
+    four tensors whose channel blocks are already in that order; and the shape of one op's output. ``kernels``:
+    the source's composed kernels (``_cell_kernels``)."""
     assert tuple(n for n in cell.op_names if n != "none") == OUTPUT_ORDER, cell.op_names
     ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
     first = {name: ops[name][0] if name in SEP_OPS else ops[name] for name in CONV_OPS}
     stride = first["sep_conv_3x3"][1].stride[0]
     C = z.shape[1]
     r = _layout(F.relu(z), stride)  # one layout change for both convolutions
-    a = _conv(r, torch.cat([_dense_kernel(first[n]) for n in SEP_OPS]), stride, 1)
-    b = _conv(r, torch.cat([_dense_kernel(first[n]) for n in CONV_OPS[2:]]), stride, 2)
+    a = _conv(r, kernels[0], stride, 1)
+    b = _conv(r, kernels[1], stride, 2)
     # one batch norm for the four first stages and the two pools; the channel blocks taken with split, whose
     # backward is one cat (a slice's backward is a zero tensor of the whole input per slice, then a sum)
     pooled = [ops[n][0](z) for n in POOL_OPS]
     bns = [first[n][3] for n in CONV_OPS] + [ops[n][1] for n in POOL_OPS]
     sep, dil, pools = _batch_norm(torch.cat([a, b, *pooled], 1).contiguous(), bns).split(2 * C, 1)
-    second = [ops[n][1] for n in SEP_OPS]
-    seps = _batch_norm(_conv(_layout(F.relu(sep), 1), torch.cat([_dense_kernel(s) for s in second]), 1, 1, groups=2).contiguous(),
-                       [s[3] for s in second])
+    seps = _batch_norm(_conv(_layout(F.relu(sep), 1), kernels[2], 1, 1, groups=2).contiguous(), [ops[n][1][3] for n in SEP_OPS])
     skip = ops["skip_connect"](z)
     return torch.cat([pools, skip, seps, dil], 1).view(skip.shape[0], len(OUTPUT_ORDER), -1), skip.shape
 
@@ -109,11 +122,12 @@ def mixed_forward(cell: nn.Module, states: list[torch.Tensor], weights: torch.Te
     keep = [k for k, n in enumerate(cell.op_names) if n != "none"]
     first, end = cell.inputs, cell.inputs + cell.nodes
     terms: dict[int, list[torch.Tensor]] = {j: [] for j in range(first, end)}
+    kernels = _cell_kernels(cell)
 
     def add_source(i: int) -> torch.Size:
         """Source i's terms of every later node; returns the shape of one op output (the same for every source)."""
         z = cell.squeeze[i](states[i]) if cell.squeeze is not None else states[i]
-        outputs, shape = source_outputs(cell, i, z)
+        outputs, shape = source_outputs(cell, i, z, kernels[i])
         targets = range(max(first, i + 1), end)
         rows = weights[[cell.edge_index[(i, j)] for j in targets]][:, keep]
         mixed = torch.bmm(rows.expand(outputs.shape[0], -1, -1), outputs)  # [N, edges, C*H*W]
