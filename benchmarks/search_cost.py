@@ -13,7 +13,7 @@ Same real Fashion-MNIST batches, batch size, supernet size and machine for every
 variant runs in its own fresh subprocess, one after another, because peak RSS is a per-process
 high-water mark; "peak MB" is that peak minus the RSS after the model and data were set up.
 
-    python benchmarks/search_cost.py [--steps 5] [--batch-size 32] [--channels 8] [--cells 5] [--repeats 3]
+    python benchmarks/search_cost.py [--steps 5] [--batch-size 32] [--channels 8] [--cells 5] [--repeats 5]
 """
 from __future__ import annotations
 
@@ -162,7 +162,7 @@ def main() -> int:
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--cells", type=int, default=5)
     p.add_argument("--data-root", default="data")
-    p.add_argument("--repeats", type=int, default=3, help="alternating process pairs for the eager and optimised DCA-NAS step")
+    p.add_argument("--repeats", type=int, default=5, help="alternating process pairs for the eager and optimised DCA-NAS step")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
