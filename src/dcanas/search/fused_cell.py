@@ -39,9 +39,16 @@ KERNEL = 5  # every fused kernel is 5x5 (dilation 1 for sep_conv, 2 for dil_conv
 
 
 def supports(cell: nn.Module) -> bool:
-    """Weight sharing, no partial channels, the DARTS op set: what the fused path computes. ``cell`` is a
-    ``supernet.SearchCell``, passed in (this module does not import the supernet)."""
-    return cell.ws and cell.pc == 1 and set(cell.op_names) == set(DARTS_OPS)
+    """Weight sharing, no partial channels, the DARTS op set in the order the outputs are concatenated
+    (``OUTPUT_ORDER``): what the fused path computes. ``cell`` is a ``supernet.SearchCell``, passed in (this
+    module does not import the supernet)."""
+    return (cell.ws and cell.pc == 1 and set(cell.op_names) == set(DARTS_OPS)
+            and tuple(n for n in cell.op_names if n != "none") == OUTPUT_ORDER)
+
+
+def _source_ops(cell: nn.Module, i: int) -> dict[str, nn.Module]:
+    """Source ``i``'s op modules by name (weight sharing: one module per source and op, eq. 5)."""
+    return {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
 
 
 def _batch_norm(x: torch.Tensor, bns: Sequence[nn.BatchNorm2d]) -> torch.Tensor:
@@ -67,13 +74,13 @@ def _cell_kernels(cell: nn.Module) -> tuple[torch.Tensor, ...]:
     sources = len(cell.ops)
     stages: dict[int, list[nn.Module]] = {3: [], 5: []}  # kernel size -> [first sep, dil, second sep] per source
     for i in range(sources):
-        ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
+        ops = _source_ops(cell, i)
         for k in stages:
             sep = ops[f"sep_conv_{k}x{k}"]
             stages[k] += [sep[0], ops[f"dil_conv_{k}x{k}"], sep[1]]
+    C = stages[3][0][1].in_channels  # every op's channels (after the bottleneck)
     dense = []
     for k, mods in stages.items():
-        C = mods[0][1].in_channels
         dw = torch.cat([m[1].weight for m in mods]).view(sources, 3, 1, C, k, k)
         pw = torch.cat([m[2].weight for m in mods]).view(sources, 3, C, C, 1, 1)
         d = pw * dw  # [sources, 3, C_out, C_in, k, k]
@@ -96,8 +103,7 @@ def source_outputs(cell: nn.Module, i: int, z: torch.Tensor, kernels: torch.Tens
     (max pool, avg pool, skip, sep_conv_3x3, sep_conv_5x5, dil_conv_3x3, dil_conv_5x5): one concatenation of
     four tensors whose channel blocks are already in that order; and the shape of one op's output. ``kernels``:
     the source's composed kernels (``_cell_kernels``)."""
-    assert tuple(n for n in cell.op_names if n != "none") == OUTPUT_ORDER, cell.op_names
-    ops = {name: cell.ops[str(i)][k] for k, name in enumerate(cell.op_names)}
+    ops = _source_ops(cell, i)
     first = {name: ops[name][0] if name in SEP_OPS else ops[name] for name in CONV_OPS}
     stride = first["sep_conv_3x3"][1].stride[0]
     C = z.shape[1]
