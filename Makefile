@@ -49,6 +49,7 @@ bench: install data
 	$(PY) benchmarks/own_data.py --per-class 200
 	$(PY) benchmarks/paper_search_cost.py
 	$(PY) benchmarks/executor.py
+	$(PY) benchmarks/search_vs_random.py --variant 'demo={"epochs": 5, "subset": 3000, "warmup_epochs": 0, "options": {"derived_cells": true}}'
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:

@@ -56,7 +56,7 @@ def test_end_to_end_local(local_run):
     for f in ("search/genotype.json", "train/searched/model.pt", "export/model.onnx", "export/model.tflite",
               "profile/result.json", "verdict/verdict.json", "report/report.md", "report/report.html"):
         assert (out / f).is_file(), f
-    for png in ("genotype", "alphas", "constraint", "training", "pareto", "latency", "op_time"):
+    for png in ("genotype", "alphas", "learning", "constraint", "training", "pareto", "latency", "op_time"):
         assert (out / "report" / f"{png}.png").stat().st_size > 5000, png
     v = json.loads((out / "verdict" / "verdict.json").read_text())
     assert v["cross_check"]["params"] == v["cross_check"]["fvcore_params"]
@@ -65,6 +65,8 @@ def test_end_to_end_local(local_run):
     assert [r["format"] for r in cmp["rows"]] == ["onnxruntime", "tflite"] and all(r["p50_ms"] > 0 for r in cmp["rows"])
     report = (out / "report" / "report.md").read_text()
     assert "## Every export on tiny-local" in report and "op_time.png" in report
+    # a tiny search's weights stay near uniform: the summary says the network was chosen by the budget (search/learned.py)
+    assert "Search (best seed): the architecture weights did not separate" in report and "learning.png" in report
     ops = json.loads((out / "profile" / "ops.json").read_text())
     assert ops["placed_share"] >= 0.95 and set(ops["per_edge"]) == {"normal", "reduce"}
 
@@ -101,7 +103,7 @@ def test_report_renders_in_headless_chromium(local_run, tmp_path):
     dom = subprocess.run([CHROMIUM, *flags, "--dump-dom", html.as_uri()], capture_output=True, text=True, timeout=120)
     assert dom.returncode == 0, dom.stderr[-2000:]
     pngs = len(list((out / "report").glob("*.png")))
-    assert pngs == 7 and f'data-images="{pngs}"' in dom.stdout  # every plot (op_time too) decoded by the browser
+    assert pngs == 8 and f'data-images="{pngs}"' in dom.stdout  # every plot (op_time too) decoded by the browser
     assert "PASS" in dom.stdout and "analytic counter" in dom.stdout and "fvcore" in dom.stdout
     shot = tmp_path / "report.png"
     subprocess.run([CHROMIUM, *flags, f"--screenshot={shot}", "--window-size=1200,2400", html.as_uri()],

@@ -144,9 +144,11 @@ def test_adaptive_term_matches_the_loss_gradient_norm(space, lam):
         for k, a in alphas.items():
             a.grad = loss_grads[k].clone()
         v = violation(cm.expected(alphas), target * float(cm.expected(alphas).detach()))
-        scales = add_constraint_gradients(list(alphas.values()), {"params": v}, {"params": lam}, adaptive=True)
+        scales, norms = add_constraint_gradients(list(alphas.values()), {"params": v}, {"params": lam}, adaptive=True)
         added = torch.sqrt(sum(((a.grad - loss_grads[k]) ** 2).sum() for k, a in alphas.items()))
         assert float(added) == pytest.approx(lam * norm, rel=1e-5)
+        assert norms["params"] == pytest.approx(float(added), rel=1e-5)  # what the report's gradient share reads
+        assert norms["loss"] == pytest.approx(norm, rel=1e-5)
         assert scales["params"] > 0
 
 

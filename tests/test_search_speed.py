@@ -10,6 +10,7 @@ threads, and a 1e-7 relative perturbation of the input moves them by 2.6% in flo
 kinks); so float32 is checked on the logits and the loss.
 """
 import copy
+import os
 
 import pytest
 import torch
@@ -23,6 +24,8 @@ from dcanas.search.searcher import autocast_for, optimizers, search_step
 from dcanas.search.supernet import SearchCell, SearchOptions, Supernet, SupernetConfig
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
+# the equality tests below run on the CPU; DCANAS_TEST_DEVICE=cuda runs them on a GPU (the forms were designed on a CPU)
+DEVICE = torch.device(os.environ.get("DCANAS_TEST_DEVICE", "cpu"))
 
 
 def _grads(module, extra=()):
@@ -33,17 +36,17 @@ def _grads(module, extra=()):
 @pytest.mark.parametrize("bottleneck", [4, 1], ids=["bottleneck", "no-bottleneck"])
 def test_fused_cell_equals_eager_in_float64(reduction, bottleneck):
     torch.manual_seed(0)
-    eager = SearchCell(8, 2, 4, DARTS_OPS, reduction, SearchOptions(bottleneck=bottleneck), True).double()
+    eager = SearchCell(8, 2, 4, DARTS_OPS, reduction, SearchOptions(bottleneck=bottleneck), True).double().to(DEVICE)
     assert eager.fused, "the DCA-NAS cell takes the fused path by default"
     fused = copy.deepcopy(eager)
     eager.fused = False
     results = []
     for cell in (eager, fused):
-        states = [torch.randn(4, 8, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(s)).requires_grad_()
+        states = [torch.randn(4, 8, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(s)).to(DEVICE).requires_grad_()
                   for s in (1, 2)]
-        w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), -1).requires_grad_()
+        w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), -1).to(DEVICE).requires_grad_()
         out = cell(states, w)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64).view_as(out)).sum().backward()
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64, device=DEVICE).view_as(out)).sum().backward()
         results.append((out.detach(), _grads(cell, [("w", w), ("s0", states[0]), ("s1", states[1])]),
                         {k: b.clone() for k, b in cell.named_buffers()}))
     (o0, g0, b0), (o1, g1, b1) = results
@@ -54,8 +57,8 @@ def test_fused_cell_equals_eager_in_float64(reduction, bottleneck):
     for k in b0:  # running statistics and batch counts, as each BN module's own forward leaves them
         torch.testing.assert_close(b1[k], b0[k], **TIGHT, msg=lambda m, k=k: f"buffer {k}: {m}")
     eager.eval(), fused.eval()  # eval mode: the fused batch norms use the modules' running statistics
-    x = [torch.randn(2, 8, 12, 12, dtype=torch.float64) for _ in range(2)]
-    w = torch.softmax(torch.randn(14, 8, dtype=torch.float64), -1)
+    x = [torch.randn(2, 8, 12, 12, dtype=torch.float64, device=DEVICE) for _ in range(2)]
+    w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, device=DEVICE), -1)
     torch.testing.assert_close(fused(x, w), eager(x, w), **TIGHT)
 
 
@@ -64,11 +67,11 @@ def _search_setup(root, dtype, batch=16):
     s_train, s_val = D.search_split(D.load_split("fashion-mnist", root.parent, train=True), 6 * batch, 0)
     batches = list(zip(D.batches(s_train, spec, batch, shuffle=False, drop_last=True),
                        D.batches(s_val, spec, batch, shuffle=False, drop_last=True)))
-    batches = [((xt.to(dtype), yt), (xv.to(dtype), yv)) for (xt, yt), (xv, yv) in batches]
+    batches = [((xt.to(DEVICE, dtype), yt.to(DEVICE)), (xv.to(DEVICE, dtype), yv.to(DEVICE))) for (xt, yt), (xv, yv) in batches]
     cfg = SearchConfig(dataset="fashion-mnist", C=8, cells=5, nodes=4, batch_size=batch, lr=0.025, eval_C=16, eval_layers=8,
                        budget=150_000.0, options=SearchOptions())
     torch.manual_seed(0)
-    return cfg, Supernet(supernet_config(cfg)).to(dtype), batches
+    return cfg, Supernet(supernet_config(cfg)).to(DEVICE, dtype), batches
 
 
 def _steps(model, cfg, batches, lean=True):
@@ -148,7 +151,7 @@ def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
     running statistics, in training and eval mode. The input is on a grid of halves, so pooling windows hold
     ties: a max pool's gradient must go to the same (first) maximum."""
     torch.manual_seed(0)
-    table = make().double()
+    table = make().double().to(DEVICE)
     fast = fast_ops.accelerate(copy.deepcopy(table))
     assert any(isinstance(m, fast_ops.FAST) for m in fast.modules())
     assert not any(isinstance(m, fast_ops.FAST) for m in table.modules())
@@ -157,10 +160,10 @@ def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
         results = []
         for m in (table, fast):
             m.train(mode == "train")
-            x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+            x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
             x = (x * 2).round().div(2).requires_grad_()
             y = m(x)
-            (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64).view_as(y)).sum().backward()
+            (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64, device=DEVICE).view_as(y)).sum().backward()
             results.append((y.detach(), x.grad, _grads(m), {k: b.clone() for k, b in m.named_buffers()}))
         (y0, gx0, g0, b0), (y1, gx1, g1, b1) = results
         torch.testing.assert_close(y1, y0, **TIGHT)

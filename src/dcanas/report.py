@@ -59,6 +59,43 @@ def plot_alphas(search: dict[str, Any], op_names: list[str], path: Path) -> Path
     return _save(fig, path)
 
 
+def plot_learning(search: dict[str, Any], path: Path) -> Path | None:
+    """What the search learned (search/learned.py): each edge's op-distribution entropy (share of uniform) over
+    the epochs, the share of the push on alpha that came from the loss and from each budget, and each edge's
+    margin between the chosen op and the runner-up at the end. None for a search recorded before these existed."""
+    epochs = [e for e in search["epochs"] if "learned" in e]
+    if not epochs:
+        return None
+    plt = _plt()
+    fig, (a, b, c) = plt.subplots(1, 3, figsize=(13, 3.4))
+    x = [e["epoch"] for e in epochs]
+    colors = {"normal": "tab:blue", "reduce": "tab:orange"}
+    for kind in epochs[-1]["learned"]:
+        n = len(epochs[-1]["learned"][kind]["entropy"])
+        for k in range(n):
+            a.plot(x, [e["learned"][kind]["entropy"][k] for e in epochs], color=colors.get(kind, "tab:blue"), lw=0.7, alpha=0.6,
+                   label=kind if k == 0 else None)
+    from .search.learned import SEPARATED_ENTROPY
+
+    a.axhline(SEPARATED_ENTROPY, color="k", ls=":", lw=1, label="separated below")
+    _label(a, "epoch", "entropy / uniform's", title="each edge's op distribution", legend=7)
+    shares = [e for e in epochs if e.get("gradient_share")]
+    for part in (shares[-1]["gradient_share"] if shares else {}):
+        b.plot([e["epoch"] for e in shares], [e["gradient_share"].get(part, 0.0) for e in shares], "o-", ms=3,
+               label="validation loss" if part == "loss" else f"budget: {part}")
+    b.set_ylim(0, 1.02)
+    _label(b, "epoch", "share of the alpha gradient", title="what pushed alpha (per-step norms, epoch mean)", legend=7)
+    last = epochs[-1]["learned"]
+    pos = 0
+    for kind, r in last.items():
+        m = r["margin"]
+        c.bar(range(pos, pos + len(m)), m, color=colors.get(kind, "tab:blue"), label=kind)
+        pos += len(m) + 1
+    _label(c, "edge", "p(chosen) - p(runner-up)", title="margin per edge at the end", legend=7)
+    fig.tight_layout()
+    return _save(fig, path)
+
+
 def _label(ax, xlabel: str, ylabel: str, title: str | None = None, legend: int | None = None) -> None:
     ax.set_xlabel(xlabel)
     ax.set_ylabel(ylabel)
@@ -85,14 +122,15 @@ def plot_constraint(search: dict[str, Any], path: Path) -> Path:
 def plot_training(train: dict[str, Any], path: Path) -> Path:
     plt = _plt()
     ep = train["epochs"]
-    x = [e["epoch"] for e in ep]
     fig, (a, b) = plt.subplots(1, 2, figsize=(10, 3.2))
     for key, label in (("train_acc", "train"), ("val_top1", "validation (chooses best.pt)"), ("test_top1", "test top-1")):
-        if all(e.get(key) is not None for e in ep):
-            a.plot(x, [e[key] for e in ep], "o-", label=label)
+        pts = [(e["epoch"], e[key]) for e in ep if e.get(key) is not None]
+        if pts:
+            a.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     _label(a, "epoch", "accuracy", legend=8)
     for key, label in (("train_loss", "train"), ("test_loss", "test")):
-        b.plot(x, [e[key] for e in ep], "o-", label=label)
+        pts = [(e["epoch"], e[key]) for e in ep if e.get(key) is not None]  # the test split may be scored every N epochs
+        b.plot([p[0] for p in pts], [p[1] for p in pts], "o-", label=label)
     _label(b, "epoch", "loss", legend=8)
     fig.tight_layout()
     return _save(fig, path)
@@ -274,11 +312,13 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
     figs = [
         ("The derived cells (genotype)", plot_genotype(genotype, d / "genotype.png")),
         ("Architecture weights over the search", plot_alphas(search, list(SPACE_OPS[genotype["space"]]), d / "alphas.png")),
+        ("What the search learned: entropy, what pushed alpha, margins", plot_learning(search, d / "learning.png")),
         ("Expected cost k_s against K', and lambda", plot_constraint(search, d / "constraint.png")),
         ("Retraining curves", plot_training(train, d / "training.png")),
         ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
         ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
     ]
+    figs = [(title, f) for title, f in figs if f is not None]
     if p.op_map:
         figs.append(("Where the time goes on the device: per cell and per edge (onnxruntime's node profile)",
                      plot_op_time(json.loads(run.path(p.op_map).read_text()), genotype, d / "op_time.png")))
@@ -331,6 +371,8 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                f"(K' = {metric_text(s.metric, s.K_prime)}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
                f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
                f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
+    if search["summary"].get("learned"):  # search/learned.py: whether the architecture weights separated
+        summary += f" Search (best seed): {search['summary']['learned']}."
     md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, ""]
     for title, tmd, _ in tables + [("Stages", smd, shtml)]:
         md += [f"## {title}", "", tmd, ""]

@@ -255,7 +255,8 @@ class Stages:
                             val_acc=best["val_acc"], under_budget=best["under_budget"], eval_config=best["eval_config"],
                             seeds=[{k: r[k] for k in ("seed", "val_acc", "derived_cost", "dir")} for r in results],
                             device_checks=checks)
-        say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {metric_text(best['metric'], best['derived_cost'])}")
+        say(f"best seed {best['seed']}: search-val acc {best['val_acc']:.3f}, derived {best['metric']} {metric_text(best['metric'], best['derived_cost'])}; "
+            f"architecture weights: {best.get('learned', 'not recorded')}")
         return out
 
     def _hold_latency(self, run: RunDir, search_cfg, best: dict[str, Any], say: Say) -> tuple[dict[str, Any], list[dict[str, Any]]]:

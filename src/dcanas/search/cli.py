@@ -54,6 +54,7 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=nonneg_int)
     p.add_argument("--lr", type=positive_float)
     p.add_argument("--arch-lr", type=positive_float)
+    p.add_argument("--warmup-epochs", type=nonneg_int, help="the first N epochs train the weights alone, alpha held (PC-DARTS)")
     p.add_argument("--lambda-lr", type=nonneg_float, help="lambda's step per unit of budget violation")
     p.add_argument("--lambda-step", choices=["fixed", "adaptive"], help="adaptive: the budget term's gradient is rescaled to "
                    "the loss gradient's norm, so lambda=1 weighs them equally (see README, lambda step)")
@@ -72,7 +73,6 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace):
     from .config import SearchConfig, apply_preset
-    from .supernet import SearchOptions
 
     cfg = apply_preset(SearchConfig(), args.preset)
     fields = dict(space=args.space, dataset=args.dataset, data_root=args.data_root, metric=args.metric,
@@ -80,12 +80,12 @@ def config_from_args(args: argparse.Namespace):
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
                   latency_model=args.latency_model, lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr,
                   lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
-                  derive=args.derive)
+                  derive=args.derive, warmup_epochs=args.warmup_epochs)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
-    opts = SearchOptions(weight_sharing=not args.no_weight_sharing,
-                         bottleneck=args.bottleneck if args.bottleneck is not None else 4,
-                         derived_cells=not args.no_derived_cells, constraint=not args.no_constraint,
-                         edge_weight=args.edge_weight or "2/j")
+    flags = dict(weight_sharing=False if args.no_weight_sharing else None, bottleneck=args.bottleneck,
+                 derived_cells=False if args.no_derived_cells else None, constraint=False if args.no_constraint else None,
+                 edge_weight=args.edge_weight)
+    opts = replace(cfg.options, **{k: v for k, v in flags.items() if v is not None})  # the preset's options, then the flags
     if opts.bottleneck < 1:
         raise UserError(f"--bottleneck must be >= 1 (1 disables it), got {opts.bottleneck}")
     return replace(cfg, options=opts)
@@ -123,6 +123,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"K_d={t(s['K_d'])}  K'={t(s['K_prime'])}  derived {cfg.metric}={t(s['derived_cost'])} "
           f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
           f"search-val acc={s['val_acc']:.3f}  -> {args.out}/genotype.json")
+    print(f"architecture weights: {s['learned']}")
     chosen = s["derivations"][cfg.derive]["cost"]
     for m, K in cfg.extra_budgets.items():
         print(f"also {m}: {metric_text(m, chosen[m])} of {metric_text(m, K)}" + (" (predicted for " + cfg.size_format + ")" if m == "model_size_kb" else ""))

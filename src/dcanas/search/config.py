@@ -44,12 +44,14 @@ class SearchConfig:
     arch_betas: tuple[float, float] = (0.5, 0.999)
     arch_weight_decay: float = 1e-3
     lambda_lr: float = 0.1
+    warmup_epochs: int = 0               # the first epochs train w alone, alpha and lambda held (PC-DARTS: 15 of 50)
     # fixed: eq. 4's term as written (lambda in units of the loss per unit of violation); adaptive: the term's
     # gradient rescaled to the loss gradient's norm (constraint.add_constraint_gradients)
     lambda_step: str = "fixed"
     rederive_every: int = 1
     options: SearchOptions = field(default_factory=SearchOptions)
     device: str = "auto"
+    fused: bool = True                   # the fused cells and search-time op forms (equal to the eager path; speed only)
     amp: bool = False
     # fill (default): the most probable genotype with the primary cost in [fill_fraction x K_d, K_d] and within every
     # budget (else the budget rule); budget: the most probable within every budget; argmax: the paper's rule
@@ -73,7 +75,12 @@ class SearchConfig:
 
 
 def apply_preset(cfg: SearchConfig, name: Optional[str]) -> SearchConfig:
-    return _apply_preset(cfg, SEARCH_PRESETS, name, "search")
+    """``cfg`` with a search preset's overrides; a preset's ``options`` (a dict, the table being torch-free) are merged
+    into the search options."""
+    options = SEARCH_PRESETS.get(name or "", {}).get("options")
+    table = {k: {f: v for f, v in p.items() if f != "options"} for k, p in SEARCH_PRESETS.items()}
+    cfg = _apply_preset(cfg, table, name, "search")
+    return replace(cfg, options=replace(cfg.options, **options)) if options else cfg
 
 
 def eval_config(cfg: SearchConfig) -> NetConfig:

@@ -157,28 +157,31 @@ def violation(k_s, target: float):
 
 
 def add_constraint_gradients(alphas: Sequence[torch.Tensor], violations: Mapping[str, torch.Tensor],
-                             lams: Mapping[str, float], adaptive: bool) -> dict[str, float]:
+                             lams: Mapping[str, float], adaptive: bool) -> tuple[dict[str, float], dict[str, float]]:
     """Eq. 4's term lambda * (k_s / K' - 1), summed over the budgets, added to the alpha gradients that
     the validation loss's backward left in ``.grad`` (the k_s graph is tiny, so this costs no second
     pass through the supernet). ``adaptive``: each term's gradient is first rescaled to the norm of the
     validation-loss gradient, so lambda = 1 weighs the budget as much as the loss whatever the units
     and magnitudes of k_s, and lambda's step is a fraction of that balance per unit of violation.
-    Returns each term's scale (1 when not adaptive)."""
+    Returns each term's scale (1 when not adaptive) and the norms of what each part added to the alpha
+    gradient (``loss``, then one per budget: lambda x scale x |grad|), from which the report takes the
+    budget's share of the push on alpha."""
     def norm(grads) -> float:
         return sum(float((g.double() ** 2).sum()) for g in grads if g is not None) ** 0.5
 
     g_loss = norm(a.grad for a in alphas)
-    scales = {}
+    scales, norms = {}, {"loss": g_loss}
     for m, v in violations.items():
         grads = torch.autograd.grad(v, list(alphas), allow_unused=True)
         g_norm = norm(grads)
         scales[m] = g_loss / g_norm if adaptive and g_norm > 0 else 1.0
+        norms[m] = lams[m] * scales[m] * g_norm
         for a, g in zip(alphas, grads):
             if g is None:
                 continue
             step = (lams[m] * scales[m] * g).to(a.dtype)
             a.grad = step if a.grad is None else a.grad + step
-    return scales
+    return scales, norms
 
 
 def update_lambda(lam: float, k_s: float, target: float, lr: float) -> float:

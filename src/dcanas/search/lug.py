@@ -24,7 +24,7 @@ from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
 # derivation rule: a LUG records what the arg-max derivation gives at each K').
-_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive")
+_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive", "fused")
 
 
 def default_cache_dir() -> Path:

@@ -25,6 +25,7 @@ from ..progress import step_bar
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
+from .learned import alpha_record, gradient_shares, separated, separation_note
 from .supernet import Supernet
 
 
@@ -56,7 +57,7 @@ class SearchResult:
 def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, train_batch: tuple[torch.Tensor, torch.Tensor],
                 val_batch: tuple[torch.Tensor, torch.Tensor], w_opt: torch.optim.Optimizer, a_opt: torch.optim.Optimizer,
                 targets: dict[str, float], lams: dict[str, float], autocast, world: int = 1,
-                lean: bool = True) -> tuple[dict[str, float], dict[str, float]]:
+                lean: bool = True, alpha: bool = True) -> tuple[dict[str, float], dict[str, float]]:
     """One bi-level first-order step (Algorithm 1): w on search-train, alpha on search-val with the
     Lagrangian terms (eq. 4, one per budgeted metric), then each lambda by projected gradient ascent.
     Returns the new lambdas and the step's statistics; the search loop and the search-cost benchmark
@@ -65,7 +66,9 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere).
     ``lean``: each pass computes only the gradients its optimizer steps (autograd skips the weights' kernels
     in the alpha pass: their gradients were computed and then discarded by the next step's zero_grad);
-    ``lean=False`` computes them all, as the step did before issue 17 (the benchmarks' eager baseline)."""
+    ``lean=False`` computes them all, as the step did before issue 17 (the benchmarks' eager baseline).
+    ``alpha=False`` (the warm-up epochs): w alone steps; the search-val batch is only scored, alpha and lambda
+    stay where they are."""
     (xt, yt), (xv, yv) = train_batch, val_batch
     weights, alphas = model.weight_parameters(), model.arch_parameters()  # listed once: a walk over ~800 modules
     # the record_function labels are the phases benchmarks/search_profile.py reports (no cost without a profiler)
@@ -77,6 +80,13 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
         nn.utils.clip_grad_norm_(weights, cfg.grad_clip)
         w_opt.step()
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
+    if not alpha:
+        with torch.no_grad(), autocast:
+            logits = model(xv)
+            val_loss = nn.functional.cross_entropy(logits, yv)
+        k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
+        stats.update(val_loss=float(val_loss) * len(yv), val_correct=int((logits.argmax(1) == yv).sum()), seen=len(yv), k_s=k_s)
+        return lams, stats
     # 2. alpha on search-val with the Lagrangian terms (eq. 4, summed over the budgets)
     a_opt.zero_grad(set_to_none=True)
     logits, val_loss = _pass(model, xv, yv, "alpha", weights if lean else [], autocast)
@@ -85,7 +95,9 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     with record_function("alpha.cost"):
         if cfg.options.constraint:  # eq. 4: + sum over budgets of lambda * (k_s / K' - 1), as gradients on alpha
             violations = {m: violation(cm.expected(model.alphas), targets[m]) for m, cm in cms.items()}
-            stats["scales"] = add_constraint_gradients(alphas, violations, lams, cfg.lambda_step == "adaptive")
+            stats["scales"], stats["norms"] = add_constraint_gradients(alphas, violations, lams, cfg.lambda_step == "adaptive")
+        else:  # the loss's push alone (its norm, for the report)
+            stats["norms"] = add_constraint_gradients(alphas, {}, lams, False)[1]
     with record_function("alpha.optimizer"):
         a_opt.step()
     # 3. each lambda, projected gradient ascent on the new alpha
@@ -140,14 +152,16 @@ def autocast_for(cfg: SearchConfig, device: torch.device):
 
 
 def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable[[], float], resume: bool = False,
-               progress: ProgressFn = _stderr, stop_after_steps: Optional[int] = None) -> SearchResult:
+               progress: ProgressFn = _stderr, stop_after_steps: Optional[int] = None, until: Optional[float] = None) -> SearchResult:
     """Search under the search budget ``K_prime``, writing ``genotype.json``, ``search.json`` and
     ``checkpoint.pt`` under ``out_dir``.
 
     ``K_prime`` is worked out by the caller (the LUG's lookup, a grid point, --search-budget); a
     callable is called once the budget, the output folder and the data were checked, so that a bad
     input is reported before a LUG warning. ``stop_after_steps`` ends the process abruptly
-    mid-epoch (for crash tests, like ``kill -9``).
+    mid-epoch (for crash tests, like ``kill -9``). ``until`` (a ``time.time()``): the search ends after the epoch
+    in which that moment passes and derives from the alphas it has (a time-limited machine); the summary
+    records the epochs it ran.
     """
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
@@ -174,7 +188,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     device = _device(cfg.device)
 
     torch.manual_seed(cfg.seed)
-    model = Supernet(supernet_config(cfg)).to(device)
+    model = Supernet(supernet_config(cfg)).to(device).set_fused(cfg.fused)
     w_opt, sched, a_opt = optimizers(model, cfg)
     lams, start_epoch, history, steps = {m: 0.0 for m in cms}, 0, [], []
     state = resume_state(ckpt_path, resume, {"config": cfg.to_json()}, "search")
@@ -208,14 +222,19 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
         targets = {**cfg.extra_budgets, cfg.metric: K_prime}  # K' for the primary budget (LUG); K_d for the others
         scales: dict[str, float] = {}
+        norms: list[dict[str, float]] = []
+        learn_alpha = epoch >= cfg.warmup_epochs  # the warm-up epochs train w alone (PC-DARTS)
         bar = step_bar(2 * n_steps * cfg.batch_size, f"search epoch {epoch + 1}/{cfg.epochs}")
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
             # every rank draws the same global batches (same generator) and takes its slice
             part = slice(rank * local, (rank + 1) * local)
             batch_t, batch_v = (xt[part].to(device), yt[part].to(device)), (xv[part].to(device), yv[part].to(device))
-            lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast, world)
+            lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast, world,
+                                   alpha=learn_alpha)
             k_s_all = st.pop("k_s")
             scales = st.pop("scales", scales)
+            if "norms" in st:
+                norms.append(st.pop("norms"))
             for key, v in st.items():
                 sums[key] += v
             steps.append([round(k_s_all[cfg.metric], 1), round(lams[cfg.metric], 6)])
@@ -235,6 +254,8 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                    val_loss=sums["val_loss"] / seen, val_acc=sums["val_correct"] / seen,
                    derived_cost=cm.derived(genotype), genotype=genotype.to_json(),
                    alphas={t: torch.softmax(a.detach().cpu(), -1).tolist() for t, a in model.alphas.items()},
+                   learned=alpha_record(cfg.space, model.alphas, model.op_names), alpha_steps=learn_alpha,
+                   gradient_share=gradient_shares(norms) if norms else {},
                    seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
         history.append(row)
         if rank:
@@ -246,6 +267,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
         progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={t(k_s)}  K'={t(K_prime)}  "
                  f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={t(row['derived_cost'])}")
+        if until is not None and world == 1 and time.time() > until and epoch + 1 < cfg.epochs:  # one process: no rank to agree with
+            progress(f"time limit reached: the search ends after epoch {epoch + 1} of {cfg.epochs}")
+            break
     return finish(cfg, out, model, cms, history, steps, K_prime, write=rank == 0)
 
 
@@ -282,6 +306,7 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
            K_prime: float, write: bool = True) -> SearchResult:
     cm = cms[cfg.metric]
     found = derivations(cfg, model, cms)
+    learned = alpha_record(cfg.space, model.alphas, model.op_names)
     genotype = found[cfg.derive].genotype
     cost = network_cost(genotype, cm.eval_cfg)
     derived = metric_round(cfg.metric, cm.derived(genotype))
@@ -291,9 +316,11 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
                    **{f"derived_{m}": metric_round(m, cms[m].derived(genotype)) for m in cms if m not in ("params", "flops")},
                    under_budget=all(cms[m].derived(genotype) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
+                   separated=separated(learned), learned=separation_note(learned),
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),
                    derivations={k: d.to_json() for k, d in found.items()},
-                   seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()))
+                   seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()),
+                   epochs_run=len(history))
     if write:
         write_json(out / "genotype.json", genotype.to_json())
         write_json(out / "search.json", dict(config=cfg.to_json(), summary=summary, epochs=history, steps=steps))

@@ -50,6 +50,7 @@ class TrainConfig:
     subset: Optional[int] = None         # first N training images (quick runs)
     test_subset: Optional[int] = None
     val_fraction: float = 0.1            # held out of the training images to choose best.pt (never the test split)
+    test_every: int = 1                  # the test split is scored every N epochs and after the last (0: the last only)
     seed: int = 0
     device: str = "auto"
 
@@ -216,7 +217,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         if world > 1:
             for t in (loss_sum, correct, seen):
                 dist.all_reduce(t)
-        ev = evaluate(model, test_data, spec, device=device, rank=rank, world=world)
+        last = epoch + 1 == cfg.epochs
+        tested = last or (cfg.test_every > 0 and (epoch + 1) % cfg.test_every == 0)
+        ev = evaluate(model, test_data, spec, device=device, rank=rank, world=world) if tested else \
+            dict(loss=None, top1=None, top5=None)
         val = evaluate(model, val_data, spec, device=device, rank=rank, world=world)["top1"] if len(val_data) else None
         row = dict(epoch=epoch + 1, lr=lr, train_loss=float(loss_sum) / max(int(seen), 1),
                    train_acc=int(correct) / max(int(seen), 1), val_top1=val, test_loss=ev["loss"], test_top1=ev["top1"],
@@ -231,8 +235,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
                                        sched=sched.state_dict(), rng=torch.get_rng_state(), history=history, best=best,
                                        epoch=epoch + 1))
             write_json(out / "train.json", dict(config=cfg.to_json(), meta=meta, world=world, epochs=history))
+            test = f"test top1={row['test_top1']:.4f} top5={row['test_top5']:.4f}" if tested else f"val top1={val or 0:.4f}"
             progress(f"epoch {epoch + 1}/{cfg.epochs}  lr={lr:.4f}  train loss={row['train_loss']:.3f} acc={row['train_acc']:.3f}  "
-                     f"test top1={row['test_top1']:.4f} top5={row['test_top5']:.4f}  {row['seconds']:.1f}s")
+                     f"{test}  {row['seconds']:.1f}s")
     if world > 1:
         dist.barrier()
     params = sum(p.numel() for n, p in model.named_parameters() if not n.startswith("auxiliary_head"))

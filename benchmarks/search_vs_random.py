@@ -1,0 +1,480 @@
+"""Does the search earn its keep (issue 34)? At one budget, the networks of several search seeds against random
+networks of the same budget, every one retrained with one recipe and tested on the whole test set.
+
+Arms, each at the budget K_d (params of the preset's evaluation network):
+  dcanas    the search as shipped: eq. 4's Lagrangian in the objective, K' = K_d, the fill derivation
+  lambda0   the same search with lambda held at 0 (no constraint in the objective): the budget is enforced by
+            the fill derivation alone
+  argmax    the paper's arg-max derivation of the dcanas searches, where it lands within the budget
+  random    genotypes of the space's random distribution kept when their cost is in the fill window
+            [fill_fraction x K_d, K_d], the window the fill derivation chooses from
+  naswot    the --proxy-top networks with the highest NASWOT score at initialisation among --proxy-pool random
+            networks of the same window (a zero-cost proxy: no training)
+The first --rank-networks random networks are trained with a second seed: the Spearman between the two seeds'
+test accuracies says whether the recipe can rank networks at all. The difference of each arm's mean to the
+random arm's has a 95% Welch interval.
+
+    python benchmarks/search_vs_random.py [--preset cpu-search] [--budget 200k] [--seeds 3] [--random 8] [--jobs 2]
+        [--variant NAME=JSON] [--train-epochs E] [--train-subset N] [--device cpu] [--work DIR] [--out FILE.md] [--deadline S]
+
+Every search and training keeps its result under --work (default benchmarks/.search-vs-random/NAME): a rerun
+resumes, skipping what is done. The table goes to --out (default benchmarks/search_vs_random.last.md, with a
+.json and a .png of the accuracies beside it).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import random
+import signal
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import replace
+from multiprocessing import get_context
+from pathlib import Path
+from typing import Any, Callable
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HERE = Path(__file__).resolve().parent
+ARMS = ["dcanas", "lambda0", "argmax", "random", "naswot"]  # --variant adds searched arms after lambda0
+
+
+# ---- jobs (each in a worker process) ------------------------------------------------------------
+
+def _search_job(cfg_json: dict, run_dir: str, threads: int, until: float | None) -> dict:
+    import torch
+
+    from dcanas.search.config import SearchConfig
+    from dcanas.search.searcher import run_search
+
+    torch.set_num_threads(threads)
+    t0 = time.time()
+    resume = (Path(run_dir) / "checkpoint.pt").exists()
+    s = run_search(SearchConfig.from_json(cfg_json), run_dir, cfg_json["budget"], resume=resume, progress=lambda m: None,
+                   until=until).summary
+    hist = json.loads((Path(run_dir) / "search.json").read_text())["epochs"]
+    return dict(derivations=s["derivations"], val_acc=s["val_acc"], separated=s["separated"], learned=s["learned"],
+                search_seconds=sum(r["seconds"] for r in hist), wall_seconds=time.time() - t0, epochs_run=len(hist),
+                final_lambda=hist[-1]["lambda"], final_k_s=hist[-1]["k_s"], gradient_share=hist[-1].get("gradient_share", {}))
+
+
+def _train_job(train_json: dict, genotype: dict, seed: int, run_dir: str, threads: int) -> dict:
+    import torch
+
+    from dcanas.train.trainer import TrainConfig, train
+
+    torch.set_num_threads(threads)
+    cfg = replace(TrainConfig(**train_json), genotype=genotype, seed=seed)
+    t0 = time.time()
+    r = train(cfg, run_dir, resume=(Path(run_dir) / "checkpoint.pt").exists(), progress=lambda m: None)
+    last = r["history"][-1]
+    return dict(test_top1=last["test_top1"], train_seconds=sum(h["seconds"] for h in r["history"]), wall_seconds=time.time() - t0)
+
+
+# ---- the plan ---------------------------------------------------------------------------------
+
+def _cost_fn(cfg) -> Callable:
+    from dcanas.search.config import cost_model
+
+    cm = cost_model(cfg)
+    return lambda g: cm.derived(g)
+
+
+def _probe_step(cfg, steps: int = 4) -> float:
+    """Seconds per search step of ``cfg``'s supernet on its device in this process (median of ``steps`` after two warm-up
+    steps, random inputs of the dataset's shape): what --search-seconds sizes the searches with."""
+    import statistics
+
+    import torch
+
+    from dcanas import datasets as D
+    from dcanas.search.config import cost_models, supernet_config
+    from dcanas.search.searcher import autocast_for, optimizers, search_step
+    from dcanas.search.supernet import Supernet
+
+    device = torch.device(cfg.device)
+    spec = D.get_spec(cfg.dataset)
+    model = Supernet(supernet_config(cfg)).to(device).set_fused(cfg.fused)
+    cms = cost_models(cfg)
+    w_opt, _, a_opt = optimizers(model, cfg)
+    x = torch.randn(cfg.batch_size, spec.in_channels, spec.size, spec.size, device=device)
+    y = torch.randint(0, spec.num_classes, (cfg.batch_size,), device=device)
+    lams, times = {m: 0.0 for m in cms}, []
+    for i in range(steps + 2):
+        t0 = time.perf_counter()
+        lams, _ = search_step(model, cms, cfg, (x, y), (x, y), w_opt, a_opt, {cfg.metric: cfg.budget}, lams, autocast_for(cfg, device))
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        if i >= 2:
+            times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def _naswot_pool(cfg, train_cfg, genotypes: list, device: str, batch: int = 64) -> list[float]:
+    """The NASWOT score of each genotype's evaluation network at initialisation, on one batch of training images."""
+    import torch
+
+    from dcanas import datasets as D
+    from dcanas.search.baselines import naswot_score
+    from dcanas.train.trainer import build_model
+
+    spec = D.get_spec(cfg.dataset)
+    data = D.load_split(cfg.dataset, cfg.data_root, train=True)
+    x, _ = next(iter(D.batches(data.subset(slice(0, batch)), spec, batch, shuffle=False)))
+    scores = []
+    for i, g in enumerate(genotypes):
+        torch.manual_seed(i)
+        model, _ = build_model(replace(train_cfg, genotype=g.to_json()), spec)
+        scores.append(naswot_score(model.to(device), x.to(device)))
+    return scores
+
+
+def welch(a: list[float], b: list[float]) -> dict[str, float]:
+    """mean(a) - mean(b) with its standard error and 95% Welch interval."""
+    from scipy import stats
+
+    ma, mb = sum(a) / len(a), sum(b) / len(b)
+    va = sum((x - ma) ** 2 for x in a) / (len(a) - 1) if len(a) > 1 else math.nan
+    vb = sum((x - mb) ** 2 for x in b) / (len(b) - 1) if len(b) > 1 else math.nan
+    se2 = va / len(a) + vb / len(b)
+    df = se2 ** 2 / ((va / len(a)) ** 2 / (len(a) - 1) + (vb / len(b)) ** 2 / (len(b) - 1)) if se2 > 0 else math.nan
+    t = float(stats.t.ppf(0.975, df)) if df == df else math.nan
+    d = ma - mb
+    return dict(diff=d, se=math.sqrt(se2), lo=d - t * math.sqrt(se2), hi=d + t * math.sqrt(se2), df=df)
+
+
+def mean_se(v: list[float]) -> tuple[float, float]:
+    m = sum(v) / len(v)
+    s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v)) if len(v) > 1 else math.nan
+    return m, s
+
+
+def digest(*parts: Any) -> str:
+    """A short key for a job's inputs: a training is the same job in every run with the same genotype, recipe and
+    seed (the random arms are shared by runs that differ only in the search)."""
+    import hashlib
+
+    return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
+
+
+class Work:
+    """Results kept as one JSON file per job under ``root``; a job whose file exists is not run again."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        (root / "results").mkdir(parents=True, exist_ok=True)
+
+    def result(self, key: str) -> dict | None:
+        p = self.root / "results" / f"{key}.json"
+        return json.loads(p.read_text()) if p.is_file() else None
+
+    def keep(self, key: str, value: dict) -> None:
+        from dcanas.io import write_json
+
+        write_json(self.root / "results" / f"{key}.json", value)
+
+
+def main() -> int:  # noqa: C901 (one plan, read top to bottom)
+    from dcanas.nets.cost import network_cost
+    from dcanas.nets.genotype import genotype_from_json
+    from dcanas.presets import RUN_PRESETS
+    from dcanas.search.baselines import random_within
+    from dcanas.search.config import SearchConfig, apply_preset, eval_config
+    from dcanas.train.trainer import TrainConfig
+    from dcanas.train.trainer import apply_preset as train_preset
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--preset", default="cpu-search", choices=list(RUN_PRESETS), help="run preset: search and training presets")
+    p.add_argument("--budget", type=float, default=200_000, help="K_d in params")
+    p.add_argument("--seeds", type=int, default=3, help="search seeds per searched arm")
+    p.add_argument("--random", type=int, default=8, help="random networks in the window")
+    p.add_argument("--proxy-pool", type=int, default=50, help="random networks scored by NASWOT")
+    p.add_argument("--proxy-top", type=int, default=3, help="of which the best-scored are trained")
+    p.add_argument("--rank-networks", type=int, default=6, help="random networks trained with a second seed (Spearman)")
+    p.add_argument("--arms", default="dcanas,lambda0", help="the searched arms to run (argmax comes with dcanas)")
+    p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON", help="one more searched arm: the shipped search "
+                   "with these overrides, e.g. 'nd={\"options\": {\"derived_cells\": false}, \"warmup_epochs\": 5}'")
+    p.add_argument("--search-epochs", type=int, help="override the search preset's epochs")
+    p.add_argument("--search-subset", type=int, help="override the search preset's image subset (0: all)")
+    p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
+                   help="another search option for both searched arms (JSON value), e.g. warmup_epochs=5")
+    p.add_argument("--search-seconds", type=float, help="time one search step on the device first and run as many of the "
+                   "preset's epochs as fit this many seconds (warm-up scaled to a third)")
+    p.add_argument("--share", type=float, default=0.35, help="with --search-seconds: the slowdown of a search per other search "
+                   "running beside it (a GPU's launch-bound searches overlap)")
+    p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE", help="another training option (JSON value), "
+                   "e.g. cutout=0")
+    p.add_argument("--train-epochs", type=int, help="override the training preset's epochs")
+    p.add_argument("--train-subset", type=int, help="override the training preset's images (0: all)")
+    p.add_argument("--random-seed", type=int, default=0)
+    p.add_argument("--jobs", type=int, default=2, help="searches and trainings at a time, each its own process")
+    p.add_argument("--threads", type=int, help="torch threads per job (default: CPUs / jobs)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--data-root", default="data")
+    p.add_argument("--work", help="results and run folders (default benchmarks/.search-vs-random/<preset>-<budget>)")
+    p.add_argument("--out", default=str(HERE / "search_vs_random.last.md"))
+    p.add_argument("--deadline", type=float, help="seconds: then stop the running and queued jobs and write the table of what "
+                   "finished (for a time-limited machine)")
+    p.add_argument("--plan", action="store_true", help="print the plan (networks, windows, jobs) and stop")
+    args = p.parse_args()
+
+    variants = {n: json.loads(v) for n, v in (kv.split("=", 1) for kv in args.variant)}
+    if any("-" in n or n in ARMS for n in variants):
+        p.error("a --variant NAME has no \"-\" and is not an arm's name")
+    s_preset, t_preset = RUN_PRESETS[args.preset]
+    cfg = apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root, device=args.device, budget=args.budget),
+                       s_preset)
+    if args.search_epochs:
+        cfg = replace(cfg, epochs=args.search_epochs)
+    if args.search_subset is not None:
+        cfg = replace(cfg, subset=args.search_subset or None)
+    for k, v in (kv.split("=", 1) for kv in args.search):
+        v = json.loads(v)
+        cfg = replace(cfg, options=replace(cfg.options, **v)) if k == "options" else replace(cfg, **{k: v})
+    net = eval_config(cfg)
+    train_cfg = replace(train_preset(TrainConfig(dataset=cfg.dataset, data_root=args.data_root, device=args.device), t_preset),
+                        C=net.C, layers=net.layers, test_subset=None, test_every=0)  # the whole test set, after the last epoch
+    if args.train_epochs:
+        train_cfg = replace(train_cfg, epochs=args.train_epochs)
+    if args.train_subset is not None:
+        train_cfg = replace(train_cfg, subset=args.train_subset or None)
+    train_cfg = replace(train_cfg, **{k: json.loads(v) for k, v in (kv.split("=", 1) for kv in args.train)})
+    threads = args.threads or max(1, (os.cpu_count() or 1) // args.jobs)
+    work = Work(Path(args.work or HERE / ".search-vs-random"))
+    lo, hi = cfg.fill_fraction * cfg.budget, cfg.budget
+    cost = _cost_fn(cfg)
+    t_start = time.time()
+
+    # the networks that need no search: random and NASWOT-ranked, drawn once and kept
+    drawn_key = "drawn-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, args.random, args.proxy_pool)
+    drawn = work.result(drawn_key)
+    if drawn is None:
+        t0 = time.time()
+        rnd = random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed), args.random, cfg.nodes)
+        pool = random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed + 1), args.proxy_pool, cfg.nodes)
+        scores = _naswot_pool(cfg, train_cfg, pool, args.device)
+        drawn = dict(random=[g.to_json() for g in rnd], pool=[g.to_json() for g in pool], scores=scores,
+                     naswot_seconds=time.time() - t0)
+        work.keep(drawn_key, drawn)
+    if "random_scores" not in drawn:  # the proxy on the random arm too: does it rank the networks the recipe trains?
+        drawn["random_scores"] = _naswot_pool(cfg, train_cfg, [genotype_from_json(g) for g in drawn["random"]], args.device)
+        work.keep(drawn_key, drawn)
+    top = sorted(range(len(drawn["pool"])), key=lambda i: -drawn["scores"][i])[:args.proxy_top]
+
+    # networks: name -> (arm, genotype json); searched ones are added as their searches finish
+    networks: dict[str, dict[str, Any]] = {}
+    for i, g in enumerate(drawn["random"]):
+        networks[f"random-{i}"] = dict(arm="random", genotype=g, naswot=drawn["random_scores"][i])
+    for rank, i in enumerate(top):
+        networks[f"naswot-{rank}"] = dict(arm="naswot", genotype=drawn["pool"][i], naswot=drawn["scores"][i])
+    searched = {"dcanas": cfg, "lambda0": replace(cfg, options=replace(cfg.options, constraint=False))}
+    for name, over in variants.items():  # --variant: the shipped search with other options, its own arm
+        searched[name] = replace(cfg, **{k: v for k, v in over.items() if k != "options"},
+                                 options=replace(cfg.options, **over.get("options", {})))
+        ARMS.insert(ARMS.index("argmax"), name)
+    searched = {a: c for a, c in searched.items() if a in args.arms.split(",") or a in variants}
+    if args.search_seconds:  # a time-limited machine: every arm gets as many epochs (up to the preset's) as the slowest fits
+        probes = {a: _probe_step(c) for a, c in searched.items() if a != "lambda0"}  # lambda0 steps as dcanas does
+        n_steps = (cfg.subset or 60_000) // 2 // cfg.batch_size
+        slow = max(1.0, len(searched) * args.seeds * args.share)
+        epochs = max(1, min(cfg.epochs, int(args.search_seconds / (max(probes.values()) * n_steps * slow))))
+        searched = {a: replace(c, epochs=epochs, warmup_epochs=min(c.warmup_epochs, epochs // 3)) for a, c in searched.items()}
+        print(f"search step (one process): {', '.join(f'{a} {1000 * t:.0f} ms' for a, t in probes.items())}; {n_steps} steps an "
+              f"epoch, {len(searched) * args.seeds} searches at {slow:.1f}x: {epochs} of {cfg.epochs} epochs fit {args.search_seconds:.0f} s",
+              flush=True)
+        cfg = searched.get("dcanas", cfg)
+    searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in range(args.seeds)}
+    search_key = {k: "search-" + digest({**c.to_json(), "data_root": None, "device": None}) for k, c in searches.items()}
+    second_seed = {f"random-{i}" for i in range(min(args.rank_networks, args.random))}
+
+    def add_searched(key: str, res: dict) -> None:
+        arm = key.split("-")[0]
+        networks[f"{key}"] = dict(arm=arm, genotype=res["derivations"][cfg.derive]["genotype"], search=key)
+        if arm == "dcanas":
+            am = res["derivations"]["argmax"]
+            if am["cost"][cfg.metric] <= cfg.budget:
+                networks[f"argmax-{key.split('-')[1]}"] = dict(arm="argmax", genotype=am["genotype"], search=key)
+
+    recipe = {**train_cfg.to_json(), "data_root": None, "device": None}
+
+    def train_keys(name: str) -> list[tuple[str, int]]:
+        return [("train-" + digest(networks[name]["genotype"], recipe, t), t) for t in ((0, 1) if name in second_seed else (0,))]
+
+    if args.plan:
+        print(f"search: {cfg.to_json()}\ntraining: {train_cfg.to_json()}\nwindow {lo:,.0f} .. {hi:,.0f}; "
+              f"{len(searches)} searches, {len(networks)} networks without search; {args.jobs} jobs x {threads} threads; work {work.root}")
+        return 0
+
+    log = lambda m: print(f"[{time.time() - t_start:7.0f}s] {m}", flush=True)  # noqa: E731
+    # one queue, dispatched a job at a time as workers free up: the searches first, then the first network of every
+    # arm before the second of any (so a run stopped by --deadline still has every arm), the second seeds last
+    queue: list[tuple[tuple, str, str, Callable, tuple]] = []
+    arm_count: dict[str, int] = {}
+
+    def enqueue_training(name: str) -> None:
+        arm = networks[name]["arm"]
+        arm_count[arm] = arm_count.get(arm, 0) + 1
+        for key, t in train_keys(name):
+            if work.result(key) is None:
+                job = (_train_job, (train_cfg.to_json(), networks[name]["genotype"], t, str(work.root / "runs" / key), threads))
+                queue.append(((1 + 100 * t, arm_count[arm], ARMS.index(arm)), "train", key, *job))
+
+    for key, scfg in searches.items():  # the searched networks' trainings wait for their searches
+        res = work.result(search_key[key])
+        if res is None:
+            until = t_start + args.search_seconds * 1.25 if args.search_seconds else None  # --search-seconds: a time box
+            queue.append(((0, len(queue), 0), "search", key, _search_job, (scfg.to_json(), str(work.root / "runs" / search_key[key]), threads, until)))
+        else:
+            add_searched(key, res)
+    for name in list(networks):
+        enqueue_training(name)
+    stopped = 0
+    pending: dict[Future, tuple[str, str]] = {}
+    pool_ex = ProcessPoolExecutor(args.jobs, mp_context=get_context("spawn"))
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # a kill ends the workers too (below), not only this process
+    try:
+        while queue or pending:
+            if args.deadline and time.time() - t_start > args.deadline:
+                stopped = len(queue) + len(pending)
+                log(f"deadline of {args.deadline:.0f} s: {len(pending)} running and {len(queue)} queued jobs stopped")
+                break
+            queue.sort(key=lambda j: j[0])
+            while queue and len(pending) < args.jobs:
+                _, kind, key, fn, fargs = queue.pop(0)
+                pending[pool_ex.submit(fn, *fargs)] = (kind, key)
+            done, _ = wait(list(pending), timeout=30, return_when=FIRST_COMPLETED)
+            for f in done:
+                kind, key = pending.pop(f)
+                res = f.result()
+                work.keep(search_key[key] if kind == "search" else key, res)
+                if kind == "search":
+                    before = set(networks)
+                    add_searched(key, res)
+                    for name in sorted(set(networks) - before):
+                        enqueue_training(name)
+                    log(f"search {key}: {res['search_seconds']:.0f} s, search-val acc {res['val_acc']:.3f}; {res['learned']}")
+                else:
+                    log(f"{key}: test top-1 {100 * res['test_top1']:.2f}% ({res['train_seconds']:.0f} s); "
+                        f"{len(pending) + len(queue)} jobs left")
+    except BaseException:  # ^C or a failed job: stop the others too
+        stopped = stopped or 1
+        raise
+    finally:
+        if stopped:  # the executor has no verb for running jobs: end their processes
+            for proc in list(getattr(pool_ex, "_processes", {}).values()):
+                proc.terminate()
+        pool_ex.shutdown(wait=True, cancel_futures=True)
+    wall = time.time() - t_start
+
+    # ---- the table -------------------------------------------------------------------------------
+    rows = []
+    for name, n in networks.items():
+        g = genotype_from_json(n["genotype"])
+        c = network_cost(g, net)
+        accs = [a for a in (work.result(k) for k, _ in train_keys(name)) if a is not None]
+        if not accs:
+            continue  # not trained before the deadline
+        rows.append(dict(name=name, arm=n["arm"], params=c.params, macs=c.flops, top1=accs[0]["test_top1"],
+                         top1_seed1=accs[1]["test_top1"] if len(accs) > 1 else None, naswot=n.get("naswot"),
+                         train_seconds=sum(a["train_seconds"] for a in accs), search=n.get("search"), genotype=n["genotype"]))
+    by_arm = {a: [r for r in rows if r["arm"] == a] for a in ARMS}
+    rnd = [100 * r["top1"] for r in by_arm["random"]]
+    search_res = {k: r for k in searches if (r := work.result(search_key[k])) is not None}
+    summary = {}
+    for a in ARMS:
+        v = [100 * r["top1"] for r in by_arm[a]]
+        if not v:
+            continue
+        m, se = mean_se(v)
+        secs = sum(r["train_seconds"] for r in by_arm[a])
+        if a in searched:
+            secs += sum(s["search_seconds"] for k, s in search_res.items() if k.startswith(a))
+        if a == "naswot":
+            secs += drawn["naswot_seconds"]
+        summary[a] = dict(n=len(v), mean=m, se=se, seconds=secs, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
+    from dcanas.latency.model import agreement
+
+    pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
+    spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
+    seed_diff = [abs(a - b) * 100 for a, b in pairs]
+    pool_scores = drawn["scores"]
+
+    lines = [f"# Search vs random at K_d = {cfg.budget:,.0f} params ({args.preset}, {cfg.dataset}, device {args.device})", "",
+             f"Search ({s_preset}): C={cfg.C}, {cfg.cells} cells, batch {cfg.batch_size}, {cfg.epochs} epochs "
+             f"({cfg.warmup_epochs} warm-up), subset {cfg.subset or 'all'}, arch lr {cfg.arch_lr:g}, lambda lr {cfg.lambda_lr:g}, "
+             f"K' = K_d, derivation {cfg.derive}, derived cells {cfg.options.derived_cells}, bottleneck {cfg.options.bottleneck}; "
+             f"evaluation network C={net.C}, {net.layers} cells. Fill window {lo:,.0f} .. {hi:,.0f} params."
+             + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in variants.items()),
+             f"Training (one recipe for every network): {train_cfg.epochs} epochs on {train_cfg.subset or 'all'} training images "
+             f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine, cutout "
+             f"{train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; test top-1 on the whole "
+             f"test set after the last epoch. {args.jobs} jobs x {threads} threads; wall time of this run {wall / 60:.1f} min "
+             f"(results kept in {work.root})." + (f" Stopped at the --deadline of {args.deadline:.0f} s with {stopped} jobs "
+                                                  "unfinished: the arms hold what finished." if stopped else ""), "",
+             "| network | arm | params | MACs | test top-1 (seed 0) | seed 1 | NASWOT | search-val acc | alphas separated |",
+             "|---|---|---:|---:|---:|---:|---:|---:|---|"]
+    for r in sorted(rows, key=lambda r: (ARMS.index(r["arm"]), r["name"])):
+        s = search_res.get(r["search"] or "", None)
+        lines.append(f"| {r['name']} | {r['arm']} | {r['params']:,} | {r['macs']:,} | {100 * r['top1']:.2f}% | "
+                     + (f"{100 * r['top1_seed1']:.2f}%" if r["top1_seed1"] is not None else "") + " | "
+                     + (f"{r['naswot']:.1f}" if r["naswot"] is not None else "") + " | "
+                     + (f"{s['val_acc']:.3f} | {'yes' if s['separated'] else 'no'}" if s else " | ") + " |")
+    lines += ["", "| arm | networks | mean test top-1 | std. error | mean - random (points) | 95% interval | wall time (search + training) |",
+              "|---|---:|---:|---:|---:|---|---:|"]
+    for a, s in summary.items():
+        w = s.get("vs_random")
+        lines.append(f"| {a} | {s['n']} | {s['mean']:.2f}% | {s['se']:.2f} | " + (f"{w['diff']:+.2f} | [{w['lo']:+.2f}, {w['hi']:+.2f}]" if w else " | ")
+                     + f" | {s['seconds'] / 60:.1f} min |")
+    lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {spearman:.3f} between the seeds' "
+              f"test top-1; mean |seed 0 - seed 1| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
+              f"NASWOT pool: {len(pool_scores)} random networks of the window, scores {min(pool_scores):.1f} .. {max(pool_scores):.1f}; "
+              f"the top {args.proxy_top} trained."]
+    lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
+              f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
+    nw = [(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None]
+    rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random"]
+    if len(rk) >= 3:
+        lines.append(f"NASWOT against test top-1 over the random networks: Spearman "
+                     f"{agreement([a for a, _ in rk], [b for _, b in rk]).get('spearman', math.nan):.3f}.")
+    verdict = summary.get("dcanas", {}).get("vs_random")
+    if verdict:
+        lines.append(f"Outcome: the shipped search {'beats' if verdict['lo'] > 0 else 'does not beat'} the random networks: "
+                     f"{verdict['diff']:+.2f} points, 95% interval [{verdict['lo']:+.2f}, {verdict['hi']:+.2f}].")
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out = Path(args.out)
+    out.write_text(text)
+    out.with_suffix(".json").write_text(json.dumps(dict(search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary,
+                                                         spearman=spearman, searches=search_res, naswot_pool=nw, wall_seconds=wall,
+                                                         jobs=args.jobs, threads=threads), indent=1))
+    _plot(rows, out.with_suffix(".png"), cfg.budget)
+    return 0
+
+
+def _plot(rows: list[dict], path: Path, budget: float) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(7, 3.6))
+    for x, a in enumerate(ARMS):
+        v = [100 * r["top1"] for r in rows if r["arm"] == a]
+        if not v:
+            continue
+        ax.scatter([x + 0.08 * (i - len(v) / 2) / max(len(v), 1) * 4 for i in range(len(v))], v, s=28)
+        ax.hlines(sum(v) / len(v), x - 0.3, x + 0.3, color="k")
+    ax.set_xticks(range(len(ARMS)), ARMS)
+    ax.set_ylabel("test top-1 (%)")
+    ax.set_title(f"networks at K_d = {budget:,.0f} params: one dot per network, bar = arm mean", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

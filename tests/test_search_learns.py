@@ -1,0 +1,182 @@
+"""Whether a search learned (search/learned.py), the warm-up, and what a search is measured against
+(search/baselines.py: random genotypes of the same budget, the NASWOT proxy; benchmarks/search_vs_random.py)."""
+import json
+import math
+import random
+import subprocess
+import sys
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+import torch
+
+from dcanas.nets.ops import SPACE_OPS
+from dcanas.search.baselines import naswot_score, random_within
+from dcanas.search.config import SearchConfig, apply_preset, cost_model
+from dcanas.search.learned import SEPARATED_ENTROPY, alpha_record, edge_entropy, edge_margin, edge_probs, gradient_shares, separated
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _tiny(**kw) -> SearchConfig:
+    cfg = apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny")
+    lo, hi = cost_model(cfg).feasible_range()
+    return replace(cfg, budget=lo + 0.5 * (hi - lo), **kw)
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_entropy_and_margin_of_known_distributions(space):
+    ops = SPACE_OPS[space]
+    usable = [k for k, o in enumerate(ops) if not (space == "darts" and o == "none")]
+    n = len(usable)
+    uniform = torch.zeros(3, len(ops))
+    peaked = torch.zeros(3, len(ops))
+    peaked[:, usable[0]] = math.log(n - 1)  # p = (n-1) / (2n - 2) = 0.5 on one op, the rest equal
+    for alpha, h_expected, m_expected in ((uniform, 1.0, 0.0), (peaked, None, 0.5 - 0.5 / (n - 1))):
+        p = edge_probs(space, alpha, ops)
+        assert p.shape == (3, n) and torch.allclose(p.sum(-1), torch.ones(3, dtype=p.dtype))
+        h = edge_entropy(p)
+        if h_expected is None:  # one op at 0.5, n-1 at 0.5/(n-1): H = log 2 + 0.5 log(n-1)
+            h_expected = (math.log(2) + 0.5 * math.log(n - 1)) / math.log(n)
+        assert h == pytest.approx([h_expected] * 3, abs=1e-4)
+        assert edge_margin(p) == pytest.approx([m_expected] * 3, abs=1e-4)
+    assert not separated(alpha_record(space, {"normal": uniform}, ops))
+    assert separated(alpha_record(space, {"normal": peaked}, ops)) == (h_expected < SEPARATED_ENTROPY)
+
+
+def test_gradient_shares_average_the_steps():
+    shares = gradient_shares([{"loss": 3.0, "params": 1.0}, {"loss": 1.0, "params": 1.0}])
+    assert shares == pytest.approx({"loss": (0.75 + 0.5) / 2, "params": (0.25 + 0.5) / 2})
+    assert gradient_shares([{"loss": 0.0}]) == {"loss": 0.0}
+
+
+@pytest.mark.slow
+def test_zero_alpha_steps_say_the_weights_did_not_separate(tmp_path, fashion_root):
+    """A search whose every epoch is warm-up never moves alpha or lambda: its summary line says the network was chosen
+    by the budget, and the epochs record entropy 1 and no gradient shares."""
+    from dcanas.search.searcher import run_search
+
+    cfg = _tiny(data_root=str(fashion_root), epochs=2, warmup_epochs=2)
+    res = run_search(cfg, tmp_path / "s", cfg.budget, progress=lambda m: None)
+    s = res.summary
+    assert not s["separated"] and "did not separate" in s["learned"] and "chosen by the budget" in s["learned"]
+    hist = json.loads((tmp_path / "s" / "search.json").read_text())["epochs"]
+    assert [e["lambda"] for e in hist] == [0.0, 0.0] and [e["alpha_steps"] for e in hist] == [False, False]
+    assert all(e["gradient_share"] == {} for e in hist)
+    assert all(h == pytest.approx(1.0, abs=1e-4) for e in hist for r in e["learned"].values() for h in r["entropy"])
+    assert hist[0]["alphas"] == hist[1]["alphas"]  # untouched by the warm-up
+    # the CLI prints it as the search's last line
+    lo, hi = cost_model(cfg).feasible_range()
+    r = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--warmup-epochs", "1",
+                        "--budget", str(int(cfg.budget)), "--data-root", str(fashion_root), "--out", str(tmp_path / "cli")],
+                       capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert r.stdout.strip().splitlines()[-1].startswith("architecture weights: the architecture weights did not separate")
+
+
+@pytest.mark.slow
+def test_warmup_holds_alpha_then_the_search_moves_it(tmp_path, fashion_root):
+    """Warm-up epochs train w alone; after them alpha moves, lambda rises (the budget binds at the tiny preset's middle
+    budget) and each epoch records the loss's and the budget's shares of the push on alpha."""
+    from dcanas.search.searcher import run_search
+
+    cfg = _tiny(data_root=str(fashion_root), epochs=3, warmup_epochs=1, lambda_lr=2.0)
+    cfg = replace(cfg, budget=cost_model(cfg).feasible_range()[0] * 1.2)
+    run_search(cfg, tmp_path / "s", cfg.budget, progress=lambda m: None)
+    hist = json.loads((tmp_path / "s" / "search.json").read_text())["epochs"]
+    init = apply_init_alphas(cfg)
+    assert hist[0]["alphas"] == init and hist[0]["lambda"] == 0.0 and not hist[0]["alpha_steps"]
+    assert hist[2]["alphas"] != init and hist[2]["lambda"] > 0 and hist[2]["alpha_steps"]
+    share = hist[2]["gradient_share"]
+    assert set(share) == {"loss", "params"} and sum(share.values()) == pytest.approx(1.0, abs=1e-3) and share["params"] > 0
+
+
+def apply_init_alphas(cfg: SearchConfig) -> dict:
+    """softmax of the supernet's initial alphas for ``cfg``'s seed, as the search records them."""
+    from dcanas.search.config import supernet_config
+    from dcanas.search.supernet import Supernet
+
+    torch.manual_seed(cfg.seed)
+    model = Supernet(supernet_config(cfg))
+    return {t: torch.softmax(a.detach(), -1).tolist() for t, a in model.alphas.items()}
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_random_within_draws_distinct_genotypes_in_the_window(space):
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), space=space)
+    cm = cost_model(cfg)
+    lo, hi = cm.feasible_range()
+    a, b = lo + 0.3 * (hi - lo), lo + 0.4 * (hi - lo)
+    gs = random_within(space, cm.derived, a, b, random.Random(0), 5, cfg.nodes)
+    assert len(gs) == 5 and len({json.dumps(g.to_json()) for g in gs}) == 5
+    assert all(a <= cm.derived(g) <= b for g in gs)
+    assert [g.to_json() for g in random_within(space, cm.derived, a, b, random.Random(0), 5, cfg.nodes)] == [g.to_json() for g in gs]
+
+
+def test_random_within_an_empty_window_is_one_clear_error():
+    from dcanas.errors import UserError
+
+    cfg = apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny")
+    cm = cost_model(cfg)
+    lo, _ = cm.feasible_range()
+    with pytest.raises(UserError, match="widen the window"):
+        random_within("darts", cm.derived, lo - 10, lo - 1, random.Random(0), 2, cfg.nodes, max_draws=500)
+
+
+def test_naswot_scores_separable_images_above_repeated_ones():
+    """K_H of a batch whose images are all the same has rank 1 (log det -inf); distinct images score finite and higher.
+    The score is a property of the network at initialisation: the same seed gives the same score."""
+    from dcanas.nets.build import build_network
+    from dcanas.nets.config import default_config
+    from dcanas.nets.genotype import KNOWN, genotype_from_json
+
+    net_cfg = default_config("darts", in_channels=1, input_size=28, num_classes=10, C=4, layers=3)
+    g = genotype_from_json(KNOWN["DARTS_V2"])
+
+    def score(x, seed=0):
+        torch.manual_seed(seed)
+        return naswot_score(build_network(g, net_cfg), x)
+
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    distinct, same = score(x), score(x[:1].repeat(16, 1, 1, 1))
+    assert math.isfinite(distinct) and distinct > same
+    assert score(x) == distinct
+
+
+@pytest.mark.slow
+def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
+    """The benchmark at the tiny preset: every arm in the table, a Spearman for the recipe, the outcome line, and a
+    rerun that reuses every result (nothing is searched or trained twice)."""
+    lo, hi = cost_model(_tiny()).feasible_range()
+    args = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--preset", "tiny", "--budget", str(int(lo + 0.5 * (hi - lo))),
+            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--rank-networks", "3", "--train-epochs", "1",
+            "--train-subset", "200", "--jobs", "2", "--data-root", str(fashion_root), "--work", str(tmp_path / "work"),
+            "--out", str(tmp_path / "svr.md")]
+    r = subprocess.run(args, capture_output=True, text=True, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    text = (tmp_path / "svr.md").read_text()
+    for arm in ("dcanas", "lambda0", "random", "naswot"):
+        assert f"| {arm} |" in text
+    assert "Spearman" in text and "Outcome: the shipped search" in text
+    data = json.loads((tmp_path / "svr.json").read_text())
+    assert sum(r["arm"] == "random" for r in data["rows"]) == 3 and all(0 <= r["top1"] <= 1 for r in data["rows"])
+    assert (tmp_path / "svr.png").stat().st_size > 0
+    again = subprocess.run(args, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0 and "test top-1" not in again.stdout.split("# Search vs random")[0]  # no job ran again
+
+
+def test_preset_options_reach_the_search_and_flags_override_them():
+    """A search preset's options (cpu-search: every cell mixed) are the starting point; the CLI's flags change only
+    what they name."""
+    import argparse
+
+    from dcanas.search.cli import add_search_options, config_from_args
+
+    p = argparse.ArgumentParser()
+    add_search_options(p)
+    cfg = config_from_args(p.parse_args(["--preset", "cpu-search"]))
+    assert not cfg.options.derived_cells and cfg.options.constraint and cfg.warmup_epochs == 5 and cfg.epochs == 15
+    cfg = config_from_args(p.parse_args(["--preset", "cpu-search", "--no-constraint", "--bottleneck", "2", "--warmup-epochs", "3"]))
+    assert not cfg.options.derived_cells and not cfg.options.constraint and cfg.options.bottleneck == 2 and cfg.warmup_epochs == 3
+    assert config_from_args(p.parse_args(["--preset", "cpu-demo"])).options.derived_cells
