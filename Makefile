@@ -49,7 +49,7 @@ bench: install data
 	$(PY) benchmarks/own_data.py --per-class 200
 	$(PY) benchmarks/paper_search_cost.py
 	$(PY) benchmarks/executor.py
-	$(PY) benchmarks/search_vs_random.py --variant 'demo={"epochs": 5, "subset": 3000, "warmup_epochs": 0, "options": {"derived_cells": true}}'
+	$(PY) benchmarks/search_vs_random.py  # ~2 h on 2 cores: cpu-demo's search, 22 networks trained with cpu-rank
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:

@@ -14,10 +14,10 @@ The first --rank-networks random networks are trained with a second seed: the Sp
 test accuracies says whether the recipe can rank networks at all. The difference of each arm's mean to the
 random arm's has a 95% Welch interval.
 
-    python benchmarks/search_vs_random.py [--preset cpu-search] [--budget 200k] [--seeds 3] [--random 8] [--jobs 2]
-        [--variant NAME=JSON] [--train-epochs E] [--train-subset N] [--device cpu] [--work DIR] [--out FILE.md] [--deadline S]
+    python benchmarks/search_vs_random.py [--preset cpu-demo] [--budget 200k] [--seeds 3] [--random 8] [--jobs 2]
+        [--variant NAME=JSON] [--train-preset cpu-rank] [--train-epochs E] [--train-subset N] [--device cpu] [--work DIR] [--out FILE.md] [--deadline S]
 
-Every search and training keeps its result under --work (default benchmarks/.search-vs-random/NAME): a rerun
+Every search and training keeps its result under --work (default benchmarks/.search-vs-random): a rerun
 resumes, skipping what is done. The table goes to --out (default benchmarks/search_vs_random.last.md, with a
 .json and a .png of the accuracies beside it).
 """
@@ -181,14 +181,14 @@ class Work:
 def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.nets.cost import network_cost
     from dcanas.nets.genotype import genotype_from_json
-    from dcanas.presets import RUN_PRESETS
+    from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
     from dcanas.search.baselines import random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
     from dcanas.train.trainer import TrainConfig
     from dcanas.train.trainer import apply_preset as train_preset
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--preset", default="cpu-search", choices=list(RUN_PRESETS), help="run preset: search and training presets")
+    p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS), help="run preset: search and training presets")
     p.add_argument("--budget", type=float, default=200_000, help="K_d in params")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per searched arm")
     p.add_argument("--random", type=int, default=8, help="random networks in the window")
@@ -206,6 +206,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
                    "preset's epochs as fit this many seconds (warm-up scaled to a third)")
     p.add_argument("--share", type=float, default=0.35, help="with --search-seconds: the slowdown of a search per other search "
                    "running beside it (a GPU's launch-bound searches overlap)")
+    p.add_argument("--train-preset", default="cpu-rank", choices=list(TRAIN_PRESETS),
+                   help="the training recipe, one for every network (cpu-rank: the one measured to rank networks)")
     p.add_argument("--train", action="append", default=[], metavar="KEY=VALUE", help="another training option (JSON value), "
                    "e.g. cutout=0")
     p.add_argument("--train-epochs", type=int, help="override the training preset's epochs")
@@ -215,7 +217,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--threads", type=int, help="torch threads per job (default: CPUs / jobs)")
     p.add_argument("--device", default="cpu")
     p.add_argument("--data-root", default="data")
-    p.add_argument("--work", help="results and run folders (default benchmarks/.search-vs-random/<preset>-<budget>)")
+    p.add_argument("--work", help="results and run folders (default benchmarks/.search-vs-random; results are keyed by what determines them)")
     p.add_argument("--out", default=str(HERE / "search_vs_random.last.md"))
     p.add_argument("--deadline", type=float, help="seconds: then stop the running and queued jobs and write the table of what "
                    "finished (for a time-limited machine)")
@@ -226,6 +228,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     if any("-" in n or n in ARMS for n in variants):
         p.error("a --variant NAME has no \"-\" and is not an arm's name")
     s_preset, t_preset = RUN_PRESETS[args.preset]
+    t_preset = args.train_preset or t_preset
     cfg = apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root, device=args.device, budget=args.budget),
                        s_preset)
     if args.search_epochs:
@@ -413,7 +416,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
              f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine, cutout "
              f"{train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; test top-1 on the whole "
              f"test set after the last epoch. {args.jobs} jobs x {threads} threads; wall time of this run {wall / 60:.1f} min "
-             f"(results kept in {work.root})." + (f" Stopped at the --deadline of {args.deadline:.0f} s with {stopped} jobs "
+             f"(results kept in {os.path.relpath(work.root, HERE.parent)})." + (f" Stopped at the --deadline of {args.deadline:.0f} s with {stopped} jobs "
                                                   "unfinished: the arms hold what finished." if stopped else ""), "",
              "| network | arm | params | MACs | test top-1 (seed 0) | seed 1 | NASWOT | search-val acc | alphas separated |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]

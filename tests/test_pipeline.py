@@ -47,6 +47,7 @@ def test_end_to_end_local(local_run):
     d, out, r = local_run
     assert r.returncode == 0, r.stderr[-3000:]
     assert "verdict: PASS" in r.stdout
+    assert r.stdout.strip().splitlines()[-1].startswith("tiny's search is a smoke run")  # presets.RUN_NOTES
     state = json.loads((out / "run.json").read_text())
     assert [s for s in state["stages"]] == ["latency", "search", "train", "export", "profile", "verdict", "report"]
     assert all(s["status"] == "done" and s["wall_s"] > 0 and len(s["inputs"]) == 64 for s in state["stages"].values())

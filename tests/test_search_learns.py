@@ -150,7 +150,7 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     rerun that reuses every result (nothing is searched or trained twice)."""
     lo, hi = cost_model(_tiny()).feasible_range()
     args = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--preset", "tiny", "--budget", str(int(lo + 0.5 * (hi - lo))),
-            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--rank-networks", "3", "--train-epochs", "1",
+            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--rank-networks", "3", "--train-preset", "tiny", "--train-epochs", "1",
             "--train-subset", "200", "--jobs", "2", "--data-root", str(fashion_root), "--work", str(tmp_path / "work"),
             "--out", str(tmp_path / "svr.md")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=900)

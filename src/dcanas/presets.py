@@ -38,9 +38,10 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: for tests.
     "tiny": dict(C=4, cells=3, nodes=2, epochs=2, batch_size=32, subset=256, arch_lr=3e-3, lambda_lr=0.5,
                  eval_C=8, eval_layers=3),
-    # The search-vs-random benchmark's candidate (issue 34): every cell mixed (derived cells off: the alpha gradient's
-    # signal-to-noise per step 0.20 against 0.045 with them), 5 warm-up epochs of w alone, 780 alpha steps on 10,000
-    # images; cpu-demo's supernet and evaluation network.
+    # The longest CPU search measured for issue 34: every cell mixed (derived cells off: the alpha gradient's per-step
+    # signal-to-noise at the end of warm-up 0.20 against 0.13 with them), 5 warm-up epochs of w alone, 780 alpha steps
+    # on 10,000 images; cpu-demo's supernet and evaluation network. ~37 min beside another search; its weights still
+    # did not separate (median edge entropy 0.985 and 0.990 of uniform, lambda 0, seeds 0 and 1).
     "cpu-search": dict(C=8, cells=5, epochs=15, warmup_epochs=5, batch_size=64, subset=10000, arch_lr=3e-3, lambda_lr=0.1,
                        eval_C=16, eval_layers=8, options=dict(derived_cells=False)),
 }
@@ -62,6 +63,15 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),
                                            "cpu-search": ("cpu-search", "cpu-rank"), "paper": ("paper", "paper-cifar")}
 
+# What a run preset's search is worth, said in the run's output (benchmarks/search_vs_random.py measured it).
+RUN_NOTES = {
+    "cpu-demo": "cpu-demo's search is a smoke run: its ~115 alpha steps leave the architecture weights at uniform "
+                "(median edge entropy 0.99 of uniform), so the network is chosen by the budget and the fill rule; its networks "
+                "matched random networks of the same budget, not beat them (+0.02 points, 95% interval -1.13..+1.16; "
+                "benchmarks/search_vs_random.last.md). No CPU preset measured yet learns: cpu-search (~37 min) ended at 0.985.",
+    "tiny": "tiny's search is a smoke run for tests: its network is chosen by the budget, not learned.",
+}
+
 HELP = {
     "paper": "the paper's sizes (Appendix D; GPU work)",
     "paper-cifar": "DARTS' CIFAR retraining: 600 epochs, C=36, 20 cells (GPU work)",
@@ -69,7 +79,7 @@ HELP = {
     "cpu-demo": "minutes on 2 CPU cores (Fashion-MNIST subsets)",
     "cpu-lug": "the budget-precision benchmark's searches (smaller than cpu-demo)",
     "tiny": "seconds (tests)",
-    "cpu-search": "every cell mixed, warm-up, 15 epochs on 10,000 images (~10 min on 2 cores; the search-vs-random benchmark's)",
+    "cpu-search": "every cell mixed, warm-up, 15 epochs on 10,000 images (~37 min beside another search; still did not separate)",
     "cpu-rank": "3 epochs on 20,000 images, no cutout, drop path or auxiliary head (a recipe that ranks networks)",
 }
 

@@ -5,7 +5,7 @@ import argparse
 import sys
 
 from .argtypes import add_folder_options, nonneg_int, positive_int
-from .presets import RUN_PRESETS, metric_text
+from .presets import RUN_NOTES, RUN_PRESETS, metric_text
 from datetime import date
 from pathlib import Path
 
@@ -39,7 +39,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         return cmd_run_fleet(args, names, cfg)
     profile = load_profile(args.device)
     stages = Stages(cfg, profile)
-    for note in stages.notes:
+    for note in stages.notes + ([RUN_NOTES[args.preset]] if args.preset in RUN_NOTES else []):
         print(note, file=sys.stderr)
     if args.from_stage in (None, "search") and profile.connection.transport != "local":
         print(f"checking the connection to {profile.name} before the search ...", file=sys.stderr)
@@ -58,6 +58,8 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}%; {p.engine} p50 {p.latency_ms['p50']:.3f} ms, "
           f"peak RSS {p.peak_rss_mb:.1f} MB; verdict: {'PASS' if v.passed else 'FAIL'}")
     print(f"report: {run.path(run.outputs('report', ReportOutputs).html)}")
+    if args.preset in RUN_NOTES:
+        print(RUN_NOTES[args.preset])
     return 0 if v.passed else 1
 
 
