@@ -7,6 +7,7 @@ data; the summary line says so (``separation_note``)."""
 from __future__ import annotations
 
 import math
+from statistics import median
 from typing import Mapping, Sequence
 
 import torch
@@ -43,12 +44,6 @@ def alpha_record(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seque
         p = edge_probs(space, a, op_names)
         out[kind] = {"entropy": edge_entropy(p), "margin": edge_margin(p)}
     return out
-
-
-def median(values: Sequence[float]) -> float:
-    v = sorted(values)
-    n = len(v)
-    return math.nan if n == 0 else (v[n // 2] if n % 2 else (v[n // 2 - 1] + v[n // 2]) / 2)
 
 
 def separated(record: Mapping[str, Mapping[str, list[float]]]) -> bool:
