@@ -25,7 +25,7 @@ def main() -> int:
     from dcanas.devices.schema import load_profile
     from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_graphs, genotype_latency_rows, key_hash
     from dcanas.latency.measure import calibration_genotypes
-    from dcanas.latency.model import LatencyModel, agreement, instance_key, instances
+    from dcanas.costs.latency import LatencyModel, agreement, instance_key, instances
     from dcanas.latency.timing import Timing
     from dcanas.nets.cost import network_cost
     from dcanas.nets.genotype import genotype_from_json

@@ -35,8 +35,8 @@ def _rss(field: str) -> float:
 def data_case(tree: str) -> dict:
     import torch
 
-    from dcanas import datasets as D
-    from dcanas.folder_data import folder_dataset
+    from dcanas.data import datasets as D
+    from dcanas.data.folders import folder_dataset
 
     name = folder_dataset(tree, val_split=0.1)
     spec = D.get_spec(name)

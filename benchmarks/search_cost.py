@@ -49,7 +49,7 @@ def _rss_mb(field: str) -> float:
 def run_variant(name: str, args: argparse.Namespace) -> dict:
     import torch
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.search.config import SearchConfig, cost_models, supernet_config
     from dcanas.search.searcher import autocast_for, optimizers, search_step
     from dcanas.search.supernet import SearchOptions, Supernet
@@ -108,7 +108,7 @@ def run_train_variant(name: str, args: argparse.Namespace) -> dict:
     import torch
     import torch.nn as nn
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.nets.genotype import load_genotype
     from dcanas.train.trainer import MEMORY_FORMAT, TrainConfig, apply_preset, build_model, train_step
 

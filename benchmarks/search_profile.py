@@ -136,7 +136,7 @@ def main() -> int:
     p.add_argument("--data-root", default="data")
     args = p.parse_args()
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.search.config import SearchConfig, cost_models, supernet_config
     from dcanas.search.supernet import SearchOptions, Supernet
 

@@ -91,7 +91,7 @@ def _probe_step(cfg, steps: int = 4) -> float:
 
     import torch
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.search.config import cost_models, supernet_config
     from dcanas.search.searcher import autocast_for, optimizers, search_step
     from dcanas.search.supernet import Supernet
@@ -118,7 +118,7 @@ def _naswot_pool(cfg, train_cfg, genotypes: list, device: str, batch: int = 64) 
     """The NASWOT score of each genotype's evaluation network at initialisation, on one batch of training images."""
     import torch
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.search.baselines import naswot_score
     from dcanas.train.trainer import build_model
 
@@ -173,7 +173,7 @@ class Work:
         return json.loads(p.read_text()) if p.is_file() else None
 
     def keep(self, key: str, value: dict) -> None:
-        from dcanas.io import write_json
+        from dcanas.files import write_json
 
         write_json(self.root / "results" / f"{key}.json", value)
 
@@ -399,7 +399,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         if a == "naswot":
             secs += drawn["naswot_seconds"]
         summary[a] = dict(n=len(v), mean=m, se=se, seconds=secs, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
-    from dcanas.latency.model import agreement
+    from dcanas.costs.latency import agreement
 
     pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan

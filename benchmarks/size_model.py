@@ -29,7 +29,7 @@ def measure(n: int, seed: int = 0) -> list[dict]:
     import numpy as np
     import torch
 
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
     from dcanas.export.converters import export_onnx, export_tflite, quantize_tflite
     from dcanas.export.formats import FORMATS
     from dcanas.nets.build import build_network

@@ -34,7 +34,7 @@ def artifacts(tmp_path_factory):
     Shared and read-only: a test that tampers with a file copies it first."""
     from dcanas.export.exporter import export_model
     from dcanas.nets.genotype import KNOWN
-    from dcanas.datasets import get_spec
+    from dcanas.data.datasets import get_spec
     from dcanas.train.model_io import save_model
     from dcanas.train.trainer import TrainConfig, build_model
 
@@ -79,7 +79,7 @@ def write_fashion_tree(root: Path, fashion_root: Path, *, per_class: int, size: 
     into colour (an RGB tree), else they stay grayscale."""
     from PIL import Image
 
-    from dcanas.datasets import FASHION_CLASSES, load_split
+    from dcanas.data.datasets import FASHION_CLASSES, load_split
 
     for split, train in (("train", True), ("val", False)) if val else (("train", True),):
         data = load_split("fashion-mnist", fashion_root, train=train)

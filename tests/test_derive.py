@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from dcanas.latency.model import LatencyModel
+from dcanas.costs.latency import LatencyModel
 from dcanas.nets.config import NetConfig
 from dcanas.nets.cost import network_cost
 from dcanas.nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, NB201Genotype, cell_edges

@@ -15,7 +15,7 @@ from dcanas.export.exporter import export_model
 from dcanas.export.formats import FORMATS, resolve_formats
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS, AvgPool3x3
 from dcanas.errors import UserError
-from dcanas.profile.runner import representable
+from dcanas.runtime.runner import representable
 
 ALL_OPS_DARTS = {
     "space": "darts",
@@ -188,7 +188,7 @@ def test_export_cli_table_and_exit_code(trained, fashion_root, tmp_path):
 
 @pytest.mark.parametrize("fmt", ["onnx", "tflite"])
 def test_size_model_bounds_the_exported_file(artifacts, fmt):
-    """The model-size model the search holds a model_size_kb budget with (export/size_model.py) predicts
+    """The model-size model the search holds a model_size_kb budget with (costs/size.py) predicts
     at least the real file's size, and not far above it, for a network outside its calibration set
     (DARTS_V2 at C=4, 3 cells; calibrated on C 8..24)."""
     from dcanas.export.inspect import metadata

@@ -232,7 +232,7 @@ def test_shipped_profiles_get_past_the_budget_check(device, tmp_path):
     check (the evaluation network is widened to fit, and says so); an SSH device then stops only at
     its connection check, before any search."""
     from dcanas.search.config import check_budget, cost_model
-    from dcanas.stages import RunConfig, Stages
+    from dcanas.run.stages import RunConfig, Stages
 
     profile = load_profile(device)
     stages = Stages(RunConfig(device=device, preset="cpu-demo"), profile)
@@ -407,7 +407,7 @@ def _cifar(root: Path, test_batch) -> None:
 
 
 def test_cifar_pickles_are_read_without_running_code(tmp_path):
-    from dcanas import datasets as D
+    from dcanas.data import datasets as D
 
     _cifar(tmp_path, {b"labels": [3], b"data": np.zeros((1, 3072), np.uint8)})
     train = D.load_split("cifar10", tmp_path, train=True)
@@ -436,7 +436,7 @@ def test_reference_from_another_export_is_refused(artifacts, tmp_path):
 
 
 def test_stale_tmp_files_are_cleaned_on_the_next_start(tmp_path):
-    from dcanas.io import clean_stale_tmp
+    from dcanas.files import clean_stale_tmp
 
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True).stdout.strip()
     stale = tmp_path / f".model.onnx.{dead}.abc123.tmp"
@@ -449,7 +449,7 @@ def test_stale_tmp_files_are_cleaned_on_the_next_start(tmp_path):
 
 
 def test_run_from_says_what_it_clears_and_resumes(tmp_path):
-    from dcanas.pipeline import RunDir, StageSpec, run_pipeline
+    from dcanas.run.pipeline import RunDir, StageSpec, run_pipeline
 
     calls = {"n": 0}
 
@@ -465,7 +465,7 @@ def test_run_from_says_what_it_clears_and_resumes(tmp_path):
     stages = [StageSpec("a", lambda run: "inputs-1", flaky)]
     msgs: list[str] = []
     run = RunDir(tmp_path / "r", {})
-    from dcanas.pipeline import StageFailed
+    from dcanas.run.pipeline import StageFailed
 
     with pytest.raises(StageFailed, match="killed"):
         run_pipeline(run, stages, resume=False, from_stage=None, progress=msgs.append)

@@ -11,7 +11,7 @@ import sys
 
 import pytest
 
-from dcanas.latency.model import LatencyModel, instances, work
+from dcanas.costs.latency import LatencyModel, instances, work
 from dcanas.nets.config import default_config
 from dcanas.nets.genotype import dumps, random_genotype
 from dcanas.nets.ops import SPACE_OPS
@@ -158,7 +158,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     and measures only those two; a second build on the same device waits its turn (refused)."""
     import fcntl
 
-    from dcanas.latency.model import load_latency_model
+    from dcanas.costs.latency import load_latency_model
 
     cache = tmp_path / "cache"
     r = _build(cache, "--calibrate", "4")
@@ -269,7 +269,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     prediction beside the measurement."""
     import yaml
 
-    from dcanas.latency.model import load_latency_model
+    from dcanas.costs.latency import load_latency_model
     from dcanas.search.config import SearchConfig, apply_preset, cost_model
 
     cache = tmp_path / "cache"

@@ -8,7 +8,7 @@ from dcanas.nets.build import build_network
 from dcanas.nets.config import NetConfig, default_config
 from dcanas.nets.cost import fvcore_cost, module_graph_counts, network_cost
 from dcanas.nets.genotype import load_genotype, random_genotype
-from dcanas.datasets import DATASETS
+from dcanas.data.datasets import DATASETS
 
 
 def test_darts_v2_reference_params():

@@ -10,7 +10,7 @@ import yaml
 
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
-from dcanas.io import file_sha256 as sha256_file
+from dcanas.files import file_sha256 as sha256_file
 from dcanas.nets.ops import SPACE_OPS
 from dcanas.presets import PRIMARY_METRICS
 
@@ -128,7 +128,7 @@ def test_a_model_of_another_format_is_refused(artifacts, tmp_path):
 
 
 def test_run_always_exports_and_profiles_the_devices_format():
-    from dcanas.stages import RunConfig, Stages
+    from dcanas.run.stages import RunConfig, Stages
 
     s = Stages(RunConfig(device="local", preset="tiny", formats=["tflite"]), load_profile("local"))
     assert s.formats() == ["tflite", "onnx"] and s.target_format() == "onnx"
@@ -139,7 +139,7 @@ def test_run_always_exports_and_profiles_the_devices_format():
 def test_run_baselines_accept_published_cells():
     """--baselines: torchvision networks or a published DARTS-form cell (NASNet, AmoebaNet, DARTS_V1/V2); else exit 2."""
     from dcanas.errors import UserError
-    from dcanas.stages import RunConfig, Stages
+    from dcanas.run.stages import RunConfig, Stages
 
     Stages(RunConfig(device="local", preset="tiny", baselines=["NASNet", "AmoebaNet", "mobilenet_v2"]), load_profile("local"))
     with pytest.raises(UserError, match="unknown baseline 'NASNet-A'.*valid: mobilenet_v2, resnet18, DARTS_V1"):
@@ -365,7 +365,7 @@ def test_per_operator_profile_maps_to_cells(artifacts, tmp_path):
 
 
 def test_fleet_file_and_list_parse(tmp_path):
-    from dcanas.fleet import parse_devices
+    from dcanas.run.fleet import parse_devices
 
     assert parse_devices("local") == ["local"] and parse_devices("local, rpi4") == ["local", "rpi4"]
     own = local_profile(tmp_path, "tflite")

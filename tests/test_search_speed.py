@@ -15,7 +15,7 @@ import os
 import pytest
 import torch
 
-from dcanas import datasets as D
+from dcanas.data import datasets as D
 from dcanas.nets.ops import DARTS_OPS, NB201_OPS
 from dcanas.nets.ops import AvgPool3x3, FactorizedReduce
 from dcanas.search import fast_ops, fused_cell

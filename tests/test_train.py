@@ -102,7 +102,7 @@ def test_bad_input_one_line_exit_2(args, needle):
 
 def test_model_genotype_mismatch_is_reported(tmp_path):
     from dcanas.nets.genotype import KNOWN
-    from dcanas.datasets import get_spec
+    from dcanas.data.datasets import get_spec
     from dcanas.train.model_io import save_model
     from dcanas.train.trainer import TrainConfig, build_model
 

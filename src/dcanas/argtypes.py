@@ -37,7 +37,7 @@ def resolve_dataset(args: argparse.Namespace) -> None:
     dataset = getattr(args, "dataset", None)
     size, val = getattr(args, "input_size", None), getattr(args, "val_split", None)
     if isinstance(dataset, str) and dataset.startswith("folder:"):
-        from .folder_data import folder_dataset
+        from .data.folders import folder_dataset
 
         args.dataset = folder_dataset(dataset, size, val)
     elif size is not None or val is not None:

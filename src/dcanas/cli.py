@@ -31,7 +31,7 @@ def build_parser() -> argparse.ArgumentParser:
     add_profile_parser(sub)
     from .latency.cli import add_latency_parser
     add_latency_parser(sub)
-    from .run_cli import add_run_parser
+    from .run.cli import add_run_parser
     add_run_parser(sub)
     return parser
 

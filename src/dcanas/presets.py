@@ -10,8 +10,8 @@ from .errors import UserError
 T = TypeVar("T")
 
 # What a search can hold as a budget (a cost model predicts each): params and FLOPs counted, the
-# model size predicted for the device's export format (export/size_model.py), and the latency
-# predicted by a latency model measured on the device (latency/model.py).
+# model size predicted for the device's export format (costs/size.py), and the latency
+# predicted by a latency model measured on the device (costs/latency.py).
 BUDGET_METRICS = ("params", "flops", "model_size_kb", "latency_ms")
 PRIMARY_METRICS = ("params", "flops", "latency_ms")  # what --metric can search on (the LUG and the fill rule)
 METRIC_DIGITS = {"params": 0, "flops": 0, "model_size_kb": 1, "latency_ms": 4}  # how a cost is rounded to record it

@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..io import atomic_write
+from ..files import atomic_write
 
 
 @dataclass

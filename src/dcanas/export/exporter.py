@@ -17,8 +17,8 @@ import numpy as np
 import torch
 
 from ..errors import UserError
-from ..io import atomic_write, clean_stale_tmp, ensure_writable_dir, file_sha256, write_json
-from .. import datasets as D
+from ..files import atomic_write, clean_stale_tmp, ensure_writable_dir, file_sha256, write_json
+from ..data import datasets as D
 from ..train.model_io import load_model
 from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats
@@ -161,7 +161,7 @@ def export_model(model_path: str | Path, formats: str | list[str], out_dir: str 
 def tflite_io(path: Path) -> dict[str, Any]:
     """The input's and output's dtype and quantization (scale, zero point) as the file declares them: a
     static-int8 file takes and returns int8 (what NPU and microcontroller runtimes need), and the runner
-    and the validation scale with exactly these (``profile/runner.py`` ``to_input``/``from_output``)."""
+    and the validation scale with exactly these (``runtime/runner.py`` ``to_input``/``from_output``)."""
     from ai_edge_litert.interpreter import Interpreter
 
     it = Interpreter(model_path=str(path))

@@ -44,7 +44,7 @@ def run_onnx(path: Path, inputs: np.ndarray) -> np.ndarray:
 def run_tflite(path: Path, inputs: np.ndarray) -> np.ndarray:
     from ai_edge_litert.interpreter import Interpreter
 
-    from ..profile.runner import from_output, to_input  # the device runner's own I/O scaling
+    from ..runtime.runner import from_output, to_input  # the device runner's own I/O scaling
 
     interp = Interpreter(model_path=str(path))
     interp.allocate_tensors()
@@ -74,7 +74,7 @@ def compare(fmt: ExportFormat, reference: np.ndarray, got: np.ndarray, real_inpu
             min_top1: Optional[float] = None, output: Optional[dict] = None) -> Check:
     """``output``: the artifact's output tensor details; differences are measured to the reference as that
     tensor can hold it (``runner.representable``), top-1 agreement to the reference itself."""
-    from ..profile.runner import representable
+    from ..runtime.runner import representable
 
     if got.shape != reference.shape:
         raise ShapeError(f"{fmt.name}: output shape {got.shape} != PyTorch {reference.shape}")

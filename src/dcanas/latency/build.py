@@ -25,13 +25,13 @@ from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.converters import convert
 from ..export.formats import ExportFormat, formats_for
-from ..io import clean_stale_tmp, write_json
+from ..files import clean_stale_tmp, write_json
 from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
 from ..profile.remote import check_device, measure_batch
 from .measure import Probe, calibration_genotypes, reference_genotype, fixed_parts, instance_module, instance_shape, op_positions, probe_key
-from .model import LatencyModel, instance_key
+from ..costs.latency import LatencyModel, instance_key
 from .timing import Timing
 
 Progress = Callable[[str], None]
@@ -191,7 +191,7 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
         final = cache / f"{profile.name}-{space}-{h}.json"
         if final.exists() and calibrate_of(final) == calibrate:
             progress(f"latency model cached: {final}")
-            from .model import load_latency_model
+            from ..costs.latency import load_latency_model
             return load_latency_model(final), final
         work = cache / f"{profile.name}-{space}-{h}"
         t0 = time.time()

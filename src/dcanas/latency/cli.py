@@ -53,7 +53,7 @@ def _eval_net(args: argparse.Namespace):
     """The evaluation network the model is for: as ``dcanas search`` with the same options picks it."""
     from dataclasses import replace
 
-    from ..datasets import get_spec
+    from ..data.datasets import get_spec
     from ..search.config import SearchConfig, apply_preset, eval_config
 
     get_spec(args.dataset)
@@ -77,7 +77,7 @@ def _net_options(p: argparse.ArgumentParser) -> None:
 
 def cmd_latency(args: argparse.Namespace) -> int:
     from ..nets.ops import SPACE_OPS
-    from .model import LatencyModel, agreement, load_latency_model
+    from ..costs.latency import LatencyModel, agreement, load_latency_model
 
     if args.action == "build":
         from ..devices.schema import load_profile
@@ -108,7 +108,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         rows = read_rows(args.csv, need_latency=False)
         out = Path(args.out)
         preds = [lm.predict(g) for g, _, _ in rows]
-        from ..io import atomic_write
+        from ..files import atomic_write
 
         def write(fh) -> None:
             fields = list(rows[0][2].keys()) + ["predicted_ms"]

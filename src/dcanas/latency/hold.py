@@ -13,7 +13,7 @@ from ..devices.schema import DeviceProfile
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype, genotype_from_json
 from .build import genotype_latency_rows
-from .model import LatencyModel
+from ..costs.latency import LatencyModel
 
 REPAIRS = 2  # derivations after the first, each under the budget shrunk by the last measured overshoot
 AIM = 0.97   # a repair aims this far under the budget: a derivation's cost moves in steps, and timing has noise

@@ -19,7 +19,7 @@ from ..nets.genotype import Genotype, random_genotype
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import build_op
 from ..search.derive import derivable
-from .model import Instance
+from ..costs.latency import Instance
 
 Part = tuple[str, Callable[[], nn.Module], tuple[int, ...]]  # (key, module factory, input shape)
 

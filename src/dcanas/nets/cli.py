@@ -10,7 +10,7 @@ from ..argtypes import add_folder_options, positive_int
 
 def _net_config(space: str, dataset: str, channels: Optional[int], layers: Optional[int]):
     from .config import default_config
-    from ..datasets import get_spec
+    from ..data.datasets import get_spec
 
     spec = get_spec(dataset)
     return default_config(space, in_channels=spec.in_channels, input_size=spec.size,

@@ -24,7 +24,7 @@ from .nb201 import nb201_layout
 @dataclass(frozen=True)
 class Cost:
     """params and FLOPs (the budgets), and the graph counts the model-size model reads
-    (``export/size_model.py``): weight layers once batch norm is folded (conv, linear), their output
+    (``costs/size.py``): weight layers once batch norm is folded (conv, linear), their output
     channels (each gets a bias and, in int8, a scale), and padding-excluding average pools (each
     adds a constant divisor map to an exported graph)."""
 

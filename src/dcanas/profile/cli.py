@@ -15,7 +15,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .remote import profile_model
     from .verdict import format_table, verdict
 
-    from ..fleet import parse_devices
+    from ..run.fleet import parse_devices
     from .compare import compare, format_comparison, parse_threads, to_csv
 
     names = parse_devices(args.device)
@@ -29,7 +29,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
         res = compare(profile, [Path(m) for m in args.model], threads, runs=args.runs, warmup=args.warmup,
                       cooldown_s=args.cooldown, percentile=args.percentile, progress=lambda m: print(m, file=sys.stderr, flush=True))
         if args.csv:
-            from ..io import atomic_write
+            from ..files import atomic_write
             atomic_write(args.csv, lambda fh: fh.write(to_csv(res)), binary=False)
         print(json.dumps(res) if args.json else format_comparison(res))
         return 0 if res["passed"] else 1
@@ -65,7 +65,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_profile_fleet(args: argparse.Namespace, names: list[str]) -> int:
     """``dcanas profile --device a,b MODEL``: one model on each device, a column per device."""
-    from ..fleet import format_columns, profile_fleet
+    from ..run.fleet import format_columns, profile_fleet
 
     if len(args.model) > 1 or (args.threads and "," in args.threads) or args.csv or args.ops:
         raise UserError("a fleet profile measures one model at one thread count per device; give one MODEL (compare models "

@@ -19,8 +19,8 @@ from ..devices.schema import DeviceProfile
 from ..devices.transport import RMTREE_PY, DeviceError, Transport, make_transport
 from ..errors import UserError
 from ..export.inspect import recognise
-from ..io import file_sha256
-from . import runner as R
+from ..files import file_sha256
+from ..runtime import runner as R
 
 RUNNER = Path(R.__file__)
 # Stop the runner recorded in the pid file (if it still runs), then remove the work directory.

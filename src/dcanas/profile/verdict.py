@@ -16,7 +16,7 @@ def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, float]]:
     """The analytic counter's params/FLOPs for the genotype a model's metadata names, and the model
     size the search's size model predicted for the file's format (None without a genotype)."""
     try:
-        from ..export.size_model import SIZE_MODELS, predicted_kb
+        from ..costs.size import SIZE_MODELS, predicted_kb
         from ..nets.config import NetConfig
         from ..nets.cost import network_cost
         from ..nets.genotype import genotype_from_json

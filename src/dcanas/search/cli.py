@@ -94,7 +94,7 @@ def config_from_args(args: argparse.Namespace):
 def cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
-    from ..datasets import get_spec
+    from ..data.datasets import get_spec
     from .lug import resolve_search_budget
     from .searcher import run_search
 

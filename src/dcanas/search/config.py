@@ -6,7 +6,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field, replace
 from typing import Any, Optional
 
-from .. import datasets as D
+from ..data import datasets as D
 from ..errors import UserError
 from ..nets.config import NetConfig, default_config
 from ..nets.ops import SPACE_OPS
@@ -113,7 +113,7 @@ def latency_model_of(cfg: SearchConfig):
     if not cfg.latency_model:
         raise UserError("a latency_ms budget needs a latency model: --latency-model FILE (made by dcanas latency build "
                         "--device D, or dcanas latency fit --csv F)")
-    from ..latency.model import load_latency_model
+    from ..costs.latency import load_latency_model
 
     return load_latency_model(cfg.latency_model)
 

@@ -12,8 +12,8 @@ preprocessing and classifier is added, so k_s compares directly with the device 
 Derived cells count through the alpha of the cell type they copy.
 
 Metrics: params, flops, model_size_kb (the exported file of ``size_format`` predicted by
-``export/size_model.py``: linear in params and the graph counts, so additive over edges too), and
-latency_ms (a latency model's per-instance times, ``latency/model.py``: additive by construction).
+``costs/size.py``: linear in params and the graph counts, so additive over edges too), and
+latency_ms (a latency model's per-instance times, ``costs/latency.py``: additive by construction).
 """
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import torch
 
 from ..errors import UserError
-from ..export.size_model import size_model
+from ..costs.size import size_model
 from ..nets.config import NetConfig
 from ..presets import BUDGET_METRICS as METRICS
 from ..presets import metric_round
@@ -33,7 +33,7 @@ from ..nets.nb201 import nb201_layout
 from .derive import derivable
 
 if TYPE_CHECKING:
-    from ..latency.model import LatencyModel
+    from ..costs.latency import LatencyModel
 
 
 EDGE_WEIGHTS = ("2/j", "literal")  # SearchOptions.edge_weight

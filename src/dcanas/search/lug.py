@@ -17,7 +17,7 @@ from ..progress import step_bar
 from .. import __version__
 from ..presets import metric_text
 from ..errors import UserError
-from ..io import atomic_write, write_json
+from ..files import atomic_write, write_json
 from .config import SearchConfig, cost_model
 from .executor import Runner
 from .searcher import run_search

@@ -14,10 +14,10 @@ import torch
 import torch.nn as nn
 from torch.profiler import record_function
 
-from .. import datasets as D
+from ..data import datasets as D
 from .. import distributed
 from ..errors import UserError
-from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, load_checkpoint, peak_rss_mb, resume_state, torch_save, write_json
+from ..files import clean_stale_tmp, crash_point, ensure_writable_dir, load_checkpoint, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from ..presets import metric_round, metric_text

@@ -11,7 +11,7 @@ from ..presets import TRAIN_PRESETS, describe
 
 def cmd_train(args: argparse.Namespace) -> int:
     from ..nets.genotype import load_genotype
-    from ..datasets import get_spec
+    from ..data.datasets import get_spec
     from .trainer import TrainConfig, apply_preset, train
 
     cfg = apply_preset(TrainConfig(), args.preset)
@@ -32,7 +32,7 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from .. import datasets as D
+    from ..data import datasets as D
     from .model_io import load_model
     from .trainer import evaluate
 

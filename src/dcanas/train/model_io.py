@@ -9,7 +9,7 @@ from typing import Any
 import torch.nn as nn
 
 from ..errors import UserError
-from ..io import torch_load, torch_save
+from ..files import torch_load, torch_save
 
 FORMAT = "dcanas-model/1"
 

@@ -19,8 +19,8 @@ from ..progress import step_bar
 from ..errors import UserError
 from ..presets import TRAIN_PRESETS
 from ..presets import apply_preset as _apply_preset
-from ..io import clean_stale_tmp, crash_point, ensure_writable_dir, resume_state, torch_save, write_json
-from .. import datasets as D
+from ..files import clean_stale_tmp, crash_point, ensure_writable_dir, resume_state, torch_save, write_json
+from ..data import datasets as D
 from .model_io import build_baseline, save_model
 
 

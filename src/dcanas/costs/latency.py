@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
 from ..errors import UserError
-from ..io import write_json
+from ..files import write_json
 from ..nets.config import NetConfig
 from ..nets.cost import darts_edge_shape, op_cost
 from ..nets.darts import genotype_layout

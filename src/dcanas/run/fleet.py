@@ -19,9 +19,9 @@ from typing import Any, Callable, Optional
 
 import yaml
 
-from .devices.schema import DeviceProfile, load_profile
-from .errors import UserError
-from .io import atomic_write, write_json
+from ..devices.schema import DeviceProfile, load_profile
+from ..errors import UserError
+from ..files import atomic_write, write_json
 from .pipeline import RunDir, StageFailed, hash_inputs, run_pipeline
 
 Say = Callable[[str], None]
@@ -165,7 +165,7 @@ def _stage(run_root: Path, name: str) -> dict[str, Any]:
 
 def device_column(m: Member, out: Path) -> dict[str, Any]:
     """One device's figures for the fleet table (what its finished stages recorded)."""
-    from .presets import metric_text
+    from ..presets import metric_text
 
     root = out / m.profile.name
     s, t, e, p, v = (_stage(root, n) for n in ("search", "train", "export", "profile", "verdict"))
@@ -214,7 +214,7 @@ def column_table(cols: list[dict[str, Any]]) -> list[list[str]]:
 
 
 def write_fleet_report(members: list[Member], out: Path, title: str) -> dict[str, Path]:
-    from .report import _table
+    from ..report.page import _table
 
     cols = [device_column(m, out) for m in members]
     rows = column_table(cols)
@@ -249,8 +249,8 @@ def fleet_members(names: list[str], make_stages: Callable[[DeviceProfile], Any])
 def profile_fleet(names: list[str], model: Path, *, runs: int, warmup: int, percentile: str, any_format: bool,
                   threads: Optional[int], say: Say) -> tuple[list[dict[str, Any]], bool]:
     """``dcanas profile --device a,b MODEL``: the model on each device; a device that fails fails its column."""
-    from .profile.remote import profile_model
-    from .profile.verdict import verdict
+    from ..profile.remote import profile_model
+    from ..profile.verdict import verdict
 
     cols = []
     for p in load_fleet(names):

@@ -9,12 +9,12 @@ import json
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .devices.schema import DeviceProfile
-from .presets import metric_text
-from .io import atomic_write
+from ..devices.schema import DeviceProfile
+from ..presets import metric_text
+from ..files import atomic_write
 
 if TYPE_CHECKING:
-    from .pipeline import RunDir
+    from ..run.pipeline import RunDir
 
 
 def _plt():
@@ -75,7 +75,7 @@ def plot_learning(search: dict[str, Any], path: Path) -> Path | None:
         for k in range(n):
             a.plot(x, [e["learned"][kind]["entropy"][k] for e in epochs], color=colors.get(kind, "tab:blue"), lw=0.7, alpha=0.6,
                    label=kind if k == 0 else None)
-    from .search.learned import SEPARATED_ENTROPY
+    from ..search.learned import SEPARATED_ENTROPY
 
     a.axhline(SEPARATED_ENTROPY, color="k", ls=":", lw=1, label="separated below")
     _label(a, "epoch", "entropy / uniform's", title="each edge's op distribution", legend=7)
@@ -172,7 +172,7 @@ def plot_latency(result: dict[str, Any], budget_ms: float | None, path: Path) ->
 def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | None, path: Path) -> Path:
     """The latency model's predictions against end-to-end measurements: its calibration networks, and
     the derived network (predicted by the model, measured by the profile stage)."""
-    from .latency.model import agreement
+    from ..costs.latency import agreement
 
     plt = _plt()
     fig, ax = plt.subplots(figsize=(5.0, 4.2))
@@ -207,7 +207,7 @@ def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | Non
 
 def _genotype_cells(genotype: dict[str, Any]) -> list[tuple[str, str, list, int]]:
     """(title, cell kind as the per-op profile names it, edges [op, source], inputs) per cell type."""
-    from .nets.genotype import DARTS_INPUTS, NB201Genotype
+    from ..nets.genotype import DARTS_INPUTS, NB201Genotype
 
     if genotype["space"] == "darts":
         return [("normal cell", "normal", genotype["normal"], DARTS_INPUTS), ("reduction cell", "reduce", genotype["reduce"], DARTS_INPUTS)]
@@ -218,7 +218,7 @@ def _genotype_cells(genotype: dict[str, Any]) -> list[tuple[str, str, list, int]
 def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[float]] | None = None, axes=None) -> Path | None:
     """The two cells of a DARTS genotype (or the NB201 cell) as graphs drawn with matplotlib; with
     ``edge_us`` (cell kind -> us per edge, from the per-op profile) each edge is coloured by its time."""
-    from .nets.genotype import DARTS_INPUTS, darts_edge_node
+    from ..nets.genotype import DARTS_INPUTS, darts_edge_node
 
     plt = _plt()
     cells = _genotype_cells(genotype)
@@ -268,7 +268,7 @@ def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[
 def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: Path) -> Path:
     """Where the time goes on the device: us per run for the stem, each cell and the head (onnxruntime's
     node profile), and the genotype with each edge coloured by its time."""
-    from .profile.ops import part_order
+    from ..profile.ops import part_order
 
     plt = _plt()
     n_cells = len(_genotype_cells(genotype)) if genotype and op_map.get("per_edge") else 0
@@ -297,7 +297,7 @@ def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
 
 def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any]) -> dict[str, Path]:
     """report.md and a self-contained report.html from the finished stages' typed outputs records."""
-    from .nets.ops import SPACE_OPS
+    from ..nets.ops import SPACE_OPS
 
     d = run.stage_dir("report")
     s, t, e, p, v = (outputs[k] for k in ("search", "train", "export", "profile", "verdict"))
@@ -354,7 +354,7 @@ def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any])
                                         "reference time vs build", "within budget"])
         tables.insert(0, ("Derived network timed on the device before retraining", hmd, hhtml))
     if p.comparison:
-        from .profile.compare import COLUMNS, cell_text
+        from ..profile.compare import COLUMNS, cell_text
 
         cmp = json.loads(run.path(p.comparison).read_text())
         cols = [c for c in COLUMNS if c not in ("model", "note")]

@@ -7,11 +7,11 @@ from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-from .devices.schema import DeviceProfile
-from .errors import UserError
-from .io import write_json
+from ..devices.schema import DeviceProfile
+from ..errors import UserError
+from ..files import write_json
 from .pipeline import RunDir, StageSpec, hash_inputs
-from .presets import RUN_PRESETS, metric_text
+from ..presets import RUN_PRESETS, metric_text
 
 Say = Callable[[str], None]
 
@@ -130,7 +130,7 @@ class Stages:
     """Binds a RunConfig and a device profile to the stage functions."""
 
     def __init__(self, cfg: RunConfig, profile: DeviceProfile) -> None:
-        from .search.config import SearchConfig, apply_preset, check_budget, cost_model, fit_eval_network
+        from ..search.config import SearchConfig, apply_preset, check_budget, cost_model, fit_eval_network
 
         if cfg.preset not in RUN_PRESETS:
             raise UserError(f"unknown preset {cfg.preset!r}; valid: {', '.join(RUN_PRESETS)}")
@@ -144,7 +144,7 @@ class Stages:
                             f"or budget.flops to {profile.source}")
         s_preset, self.train_preset = RUN_PRESETS[cfg.preset]
         # every budget a cost model predicts is a constraint: the search metric's (through the LUG) and the other one's
-        # (model size: the file of the format the device runs, predicted by export/size_model.py)
+        # (model size: the file of the format the device runs, predicted by costs/size.py)
         extra = {m: float(profile.budget[m]) for m in ("params", "flops", "model_size_kb") if m in profile.budget and m != metric}
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
@@ -179,9 +179,9 @@ class Stages:
         if not self._needs_latency():
             say(f"the search runs on {self.search_cfg.metric}: no latency model needed")
             return LatencyOutputs(model=None, source=f"not needed (search on {self.search_cfg.metric})", stats={})
-        from .latency.build import build_latency_model
-        from .nets.ops import SPACE_OPS
-        from .search.config import eval_config
+        from ..latency.build import build_latency_model
+        from ..nets.ops import SPACE_OPS
+        from ..search.config import eval_config
 
         cfg = self.search_cfg
         lm, path = build_latency_model(self.profile, cfg.space, eval_config(cfg), tuple(SPACE_OPS[cfg.space]),
@@ -197,7 +197,7 @@ class Stages:
 
     def _search_cfg(self, run: RunDir):
         """The search configuration with the run's latency model, checked against every budget."""
-        from .search.config import check_budget, cost_model
+        from ..search.config import check_budget, cost_model
 
         lat = run.outputs("latency", LatencyOutputs)
         if lat.model is None:
@@ -208,15 +208,15 @@ class Stages:
 
     # ---- search -------------------------------------------------------------------
     def search_inputs(self, run: RunDir) -> str:
-        from .search.lug import find_lug
+        from ..search.lug import find_lug
 
         lat = run.outputs("latency", LatencyOutputs)
         lug = find_lug(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
         return hash_inputs(self.search_cfg.to_json(), self.cfg.seeds, lug or "no-lug", run.path(lat.model) if lat.model else "no-latency")
 
     def search(self, run: RunDir, say: Say) -> SearchOutputs:
-        from .search.lug import resolve_search_budget
-        from .search.searcher import run_search
+        from ..search.lug import resolve_search_budget
+        from ..search.searcher import run_search
 
         search_cfg = self._search_cfg(run)
         K_prime, lug = resolve_search_budget(search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None, say)
@@ -224,8 +224,8 @@ class Stages:
         results = []
         seeds = [(replace(search_cfg, seed=seed, search_budget=K_prime), d / f"seed-{seed}") for seed in range(self.cfg.seeds)]
         if self.cfg.seed_jobs > 1 or self.cfg.executor != "local":  # seeds side by side, each in its own process or Ray task
-            from .search.executor import Runner
-            from .search.lug import run_seed
+            from ..search.executor import Runner
+            from ..search.lug import run_seed
 
             runner = Runner(jobs=self.cfg.seed_jobs, executor=self.cfg.executor, ray_address=self.cfg.ray_address)
             say(f"{self.cfg.seeds} seeds, {self.cfg.seed_jobs if self.cfg.executor == 'local' else 'as Ray tasks'} at a time, "
@@ -262,14 +262,14 @@ class Stages:
     def _hold_latency(self, run: RunDir, search_cfg, best: dict[str, Any], say: Say) -> tuple[dict[str, Any], list[dict[str, Any]]]:
         """The derived network timed on the device before retraining; derived again under a tightened
         budget while it is over (``latency.hold``)."""
-        from .latency.hold import hold_latency
-        from .latency.model import load_latency_model
-        from .nets.config import NetConfig
-        from .nets.cost import network_cost
-        from .nets.genotype import genotype_from_json
-        from .presets import metric_round
-        from .search.config import cost_model
-        from .search.searcher import rederive
+        from ..latency.hold import hold_latency
+        from ..costs.latency import load_latency_model
+        from ..nets.config import NetConfig
+        from ..nets.cost import network_cost
+        from ..nets.genotype import genotype_from_json
+        from ..presets import metric_round
+        from ..search.config import cost_model
+        from ..search.searcher import rederive
 
         lm = load_latency_model(run.path(run.outputs("latency", LatencyOutputs).model))
         net = NetConfig.from_json(best["eval_config"])
@@ -287,7 +287,7 @@ class Stages:
 
     # ---- train --------------------------------------------------------------------
     def _train_cfg(self, run: RunDir):
-        from .train.trainer import TrainConfig, apply_preset
+        from ..train.trainer import TrainConfig, apply_preset
 
         s = run.outputs("search", SearchOutputs)
         genotype = json.loads(run.path(s.genotype).read_text())
@@ -301,7 +301,7 @@ class Stages:
         return hash_inputs(g, self.train_preset, self.cfg.train_overrides, self.cfg.baselines, self.cfg.dataset)
 
     def train(self, run: RunDir, say: Say) -> TrainOutputs:
-        from .train.trainer import train
+        from ..train.trainer import train
 
         d = run.stage_dir("train")
         cfg = self._train_cfg(run)
@@ -310,7 +310,7 @@ class Stages:
         baselines = []
         for arch in self.cfg.baselines:
             if arch in BASELINE_GENOTYPES:  # a published cell (NASNet, AmoebaNet, DARTS_V2) in the searched network's shape
-                from .nets.genotype import KNOWN
+                from ..nets.genotype import KNOWN
 
                 b = replace(cfg, genotype=KNOWN[arch])
             else:
@@ -325,7 +325,7 @@ class Stages:
     # ---- export -------------------------------------------------------------------
     def target_format(self) -> str:
         """The export the device runs: its profile's engine and precision."""
-        from .export.formats import formats_for
+        from ..export.formats import formats_for
 
         return formats_for(self.profile.runtime.engine, self.profile.runtime.precision).name
 
@@ -340,7 +340,7 @@ class Stages:
         return hash_inputs(run.path(run.outputs("train", TrainOutputs).model), self.formats())
 
     def export(self, run: RunDir, say: Say) -> ExportOutputs:
-        from .export.exporter import export_model
+        from ..export.exporter import export_model
 
         d = run.stage_dir("export")
         if self.cfg.formats and self.target_format() not in self.cfg.formats:
@@ -366,9 +366,9 @@ class Stages:
         return hash_inputs(self._artifact(run), Path(self.profile.source), self.cfg.runs, self.cfg.warmup)
 
     def profile_stage(self, run: RunDir, say: Say) -> ProfileOutputs:
-        from .profile.compare import compare, format_comparison
-        from .profile.ops import map_ops
-        from .profile.remote import profile_model
+        from ..profile.compare import compare, format_comparison
+        from ..profile.ops import map_ops
+        from ..profile.remote import profile_model
 
         d = run.stage_dir("profile")
         artifact = self._artifact(run)
@@ -399,11 +399,11 @@ class Stages:
         return hash_inputs(run.path(run.outputs("profile", ProfileOutputs).result), Path(self.profile.source))
 
     def verdict(self, run: RunDir, say: Say) -> VerdictOutputs:
-        from .nets.build import build_network
-        from .nets.config import NetConfig
-        from .nets.cost import fvcore_cost, network_cost
-        from .nets.genotype import genotype_from_json
-        from .profile.verdict import format_table, verdict
+        from ..nets.build import build_network
+        from ..nets.config import NetConfig
+        from ..nets.cost import fvcore_cost, network_cost
+        from ..nets.genotype import genotype_from_json
+        from ..profile.verdict import format_table, verdict
 
         measured = json.loads(run.path(run.outputs("profile", ProfileOutputs).result).read_text())
         s = run.outputs("search", SearchOutputs)
@@ -411,7 +411,7 @@ class Stages:
         lat = run.outputs("latency", LatencyOutputs)
         predicted, graph_ms = None, None
         if lat.model:
-            from .latency.model import load_latency_model
+            from ..costs.latency import load_latency_model
 
             lm = load_latency_model(run.path(lat.model))
             predicted = {"latency_ms": lm.predict(g)}
@@ -435,7 +435,7 @@ class Stages:
                                                     o["profile"].result, o["verdict"].verdict)))
 
     def report(self, run: RunDir, say: Say) -> ReportOutputs:
-        from .report import write_report
+        from ..report.page import write_report
 
         paths = write_report(run, self.profile, self._report_sources(run))
         say(f"report: {paths['html']}")
@@ -444,7 +444,7 @@ class Stages:
 
 def connection_check(profile: DeviceProfile) -> None:
     """Fail in seconds, before an hour of search, when the device cannot be reached."""
-    from .devices.transport import make_transport
+    from ..devices.transport import make_transport
 
     if profile.connection.transport == "local":
         return

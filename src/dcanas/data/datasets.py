@@ -3,7 +3,7 @@
 The DATASETS table is the one place a named dataset's shape (channels, side, classes) and
 normalization are written; the cost CLI, the search, training and export read it.
 Small datasets are held in memory as uint8 tensors and batched without per-sample Python.
-A user's own ImageFolder tree (``folder:PATH``, :mod:`dcanas.folder_data`) is scanned once, its
+A user's own ImageFolder tree (``folder:PATH``, :mod:`dcanas.data.folders`) is scanned once, its
 shape and normalization measured, and its images decoded per batch by DataLoader workers.
 """
 from __future__ import annotations
@@ -20,8 +20,8 @@ from typing import Any, Iterator, Optional
 import numpy as np
 import torch
 
-from .errors import DataError, UserError
-from .folder_data import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split
+from ..errors import DataError, UserError
+from .folders import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -72,7 +72,7 @@ def get_spec(name: str) -> DatasetSpec:
 
 
 def _folder_spec(name: str) -> DatasetSpec:
-    """The spec of a ``folder:`` dataset from what ``folder_data`` measured on its tree."""
+    """The spec of a ``folder:`` dataset from what ``data.folders`` measured on its tree."""
     f = folder_info(name)
     return DatasetSpec(name, f.channels, f.size, len(f.classes), f.mean, f.std,
                        f"an ImageFolder tree at {f.root} (train/<class>/, val/<class>/ or --val-split)", f.classes,
@@ -88,7 +88,7 @@ def short_name(name: str) -> str:
 
 @dataclass
 class ArrayData:
-    """Images as uint8 N x C x H x W (a tensor, or files decoded on demand: ``folder_data.FileImages``)
+    """Images as uint8 N x C x H x W (a tensor, or files decoded on demand: ``data.folders.FileImages``)
     and int64 labels."""
 
     images: Any

@@ -22,9 +22,9 @@ def rgb_tree(tmp_path_factory, fashion_root):
 
 
 def test_gray_png_tree_is_measured_and_streamed(gray_tree):
-    from dcanas import datasets as D
-    from dcanas.datasets import FASHION_CLASSES
-    from dcanas.folder_data import FileImages, folder_dataset
+    from dcanas.data import datasets as D
+    from dcanas.data.datasets import FASHION_CLASSES
+    from dcanas.data.folders import FileImages, folder_dataset
 
     name = folder_dataset(str(gray_tree))
     spec = D.get_spec(name)
@@ -42,8 +42,8 @@ def test_gray_png_tree_is_measured_and_streamed(gray_tree):
 
 
 def test_rgb_jpeg_tree_with_val_split(rgb_tree):
-    from dcanas import datasets as D
-    from dcanas.folder_data import folder_dataset
+    from dcanas.data import datasets as D
+    from dcanas.data.folders import folder_dataset
 
     name = folder_dataset(str(rgb_tree), val_split=0.1)
     assert name.endswith("crops?val=0.1")

@@ -4,16 +4,16 @@ from __future__ import annotations
 import argparse
 import sys
 
-from .argtypes import add_folder_options, nonneg_int, positive_int
-from .presets import RUN_NOTES, RUN_PRESETS, metric_text
+from ..argtypes import add_folder_options, nonneg_int, positive_int
+from ..presets import RUN_NOTES, RUN_PRESETS, metric_text
 from datetime import date
 from pathlib import Path
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from .datasets import short_name
-    from .devices.schema import load_profile
-    from .errors import UserError
+    from ..data.datasets import short_name
+    from ..devices.schema import load_profile
+    from ..errors import UserError
     from .pipeline import RunDir, StageFailed, run_pipeline
     from .stages import (ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, Stages, TrainOutputs, VerdictOutputs,
                          connection_check)
@@ -30,9 +30,9 @@ def cmd_run(args: argparse.Namespace) -> int:
                                                             eval_C=args.eval_channels, eval_layers=args.eval_layers).items() if v},
                     train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
     if args.formats:
-        from .export.formats import resolve_formats
+        from ..export.formats import resolve_formats
         resolve_formats(args.formats)
-    from .search.executor import check_executor
+    from ..search.executor import check_executor
 
     check_executor(args.executor)
     if names != [args.device]:
@@ -64,11 +64,11 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
-    """``dcanas run --device a,b,c`` (or a fleet YAML): see :mod:`dcanas.fleet`."""
+    """``dcanas run --device a,b,c`` (or a fleet YAML): see :mod:`dcanas.run.fleet`."""
     from dataclasses import replace
 
-    from .datasets import short_name
-    from .errors import UserError
+    from ..data.datasets import short_name
+    from ..errors import UserError
     from .fleet import fleet_members, run_fleet, write_fleet_report
     from .stages import Stages
 

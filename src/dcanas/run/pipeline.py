@@ -19,8 +19,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable, TypeVar
 
-from .errors import UserError
-from .io import clean_stale_tmp, write_json
+from ..errors import UserError
+from ..files import clean_stale_tmp, write_json
 
 T = TypeVar("T")
 

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs, urlencode
 import numpy as np
 import torch
 
-from .errors import DataError
+from ..errors import DataError
 
 FOLDER_PREFIX = "folder:"
 
