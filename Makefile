@@ -50,6 +50,7 @@ bench: install data
 	$(PY) benchmarks/paper_search_cost.py
 	$(PY) benchmarks/executor.py
 	$(PY) benchmarks/search_vs_random.py  # ~2 h on 2 cores: cpu-demo's search, 22 networks trained with cpu-rank
+	$(PY) benchmarks/collect.py  # docs/benchmarks.md from the results above
 
 # Opt-in: an emulated Raspberry Pi 4 userland (arm64 Debian under qemu-user) with sshd on 127.0.0.1:2222.
 device-emulator:

@@ -16,9 +16,14 @@ from dcanas.nets.config import NetConfig
 from dcanas.nets.cost import network_cost
 from dcanas.nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, NB201Genotype, cell_edges
 from dcanas.nets.ops import DARTS_OPS
-from dcanas.presets import BUDGET_METRICS
+from dcanas.costs.metrics import searchable
+
 from dcanas.search.constraint import CostModel
 from dcanas.search.derive import derivable, derive_filling, derive_within, log_probs
+
+BUDGET_METRICS = searchable()
+COST_COLUMNS = ("params", "flops", "model_size_kb", "latency_ms")  # _cost's columns
+assert set(COST_COLUMNS) == set(BUDGET_METRICS)
 
 # A small space for brute force: DARTS with 2 nodes and 4 derivable ops (768 choices per cell, 589,824
 # genotypes), NB201 with 3 derivable ops (729 genotypes).
@@ -110,7 +115,7 @@ def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float
     """The largest log-probability of any genotype of the small space within the budgets whose params
     are at least ``floor`` (-inf: none)."""
     ops = SMALL[space]["ops"]
-    col = {m: i for i, m in enumerate(BUDGET_METRICS)}
+    col = {m: i for i, m in enumerate(COST_COLUMNS)}
     lp = {k: log_probs(space, a, ops).numpy() for k, a in alphas.items()}
 
     def cell_lp(kind, choices):

@@ -144,3 +144,17 @@ def test_killed_build_resumes_reusing_finished_points(tmp_path, fashion_root):
     assert r.returncode == 0, r.stderr
     assert "K'=3,698: reused" in r.stderr and "point 1/2" in r.stderr  # the finished point reused, the other two run
     assert len(LUG.load(next(cache.glob("*.json"))).points) == 3
+
+
+def test_lug_key_holds_a_latency_model_by_content_not_path(tmp_path):
+    """Two copies of one latency model (a run folder's and the cache's) share a LUG; another model does not."""
+    from dataclasses import replace
+
+    from dcanas.search.config import SearchConfig
+
+    a, b, c = tmp_path / "run-a.json", tmp_path / "cache-b.json", tmp_path / "other.json"
+    a.write_text('{"intercept": 0.1}')
+    b.write_text('{"intercept": 0.1}')
+    c.write_text('{"intercept": 0.2}')
+    key = {p: options_hash(replace(SearchConfig(), metric="latency_ms", latency_model=str(p))) for p in (a, b, c)}
+    assert key[a] == key[b] != key[c]

@@ -12,7 +12,7 @@ from dcanas.devices.schema import ProfileError, list_profiles, load_profile, par
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
 from dcanas.files import file_sha256 as sha256_file
 from dcanas.nets.ops import SPACE_OPS
-from dcanas.presets import PRIMARY_METRICS
+from dcanas.costs.metrics import primary
 
 from sshd import SSHD
 
@@ -28,7 +28,7 @@ def dcanas(*args, timeout=300):
 @pytest.mark.parametrize("name", list_profiles())
 def test_shipped_profiles_parse(name):
     p = load_profile(name)
-    assert p.name == name and p.budget and p.search_metric in PRIMARY_METRICS and p.search_metric in p.budget
+    assert p.name == name and p.budget and p.search_metric in primary() and p.search_metric in p.budget
     assert dcanas("devices", "show", name).returncode == 0
 
 
@@ -365,7 +365,7 @@ def test_per_operator_profile_maps_to_cells(artifacts, tmp_path):
 
 
 def test_fleet_file_and_list_parse(tmp_path):
-    from dcanas.run.fleet import parse_devices
+    from dcanas.devices.fleet import parse_devices
 
     assert parse_devices("local") == ["local"] and parse_devices("local, rpi4") == ["local", "rpi4"]
     own = local_profile(tmp_path, "tflite")

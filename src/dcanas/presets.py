@@ -9,23 +9,6 @@ from .errors import UserError
 
 T = TypeVar("T")
 
-# What a search can hold as a budget (a cost model predicts each): params and FLOPs counted, the
-# model size predicted for the device's export format (costs/size.py), and the latency
-# predicted by a latency model measured on the device (costs/latency.py).
-BUDGET_METRICS = ("params", "flops", "model_size_kb", "latency_ms")
-PRIMARY_METRICS = ("params", "flops", "latency_ms")  # what --metric can search on (the LUG and the fill rule)
-METRIC_DIGITS = {"params": 0, "flops": 0, "model_size_kb": 1, "latency_ms": 4}  # how a cost is rounded to record it
-
-
-def metric_round(metric: str, value: float) -> float:
-    d = METRIC_DIGITS.get(metric, 4)
-    return int(round(value)) if d == 0 else round(value, d)
-
-
-def metric_text(metric: str, value: float) -> str:
-    d = METRIC_DIGITS.get(metric, 4)
-    return f"{value:,.{d}f}" + {"model_size_kb": " KB", "latency_ms": " ms"}.get(metric, "")
-
 SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # The paper's supernet (Appendix D): 8 cells, C=16, 50 epochs, batch 512, lr 0.2 -- GPU work.
     "paper": dict(C=16, cells=8, epochs=50, batch_size=512, lr=0.2),

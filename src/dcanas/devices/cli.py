@@ -22,7 +22,7 @@ def cmd_devices(args: argparse.Namespace) -> int:
     if args.action == "show":
         print(json.dumps(asdict(profile), indent=2))
         return 0
-    from ..profile.remote import check_device
+    from .session import check_device
 
     info = check_device(profile)
     if args.json:

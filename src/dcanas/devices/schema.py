@@ -14,10 +14,9 @@ from typing import Any, Optional
 import yaml
 
 from ..errors import UserError
-from ..presets import PRIMARY_METRICS as SEARCH_METRICS
+from ..costs.metrics import budget_names, metric, primary
 
 PROFILES_DIR = Path(__file__).parent / "profiles"
-BUDGET_KEYS = ("params", "flops", "latency_ms", "peak_memory_mb", "model_size_kb")
 
 ENGINES = ("onnxruntime", "tflite")
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -68,7 +67,7 @@ class DeviceProfile:
     @property
     def search_metric(self) -> Optional[str]:
         """The budget that drives the search: the profile's ``search_metric``, else params, else flops."""
-        return self.search_on or next((m for m in ("params", "flops") if m in self.budget), None)
+        return self.search_on or next((m for m in primary() if m in self.budget and not metric(m).per_device), None)
 
 
 # ---- one checker per kind of field: (test, what is valid) --------------------------
@@ -139,8 +138,8 @@ def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> Devic
     _expect(isinstance(raw.get("description", ""), str), f"{source}: 'description'", raw.get("description"), "a string")
     _expect(isinstance(raw.get("emulated", False), bool), f"{source}: 'emulated'", raw.get("emulated"), KINDS["bool"][1])
     budget = _section(raw, "budget", source)
-    _known(budget, BUDGET_KEYS, f"{source}: 'budget'")
-    _expect(bool(budget), f"{source}: 'budget'", budget, f"at least one of {', '.join(BUDGET_KEYS)}")
+    _known(budget, budget_names(), f"{source}: 'budget'")
+    _expect(bool(budget), f"{source}: 'budget'", budget, f"at least one of {', '.join(budget_names())}")
     for k, v in budget.items():
         _expect(_is_num(v) and v > 0, f"{source}: 'budget.{k}'", v, "a positive number")
     rt = _section(raw, "runtime", source)
@@ -162,8 +161,8 @@ def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> Devic
     search_on = raw.get("search_metric")
     if search_on is not None:
         search_on = "latency_ms" if search_on == "latency" else search_on
-        _expect(search_on in SEARCH_METRICS and search_on in budget, f"{source}: 'search_metric'", raw.get("search_metric"),
-                f"one of {', '.join(SEARCH_METRICS)} (latency: latency_ms) that the budget names")
+        _expect(search_on in primary() and search_on in budget, f"{source}: 'search_metric'", raw.get("search_metric"),
+                f"one of {', '.join(primary())} (latency: latency_ms) that the budget names")
     return DeviceProfile(name=name, description=raw.get("description", ""), budget=dict(budget), runtime=runtime,
                          connection=connection, emulated=raw.get("emulated", False), source=source, search_on=search_on)
 

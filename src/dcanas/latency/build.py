@@ -29,7 +29,8 @@ from ..files import clean_stale_tmp, write_json
 from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
-from ..profile.remote import check_device, measure_batch
+from ..devices.session import check_device
+from ..profile.remote import measure_batch
 from .measure import Probe, calibration_genotypes, reference_genotype, fixed_parts, instance_module, instance_shape, op_positions, probe_key
 from ..costs.latency import LatencyModel, instance_key
 from .timing import Timing

@@ -41,11 +41,12 @@ class Cost:
         return Cost(*(getattr(self, f.name) * k for f in fields(self)))
 
     def get(self, metric: str) -> int:
-        if metric not in ("params", "flops"):
-            raise ValueError(f"unknown cost metric {metric!r}; valid: params, flops")
+        if metric not in COUNTED:
+            raise ValueError(f"unknown cost metric {metric!r}; valid: {', '.join(COUNTED)}")
         return getattr(self, metric)
 
 
+COUNTED = tuple(f.name for f in fields(Cost))  # what Cost.get reads: the budgets and the graph counts
 ZERO = Cost()
 
 

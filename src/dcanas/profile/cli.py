@@ -15,7 +15,7 @@ def cmd_profile(args: argparse.Namespace) -> int:
     from .remote import profile_model
     from .verdict import format_table, verdict
 
-    from ..run.fleet import parse_devices
+    from ..devices.fleet import parse_devices
     from .compare import compare, format_comparison, parse_threads, to_csv
 
     names = parse_devices(args.device)
@@ -65,7 +65,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_profile_fleet(args: argparse.Namespace, names: list[str]) -> int:
     """``dcanas profile --device a,b MODEL``: one model on each device, a column per device."""
-    from ..run.fleet import format_columns, profile_fleet
+    from ..report.tables import format_columns
+    from .fleet import profile_fleet
 
     if len(args.model) > 1 or (args.threads and "," in args.threads) or args.csv or args.ops:
         raise UserError("a fleet profile measures one model at one thread count per device; give one MODEL (compare models "

@@ -11,6 +11,7 @@ from typing import Any, Callable, Optional
 from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.inspect import precision_of, recognise
+from ..report.tables import number_text
 from .remote import check_options, check_reference, condition_warnings, run_runner_jobs, run_timeout
 from .verdict import verdict
 
@@ -100,20 +101,10 @@ def thread_check(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
-def cell_text(v: Any) -> str:
-    if v is None:
-        return "n/a"
-    if isinstance(v, bool):
-        return "yes" if v else "NO"
-    if isinstance(v, float):
-        return f"{v:.3g}" if abs(v) < 0.01 else f"{v:,.3f}"
-    return str(v)
-
-
 def format_comparison(res: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c != "note"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
-    lines += ["| " + " | ".join(cell_text(r.get(c)) for c in cols) + " |" for r in res["rows"]]
+    lines += ["| " + " | ".join(number_text(r.get(c)) for c in cols) + " |" for r in res["rows"]]
     lines += [f"note: {r['model']} at {r['threads']} threads: {r['note']}" for r in res["rows"] if r.get("note")]
     lines += res["thread_check"]
     lines.append(f"comparison on {res['device']}: {'every row met every budget' if res['passed'] else 'a row missed a budget'}")

@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from ..export.inspect import load_onnx, metadata
+from ..report.tables import part_order
 
 EDGE_SCOPE = re.compile(r"^cells\.\d+\.ops\.\d+(\.\d+)?$")  # a DARTS edge, or an NB201 node / node edge
 
@@ -122,12 +123,6 @@ def _edge_count(genotype: dict[str, Any], kind: str) -> int:
     from ..nets.genotype import NB201Genotype
 
     return sum(len(node) for node in NB201Genotype.from_str(genotype["arch"]).nodes)
-
-
-def part_order(per_cell: dict[str, float]) -> list[str]:
-    """The parts in network order: stem, cell 0, cell 1, ..., head, other."""
-    rank = {"stem": 0, "cell": 1, "head": 2}
-    return sorted(per_cell, key=lambda k: (rank.get(k.split()[0], 3), int(k.split()[1]) if k.startswith("cell ") else 0))
 
 
 def format_ops(m: dict[str, Any]) -> str:

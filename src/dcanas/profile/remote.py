@@ -8,38 +8,18 @@ sides; cleanup runs on a fresh connection when the old one died and never hides 
 """
 from __future__ import annotations
 
-import json
-import sys
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..devices.schema import DeviceProfile
-from ..devices.transport import RMTREE_PY, DeviceError, Transport, make_transport
+from ..devices.session import RUNNER, Progress, _parse, _stderr, cleanup
+from ..devices.transport import DeviceError, Transport, make_transport
 from ..errors import UserError
 from ..export.inspect import recognise
 from ..files import file_sha256
 from ..runtime import runner as R
-
-RUNNER = Path(R.__file__)
-# Stop the runner recorded in the pid file (if it still runs), then remove the work directory.
-CLEANUP_PY = ("import os,shutil,signal,sys\nw=sys.argv[1]\ntry:\n os.kill(int(open(os.path.join(w,'runner.pid')).read()),signal.SIGKILL)\n"
-              "except Exception:\n pass\nshutil.rmtree(w,ignore_errors=True)\nprint(os.path.exists(w))")
-
-Progress = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
-def _parse(stdout: str, where: str) -> dict[str, Any]:
-    for line in reversed(stdout.strip().splitlines()):
-        if line.startswith("{"):
-            return json.loads(line)
-    raise DeviceError(f"{where}: the runner printed no result ({stdout.strip()[-200:]!r})")
-
 
 def check_reference(model: Path) -> Optional[Path]:
     """``<model>.ref.npz`` when it belongs to this very file (its recorded sha256), else None
@@ -83,47 +63,6 @@ def run_timeout(profile: DeviceProfile, model: Path, runs: int, warmup: int, min
     emulation takes seconds), then each run at 20x the latency budget (at least 1 s)."""
     per_run = max(1.0, 20 * profile.budget.get("latency_ms", 50) / 1000)
     return 120 + 30 * model.stat().st_size / 2**20 + (runs + warmup + 1) * per_run + min_seconds
-
-
-def cleanup(transport: Transport, profile: DeviceProfile, wd: str, progress: Progress) -> None:
-    """Stop the runner and remove ``wd``; on a fresh connection when the old one died. Never raises:
-    what could not be removed is said, with where it is."""
-    why = "no answer"
-    for fresh in (False, True):
-        if not fresh and not transport.alive():
-            continue
-        t = make_transport(profile, warn=progress) if fresh else transport
-        try:
-            if fresh:
-                t.connect(retries=0, timeout=min(5.0, profile.connection.connect_timeout_s))
-            r = t.py(CLEANUP_PY, wd, timeout=20, check=False)
-            if r.rc == 0 and r.stdout.strip().endswith("False"):
-                if fresh:
-                    progress(f"[cleanup] removed {wd} on a fresh connection")
-                return
-            why = (r.stderr.strip().splitlines() or [f"exit code {r.rc}"])[-1]
-        except Exception as exc:  # noqa: BLE001 - cleanup must never hide the error that brought us here
-            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
-        finally:
-            if fresh:
-                t.close()
-    progress(f"[cleanup] WARNING: could not remove {wd} on {profile.name} ({why}); remove it by hand: "
-             f"{profile.connection.python} -c {RMTREE_PY!r} {wd}")
-
-
-def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[str, Any]:
-    """Connect and report Python, machine, CPU, cores, memory, disk and importable runtimes."""
-    with make_transport(profile, warn=progress) as t:
-        progress(f"connected to {t.describe()}")
-        wd = t.mkdtemp(profile.connection.workdir)
-        try:
-            t.put(RUNNER, f"{wd}/runner.py")
-            r = t.run([t.python, f"{wd}/runner.py", "--check"], timeout=120)
-            info = _parse(r.stdout, t.describe())
-        finally:
-            cleanup(t, profile, wd, progress)
-    info["transport"] = t.describe()
-    return info
 
 
 THROTTLE_BITS = {0: "under-voltage", 1: "frequency capped", 2: "throttled", 3: "soft temperature limit"}

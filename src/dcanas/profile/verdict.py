@@ -9,58 +9,63 @@ from typing import Any, Optional
 from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.inspect import graph_cost, metadata
-from ..presets import metric_text
+from ..costs.metrics import Evidence, extra_constraints, metric, metric_round
+from ..costs.sources import SourceInputs, make_source
+from ..nets.config import NetConfig
+from ..nets.genotype import genotype_from_json
+from ..report.tables import MARK, markdown_table, number_text
 
 
 def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, float]]:
-    """The analytic counter's params/FLOPs for the genotype a model's metadata names, and the model
-    size the search's size model predicted for the file's format (None without a genotype)."""
+    """What the search's cost sources say of the genotype a model's metadata names: every metric a source
+    computes from the genotype alone (params and FLOPs counted, the model size predicted for the file's format);
+    None without a genotype."""
     try:
-        from ..costs.size import SIZE_MODELS, predicted_kb
-        from ..nets.config import NetConfig
-        from ..nets.cost import network_cost
-        from ..nets.genotype import genotype_from_json
-
-        c = network_cost(genotype_from_json(meta["genotype"]), NetConfig.from_json(meta["net_config"]))
+        cfg = NetConfig.from_json(meta["net_config"])
+        genotype = genotype_from_json(meta["genotype"])
     except (KeyError, TypeError, ValueError, UserError):  # no genotype, or metadata that does not describe one
         return None
-    out: dict[str, float] = {"params": c.params, "flops": c.flops}
-    if meta.get("format") in SIZE_MODELS:
-        out["model_size_kb"] = round(predicted_kb(meta["format"], c.params, c.layers, c.channels, c.avgpools), 1)
+    out: dict[str, float] = {}
+    for name in extra_constraints():
+        try:
+            src = make_source(name, genotype.space, cfg, 0, SourceInputs(size_format=meta.get("format", "")))  # 0 nodes: network() reads none
+        except UserError:  # e.g. no size model for this format
+            continue
+        out[name] = metric_round(name, src.network(genotype))
     return out
 
 
-SOURCES = {"params": "model graph", "flops": "model graph", "latency_ms": "device", "peak_memory_mb": "device (VmHWM)",
-           "model_size_kb": "file"}
+def _source_text(name: str, analytic: Optional[dict[str, float]], seconds: dict[str, tuple[str, Optional[float]]]) -> str:
+    m = metric(name)
+    text = m.verdict_source
+    if analytic and name in analytic:
+        text += f"; {'analytic' if m.source == 'counter' else 'predicted'} {m.text(analytic[name])}"
+    label, value = seconds.get(name, ("", None))
+    return text + (f"; {label} {m.text(value)}" if value is not None else "")
 
 
 def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50",
             predicted: Optional[dict[str, float]] = None, graph_predicted_ms: Optional[float] = None) -> dict[str, Any]:
     """Params and FLOPs are counted from the graph of the file that was profiled (batch norm folded
-    by the exporters), never taken from its metadata; the analytic counter's figures for the
-    genotype in the metadata are shown beside them. A quantity the graph does not allow to count
-    is "not counted" and not a failure. ``predicted``: what the search's models predicted (the latency
-    model's ms), shown beside the measurement; ``graph_predicted_ms``: the latency model's graph model on
-    the node counts of the graph the device ran (a second prediction, shown too)."""
+    by the exporters), never taken from its metadata; the cost sources' figures for the genotype in the
+    metadata are shown beside them. A quantity the graph does not allow to count is "not counted" and
+    not a failure. Where each measured value comes from is the metric registry's (``costs/metrics.py``).
+    ``predicted``: what the search's models predicted (the latency model's ms), shown beside the
+    measurement; ``graph_predicted_ms``: the latency model's graph model on the node counts of the graph
+    the device ran (a second prediction, shown too)."""
     graph = graph_cost(model)
     analytic = {**(analytic_cost(metadata(model)) or {}), **(predicted or {})} or None
-    values: dict[str, Optional[float]] = {
-        "params": graph["params"], "flops": graph["flops"],
-        "latency_ms": measured["latency_ms"][percentile],
-        "peak_memory_mb": measured.get("peak_rss_mb"),
-        "model_size_kb": model.stat().st_size / 1024,
-    }
+    evidence = Evidence(graph=graph, measured=measured, file_kb=model.stat().st_size / 1024, percentile=percentile)
+    seconds = {"latency_ms": ("graph model", graph_predicted_ms)}
     rows = []
     for key, budget in profile.budget.items():
-        value = values.get(key)
+        m = metric(key)
+        value = m.measure(evidence)
         met = None if value is None else value <= budget
-        source = SOURCES[key] + (f"; {'analytic' if key in ('params', 'flops') else 'predicted'} {metric_text(key, analytic[key])}"
-                                 if analytic and key in analytic else "")
-        if key == "latency_ms" and graph_predicted_ms is not None:
-            source += f"; graph model {metric_text(key, graph_predicted_ms)}"
-        rows.append(dict(budget=key + (f" ({percentile})" if key == "latency_ms" else ""), limit=budget, measured=value,
+        rows.append(dict(budget=key + (f" ({percentile})" if m.percentile else ""), limit=budget, measured=value,
                          margin=None if value is None else budget - value, met=met,
-                         source=source if value is not None else "not counted (the graph's shapes are not all known)"))
+                         source=_source_text(key, analytic, seconds) if value is not None
+                         else "not counted (the graph's shapes are not all known)"))
     if measured.get("reference_top1_match") is not None:
         # The device's own output on the shipped reference input must agree with PyTorch's: a runtime
         # that runs the model fast but wrongly (tflite-runtime 2.14 on a dynamic-range int8 model) fails.
@@ -72,12 +77,9 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
 
 
 def format_table(v: dict[str, Any]) -> str:
-    lines = ["| budget | limit | measured | margin | source | |", "|---|---:|---:|---:|---|---|"]
-    for r in v["rows"]:
-        m = "n/a" if r["measured"] is None else (f"{r['measured']:.2g}" if abs(r["measured"]) < 0.01 else f"{r['measured']:,.2f}".rstrip("0").rstrip("."))
-        margin = "" if r["margin"] is None else f"{r['margin']:+,.2f}".rstrip("0").rstrip(".")
-        limit = f"{r['limit']:,}" if not isinstance(r["limit"], str) else r["limit"]
-        lines.append(f"| {r['budget']} | {limit} | {m} | {margin} | {r['source']} | {'✅' if r['met'] else ('–' if r['met'] is None else '❌')} |")
-    lines.append(f"verdict on {v['device']}: {'PASS: every budget met' if v['passed'] else 'FAIL: a budget was missed'}"
-                 + (" (EMULATED device: latency and memory are not real-hardware numbers)" if v["emulated"] else ""))
-    return "\n".join(lines)
+    rows = [[r["budget"], number_text(r["limit"]), number_text(r["measured"]),
+             "" if r["margin"] is None else ("+" if r["margin"] >= 0 else "") + number_text(r["margin"]), r["source"], MARK[r["met"]]]
+            for r in v["rows"]]
+    verdict_line = (f"verdict on {v['device']}: {'PASS: every budget met' if v['passed'] else 'FAIL: a budget was missed'}"
+                    + (" (EMULATED device: latency and memory are not real-hardware numbers)" if v["emulated"] else ""))
+    return markdown_table(["budget", "limit", "measured", "margin", "source", ""], rows) + "\n" + verdict_line

@@ -5,7 +5,8 @@ import argparse
 import sys
 
 from ..argtypes import add_folder_options, nonneg_int, positive_int
-from ..presets import RUN_NOTES, RUN_PRESETS, metric_text
+from ..costs.metrics import metric_text
+from ..presets import RUN_NOTES, RUN_PRESETS
 from datetime import date
 from pathlib import Path
 
@@ -18,7 +19,7 @@ def cmd_run(args: argparse.Namespace) -> int:
     from .stages import (ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, Stages, TrainOutputs, VerdictOutputs,
                          connection_check)
 
-    from .fleet import parse_devices
+    from ..devices.fleet import parse_devices
 
     names = parse_devices(args.device)
     cfg = RunConfig(device=args.device, dataset=args.dataset, data_root=args.data_root, metric=args.metric, seeds=args.seeds,

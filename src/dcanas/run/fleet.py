@@ -17,48 +17,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Optional
 
-import yaml
-
-from ..devices.schema import DeviceProfile, load_profile
-from ..errors import UserError
+from ..devices.fleet import load_fleet
+from ..devices.schema import DeviceProfile
+from ..costs.metrics import metric
 from ..files import atomic_write, write_json
+from ..report.tables import column_table, html_page, md_and_html, met_text, number_text
 from .pipeline import RunDir, StageFailed, hash_inputs, run_pipeline
 
 Say = Callable[[str], None]
 SHARED_STAGES = ("search", "train")  # what devices with the same search configuration share
-
-
-def parse_devices(text: str) -> list[str]:
-    """``--device``: one profile, a comma-separated list, or a fleet YAML (``devices: [rpi4, ./lab-pi.yaml]``,
-    paths relative to the fleet file)."""
-    if "," in text:
-        names = [t.strip() for t in text.split(",")]
-        if not all(names):
-            raise UserError(f"--device {text!r}: an empty name in the list; give profile names or YAML paths separated by commas")
-        return names
-    path = Path(text).expanduser()
-    if path.suffix in (".yaml", ".yml") and path.is_file():
-        try:
-            raw = yaml.safe_load(path.read_text(encoding="utf-8"))
-        except (yaml.YAMLError, UnicodeDecodeError):
-            return [text]  # load_profile says what is wrong with it
-        if isinstance(raw, dict) and "devices" in raw:
-            devs = raw["devices"]
-            if not isinstance(devs, list) or not devs or not all(isinstance(d, str) and d for d in devs):
-                raise UserError(f"{path}: 'devices' must be a non-empty list of profile names or YAML paths, got {devs!r}")
-            return [str((path.parent / d).resolve()) if (path.parent / d).is_file() else d for d in devs]
-    return [text]
-
-
-def load_fleet(names: list[str]) -> list[DeviceProfile]:
-    profiles = [load_profile(n) for n in names]
-    seen: dict[str, str] = {}
-    for n, p in zip(names, profiles):
-        if p.name in seen:
-            raise UserError(f"devices {seen[p.name]!r} and {n!r} are both named {p.name!r}; each device of a fleet needs its own name "
-                            f"(its run folder is OUT/<name>)")
-        seen[p.name] = n
-    return profiles
 
 
 @dataclass
@@ -74,7 +41,7 @@ class Member:
 def search_key(stages: Any) -> str:
     """Two devices share the search when everything it depends on is equal; a latency model is per device."""
     cfg = stages.search_cfg.to_json()
-    own = stages.profile.name if stages.search_cfg.metric == "latency_ms" else None
+    own = stages.profile.name if metric(stages.search_cfg.metric).per_device else None
     return hash_inputs(cfg, stages.cfg.seeds, stages.cfg.cache_dir, own)[:12]
 
 
@@ -165,7 +132,7 @@ def _stage(run_root: Path, name: str) -> dict[str, Any]:
 
 def device_column(m: Member, out: Path) -> dict[str, Any]:
     """One device's figures for the fleet table (what its finished stages recorded)."""
-    from ..presets import metric_text
+    from ..costs.metrics import metric_text
 
     root = out / m.profile.name
     s, t, e, p, v = (_stage(root, n) for n in ("search", "train", "export", "profile", "verdict"))
@@ -187,38 +154,16 @@ def device_column(m: Member, out: Path) -> dict[str, Any]:
         col["peak RSS (MB)"] = p["peak_rss_mb"]
         col["machine"] = p["machine"]
     for r in v.get("rows", []):
-        col[r["budget"]] = ("met" if r["met"] else "MISSED" if r["met"] is False else "not counted") + (
-            f" ({_text(r['measured'])} / {_text(r['limit'])})" if isinstance(r["measured"], (int, float)) and not isinstance(r["limit"], str) else "")
+        counted = isinstance(r["measured"], (int, float)) and not isinstance(r["limit"], str)
+        col[r["budget"]] = met_text(r["met"]) + (f" ({number_text(r['measured'])} / {number_text(r['limit'])})" if counted else "")
     col["report"] = f"{m.profile.name}/report/report.html" if (root / "report" / "report.html").is_file() else "-"
     return col
 
 
-def _text(v: Any) -> str:
-    if v is None:
-        return "-"
-    if isinstance(v, bool):
-        return "yes" if v else "no"
-    if isinstance(v, float):
-        return f"{v:,.0f}" if abs(v) >= 1000 else f"{v:.4g}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return str(v)
-
-
-def column_table(cols: list[dict[str, Any]]) -> list[list[str]]:
-    """Rows of (quantity, device 1, device 2, ...) from per-device columns, rows in first-seen order."""
-    keys: list[str] = []
-    for c in cols:
-        keys += [k for k in c if k not in keys and k != "device"]
-    return [[k] + [_text(c.get(k)) for c in cols] for k in keys]
-
-
 def write_fleet_report(members: list[Member], out: Path, title: str) -> dict[str, Path]:
-    from ..report.page import _table
-
     cols = [device_column(m, out) for m in members]
     rows = column_table(cols)
-    md_table, html_table = _table(rows, [""] + [c["device"] for c in cols])
+    md_table, html_table = md_and_html(rows, [""] + [c["device"] for c in cols])
     passed = all(m.status == "passed" for m in members)
     failed = ", ".join(m.profile.name for m in members if m.status != "passed")
     line = "Fleet verdict: " + ("PASS: every device met every budget" if passed else f"FAIL: {failed} did not pass")
@@ -227,13 +172,8 @@ def write_fleet_report(members: list[Member], out: Path, title: str) -> dict[str
     md_path = atomic_write(out / "report.md", lambda fh: fh.write("\n".join(md) + "\n"), binary=False)
     links = "".join(f"<li><a href=\"{html.escape(c['report'])}\">{html.escape(c['device'])}</a></li>" for c in cols if c["report"] != "-")
     errors = "".join(f"<li>{html.escape(m.profile.name)}: {html.escape(m.error)}</li>" for m in members if m.error)
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>{html.escape(title)}</title>
-<style>body{{font-family:sans-serif;max-width:1200px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}td:first-child{{text-align:left}}th{{background:#eee}}
-td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
-.verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if passed else '#fbe4e4'}}}</style></head><body>
-<h1>{html.escape(title)}</h1><p class="verdict" id="verdict">{html.escape(line)}</p>{html_table}
-<h2>Errors</h2><ul>{errors or '<li>none</li>'}</ul><h2>Per-device reports</h2><ul>{links}</ul></body></html>"""
+    body = f"{html_table}<h2>Errors</h2><ul>{errors or '<li>none</li>'}</ul><h2>Per-device reports</h2><ul>{links}</ul>"
+    page = html_page(title, line, passed, body, width=1200)
     html_path = atomic_write(out / "report.html", lambda fh: fh.write(page), binary=False)
     return {"markdown": md_path, "html": html_path, "passed": passed}  # type: ignore[dict-item]
 
@@ -245,35 +185,4 @@ def fleet_members(names: list[str], make_stages: Callable[[DeviceProfile], Any])
         members.append(Member(profile=p, stages=st, key=search_key(st)))
     return members
 
-
-def profile_fleet(names: list[str], model: Path, *, runs: int, warmup: int, percentile: str, any_format: bool,
-                  threads: Optional[int], say: Say) -> tuple[list[dict[str, Any]], bool]:
-    """``dcanas profile --device a,b MODEL``: the model on each device; a device that fails fails its column."""
-    from ..profile.remote import profile_model
-    from ..profile.verdict import verdict
-
-    cols = []
-    for p in load_fleet(names):
-        col: dict[str, Any] = {"device": p.name}
-        try:
-            res = profile_model(p, model, runs=runs, warmup=warmup, any_format=any_format, threads=threads,
-                                progress=lambda msg, n=p.name: say(f"[{n}] {msg}"))
-            v = verdict(p, model, res, percentile)
-            col.update(status="passed" if v["passed"] else "FAIL", engine=f"{res['engine']} {res['engine_version']}",
-                       machine=res["machine"], threads=res["threads"], **{"p50 (ms)": res["latency_ms"]["p50"],
-                       "p90 (ms)": res["latency_ms"]["p90"], "peak RSS (MB)": res["peak_rss_mb"]})
-            for r in v["rows"]:
-                col[r["budget"]] = "met" if r["met"] else "MISSED" if r["met"] is False else "not counted"
-            col["warnings"] = "; ".join(res.get("warnings", [])) or "-"
-        except Exception as exc:  # noqa: BLE001 - one device's failure is its column's, not the fleet's
-            col.update(status="failed", error=f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}")
-            say(f"[{p.name}] failed: {col['error']}")
-        cols.append(col)
-    return cols, all(c["status"] == "passed" for c in cols)
-
-
-def format_columns(cols: list[dict[str, Any]]) -> str:
-    rows = column_table(cols)
-    head = [""] + [c["device"] for c in cols]
-    return "\n".join(["| " + " | ".join(head) + " |", "|" + "---|" * len(head)] + ["| " + " | ".join(r) + " |" for r in rows])
 

@@ -11,7 +11,9 @@ from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..files import write_json
 from .pipeline import RunDir, StageSpec, hash_inputs
-from ..presets import RUN_PRESETS, metric_text
+from ..costs.metrics import extra_constraints, metric_text
+from ..costs.metrics import metric as budget_metric
+from ..presets import RUN_PRESETS
 
 Say = Callable[[str], None]
 
@@ -145,11 +147,11 @@ class Stages:
         s_preset, self.train_preset = RUN_PRESETS[cfg.preset]
         # every budget a cost model predicts is a constraint: the search metric's (through the LUG) and the other one's
         # (model size: the file of the format the device runs, predicted by costs/size.py)
-        extra = {m: float(profile.budget[m]) for m in ("params", "flops", "model_size_kb") if m in profile.budget and m != metric}
+        extra = {m: float(profile.budget[m]) for m in extra_constraints() if m in profile.budget and m != metric}
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
                                   extra_budgets=extra, **cfg.search_overrides)
-        if "model_size_kb" in profile.budget:  # only then does the file format change the search (devices share searches by config)
+        if any(budget_metric(m).source == "size" for m in profile.budget):  # only then does the format change the search (shared by config)
             self.search_cfg = replace(self.search_cfg, size_format=self.target_format())
         self.notes: list[str] = []
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
@@ -167,7 +169,7 @@ class Stages:
 
     # ---- latency model ------------------------------------------------------------
     def _needs_latency(self) -> bool:
-        return self.search_cfg.metric == "latency_ms"
+        return budget_metric(self.search_cfg.metric).per_device
 
     def latency_inputs(self, run: RunDir) -> str:
         return hash_inputs(Path(self.profile.source), self.search_cfg.to_json(), self.cfg.latency_calibrate, self._needs_latency())
@@ -210,9 +212,11 @@ class Stages:
     def search_inputs(self, run: RunDir) -> str:
         from ..search.lug import find_lug
 
-        lat = run.outputs("latency", LatencyOutputs)
-        lug = find_lug(self.search_cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
-        return hash_inputs(self.search_cfg.to_json(), self.cfg.seeds, lug or "no-lug", run.path(lat.model) if lat.model else "no-latency")
+        from ..search.config import identity
+
+        cfg = self._search_cfg(run)  # the configuration the stage runs with (its latency model by content)
+        lug = find_lug(cfg, Path(self.cfg.cache_dir) if self.cfg.cache_dir else None)
+        return hash_inputs(identity(cfg), self.cfg.seeds, lug or "no-lug")
 
     def search(self, run: RunDir, say: Say) -> SearchOutputs:
         from ..search.lug import resolve_search_budget
@@ -267,7 +271,7 @@ class Stages:
         from ..nets.config import NetConfig
         from ..nets.cost import network_cost
         from ..nets.genotype import genotype_from_json
-        from ..presets import metric_round
+        from ..costs.metrics import metric_round
         from ..search.config import cost_model
         from ..search.searcher import rederive
 
@@ -435,7 +439,7 @@ class Stages:
                                                     o["profile"].result, o["verdict"].verdict)))
 
     def report(self, run: RunDir, say: Say) -> ReportOutputs:
-        from ..report.page import write_report
+        from .report import write_report
 
         paths = write_report(run, self.profile, self._report_sources(run))
         say(f"report: {paths['html']}")

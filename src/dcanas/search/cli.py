@@ -8,8 +8,9 @@ from dataclasses import replace
 
 from ..argtypes import add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
-from ..export.formats import FORMATS
-from ..presets import SEARCH_PRESETS, describe, metric_text
+from ..costs.size import SIZE_MODELS
+from ..costs.metrics import metric, metric_text, searchable
+from ..presets import SEARCH_PRESETS, describe
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
 
@@ -24,11 +25,9 @@ def parse_quantity(text: str) -> float:
 
 def parse_extra_budget(text: str) -> tuple[str, float]:
     """'flops=50M' / 'model_size_kb=512' -> (metric, value)."""
-    from ..presets import BUDGET_METRICS
-
     metric, sep, value = str(text).partition("=")
-    if not sep or metric.strip() not in BUDGET_METRICS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not METRIC=VALUE with METRIC one of {', '.join(BUDGET_METRICS)} "
+    if not sep or metric.strip() not in searchable():
+        raise argparse.ArgumentTypeError(f"{text!r} is not METRIC=VALUE with METRIC one of {', '.join(searchable())} "
                                          f"(e.g. flops=50M, model_size_kb=512)")
     return metric.strip(), parse_quantity(value)
 
@@ -126,7 +125,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     print(f"architecture weights: {s['learned']}")
     chosen = s["derivations"][cfg.derive]["cost"]
     for m, K in cfg.extra_budgets.items():
-        print(f"also {m}: {metric_text(m, chosen[m])} of {metric_text(m, K)}" + (" (predicted for " + cfg.size_format + ")" if m == "model_size_kb" else ""))
+        print(f"also {m}: {metric_text(m, chosen[m])} of {metric_text(m, K)}" + (f" (predicted for {cfg.size_format})" if metric(m).source == "size" else ""))
     return 0
 
 
@@ -138,7 +137,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--also-budget", type=parse_extra_budget, action="append", default=[], metavar="METRIC=VALUE",
                    help="another budget held as a constraint with its own lambda (repeatable): flops=50M, params=300k, "
                    "model_size_kb=512 (the file of --size-format, predicted)")
-    p.add_argument("--size-format", choices=list(FORMATS), help="the export format a model_size_kb budget refers to (default tflite)")
+    p.add_argument("--size-format", choices=list(SIZE_MODELS), help="the export format a model_size_kb budget refers to (default tflite)")
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the search checkpointed in --out")
     p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")

@@ -8,9 +8,11 @@ from typing import Any, Optional
 
 from ..data import datasets as D
 from ..errors import UserError
+from ..files import file_sha256
 from ..nets.config import NetConfig, default_config
 from ..nets.ops import SPACE_OPS
-from ..presets import PRIMARY_METRICS, SEARCH_PRESETS, metric_text
+from ..costs.metrics import metric, metric_text, primary
+from ..presets import SEARCH_PRESETS
 from ..presets import apply_preset as _apply_preset
 from .constraint import CostModel
 from .supernet import SearchOptions, SupernetConfig
@@ -74,6 +76,15 @@ class SearchConfig:
         return cls(**d)
 
 
+def identity(cfg: SearchConfig) -> dict[str, Any]:
+    """The configuration as data that says what a search computes: a latency model by its content (sha256), not by
+    the path it was read from (a run folder, a cache). Stage input hashes and LUG keys are made from this."""
+    d = cfg.to_json()
+    if cfg.latency_model:
+        d["latency_model"] = "sha256:" + file_sha256(cfg.latency_model)
+    return d
+
+
 def apply_preset(cfg: SearchConfig, name: Optional[str]) -> SearchConfig:
     """``cfg`` with a search preset's overrides; a preset's ``options`` (a dict, the table being torch-free) are merged
     into the search options."""
@@ -99,8 +110,8 @@ def supernet_config(cfg: SearchConfig) -> SupernetConfig:
 def cost_model(cfg: SearchConfig) -> CostModel:
     if cfg.space not in SPACE_OPS:
         raise UserError(f"unknown search space {cfg.space!r}; valid: {', '.join(SPACE_OPS)}")
-    if cfg.metric not in PRIMARY_METRICS:
-        raise UserError(f"unknown metric {cfg.metric!r}; valid: {', '.join(PRIMARY_METRICS)}")
+    if cfg.metric not in primary():
+        raise UserError(f"unknown metric {cfg.metric!r}; valid: {', '.join(primary())}")
     scfg = supernet_config(cfg)
     return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format,
                      latency_model_of(cfg), cfg.options.edge_weight)
@@ -171,7 +182,7 @@ def fit_eval_network(cfg: SearchConfig, max_C: int = 256) -> tuple[SearchConfig,
     """``cfg`` with an evaluation-network width whose feasible range holds the budget, and a line
     saying what changed (None when the preset's network already fits). The search from the widened
     or narrowed network keeps its layers; the nearest even C that fits wins."""
-    if cfg.metric == "latency_ms":  # the latency model was measured for this evaluation network: keep it
+    if metric(cfg.metric).per_device:  # its model was measured on the device for this evaluation network: keep it
         return cfg, None
     cm = cost_model(cfg)
     lo, hi = cm.feasible_range()

@@ -22,11 +22,10 @@ from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 import torch
 
 from ..errors import UserError
-from ..costs.size import size_model
 from ..nets.config import NetConfig
-from ..presets import BUDGET_METRICS as METRICS
-from ..presets import metric_round
-from ..nets.cost import Cost, darts_edge_shape, darts_fixed_cost, network_cost, nb201_fixed_cost, op_cost
+from ..costs.metrics import metric_round, searchable
+from ..costs.sources import SourceInputs, make_source
+from ..nets.cost import darts_edge_shape
 from ..nets.darts import darts_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
 from ..nets.nb201 import nb201_layout
@@ -40,27 +39,20 @@ EDGE_WEIGHTS = ("2/j", "literal")  # SearchOptions.edge_weight
 
 
 class CostModel:
-    """b(o) tables of one (space, evaluation network, metric); cheap to evaluate and differentiable."""
+    """b(o) tables of one (space, evaluation network, metric); cheap to evaluate and differentiable. The
+    metric's cost source (``costs/sources.py``) gives each op instance's cost and the fixed part."""
 
     def __init__(self, space: str, eval_cfg: NetConfig, op_names: Sequence[str], nodes: int, metric: str,
                  size_format: str = "tflite", latency: Optional["LatencyModel"] = None, edge_weight: str = "2/j") -> None:
-        if metric not in METRICS:
-            raise UserError(f"unknown cost metric {metric!r}; valid: {', '.join(METRICS)}")
+        if metric not in searchable():
+            raise UserError(f"unknown cost metric {metric!r}; valid: {', '.join(searchable())}")
         self.space, self.eval_cfg, self.op_names, self.nodes, self.metric = space, eval_cfg, tuple(op_names), nodes, metric
         self.size_format, self.latency = size_format, latency
         if edge_weight not in EDGE_WEIGHTS:
             raise UserError(f"unknown edge weight {edge_weight!r} for eq. 3; valid: {', '.join(EDGE_WEIGHTS)}")
         self.edge_weight = edge_weight
-        self._size = size_model(size_format) if metric == "model_size_kb" else None
-        if metric == "latency_ms":
-            if latency is None:
-                raise UserError("a latency budget needs a latency model: --latency-model FILE (dcanas latency build --device D, "
-                                "or dcanas latency fit --csv F)")
-            if latency.space != space or NetConfig.from_json(latency.eval_config) != eval_cfg:
-                raise UserError(f"the latency model was made for {latency.space}, C={latency.eval_config['C']}, "
-                                f"{latency.eval_config['layers']} layers, {latency.eval_config['input_size']}px, not for this "
-                                f"search's evaluation network ({space}, C={eval_cfg.C}, {eval_cfg.layers} layers, "
-                                f"{eval_cfg.input_size}px); build one for it")
+        self.source = make_source(metric, space, eval_cfg, nodes, SourceInputs(size_format, latency))
+        self.fixed = self.source.fixed()
 
         inputs = DARTS_INPUTS if space == "darts" else 1
         self.edges = cell_edges(inputs, nodes)
@@ -69,13 +61,12 @@ class CostModel:
         self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
         if space == "darts":
             slots = darts_layout(eval_cfg, nodes)
-            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else self.value(darts_fixed_cost(eval_cfg, slots, nodes)))
             for kind, red in (("normal", False), ("reduce", True)):
                 U = torch.zeros(len(self.edges), K, dtype=torch.float64)
                 for s in (s for s in slots if s.reduction == red):
                     for e, (i, _) in enumerate(self.edges):
                         for k, op in enumerate(op_names):
-                            U[e, k] += self.instance(op, *darts_edge_shape(s, i))
+                            U[e, k] += self.source.instance(op, *darts_edge_shape(s, i))
                 self.U[kind] = U
             # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j;
             # "literal" sums every edge of the supernet at weight 1, as eq. 3 is written (the ablation's other arm)
@@ -83,32 +74,12 @@ class CostModel:
                                 dtype=torch.float64).unsqueeze(1)
             self.B = {kind: U * keep for kind, U in self.U.items()}
         else:
-            self.fixed = self.offset() + (0.0 if metric == "latency_ms" else self.value(nb201_fixed_cost(eval_cfg)))
             U = torch.zeros(len(self.edges), K, dtype=torch.float64)
             for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
                 for k, op in enumerate(op_names):
-                    U[:, k] += self.instance(op, s.C_out, s.C_out, 1, s.size)
+                    U[:, k] += self.source.instance(op, s.C_out, s.C_out, 1, s.size)
             self.U = {"normal": U}
             self.B = dict(self.U)  # NB201 keeps every edge
-
-    def value(self, cost: Cost) -> float:
-        """The metric of a part of a network, without the format's base bytes (see ``offset``)."""
-        if self._size is None:
-            return cost.get(self.metric)
-        return self._size.variable_bytes(cost.params, cost.layers, cost.channels, cost.avgpools) / 1024
-
-    def instance(self, op: str, C_in: int, C_out: int, stride: int, size: int) -> float:
-        """b(o) of one op instance: its metric, or for latency the latency model's bound."""
-        if self.metric == "latency_ms":
-            return self.latency.bound_instance_ms((op, C_in, C_out, stride, size))
-        return self.value(op_cost(op, C_in, C_out, stride, size))
-
-    def offset(self) -> float:
-        """What a whole network adds once: the exported format's base size, the latency model's theta_0
-        (0 for params and FLOPs)."""
-        if self.metric == "latency_ms":
-            return self.latency.bound_fixed_ms()
-        return 0.0 if self._size is None else self._size.base_bytes() / 1024
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 3: k_s(alpha) = fixed + sum over cells, edges, ops of softmax(alpha)_o * b(o), the softmax
@@ -126,11 +97,8 @@ class CostModel:
         return self.U
 
     def derived(self, genotype: Genotype) -> float:
-        """The cost of the derived evaluation network (the analytic counter; model size and latency: predicted)."""
-        if self.metric == "latency_ms":
-            return self.latency.bound(genotype)
-        v = self.value(network_cost(genotype, self.eval_cfg)) + self.offset()
-        return v if self._size is not None else int(v)
+        """The cost of the derived evaluation network (counted, or predicted by the metric's model)."""
+        return self.source.network(genotype)
 
     def feasible_range(self) -> tuple[float, float]:
         """Cost of the cheapest and of the most expensive network the space can derive."""

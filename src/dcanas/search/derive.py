@@ -10,7 +10,7 @@ from typing import Mapping, Optional, Sequence
 import numpy as np
 import torch
 
-from ..presets import metric_round
+from ..costs.metrics import metric_round
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges, darts_edge_node
 
 

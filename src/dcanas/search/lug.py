@@ -15,10 +15,10 @@ from typing import Any, Callable, Optional
 
 from ..progress import step_bar
 from .. import __version__
-from ..presets import metric_text
+from ..costs.metrics import metric_text
 from ..errors import UserError
 from ..files import atomic_write, write_json
-from .config import SearchConfig, cost_model
+from .config import SearchConfig, cost_model, identity
 from .executor import Runner
 from .searcher import run_search
 
@@ -32,7 +32,7 @@ def default_cache_dir() -> Path:
 
 
 def options_key(cfg) -> dict[str, Any]:
-    return {k: v for k, v in cfg.to_json().items() if k not in _NOT_IN_KEY}
+    return {k: v for k, v in identity(cfg).items() if k not in _NOT_IN_KEY}
 
 
 def options_hash(cfg) -> str:

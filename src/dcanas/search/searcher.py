@@ -20,7 +20,7 @@ from ..errors import UserError
 from ..files import clean_stale_tmp, crash_point, ensure_writable_dir, load_checkpoint, peak_rss_mb, resume_state, torch_save, write_json
 from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
-from ..presets import metric_round, metric_text
+from ..costs.metrics import metric_round, metric_text
 from ..progress import step_bar
 from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
 from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
@@ -313,7 +313,7 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostMod
     summary = dict(space=cfg.space, dataset=cfg.dataset, metric=cfg.metric, K_d=cfg.budget, K_prime=K_prime,
                    derive=cfg.derive, budgets=budgets(cfg),
                    derived_params=cost.params, derived_flops=cost.flops, derived_cost=derived,
-                   **{f"derived_{m}": metric_round(m, cms[m].derived(genotype)) for m in cms if m not in ("params", "flops")},
+                   **{f"derived_{m}": metric_round(m, cms[m].derived(genotype)) for m in cms if f"derived_{m}" not in ("derived_params", "derived_flops")},
                    under_budget=all(cms[m].derived(genotype) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
                    separated=separated(learned), learned=separation_note(learned),

@@ -1,20 +1,12 @@
-"""The run report: PNG plots (matplotlib), ``report.md`` and a self-contained ``report.html``
-(images inlined as data URIs) in the run directory."""
+"""The report's plots (matplotlib, PNG): genotype, architecture weights and what they learned, the constraint,
+training curves, accuracy against cost, latency distributions, the latency model, where the time goes."""
 from __future__ import annotations
 
-import base64
-import html
 import io
-import json
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-from ..devices.schema import DeviceProfile
-from ..presets import metric_text
 from ..files import atomic_write
-
-if TYPE_CHECKING:
-    from ..run.pipeline import RunDir
 
 
 def _plt():
@@ -268,7 +260,7 @@ def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[
 def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: Path) -> Path:
     """Where the time goes on the device: us per run for the stem, each cell and the head (onnxruntime's
     node profile), and the genotype with each edge coloured by its time."""
-    from ..profile.ops import part_order
+    from .tables import part_order
 
     plt = _plt()
     n_cells = len(_genotype_cells(genotype)) if genotype and op_map.get("per_edge") else 0
@@ -285,111 +277,3 @@ def plot_op_time(op_map: dict[str, Any], genotype: dict[str, Any] | None, path: 
         plot_genotype(genotype, path, op_map["per_edge"], axes=[fig.add_subplot(grid[1, k]) for k in range(n_cells)])
     fig.tight_layout()
     return _save(fig, path)
-
-
-def _table(rows: list[list[str]], header: list[str]) -> tuple[str, str]:
-    md = "| " + " | ".join(header) + " |\n|" + "---|" * len(header) + "\n" + "\n".join("| " + " | ".join(r) + " |" for r in rows)
-    cls = {"met": "ok", "passed": "ok", "pass": "ok", "MISSED": "bad", "FAILED": "bad", "FAIL": "bad"}  # words, not emoji: no emoji font is needed
-    h = "<table><tr>" + "".join(f"<th>{html.escape(c)}</th>" for c in header) + "</tr>" + "".join(
-        "<tr>" + "".join(f"<td class=\"{cls.get(c, '')}\">{html.escape(c)}</td>" for c in r) + "</tr>" for r in rows) + "</table>"
-    return md, h
-
-
-def write_report(run: "RunDir", profile: DeviceProfile, outputs: dict[str, Any]) -> dict[str, Path]:
-    """report.md and a self-contained report.html from the finished stages' typed outputs records."""
-    from ..nets.ops import SPACE_OPS
-
-    d = run.stage_dir("report")
-    s, t, e, p, v = (outputs[k] for k in ("search", "train", "export", "profile", "verdict"))
-    search = json.loads(run.path(s.search_log).read_text())
-    genotype = json.loads(run.path(s.genotype).read_text())
-    train = json.loads(run.path(t.train_log).read_text())
-    prof = json.loads(run.path(p.result).read_text())
-    verdict = json.loads(run.path(v.verdict).read_text())
-
-    pareto = [dict(name="DCA-NAS (searched)", params=t.params, test_top1=t.test_top1)]
-    pareto += [dict(name=b["arch"], params=b["params"], test_top1=b["test_top1"]) for b in t.baselines]
-    figs = [
-        ("The derived cells (genotype)", plot_genotype(genotype, d / "genotype.png")),
-        ("Architecture weights over the search", plot_alphas(search, list(SPACE_OPS[genotype["space"]]), d / "alphas.png")),
-        ("What the search learned: entropy, what pushed alpha, margins", plot_learning(search, d / "learning.png")),
-        ("Expected cost k_s against K', and lambda", plot_constraint(search, d / "constraint.png")),
-        ("Retraining curves", plot_training(train, d / "training.png")),
-        ("Accuracy against parameters (paper Fig. 2)", plot_pareto(pareto, profile.budget.get("params"), d / "pareto.png")),
-        ("On-device latency distribution", plot_latency(prof, profile.budget.get("latency_ms"), d / "latency.png")),
-    ]
-    figs = [(title, f) for title, f in figs if f is not None]
-    if p.op_map:
-        figs.append(("Where the time goes on the device: per cell and per edge (onnxruntime's node profile)",
-                     plot_op_time(json.loads(run.path(p.op_map).read_text()), genotype, d / "op_time.png")))
-    lat = outputs.get("latency")
-    if lat is not None and lat.model:
-        model = json.loads(run.path(lat.model).read_text())
-        predicted = (verdict.get("predicted") or {}).get("latency_ms")
-        derived = (predicted, prof["latency_ms"]["p50"]) if predicted is not None else None
-        figs.append(("Latency model: predicted vs measured", plot_latency_model(model, derived, d / "latency_model.png")))
-    def fmt(x: Any) -> str:
-        if x is None:
-            return "n/a"
-        if isinstance(x, str):
-            return x
-        if isinstance(x, float):
-            return f"{x:,.3g}" if abs(x) < 1e-2 else f"{x:,.3f}".rstrip("0").rstrip(".")
-        return f"{x:,}"
-
-    met = {True: "met", False: "MISSED", None: "not counted"}
-    verdict_rows = [[r["budget"], fmt(r["limit"]), fmt(r["measured"]), fmt(r["margin"]), r["source"], met[r["met"]]] for r in v.rows]
-    vmd, vhtml = _table(verdict_rows, ["budget", "limit", "measured", "margin", "source", "met"])
-    cc = v.cross_check
-    cmd_, chtml = _table([["params", fmt(cc["params"]), fmt(cc["fvcore_params"])], ["FLOPs (MACs)", fmt(cc["flops"]), fmt(cc["fvcore_flops"])]],
-                         ["derived network", "analytic counter", "fvcore"])
-    ex_rows = [[r["format"], r["file"], f"{r.get('size_kb', 0):.1f}", f"{r['export_s']:.1f}", f"{r.get('max_abs_diff', float('nan')):.2e}",
-                f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in e.rows]
-    emd, ehtml = _table(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
-    tables = [("Cost cross-check", cmd_, chtml), ("Export", emd, ehtml)]
-    if s.device_checks:  # a latency search: each derivation timed on the device before retraining (latency/hold.py)
-        hold_rows = [[str(k + 1), fmt(c["derivation_budget_ms"]), fmt(c["predicted_ms"]), fmt(c["measured_ms"]),
-                      fmt(c.get("level")), "yes" if c["measured_ms"] <= s.K_d else "no"] for k, c in enumerate(s.device_checks)]
-        hmd, hhtml = _table(hold_rows, ["derivation", "derived under (ms)", "predicted (ms)", "measured, untrained (ms)",
-                                        "reference time vs build", "within budget"])
-        tables.insert(0, ("Derived network timed on the device before retraining", hmd, hhtml))
-    if p.comparison:
-        from ..profile.compare import COLUMNS, cell_text
-
-        cmp = json.loads(run.path(p.comparison).read_text())
-        cols = [c for c in COLUMNS if c not in ("model", "note")]
-        cmd2, chtml2 = _table([[cell_text(r.get(c)) for c in cols] for r in cmp["rows"]], cols)
-        notes = [f"{r['model']}: {r['note']}" for r in cmp["rows"] if r.get("note")] + cmp["thread_check"]
-        tables.append((f"Every export on {cmp['device']}", cmd2 + "".join(f"\n\n{n}" for n in notes),
-                       chtml2 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)))
-    st_rows = [[name, st.get("status", ""), f"{st.get('wall_s', 0):.1f}"] for name, st in run.state["stages"].items() if name != "report"]
-    smd, shtml = _table(st_rows, ["stage", "status", "wall (s)"])
-    verdict_line = f"**Verdict on {verdict['device']}: {'PASS — every budget met' if v.passed else 'FAIL — a budget was missed'}**"
-    if verdict.get("emulated"):
-        verdict_line += " (emulated device: latency and memory are not real-hardware numbers)"
-    summary = (f"Device **{profile.name}** ({profile.description}). Searched {s.metric} budget K_d = {metric_text(s.metric, s.K_d)} "
-               f"(K' = {metric_text(s.metric, s.K_prime)}, LUG: {s.lug}); derived network: {s.derived_params:,} params, "
-               f"{s.derived_flops:,} MACs; test top-1 {100 * t.test_top1:.2f}% on {run.config['dataset']}; "
-               f"{prof['engine']} on {prof['machine']}: p50 {prof['latency_ms']['p50']:.3f} ms, peak RSS {prof['peak_rss_mb']:.1f} MB.")
-    if search["summary"].get("learned"):  # search/learned.py: whether the architecture weights separated
-        summary += f" Search (best seed): {search['summary']['learned']}."
-    md = ["# dcanas run report", "", verdict_line, "", summary, "", "## Verdict", "", vmd, ""]
-    for title, tmd, _ in tables + [("Stages", smd, shtml)]:
-        md += [f"## {title}", "", tmd, ""]
-    for title, p in figs:
-        md += [f"## {title}", "", f"![{title}]({p.name})", ""]
-    md_path = atomic_write(d / "report.md", lambda fh: fh.write("\n".join(md)), binary=False)
-
-    imgs = "".join(f"<h2>{html.escape(t)}</h2><img alt=\"{html.escape(t)}\" src=\"data:image/png;base64,"
-                   f"{base64.b64encode(p.read_bytes()).decode()}\">" for t, p in figs)
-    sections = "".join(f"<h2>{html.escape(title)}</h2>{th}" for title, _, th in tables + [("Stages", smd, shtml)])
-    page = f"""<!doctype html><html><head><meta charset="utf-8"><title>dcanas report: {html.escape(profile.name)}</title>
-<style>body{{font-family:sans-serif;max-width:1100px;margin:2em auto;color:#222}}table{{border-collapse:collapse;margin:1em 0}}
-td,th{{border:1px solid #bbb;padding:4px 10px;text-align:right}}th{{background:#eee}}img{{max-width:100%;border:1px solid #ddd}}
-td.ok{{background:#d8f0d8}}td.bad{{background:#f6d0d0;font-weight:bold}}
-.verdict{{font-size:1.3em;padding:.5em;background:{'#e6f4e6' if v.passed else '#fbe4e4'}}}</style></head><body>
-<h1>dcanas run report</h1><p class="verdict" id="verdict">{html.escape(verdict_line.replace('**', ''))}</p>
-<p>{html.escape(summary.replace('**', ''))}</p><h2>Verdict</h2>{vhtml}{sections}{imgs}
-<script>document.body.dataset.images=[...document.images].filter(i=>i.naturalWidth>0).length</script></body></html>"""
-    html_path = atomic_write(d / "report.html", lambda fh: fh.write(page), binary=False)
-    return {"markdown": md_path, "html": html_path}

@@ -1,0 +1,71 @@
+"""The device's work directory: the runner pushed, its ``--check`` answer parsed, the directory removed
+afterwards (on a fresh connection when the old one died). ``dcanas devices check`` and every profile use it."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any, Callable
+
+from ..runtime import runner as R
+from .schema import DeviceProfile
+from .transport import RMTREE_PY, DeviceError, Transport, make_transport
+
+RUNNER = Path(R.__file__)
+# Stop the runner recorded in the pid file (if it still runs), then remove the work directory.
+CLEANUP_PY = ("import os,shutil,signal,sys\nw=sys.argv[1]\ntry:\n os.kill(int(open(os.path.join(w,'runner.pid')).read()),signal.SIGKILL)\n"
+              "except Exception:\n pass\nshutil.rmtree(w,ignore_errors=True)\nprint(os.path.exists(w))")
+
+Progress = Callable[[str], None]
+
+
+def _stderr(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def _parse(stdout: str, where: str) -> dict[str, Any]:
+    for line in reversed(stdout.strip().splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    raise DeviceError(f"{where}: the runner printed no result ({stdout.strip()[-200:]!r})")
+
+
+def cleanup(transport: Transport, profile: DeviceProfile, wd: str, progress: Progress) -> None:
+    """Stop the runner and remove ``wd``; on a fresh connection when the old one died. Never raises:
+    what could not be removed is said, with where it is."""
+    why = "no answer"
+    for fresh in (False, True):
+        if not fresh and not transport.alive():
+            continue
+        t = make_transport(profile, warn=progress) if fresh else transport
+        try:
+            if fresh:
+                t.connect(retries=0, timeout=min(5.0, profile.connection.connect_timeout_s))
+            r = t.py(CLEANUP_PY, wd, timeout=20, check=False)
+            if r.rc == 0 and r.stdout.strip().endswith("False"):
+                if fresh:
+                    progress(f"[cleanup] removed {wd} on a fresh connection")
+                return
+            why = (r.stderr.strip().splitlines() or [f"exit code {r.rc}"])[-1]
+        except Exception as exc:  # noqa: BLE001 - cleanup must never hide the error that brought us here
+            why = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+        finally:
+            if fresh:
+                t.close()
+    progress(f"[cleanup] WARNING: could not remove {wd} on {profile.name} ({why}); remove it by hand: "
+             f"{profile.connection.python} -c {RMTREE_PY!r} {wd}")
+
+
+def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[str, Any]:
+    """Connect and report Python, machine, CPU, cores, memory, disk and importable runtimes."""
+    with make_transport(profile, warn=progress) as t:
+        progress(f"connected to {t.describe()}")
+        wd = t.mkdtemp(profile.connection.workdir)
+        try:
+            t.put(RUNNER, f"{wd}/runner.py")
+            r = t.run([t.python, f"{wd}/runner.py", "--check"], timeout=120)
+            info = _parse(r.stdout, t.describe())
+        finally:
+            cleanup(t, profile, wd, progress)
+    info["transport"] = t.describe()
+    return info
