@@ -1,12 +1,9 @@
 import json
-import subprocess
-import sys
 
 import pytest
 
 
-def run(*args):
-    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=300)
+from conftest import run_dcanas as run
 
 
 def test_cost_darts_v2_json():

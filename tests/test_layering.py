@@ -138,3 +138,19 @@ def test_function_level_and_relative_imports_are_read(tmp_path):
     graph = import_graph()
     assert "dcanas.search.derive" in graph["dcanas.search.config"]  # a function-level relative import there
     assert "dcanas.runtime.runner" in graph["dcanas.profile.remote"]  # ``from ..runtime import runner as R``
+
+
+# What `dcanas profile`, `dcanas devices` and the argument parser import must not pull in torch (~1.3 s here): a
+# profile's runner starts within a second, and the command line answers --help at once.
+TORCH_FREE = ("dcanas.cli", "dcanas.profile.cli", "dcanas.profile.remote", "dcanas.profile.verdict", "dcanas.profile.compare",
+              "dcanas.profile.ops", "dcanas.profile.fleet", "dcanas.devices.cli", "dcanas.devices.session", "dcanas.runtime.runner",
+              "dcanas.costs.metrics", "dcanas.report.tables", "dcanas.presets")
+
+
+def test_the_profile_path_does_not_import_torch():
+    import subprocess
+    import sys
+
+    code = f"import sys, importlib\nfor m in {TORCH_FREE!r}: importlib.import_module(m)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import run_dcanas
+
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
 from dcanas.files import file_sha256 as sha256_file
@@ -19,8 +21,7 @@ from sshd import SSHD
 needs_sshd = pytest.mark.skipif(not os.path.exists(SSHD), reason="openssh-server not installed (make test installs it as root)")
 
 
-def dcanas(*args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout)
+dcanas = run_dcanas
 
 
 # ---- profiles ----------------------------------------------------------------------
@@ -325,10 +326,10 @@ def test_comparison_table_in_one_connection(sshd, artifacts, tmp_path):
     models = [str(d / n) for n in ("model.onnx", "model.tflite", "model-int8.tflite")]
     r = dcanas("profile", "--device", str(prof), *models, "--threads", "1,2", "--runs", "5", "--warmup", "1",
                "--csv", str(tmp_path / "cmp.csv"), "--json")
-    assert r.returncode in (0, 1), r.stderr[-2000:]
-    assert r.stderr.count("[connect]") == 1 and r.stderr.count("[run]") == 6
     out = json.loads(r.stdout)
     rows = out["rows"]
+    assert r.returncode == (1 if any(x["verdict"] == "FAIL" for x in rows) else 0), r.stderr[-2000:]  # exit 1: a row FAILed
+    assert r.stderr.count("[connect]") == 1 and r.stderr.count("[run]") == 6
     assert [(x["model"], x["threads"]) for x in rows] == [(m, t) for m in ("model.onnx", "model.tflite", "model-int8.tflite")
                                                           for t in (1, 2)]
     assert [x["precision"] for x in rows] == ["fp32"] * 4 + ["int8"] * 2

@@ -36,6 +36,13 @@ def test_search_outputs(tmp_path, fashion_root):
     s = report["summary"]
     assert s["K_d"] == budget and s["K_prime"] == budget and s["derived_cost"] == s["derived_params"]
     assert s["genotype"] == genotype
+    # the derived network is within the budget, by the counter on the built genotype (not the search's own figure)
+    from dcanas.nets.config import NetConfig
+    from dcanas.nets.cost import network_cost
+    from dcanas.nets.genotype import genotype_from_json
+
+    counted = network_cost(genotype_from_json(genotype), NetConfig.from_json(s["eval_config"])).params
+    assert counted == s["derived_params"] and lo <= counted <= budget and s["under_budget"], (counted, budget)
     assert "epoch 3/3" in r.stderr
 
 

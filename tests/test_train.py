@@ -4,17 +4,19 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from functools import partial
 
 import pytest
 import torch
+
+from conftest import run_dcanas
 
 from dcanas.train.model_io import load_model
 
 HERE = Path(__file__).parent
 
 
-def dcanas(*args, timeout=600):
-    return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout)
+dcanas = partial(run_dcanas, timeout=600)
 
 
 @pytest.mark.slow

@@ -139,3 +139,8 @@ def peak_rss_mb() -> float:
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def cache_dir(kind: str) -> Path:
+    """Where dcanas caches ``kind`` (lug, latency): under $XDG_CACHE_HOME, else ~/.cache."""
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dcanas" / kind

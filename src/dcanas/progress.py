@@ -9,6 +9,11 @@ import sys
 from typing import Any
 
 
+def stderr_line(msg: str) -> None:
+    """The default progress callback of the library functions: one line on stderr, flushed."""
+    print(msg, file=sys.stderr, flush=True)
+
+
 class _NoBar:
     def update(self, n: int = 1) -> None:
         pass

@@ -18,9 +18,9 @@ from typing import Callable, Optional, Protocol
 
 from ..errors import UserError
 from ..nets.config import NetConfig
-from ..nets.cost import Cost, darts_fixed_cost, nb201_fixed_cost, network_cost, op_cost
-from ..nets.darts import darts_layout
+from ..nets.cost import Cost, network_cost, op_cost
 from ..nets.genotype import Genotype
+from ..nets.spaces import SPACES
 from .latency import LatencyModel
 from .metrics import METRICS, metric
 from .size import size_model
@@ -38,7 +38,7 @@ class CostSource(Protocol):
 
 def fixed_cost(space: str, eval_cfg: NetConfig, nodes: int) -> Cost:
     """Stem, preprocessing and head of the evaluation network (everything outside the searched edges)."""
-    return darts_fixed_cost(eval_cfg, darts_layout(eval_cfg, nodes), nodes) if space == "darts" else nb201_fixed_cost(eval_cfg)
+    return SPACES[space].fixed_cost(eval_cfg, nodes)
 
 
 @dataclass

@@ -3,13 +3,13 @@ afterwards (on a fresh connection when the old one died). ``dcanas devices check
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
 from ..runtime import runner as R
 from .schema import DeviceProfile
 from .transport import RMTREE_PY, DeviceError, Transport, make_transport
+from ..progress import stderr_line as _stderr
 
 RUNNER = Path(R.__file__)
 # Stop the runner recorded in the pid file (if it still runs), then remove the work directory.
@@ -17,10 +17,6 @@ CLEANUP_PY = ("import os,shutil,signal,sys\nw=sys.argv[1]\ntry:\n os.kill(int(op
               "except Exception:\n pass\nshutil.rmtree(w,ignore_errors=True)\nprint(os.path.exists(w))")
 
 Progress = Callable[[str], None]
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def _parse(stdout: str, where: str) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..files import file_sha256
 from .known_hosts import append_host_key, host_entry_name, load_known_hosts
 from .schema import Connection, DeviceProfile
+from ..progress import stderr_line as _stderr
 
 SHA256_PY = "import hashlib,sys;h=hashlib.sha256();f=open(sys.argv[1],'rb');[h.update(c) for c in iter(lambda:f.read(1<<20),b'')];print(h.hexdigest())"
 MKDTEMP_PY = "import sys,tempfile;print(tempfile.mkdtemp(prefix='dcanas-',dir=sys.argv[1] if len(sys.argv)>1 else None))"
@@ -33,10 +34,6 @@ REMOVE_PY = "import os,sys;os.path.exists(sys.argv[1]) and os.remove(sys.argv[1]
 
 Warn = Callable[[str], None]
 _WARNED: set = set()
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 class DeviceError(UserError):

@@ -7,7 +7,6 @@ import io
 import os
 import traceback
 import shutil
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +22,7 @@ from ..train.model_io import load_model
 from .converters import ONNX_OPSET, export_onnx, export_tflite, quantize_tflite, tflite_ops
 from .formats import ExportFormat, resolve_formats
 from .validate import RUNNERS, ShapeError, compare, output_detail
+from ..progress import stderr_line as _stderr
 
 
 @dataclass
@@ -68,10 +68,6 @@ def artifact_metadata(meta: dict[str, Any], fmt: ExportFormat, layout: str, mode
             "mean": meta["mean"], "std": meta["std"], "classes": meta["classes"], "genotype": meta.get("genotype"),
             "arch": meta["arch"], "net_config": meta.get("net_config"), "dataset": meta["dataset"],
             "source_model_sha256": model_sha, "precision": fmt.precision}
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def export_model(model_path: str | Path, formats: str | list[str], out_dir: str | Path, *, dataset: Optional[str] = None,

@@ -10,7 +10,6 @@ import fcntl
 import hashlib
 import json
 import os
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import asdict
@@ -25,7 +24,7 @@ from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.converters import convert
 from ..export.formats import ExportFormat, formats_for
-from ..files import clean_stale_tmp, write_json
+from ..files import cache_dir, clean_stale_tmp, write_json
 from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
@@ -34,18 +33,15 @@ from ..profile.remote import measure_batch
 from .measure import Probe, calibration_genotypes, reference_genotype, fixed_parts, instance_module, instance_shape, op_positions, probe_key
 from ..costs.latency import LatencyModel, instance_key
 from .timing import Timing
+from ..progress import stderr_line as _stderr
 
 Progress = Callable[[str], None]
 CHUNK = 24  # models per runner session: the unit of resume
 PARTS = ("op:", "fixed:", "probe:")  # pieces of a network; every other model is a whole network, whose graph is counted too
 
 
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
-
-
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dcanas" / "latency"
+    return cache_dir("latency")
 
 
 def model_key(profile: DeviceProfile, fmt: ExportFormat, space: str, cfg: NetConfig, runtimes: Any) -> dict[str, Any]:

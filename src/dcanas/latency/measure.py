@@ -13,12 +13,9 @@ import torch.nn as nn
 
 from ..nets.build import build_network
 from ..nets.config import NetConfig
-from ..nets.cost import darts_edge_shape
-from ..nets.darts import darts_layout
 from ..nets.genotype import Genotype, random_genotype
-from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import build_op
-from ..search.derive import derivable
+from ..nets.spaces import SPACES
 from ..costs.latency import Instance
 
 Part = tuple[str, Callable[[], nn.Module], tuple[int, ...]]  # (key, module factory, input shape)
@@ -26,13 +23,8 @@ Part = tuple[str, Callable[[], nn.Module], tuple[int, ...]]  # (key, module fact
 
 def op_positions(space: str, cfg: NetConfig, op_names: tuple[str, ...]) -> list[Instance]:
     """Every distinct (op, C_in, C_out, stride, size) a derived network of the space can contain."""
-    usable = [op_names[k] for k in derivable(space, op_names) if op_names[k] != "none"]
-    shapes: list[tuple[int, int, int, int]] = []
-    if space == "darts":
-        for slot in darts_layout(cfg, 4):
-            shapes += [darts_edge_shape(slot, src) for src in range(6)]
-    else:
-        shapes += [(s.C_out, s.C_out, 1, s.size) for s in nb201_layout(cfg) if not s.reduction]
+    usable = [op_names[k] for k in SPACES[space].derivable(op_names) if op_names[k] != "none"]
+    shapes = [shape for cells in SPACES[space].edge_shapes(cfg, 4).values() for cell in cells for shape in cell]
     return sorted({(op, *shape) for shape in shapes for op in usable})
 
 
@@ -50,18 +42,7 @@ def fixed_parts(space: str, cfg: NetConfig) -> list[Part]:
     """The parts of the evaluation network no genotype changes, as they are built, with the input shape
     each receives (taken from a forward pass with hooks); one entry per occurrence."""
     net = build_network(random_genotype(space, random.Random(0)), replace(cfg, auxiliary=False)).eval()
-    head = (nn.Sequential(net.global_pooling, nn.Flatten(), net.classifier) if space == "darts"
-            else nn.Sequential(net.lastact, net.global_pooling, nn.Flatten(), net.classifier))
-    watched: list[tuple[str, nn.Module, nn.Module]] = [("stem", net.stem, net.stem)]
-    if space == "darts":
-        if getattr(net, "stem1", None) is not None:
-            watched.append(("stem1", net.stem1, net.stem1))
-        for cell in net.cells:
-            watched += [("pre0", cell.preprocess0, cell.preprocess0), ("pre1", cell.preprocess1, cell.preprocess1)]
-        watched.append(("head", net.global_pooling, head))
-    else:
-        watched += [("resblock", c, c) for c in net.cells if isinstance(c, ResNetBasicBlock)]
-        watched.append(("head", net.lastact, head))
+    watched = net.fixed_parts()
     shapes: list[tuple[int, ...]] = []
     hooks = [m.register_forward_pre_hook(lambda mod, inp: shapes.append(tuple(inp[0].shape))) for _, m, _ in watched]
     try:
@@ -103,7 +84,7 @@ def calibration_genotypes(space: str, n: int, seed: int) -> list[Genotype]:
     while len(out) < n:
         g = random_genotype(space, rng)
         text = repr(g.to_json())
-        if text in seen or (space == "nb201" and "none" in text):
+        if text in seen or "none" in text:  # DARTS genotypes never hold none
             continue
         seen.add(text)
         out.append(g)

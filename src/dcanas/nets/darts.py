@@ -153,6 +153,14 @@ class DartsNetwork(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_out, cfg.num_classes)
 
+    def fixed_parts(self) -> list[tuple[str, nn.Module, nn.Module]]:
+        """The parts no genotype changes, in forward order: (kind, the module whose input shape is the part's,
+        the module that computes the part). The head is pooling, flattening and the classifier."""
+        parts = [("stem", self.stem, self.stem)] + ([("stem1", self.stem1, self.stem1)] if getattr(self, "stem1", None) is not None else [])
+        for cell in self.cells:
+            parts += [("pre0", cell.preprocess0, cell.preprocess0), ("pre1", cell.preprocess1, cell.preprocess1)]
+        return parts + [("head", self.global_pooling, nn.Sequential(self.global_pooling, nn.Flatten(), self.classifier))]
+
     def forward(self, x: torch.Tensor):
         logits_aux = None
         if self.stem1 is not None:

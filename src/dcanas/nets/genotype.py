@@ -14,7 +14,7 @@ import json
 import random
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Optional, Union
 
 from ..errors import UserError
 from .ops import DARTS_EVAL_OPS, DARTS_OPS, NB201_OPS
@@ -73,6 +73,32 @@ class DartsGenotype:
                 raise GenotypeError(f"{cell}_concat {list(concat)}: indices must be nodes in 0..{n_nodes - 1}")
         return self
 
+    # A profiled graph's module path of an edge: cells.C.ops.E (the op's own children sit below it)
+    EDGE_SCOPE: ClassVar[int] = 0  # which of the matching scopes names the edge: the outermost
+
+    def cells(self) -> list[tuple[str, str, list[Edge], int]]:
+        """(title, cell kind, edges (op, source), input nodes) per cell type, for plots and per-edge times."""
+        return [("normal cell", "normal", list(self.normal), DARTS_INPUTS), ("reduction cell", "reduce", list(self.reduce), DARTS_INPUTS)]
+
+    def cell_kind(self, cell: int, net_config: Any) -> str:
+        """The kind of cell ``cell`` of the evaluation network (``net_config``: a NetConfig)."""
+        from .darts import genotype_layout
+
+        return "reduce" if genotype_layout(self, net_config)[cell].reduction else "normal"
+
+    def node_inputs(self, kind: str) -> dict[int, list[Edge]]:
+        """Per intermediate node of a cell kind, its kept (op, source) edges."""
+        out: dict[int, list[Edge]] = {DARTS_INPUTS + n: [] for n in range(self.steps)}
+        for k, edge in enumerate(self.reduce if kind == "reduce" else self.normal):
+            out[darts_edge_node(k)].append(edge)
+        return out
+
+    def edge_at(self, kind: str, path: list[str]) -> Optional[tuple[str, int]]:
+        """(op, edge index) of module path ``cells.C.ops.E``."""
+        edges = self.reduce if kind == "reduce" else self.normal
+        e = int(path[3])
+        return (edges[e][0], e) if e < len(edges) else None
+
     def to_json(self) -> dict[str, Any]:
         return {"space": "darts",
                 "normal": [[op, i] for op, i in self.normal], "normal_concat": list(self.normal_concat),
@@ -114,6 +140,27 @@ class NB201Genotype:
                 edges.append((op, int(src)))
             nodes.append(tuple(edges))
         return cls(tuple(nodes)).validate()
+
+    # cells.C.ops.N.K: an edge sits inside its node's list (cells.C.ops.N), so the deepest matching scope names it
+    EDGE_SCOPE: ClassVar[int] = -1
+
+    def cells(self) -> list[tuple[str, str, list[Edge], int]]:
+        return [("NB201 cell", "cell", [(op, i) for node in self.nodes for op, i in node], 1)]
+
+    def cell_kind(self, cell: int, net_config: Any) -> str:
+        return "cell"
+
+    def node_inputs(self, kind: str) -> dict[int, list[Edge]]:
+        return {j: list(node) for j, node in enumerate(self.nodes, start=1)}
+
+    def edge_at(self, kind: str, path: list[str]) -> Optional[tuple[str, int]]:
+        """(op, flat edge index N(N+1)/2 + K) of module path ``cells.C.ops.N.K``."""
+        if len(path) < 5 or not path[4].isdigit():
+            return None
+        n, k = int(path[3]), int(path[4])
+        if n < len(self.nodes) and k < len(self.nodes[n]):
+            return self.nodes[n][k][0], n * (n + 1) // 2 + k
+        return None
 
     def to_json(self) -> dict[str, Any]:
         return {"space": "nb201", "arch": self.tostr()}

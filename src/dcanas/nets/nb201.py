@@ -71,6 +71,12 @@ class NB201Network(nn.Module):
         self.global_pooling = nn.AdaptiveAvgPool2d(1)
         self.classifier = nn.Linear(C_last, cfg.num_classes)
 
+    def fixed_parts(self) -> list[tuple[str, nn.Module, nn.Module]]:
+        """The parts no genotype changes, in forward order (see ``DartsNetwork.fixed_parts``): the stem, the
+        residual blocks between stages, and the head (last activation, pooling, the classifier)."""
+        parts = [("stem", self.stem, self.stem)] + [("resblock", c, c) for c in self.cells if isinstance(c, ResNetBasicBlock)]
+        return parts + [("head", self.lastact, nn.Sequential(self.lastact, self.global_pooling, nn.Flatten(), self.classifier))]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.stem(x)
         for cell in self.cells:

@@ -41,28 +41,26 @@ def scopes_of(name: str, scopes: dict[str, list[str]]) -> list[str]:
     return []
 
 
+def _genotype(genotype: Optional[dict]):
+    from ..nets.genotype import GenotypeError, genotype_from_json  # torch: only when a genotype is there to read
+
+    try:
+        return genotype_from_json(genotype) if genotype else None
+    except (GenotypeError, KeyError, TypeError, ValueError):
+        return None
+
+
 def _edge(genotype: Optional[dict], net_config: Optional[dict], cell: int, parts: list[str]) -> tuple[Optional[str], Optional[tuple[str, int]]]:
-    """(op name, (cell kind, edge index in the genotype)) of module path ``cells.C.ops.E[.K]``: a DARTS cell's
-    edge E of the normal or reduction list; an NB201 cell's node E, edge K (flat index E(E+1)/2 + K)."""
-    if not genotype or not net_config:
+    """(op name, (cell kind, edge index in the genotype)) of module path ``cells.C.ops.E[.K]`` (the genotype's
+    ``edge_at``: a DARTS cell's edge E of its kind's list; an NB201 cell's node E, edge K)."""
+    g = _genotype(genotype)
+    if g is None or not net_config:
         return None, None
-    edge = int(parts[3])
-    if genotype.get("space") == "darts":
-        from ..nets.config import NetConfig
-        from ..nets.darts import darts_layout
+    from ..nets.config import NetConfig
 
-        slots = darts_layout(NetConfig.from_json(net_config), len(genotype["normal_concat"]), len(genotype["reduce_concat"]))
-        kind = "reduce" if slots[cell].reduction else "normal"
-        edges = genotype[kind]
-        return (edges[edge][0], (kind, edge)) if edge < len(edges) else (None, None)
-    if genotype.get("space") == "nb201" and len(parts) >= 5 and parts[4].isdigit():
-        from ..nets.genotype import NB201Genotype
-
-        nodes = NB201Genotype.from_str(genotype["arch"]).nodes
-        k = int(parts[4])
-        if edge < len(nodes) and k < len(nodes[edge]):
-            return nodes[edge][k][0], ("cell", edge * (edge + 1) // 2 + k)
-    return None, None
+    kind = g.cell_kind(cell, NetConfig.from_json(net_config))
+    found = g.edge_at(kind, parts)
+    return (found[0], (kind, found[1])) if found else (None, None)
 
 
 def place(scopes: list[str], genotype: Optional[dict], net_config: Optional[dict]
@@ -77,7 +75,8 @@ def place(scopes: list[str], genotype: Optional[dict], net_config: Optional[dict
         cell = int(top.split(".")[1])
         edges = [s.split(".") for s in scopes[2:] if EDGE_SCOPE.match(s)]
         if edges:  # an NB201 edge (cells.C.ops.node.k) sits inside its node's list (cells.C.ops.node): the deepest;
-            parts = edges[-1 if (genotype or {}).get("space") == "nb201" else 0]  # a DARTS op's own children look alike
+            g = _genotype(genotype)
+            parts = edges[g.EDGE_SCOPE if g is not None else 0]  # a DARTS op's own children look alike: the outermost
             op, edge = _edge(genotype, net_config, cell, parts)
             return f"cell {cell} edge {'.'.join(parts[3:])}", cell, op or "op", edge
         if any(re.match(r"^cells\.\d+\.preprocess", s) for s in scopes[2:]):
@@ -118,11 +117,8 @@ def map_ops(model: Path, op_profile: dict[str, Any]) -> dict[str, Any]:
 
 def _edge_count(genotype: dict[str, Any], kind: str) -> int:
     """Edges of a cell kind (an edge with no node, such as skip_connect, has no time and shows as 0)."""
-    if genotype.get("space") == "darts":
-        return len(genotype[kind])
-    from ..nets.genotype import NB201Genotype
+    return next(len(edges) for _, k, edges, _ in _genotype(genotype).cells() if k == kind)
 
-    return sum(len(node) for node in NB201Genotype.from_str(genotype["arch"]).nodes)
 
 
 def format_ops(m: dict[str, Any]) -> str:

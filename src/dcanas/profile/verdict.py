@@ -10,9 +10,6 @@ from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.inspect import graph_cost, metadata
 from ..costs.metrics import Evidence, extra_constraints, metric, metric_round
-from ..costs.sources import SourceInputs, make_source
-from ..nets.config import NetConfig
-from ..nets.genotype import genotype_from_json
 from ..report.tables import MARK, markdown_table, number_text
 
 
@@ -20,6 +17,10 @@ def analytic_cost(meta: dict[str, Any]) -> Optional[dict[str, float]]:
     """What the search's cost sources say of the genotype a model's metadata names: every metric a source
     computes from the genotype alone (params and FLOPs counted, the model size predicted for the file's format);
     None without a genotype."""
+    from ..costs.sources import SourceInputs, make_source  # torch: only when a genotype is there to cost
+    from ..nets.config import NetConfig
+    from ..nets.genotype import genotype_from_json
+
     try:
         cfg = NetConfig.from_json(meta["net_config"])
         genotype = genotype_from_json(meta["genotype"])

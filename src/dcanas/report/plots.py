@@ -199,12 +199,9 @@ def plot_latency_model(model: dict[str, Any], derived: tuple[float, float] | Non
 
 def _genotype_cells(genotype: dict[str, Any]) -> list[tuple[str, str, list, int]]:
     """(title, cell kind as the per-op profile names it, edges [op, source], inputs) per cell type."""
-    from ..nets.genotype import DARTS_INPUTS, NB201Genotype
+    from ..nets.genotype import genotype_from_json
 
-    if genotype["space"] == "darts":
-        return [("normal cell", "normal", genotype["normal"], DARTS_INPUTS), ("reduction cell", "reduce", genotype["reduce"], DARTS_INPUTS)]
-    g = NB201Genotype.from_str(genotype["arch"])
-    return [("NB201 cell", "cell", [[op, i] for node in g.nodes for op, i in node], 1)]
+    return [(title, kind, [list(e) for e in edges], inputs) for title, kind, edges, inputs in genotype_from_json(genotype).cells()]
 
 
 def plot_genotype(genotype: dict[str, Any], path: Path, edge_us: dict[str, list[float]] | None = None, axes=None) -> Path | None:

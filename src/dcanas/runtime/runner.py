@@ -243,6 +243,17 @@ def conditions():
     return {"cpu_freq_mhz": cpu_freq_mhz(), "governor": governor(), "temperature_c": temperature_c(), "throttled": throttled()}
 
 
+def timed_runs(engine, x, runs: int, min_seconds: float) -> list:
+    """Milliseconds of each run: at least ``runs`` runs and at least ``min_seconds`` in all."""
+    times = []
+    t_runs = time.perf_counter()
+    while len(times) < runs or (time.perf_counter() - t_runs) < min_seconds:
+        t0 = time.perf_counter()
+        engine(x)
+        times.append((time.perf_counter() - t0) * 1000)
+    return times
+
+
 def percentile(sorted_values, q):
     if not sorted_values:
         return None
@@ -276,12 +287,7 @@ def profile(args):
     first_ms = (time.perf_counter() - t0) * 1000
     for _ in range(args.warmup):
         engine(x)
-    times = []
-    t_runs = time.perf_counter()
-    while len(times) < args.runs or (time.perf_counter() - t_runs) < args.min_seconds:
-        t0 = time.perf_counter()
-        engine(x)
-        times.append((time.perf_counter() - t0) * 1000)
+    times = timed_runs(engine, x, args.runs, args.min_seconds)
     s = sorted(times)
     ops = op_profile(args, x) if args.ops else None
     graph = _graph_or_none(args.model, args.threads)  # the latency model's graph features (its second prediction)
@@ -432,12 +438,7 @@ def batch(args):
             x = rng.standard_normal(engine.shape).astype(np.float32)
             for _ in range(max(1, args.warmup)):
                 engine(x)
-            times = []
-            t_runs = time.perf_counter()
-            while len(times) < args.runs or (time.perf_counter() - t_runs) < args.min_seconds:
-                t0 = time.perf_counter()
-                engine(x)
-                times.append((time.perf_counter() - t0) * 1000)
+            times = timed_runs(engine, x, args.runs, args.min_seconds)
             rounds[i].append(percentile(sorted(times), 50))
             n_runs[i].append(len(times))
             del engine

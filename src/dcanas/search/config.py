@@ -10,7 +10,7 @@ from ..data import datasets as D
 from ..errors import UserError
 from ..files import file_sha256
 from ..nets.config import NetConfig, default_config
-from ..nets.ops import SPACE_OPS
+from ..nets.spaces import space
 from ..costs.metrics import metric, metric_text, primary
 from ..presets import SEARCH_PRESETS
 from ..presets import apply_preset as _apply_preset
@@ -102,18 +102,17 @@ def eval_config(cfg: SearchConfig) -> NetConfig:
 
 def supernet_config(cfg: SearchConfig) -> SupernetConfig:
     spec = D.get_spec(cfg.dataset)
-    nodes = cfg.nodes if cfg.space == "darts" else 3
+    nodes = space(cfg.space).nodes(cfg.nodes)
     return SupernetConfig(space=cfg.space, C=cfg.C, cells=cfg.cells, nodes=nodes, num_classes=spec.num_classes,
                           in_channels=spec.in_channels, input_size=spec.size, options=cfg.options)
 
 
 def cost_model(cfg: SearchConfig) -> CostModel:
-    if cfg.space not in SPACE_OPS:
-        raise UserError(f"unknown search space {cfg.space!r}; valid: {', '.join(SPACE_OPS)}")
+    sp = space(cfg.space)  # an unknown space is one clear error
     if cfg.metric not in primary():
         raise UserError(f"unknown metric {cfg.metric!r}; valid: {', '.join(primary())}")
     scfg = supernet_config(cfg)
-    return CostModel(cfg.space, eval_config(cfg), SPACE_OPS[cfg.space], scfg.nodes, cfg.metric, cfg.size_format,
+    return CostModel(cfg.space, eval_config(cfg), sp.ops, scfg.nodes, cfg.metric, cfg.size_format,
                      latency_model_of(cfg), cfg.options.edge_weight)
 
 
@@ -170,8 +169,7 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
         from .derive import derive_within
 
         cms = cost_models(cfg)
-        kinds = ("normal", "reduce") if cfg.space == "darts" else ("normal",)
-        uniform = {k: torch.zeros(len(cm.edges), len(cm.op_names)) for k in kinds}
+        uniform = {k: torch.zeros(len(cm.edges), len(cm.op_names)) for k in space(cfg.space).cell_kinds}
         if derive_within(cfg.space, uniform, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
                          {m: c.fixed for m, c in cms.items()}, budgets(cfg)) is None:
             raise UserError(f"no network {where} meets every budget at once ({', '.join(f'{m}={metric_text(m, K)}' for m, K in budgets(cfg).items())}); "

@@ -17,19 +17,17 @@ latency_ms (a latency model's per-instance times, ``costs/latency.py``: additive
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
 import torch
 
 from ..errors import UserError
 from ..nets.config import NetConfig
+from ..nets.spaces import SPACES
 from ..costs.metrics import metric_round, searchable
 from ..costs.sources import SourceInputs, make_source
-from ..nets.cost import darts_edge_shape
-from ..nets.darts import darts_layout
-from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, cell_edges
-from ..nets.nb201 import nb201_layout
-from .derive import derivable
+from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype
 
 if TYPE_CHECKING:
     from ..costs.latency import LatencyModel
@@ -54,32 +52,22 @@ class CostModel:
         self.source = make_source(metric, space, eval_cfg, nodes, SourceInputs(size_format, latency))
         self.fixed = self.source.fixed()
 
-        inputs = DARTS_INPUTS if space == "darts" else 1
-        self.edges = cell_edges(inputs, nodes)
-        self.usable = derivable(space, op_names)
-        K = len(op_names)
+        sp = SPACES[space]
+        self.edges = sp.edges(nodes)
+        self.usable = sp.derivable(op_names)
         self.U: dict[str, torch.Tensor] = {}  # exact cost of op k on edge e, summed over the cells of a type
-        if space == "darts":
-            slots = darts_layout(eval_cfg, nodes)
-            for kind, red in (("normal", False), ("reduce", True)):
-                U = torch.zeros(len(self.edges), K, dtype=torch.float64)
-                for s in (s for s in slots if s.reduction == red):
-                    for e, (i, _) in enumerate(self.edges):
-                        for k, op in enumerate(op_names):
-                            U[e, k] += self.source.instance(op, *darts_edge_shape(s, i))
-                self.U[kind] = U
-            # b(o) of eq. 3: the derived cell keeps 2 of node j's j incoming edges, so each edge counts 2/j;
-            # "literal" sums every edge of the supernet at weight 1, as eq. 3 is written (the ablation's other arm)
-            keep = torch.tensor([EDGES_PER_NODE / j if edge_weight == "2/j" else 1.0 for _, j in self.edges],
-                                dtype=torch.float64).unsqueeze(1)
-            self.B = {kind: U * keep for kind, U in self.U.items()}
-        else:
-            U = torch.zeros(len(self.edges), K, dtype=torch.float64)
-            for s in (s for s in nb201_layout(eval_cfg) if not s.reduction):
-                for k, op in enumerate(op_names):
-                    U[:, k] += self.source.instance(op, s.C_out, s.C_out, 1, s.size)
-            self.U = {"normal": U}
-            self.B = dict(self.U)  # NB201 keeps every edge
+        for kind, cells in sp.edge_shapes(eval_cfg, nodes).items():
+            U = torch.zeros(len(self.edges), len(op_names), dtype=torch.float64)
+            for shapes in cells:
+                for e, shape in enumerate(shapes):
+                    for k, op in enumerate(op_names):
+                        U[e, k] += self.source.instance(op, *shape)
+            self.U[kind] = U
+        # b(o) of eq. 3: a derived DARTS cell keeps 2 of node j's j incoming edges, so each edge counts 2/j; "literal"
+        # sums every edge of the supernet at weight 1, as eq. 3 is written (the ablation's other arm); NB201 keeps every edge
+        keep = torch.tensor([1.0 if sp.every_edge or edge_weight == "literal" else EDGES_PER_NODE / j for _, j in self.edges],
+                            dtype=torch.float64).unsqueeze(1)
+        self.B = {kind: U * keep for kind, U in self.U.items()}
 
     def expected(self, alphas: Mapping[str, torch.Tensor]) -> torch.Tensor:
         """Eq. 3: k_s(alpha) = fixed + sum over cells, edges, ops of softmax(alpha)_o * b(o), the softmax
@@ -105,7 +93,7 @@ class CostModel:
         lo = hi = float(self.fixed)
         for U in self.edge_costs().values():
             Bu = U[:, self.usable]
-            if self.space == "nb201":
+            if SPACES[self.space].every_edge:
                 lo += float(Bu.min(dim=1).values.sum())
                 hi += float(Bu.max(dim=1).values.sum())
                 continue
@@ -116,6 +104,31 @@ class CostModel:
                 lo += sum(mins[:EDGES_PER_NODE])
                 hi += sum(maxs[:EDGES_PER_NODE])
         return metric_round(self.metric, lo), metric_round(self.metric, hi)
+
+
+@dataclass(frozen=True)
+class Constraints:
+    """Every budget one search obeys, built once (``search.config.constraints``) and passed down: per metric its
+    cost model (eq. 3), its device budget K_d and its target in eq. 4 (the primary metric's search budget K' from the
+    LUG; K_d for the others). The derivations take the cost tables, the fixed parts and K_d from here."""
+
+    primary: str
+    models: dict[str, CostModel]
+    K_d: dict[str, float]
+    K_prime: dict[str, float]
+
+    def edge_costs(self) -> dict[str, dict[str, torch.Tensor]]:
+        return {m: c.edge_costs() for m, c in self.models.items()}
+
+    def fixed(self) -> dict[str, float]:
+        return {m: c.fixed for m, c in self.models.items()}
+
+    def derived(self, genotype: Genotype) -> dict[str, float]:
+        return {m: c.derived(genotype) for m, c in self.models.items()}
+
+    def within(self, genotype: Genotype) -> bool:
+        """The derived network meets every device budget."""
+        return all(c.derived(genotype) <= self.K_d[m] for m, c in self.models.items())
 
 
 def violation(k_s, target: float):

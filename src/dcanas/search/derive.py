@@ -11,13 +11,14 @@ import numpy as np
 import torch
 
 from ..costs.metrics import metric_round
+from ..nets.spaces import SPACES
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype, NB201Genotype, cell_edges, darts_edge_node
 
 
 def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> Genotype:
     """DARTS: per intermediate node keep the two incoming edges with the largest non-``none``
     softmax weight, each with its arg-max non-``none`` op.  NB201: arg-max per edge."""
-    if space == "nb201":
+    if SPACES[space].every_edge:
         w = torch.softmax(alphas["normal"].float(), dim=-1)
         edges = cell_edges(1, nodes)
         best = w.argmax(dim=-1).tolist()
@@ -81,7 +82,7 @@ def genotype_log_prob(genotype: Genotype, lp: Mapping[str, torch.Tensor], op_nam
 
 
 def derivable(space: str, op_names: Sequence[str]) -> list[int]:
-    return [k for k, n in enumerate(op_names) if not (space == "darts" and n == "none")]
+    return SPACES[space].derivable(op_names)
 
 
 def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
@@ -93,9 +94,9 @@ def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[s
     for kind, alpha in alphas.items():
         lp = log_probs(space, alpha, op_names).numpy()
         U = np.stack([edge_costs[m][kind].numpy() for m in metrics], axis=-1)  # E x K x M
-        inputs = DARTS_INPUTS if space == "darts" else 1
+        inputs = SPACES[space].inputs
         edges = cell_edges(inputs, nodes)
-        if space == "nb201":
+        if SPACES[space].every_edge:
             for e in range(len(edges)):
                 groups.append((np.array([U[e, k] for k in usable]), np.array([lp[e, k] for k in usable]),
                                [[(kind, e, k)] for k in usable]))
@@ -243,14 +244,6 @@ def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
 
 
 def _genotype_from_picks(space: str, picks: list[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
-    inputs = DARTS_INPUTS if space == "darts" else 1
-    edges = cell_edges(inputs, nodes)
-    if space == "nb201":
-        chosen = {edges[e]: op_names[k] for _, e, k in picks}
-        return NB201Genotype(tuple(tuple((chosen[(i, j)], i) for i in range(j)) for j in range(1, nodes + 1)))
-    cells = {}
-    for kind in ("normal", "reduce"):
-        sel = sorted((edges[e][1], edges[e][0], op_names[k]) for kd, e, k in picks if kd == kind)  # by node, then source
-        cells[kind] = tuple((op, i) for _, i, op in sel)
-    concat = tuple(range(DARTS_INPUTS, nodes + DARTS_INPUTS))
-    return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
+    sp = SPACES[space]
+    edges = sp.edges(nodes)
+    return sp.genotype({kind: [(op_names[k], *edges[e]) for kd, e, k in picks if kd == kind] for kind in sp.cell_kinds}, nodes)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -17,7 +16,7 @@ from ..progress import step_bar
 from .. import __version__
 from ..costs.metrics import metric_text
 from ..errors import UserError
-from ..files import atomic_write, write_json
+from ..files import atomic_write, cache_dir, write_json
 from .config import SearchConfig, cost_model, identity
 from .executor import Runner
 from .searcher import run_search
@@ -28,7 +27,7 @@ _NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive
 
 
 def default_cache_dir() -> Path:
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "dcanas" / "lug"
+    return cache_dir("lug")
 
 
 def options_key(cfg) -> dict[str, Any]:

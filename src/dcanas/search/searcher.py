@@ -3,7 +3,6 @@ per-epoch atomic checkpoints and ``resume``."""
 from __future__ import annotations
 
 import math
-import sys
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,6 +26,7 @@ from .constraint import CostModel, add_constraint_gradients, update_lambda, viol
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
 from .learned import alpha_record, gradient_shares, separated, separation_note
 from .supernet import Supernet
+from ..progress import stderr_line as _stderr
 
 
 def _device(name: str) -> torch.device:
@@ -40,10 +40,6 @@ ProgressFn = Callable[[str], None]
 
 def _quiet(msg: str) -> None:
     pass
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 @dataclass

@@ -23,9 +23,10 @@ import torch.nn.functional as F
 from ..nets.config import NetConfig
 from ..nets.config import stem_for
 from ..nets.darts import darts_layout, make_stem, make_stem1, preprocess
-from ..nets.genotype import DARTS_INPUTS, Genotype, cell_edges, darts_edge_node
+from ..nets.genotype import Genotype, cell_edges
 from ..nets.nb201 import ResNetBasicBlock, nb201_layout
 from ..nets.ops import SPACE_OPS, build_op
+from ..nets.spaces import SPACES
 from . import fast_ops, fused_cell
 from .derive import derive
 
@@ -59,7 +60,7 @@ class SupernetConfig:
 
     @property
     def inputs(self) -> int:
-        return DARTS_INPUTS if self.space == "darts" else 1
+        return SPACES[self.space].inputs
 
     def net_config(self) -> NetConfig:
         return NetConfig(C=self.C, layers=self.cells, num_classes=self.num_classes,
@@ -174,32 +175,39 @@ class Supernet(nn.Module):
         self.op_names = SPACE_OPS[cfg.space]
         opts = cfg.options
         E, K = len(cell_edges(cfg.inputs, cfg.nodes)), len(self.op_names)
-        self.cell_types = ("normal", "reduce") if cfg.space == "darts" else ("normal",)
+        self.cell_types = SPACES[cfg.space].cell_kinds
         self.alphas = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(E, K)) for t in self.cell_types})
         net = cfg.net_config()
-        if cfg.space == "darts":
-            self.stem = make_stem(net)  # the ImageNet stem above 64 px (nets.config.stem_for): stem0 here, stem1 below
-            self.stem1 = make_stem1(net)
-            self.slots = darts_layout(net, cfg.nodes)
-            self.pre = nn.ModuleList(nn.ModuleList(preprocess(s, affine=False)) for s in self.slots)
-            self.cells = nn.ModuleList(SearchCell(s.C, 2, cfg.nodes, self.op_names, s.reduction, opts, True) for s in self.slots)
-            C_last = cfg.nodes * self.slots[-1].C
-            self.cell_kind = ["reduce" if s.reduction else "normal" for s in self.slots]
-        else:
-            self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.C, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.C))
-            self.slots = nb201_layout(net)
-            self.pre = None
-            self.cells = nn.ModuleList(ResNetBasicBlock(s.C_in, s.C_out) if s.reduction
-                                       else SearchCell(s.C_out, 1, cfg.nodes, self.op_names, False, opts, False)
-                                       for s in self.slots)
-            C_last = 4 * cfg.C
-            self.cell_kind = ["block" if s.reduction else "normal" for s in self.slots]
-            self.lastact = nn.Sequential(nn.BatchNorm2d(C_last), nn.ReLU())
+        C_last = getattr(self, f"_build_{cfg.space}")(cfg, net, opts)  # the space's macro-structure (_build_darts, _build_nb201)
         self.classifier = nn.Linear(C_last, cfg.num_classes)
         # Derived cells: the first cell of each type carries alpha; the rest copy the derived genotype.
         self.alpha_cells = {t: self.cell_kind.index(t) for t in self.cell_types}
         self.genotype: Genotype = self.derive()
         fast_ops.accelerate(self)  # search-time forms of the table's ops (search/fast_ops.py), on with the fused cells
+
+    def _build_darts(self, cfg: SupernetConfig, net: NetConfig, opts: SearchOptions) -> int:
+        """Two-input cells behind the stem(s), reductions at 1/3 and 2/3 of the depth; returns the head's width."""
+        self.stem = make_stem(net)  # the ImageNet stem above 64 px (nets.config.stem_for): stem0 here, stem1 below
+        self.stem1 = make_stem1(net)
+        self.slots = darts_layout(net, cfg.nodes)
+        self.pre = nn.ModuleList(nn.ModuleList(preprocess(s, affine=False)) for s in self.slots)
+        self.cells = nn.ModuleList(SearchCell(s.C, 2, cfg.nodes, self.op_names, s.reduction, opts, True) for s in self.slots)
+        C_last = cfg.nodes * self.slots[-1].C
+        self.cell_kind = ["reduce" if s.reduction else "normal" for s in self.slots]
+        return C_last
+
+    def _build_nb201(self, cfg: SupernetConfig, net: NetConfig, opts: SearchOptions) -> int:
+        """Three stages of cells joined by residual blocks, and a last BN-ReLU; returns the head's width."""
+        self.stem = nn.Sequential(nn.Conv2d(cfg.in_channels, cfg.C, 3, padding=1, bias=False), nn.BatchNorm2d(cfg.C))
+        self.slots = nb201_layout(net)
+        self.pre = None
+        self.cells = nn.ModuleList(ResNetBasicBlock(s.C_in, s.C_out) if s.reduction
+                                   else SearchCell(s.C_out, 1, cfg.nodes, self.op_names, False, opts, False)
+                                   for s in self.slots)
+        C_last = 4 * cfg.C
+        self.cell_kind = ["block" if s.reduction else "normal" for s in self.slots]
+        self.lastact = nn.Sequential(nn.BatchNorm2d(C_last), nn.ReLU())
+        return C_last
 
     # -- parameter groups ------------------------------------------------------------
     def arch_parameters(self) -> list[nn.Parameter]:
@@ -228,15 +236,8 @@ class Supernet(nn.Module):
         return self.genotype
 
     def _selected(self, kind: str) -> dict[int, list[tuple[int, int]]]:
-        g = self.genotype
         index = {n: k for k, n in enumerate(self.op_names)}
-        if self.cfg.space == "darts":
-            edges = g.reduce if kind == "reduce" else g.normal
-            selected: dict[int, list[tuple[int, int]]] = {DARTS_INPUTS + n: [] for n in range(self.cfg.nodes)}
-            for k, (op, src) in enumerate(edges):
-                selected[darts_edge_node(k)].append((src, index[op]))
-            return selected
-        return {j: [(i, index[op]) for op, i in node] for j, node in enumerate(g.nodes, start=1)}
+        return {j: [(i, index[op]) for op, i in edges] for j, edges in self.genotype.node_inputs(kind).items()}
 
     def runs_mixed(self, index: int) -> bool:
         kind = self.cell_kind[index]
@@ -246,22 +247,27 @@ class Supernet(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
         selected = {t: self._selected(t) for t in self.cell_types} if self.cfg.options.derived_cells else {}
-        if self.cfg.space == "darts":
-            s0 = s1 = self.stem(x)
-            if self.stem1 is not None:
-                s1 = self.stem1(s0)
-            for i, cell in enumerate(self.cells):
-                kind = self.cell_kind[i]
-                states = [self.pre[i][0](s0), self.pre[i][1](s1)]
-                out = cell(states, weights[kind]) if self.runs_mixed(i) else cell(states, selected=selected[kind])
-                s0, s1 = s1, out
-            feat = s1
-        else:
-            feat = self.stem(x)
-            for i, cell in enumerate(self.cells):
-                if self.cell_kind[i] == "block":
-                    feat = cell(feat)
-                else:
-                    feat = cell([feat], weights["normal"]) if self.runs_mixed(i) else cell([feat], selected=selected["normal"])
-            feat = self.lastact(feat)
+        feat = getattr(self, f"_features_{self.cfg.space}")(x, weights, selected)  # _features_darts, _features_nb201
         return self.classifier(F.adaptive_avg_pool2d(feat, 1).flatten(1))
+
+    def _features_darts(self, x: torch.Tensor, weights: dict[str, torch.Tensor], selected: dict) -> torch.Tensor:
+        s0 = s1 = self.stem(x)
+        if self.stem1 is not None:
+            s1 = self.stem1(s0)
+        for i, cell in enumerate(self.cells):
+            kind = self.cell_kind[i]
+            states = [self.pre[i][0](s0), self.pre[i][1](s1)]
+            out = cell(states, weights[kind]) if self.runs_mixed(i) else cell(states, selected=selected[kind])
+            s0, s1 = s1, out
+        feat = s1
+        return feat
+
+    def _features_nb201(self, x: torch.Tensor, weights: dict[str, torch.Tensor], selected: dict) -> torch.Tensor:
+        feat = self.stem(x)
+        for i, cell in enumerate(self.cells):
+            if self.cell_kind[i] == "block":
+                feat = cell(feat)
+            else:
+                feat = cell([feat], weights["normal"]) if self.runs_mixed(i) else cell([feat], selected=selected["normal"])
+        feat = self.lastact(feat)
+        return feat

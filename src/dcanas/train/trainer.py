@@ -3,7 +3,6 @@ checkpoints, ``resume``, and DistributedDataParallel under ``torchrun`` (gloo on
 from __future__ import annotations
 
 import os
-import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,7 +20,9 @@ from ..presets import TRAIN_PRESETS
 from ..presets import apply_preset as _apply_preset
 from ..files import clean_stale_tmp, crash_point, ensure_writable_dir, resume_state, torch_save, write_json
 from ..data import datasets as D
+from ..nets.spaces import SPACES
 from .model_io import build_baseline, save_model
+from ..progress import stderr_line as _stderr
 
 
 @dataclass
@@ -75,7 +76,7 @@ def build_model(cfg: TrainConfig, spec: D.DatasetSpec) -> tuple[nn.Module, dict[
             raise UserError("no genotype given; pass --genotype FILE (or --arch mobilenet_v2|resnet18 for a baseline)")
         g = genotype_from_json(cfg.genotype)
         net_cfg = default_config(g.space, in_channels=spec.in_channels, input_size=spec.size, num_classes=spec.num_classes,
-                                 C=cfg.C, layers=cfg.layers, auxiliary=cfg.auxiliary and g.space == "darts")
+                                 C=cfg.C, layers=cfg.layers, auxiliary=cfg.auxiliary and SPACES[g.space].auxiliary)
         meta.update(genotype=g.to_json(), net_config=net_cfg.to_json())
         return build_network(g, net_cfg), meta
     meta["width"] = cfg.width
@@ -136,10 +137,6 @@ def evaluate(model: nn.Module, data: D.ArrayData, spec: D.DatasetSpec, batch_siz
     n = int(conf.sum())
     return dict(loss=float(loss_sum) / max(n, 1), top1=float(conf.diag().sum()) / max(n, 1), top5=float(top5) / max(n, 1),
                 n=n, confusion=conf.tolist())
-
-
-def _stderr(msg: str) -> None:
-    print(msg, file=sys.stderr, flush=True)
 
 
 def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
