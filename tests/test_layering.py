@@ -151,6 +151,7 @@ def test_the_profile_path_does_not_import_torch():
     import subprocess
     import sys
 
-    code = f"import sys, importlib\nfor m in {TORCH_FREE!r}: importlib.import_module(m)\nprint(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])"
+    code = (f"import sys, importlib\nfor m in {TORCH_FREE!r}: importlib.import_module(m)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] == 'torch')[:3])")
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr[-2000:]

@@ -21,7 +21,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # Seconds: for tests.
     "tiny": dict(C=4, cells=3, nodes=2, epochs=2, batch_size=32, subset=256, arch_lr=3e-3, lambda_lr=0.5,
                  eval_C=8, eval_layers=3),
-    # The longest CPU search measured for issue 34: every cell mixed (derived cells off: the alpha gradient's per-step
+    # The longest CPU search measured (docs/search-quality.md): every cell mixed (derived cells off: the alpha gradient's per-step
     # signal-to-noise at the end of warm-up 0.20 against 0.13 with them), 5 warm-up epochs of w alone, 780 alpha steps
     # on 10,000 images; cpu-demo's supernet and evaluation network. ~37 min beside another search; its weights still
     # did not separate (median edge entropy 0.985 and 0.990 of uniform, lambda 0, seeds 0 and 1).

@@ -170,9 +170,8 @@ class LatencyModel:
         runtime runs), least squares on relative errors like ``fit``, pulled toward every node costing the
         calibration networks' mean time per node. Not additive over a genotype's edges (the runtime's
         fusions, shared nodes and layout reorders depend on neighbouring ops), so the search cannot sum it;
-        it predicts a built network: the verdict's and the benchmark's second prediction. On `local` it
-        ranked 230 held-out networks at a median Spearman of 0.975 from 20 calibration networks, where
-        the best additive form reached 0.936 from 200 (design note 17)."""
+        it predicts a built network: the verdict's and the benchmark's second prediction (how well it ranks:
+        design note 17)."""
         import numpy as np
 
         rows = [(c, ms) for c, ms in rows if c]

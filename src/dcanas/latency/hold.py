@@ -1,4 +1,4 @@
-"""The derived network timed on the device before retraining (issue 14). The search holds the latency
+"""The derived network timed on the device before retraining. The search holds the latency
 model's bound, and the model ranks networks imperfectly (design note 17); an untrained copy of the derived
 network has the derived network's graph, so its time. Over the budget, the same search is derived again
 under a budget tightened by the measured overshoot, at most ``REPAIRS`` times, before any retraining."""

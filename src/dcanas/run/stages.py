@@ -234,7 +234,7 @@ class Stages:
             runner = Runner(jobs=self.cfg.seed_jobs, executor=self.cfg.executor, ray_address=self.cfg.ray_address)
             say(f"{self.cfg.seeds} seeds, {self.cfg.seed_jobs if self.cfg.executor == 'local' else 'as Ray tasks'} at a time, "
                 f"K'={metric_text(search_cfg.metric, K_prime)}")
-            calls = [(cfg.to_json(), K_prime, str(seed_dir), runner.threads()) for cfg, seed_dir in seeds]
+            calls = [(cfg.to_json(), None, str(seed_dir), runner.threads()) for cfg, seed_dir in seeds]  # K': the config's
             by_seed = {}
             for i, summary in runner.run(run_seed, calls):
                 say(f"seed {i}: search-val acc {summary['val_acc']:.3f}, derived {metric_text(summary['metric'], summary['derived_cost'])}")
@@ -245,7 +245,7 @@ class Stages:
             for cfg, seed_dir in seeds:
                 say(f"seed {cfg.seed + 1}/{self.cfg.seeds}: K_d={metric_text(cfg.metric, cfg.budget)} {cfg.metric}, "
                     f"K'={metric_text(cfg.metric, K_prime)}")
-                summaries.append(run_search(cfg, seed_dir, K_prime, resume=(seed_dir / "checkpoint.pt").exists(), progress=say).summary)
+                summaries.append(run_search(cfg, seed_dir, resume=(seed_dir / "checkpoint.pt").exists(), progress=say).summary)
         for (cfg, seed_dir), summary in zip(seeds, summaries):
             results.append(summary | {"seed": cfg.seed, "dir": str(seed_dir.relative_to(run.root))})
         best = max(results, key=lambda r: r["val_acc"])  # the paper keeps the best search-val accuracy of 5 runs

@@ -14,7 +14,7 @@ from ..nets.spaces import space
 from ..costs.metrics import metric, metric_text, primary
 from ..presets import SEARCH_PRESETS
 from ..presets import apply_preset as _apply_preset
-from .constraint import CostModel
+from .constraint import Constraints, CostModel
 from .supernet import SearchOptions, SupernetConfig
 
 
@@ -143,6 +143,14 @@ def cost_models(cfg: SearchConfig) -> dict[str, CostModel]:
     return {m: primary if m == cfg.metric else replace_metric(primary, m) for m in budgets(cfg)}
 
 
+def constraints(cfg: SearchConfig, K_prime: Optional[float] = None) -> Constraints:
+    """Every budget of the search, built once: a cost model per budgeted metric, the device budgets K_d, and eq. 4's
+    targets (the primary metric's ``K_prime``, else the config's search budget or K_d; the others' K_d)."""
+    K_d = budgets(cfg)
+    primary = K_prime if K_prime is not None else (cfg.search_budget or cfg.budget)
+    return Constraints(cfg.metric, cost_models(cfg), K_d, {**K_d, cfg.metric: float(primary)})
+
+
 def replace_metric(cm: CostModel, metric: str) -> CostModel:
     return CostModel(cm.space, cm.eval_cfg, cm.op_names, cm.nodes, metric, cm.size_format, cm.latency, cm.edge_weight)
 
@@ -168,10 +176,9 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
 
         from .derive import derive_within
 
-        cms = cost_models(cfg)
+        con = constraints(cfg)
         uniform = {k: torch.zeros(len(cm.edges), len(cm.op_names)) for k in space(cfg.space).cell_kinds}
-        if derive_within(cfg.space, uniform, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
-                         {m: c.fixed for m, c in cms.items()}, budgets(cfg)) is None:
+        if derive_within(cfg.space, uniform, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d) is None:
             raise UserError(f"no network {where} meets every budget at once ({', '.join(f'{m}={metric_text(m, K)}' for m, K in budgets(cfg).items())}); "
                             f"raise one of them")
 

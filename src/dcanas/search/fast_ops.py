@@ -2,21 +2,18 @@
 and buffers, in fewer or cheaper kernels. The supernet swaps them in at construction (``accelerate``) and
 ``Supernet.set_fused`` switches them with the fused mixed cells (off: the table's own forwards, the eager step).
 
-At the supernet's sizes a convolution call costs ~33 us forward and ~100 us backward before any arithmetic
-(oneDNN's primitive lookup, its blocked-layout reorders, which pad 2-8 channels to 16), which a step pays
-~500 times, and the NCHW pooling kernels are scalar (``benchmarks/search_profile.py``). Measured in one process
-against the table's forwards:
+At the supernet's sizes a convolution call's fixed cost (oneDNN's primitive lookup, its blocked-layout
+reorders, which pad 2-8 channels to 16) outweighs its arithmetic, and the NCHW pooling kernels are scalar;
+the measurements behind each form are in design note 25 and ``benchmarks/search_profile.py``:
 
 * ``MatmulPointwise``: a 1x1 stride-1 convolution with at most ``POINTWISE_MAX`` channels on either side as one
   batched matrix product, [C_out, C_in] @ [C_in, H*W] per image, which reads and writes NCHW as it lies
-  (squeeze, expand, the preprocessing and the separable convolutions' pointwise kernels); oneDNN's weight
-  gradient for 32 -> 16 channels at 28x28 took 3.0 ms against 0.6 ms; above 16 channels oneDNN is as fast;
+  (squeeze, expand, the preprocessing and the separable convolutions' pointwise kernels);
 * ``FastFactorizedReduce``: the two offset stride-2 1x1 convolutions on the two subsampled grids, taken once,
   as batched matrix products (the table's form pads the whole input and convolves a strided view, which
   oneDNN copies in its backward);
 * ``FastAvgPool3x3`` and ``FastMaxPool3x3``: 3x3 pooling on the N*C planes laid out as the channels of one
-  channels_last image, where the kernels are vectorised over the planes (a max pool of [32, 2, 28, 28]:
-  0.39 -> 0.14 ms forward and backward). The max pool's backward is the NCHW kernel's on the same first-max
+  channels_last image, where the kernels are vectorised over the planes. The max pool's backward is the NCHW kernel's on the same first-max
   indices; the stride-1 avg pool's is the window sums of grad / count. The table keeps its forms for the
   TFLite converter.
 
@@ -73,7 +70,7 @@ class FastFactorizedReduce(FactorizedReduce):
 
 def _planes(x: torch.Tensor) -> torch.Tensor:
     """NCHW ``x``'s N*C planes as the channels of one channels_last image, where the pooling kernels are
-    vectorised over the channels (in NCHW they are scalar: ~0.4 ms for a 3x3 max pool of [32, 2, 28, 28])."""
+    vectorised over the channels (in NCHW they are scalar)."""
     n, c, h, w = x.shape
     return x.reshape(1, n * c, h, w).contiguous(memory_format=torch.channels_last)
 

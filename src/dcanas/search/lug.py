@@ -115,7 +115,7 @@ def _run_point(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: 
     return dict(K_prime=K_prime, K_d=natural_cost(summary), run_dir=run_dir, val_acc=summary["val_acc"])
 
 
-def run_seed(cfg_json: dict[str, Any], K_prime: float, run_dir: str, threads: int) -> dict[str, Any]:
+def run_seed(cfg_json: dict[str, Any], K_prime: Optional[float], run_dir: str, threads: int) -> dict[str, Any]:
     """One search in its own process or Ray task (a seed of ``dcanas run --seeds``, a LUG point), limited to
     ``threads`` torch threads and resumed from its checkpoint; its summary."""
     import torch

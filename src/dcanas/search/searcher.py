@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import time
 from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable, Iterator, Optional
 
@@ -21,8 +21,8 @@ from ..nets.cost import network_cost
 from ..nets.genotype import genotype_from_json
 from ..costs.metrics import metric_round, metric_text
 from ..progress import step_bar
-from .config import SearchConfig, budgets, check_budget, cost_models, supernet_config
-from .constraint import CostModel, add_constraint_gradients, update_lambda, violation
+from .config import SearchConfig, check_budget, constraints, supernet_config
+from .constraint import Constraints, CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
 from .learned import alpha_record, gradient_shares, separated, separation_note
 from .supernet import Supernet
@@ -62,7 +62,7 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
     the same w, alpha and lambda (the Lagrangian gradient depends on alpha alone, identical everywhere).
     ``lean``: each pass computes only the gradients its optimizer steps (autograd skips the weights' kernels
     in the alpha pass: their gradients were computed and then discarded by the next step's zero_grad);
-    ``lean=False`` computes them all, as the step did before issue 17 (the benchmarks' eager baseline).
+    ``lean=False`` computes them all (the eager baseline the benchmarks compare against).
     ``alpha=False`` (the warm-up epochs): w alone steps; the search-val batch is only scored, alpha and lambda
     stay where they are."""
     (xt, yt), (xv, yv) = train_batch, val_batch
@@ -147,22 +147,22 @@ def autocast_for(cfg: SearchConfig, device: torch.device):
     return torch.autocast(device.type, dtype=torch.bfloat16, enabled=cfg.amp and device.type == "cuda")
 
 
-def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable[[], float], resume: bool = False,
+def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable[[], float] | None = None, resume: bool = False,
                progress: ProgressFn = _stderr, stop_after_steps: Optional[int] = None, until: Optional[float] = None) -> SearchResult:
     """Search under the search budget ``K_prime``, writing ``genotype.json``, ``search.json`` and
     ``checkpoint.pt`` under ``out_dir``.
 
     ``K_prime`` is worked out by the caller (the LUG's lookup, a grid point, --search-budget); a
     callable is called once the budget, the output folder and the data were checked, so that a bad
-    input is reported before a LUG warning. ``stop_after_steps`` ends the process abruptly
+    input is reported before a LUG warning; None takes the configuration's ``search_budget`` (else K_d). ``stop_after_steps`` ends the process abruptly
     mid-epoch (for crash tests, like ``kill -9``). ``until`` (a ``time.time()``): the search ends after the epoch
     in which that moment passes and derives from the alphas it has (a time-limited machine); the summary
     records the epochs it ran.
     """
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
-    cms = cost_models(cfg)
-    cm = cms[cfg.metric]
+    con = constraints(cfg)  # every budget, built once; K' joins below
+    cms, cm = con.models, con.models[cfg.metric]
     if cfg.budget <= 0:
         raise UserError(f"--budget must be a positive number of {cfg.metric}, got {cfg.budget}")
     for name in ("epochs", "batch_size", "C", "cells", "nodes"):
@@ -179,7 +179,10 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         progress = _quiet  # rank 0 reports and writes; the others compute
     spec = D.get_spec(cfg.dataset)
     train_all = D.load_split(cfg.dataset, cfg.data_root, train=True)
-    K_prime = float(K_prime() if callable(K_prime) else K_prime)
+    if K_prime is not None:
+        K_prime = float(K_prime() if callable(K_prime) else K_prime)
+        con = replace(con, K_prime={**con.K_d, cfg.metric: K_prime})  # K' for the primary budget (LUG); K_d for the others
+    K_prime = con.K_prime[cfg.metric]
     s_train, s_val = D.search_split(train_all, cfg.subset, cfg.seed)
     device = _device(cfg.device)
 
@@ -216,7 +219,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         model.train()
         sums = dict(train_loss=0.0, train_correct=0, val_loss=0.0, val_correct=0, seen=0)
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
-        targets = {**cfg.extra_budgets, cfg.metric: K_prime}  # K' for the primary budget (LUG); K_d for the others
+        targets = con.K_prime
         scales: dict[str, float] = {}
         norms: list[dict[str, float]] = []
         learn_alpha = epoch >= cfg.warmup_epochs  # the warm-up epochs train w alone (PC-DARTS)
@@ -266,25 +269,23 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         if until is not None and world == 1 and time.time() > until and epoch + 1 < cfg.epochs:  # one process: no rank to agree with
             progress(f"time limit reached: the search ends after epoch {epoch + 1} of {cfg.epochs}")
             break
-    return finish(cfg, out, model, cms, history, steps, K_prime, write=rank == 0)
+    return finish(cfg, out, model, con, history, steps, write=rank == 0)
 
 
-def derivations(cfg: SearchConfig, model: Supernet, cms: dict[str, CostModel]) -> dict[str, Derivation]:
-    """Both derivations of the final alphas with their exact costs and log-probabilities: the paper's
-    arg-max rule and the budget-aware rule (the most probable genotype within every device budget)."""
+def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[str, Derivation]:
+    """The derivations of the final alphas with their exact costs and log-probabilities: the paper's arg-max rule,
+    the budget-aware rule (the most probable genotype within every device budget) and the fill rule."""
     alphas = {t: a.detach().cpu() for t, a in model.alphas.items()}
-    cm = cms[cfg.metric]
+    cm = con.models[cfg.metric]
     argmax = model.derive()
     lp = {t: log_probs(cfg.space, a, cm.op_names) for t, a in alphas.items()}
-    out = {"argmax": Derivation(argmax, {m: c.derived(argmax) for m, c in cms.items()},
-                                genotype_log_prob(argmax, lp, cm.op_names, cm.nodes), "argmax")}
-    within = derive_within(cfg.space, alphas, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
-                           {m: c.fixed for m, c in cms.items()}, budgets(cfg))
+    out = {"argmax": Derivation(argmax, con.derived(argmax), genotype_log_prob(argmax, lp, cm.op_names, cm.nodes), "argmax")}
+    within = derive_within(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d)
     if within is None:  # check_budget refuses such budgets before training; kept as a guard
-        raise UserError(f"no genotype of the space meets every budget ({budgets(cfg)}); raise one of them")
+        raise UserError(f"no genotype of the space meets every budget ({con.K_d}); raise one of them")
     out["budget"] = within
-    filling = derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, {m: c.edge_costs() for m, c in cms.items()},
-                             {m: c.fixed for m, c in cms.items()}, budgets(cfg), cfg.metric, cfg.fill_fraction)
+    filling = derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d, cfg.metric,
+                             cfg.fill_fraction)
     out["fill"] = filling or within  # no genotype in the window: the budget-aware one
     return out
 
@@ -295,22 +296,22 @@ def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
     state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", "run the search again (--from search)")
     model = Supernet(supernet_config(cfg))
     model.load_state_dict(state["model"])
-    return derivations(cfg, model, cost_models(cfg))[cfg.derive]
+    return derivations(cfg, model, constraints(cfg))[cfg.derive]
 
 
-def finish(cfg: SearchConfig, out: Path, model: Supernet, cms: dict[str, CostModel], history: list, steps: list,
-           K_prime: float, write: bool = True) -> SearchResult:
-    cm = cms[cfg.metric]
-    found = derivations(cfg, model, cms)
+def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, history: list, steps: list,
+           write: bool = True) -> SearchResult:
+    cm, K_prime = con.models[cfg.metric], con.K_prime[cfg.metric]
+    found = derivations(cfg, model, con)
     learned = alpha_record(cfg.space, model.alphas, model.op_names)
     genotype = found[cfg.derive].genotype
     cost = network_cost(genotype, cm.eval_cfg)
     derived = metric_round(cfg.metric, cm.derived(genotype))
     summary = dict(space=cfg.space, dataset=cfg.dataset, metric=cfg.metric, K_d=cfg.budget, K_prime=K_prime,
-                   derive=cfg.derive, budgets=budgets(cfg),
+                   derive=cfg.derive, budgets=con.K_d,
                    derived_params=cost.params, derived_flops=cost.flops, derived_cost=derived,
-                   **{f"derived_{m}": metric_round(m, cms[m].derived(genotype)) for m in cms if f"derived_{m}" not in ("derived_params", "derived_flops")},
-                   under_budget=all(cms[m].derived(genotype) <= K for m, K in budgets(cfg).items()), rel_error=(derived - cfg.budget) / cfg.budget,
+                   **{f"derived_{m}": metric_round(m, v) for m, v in con.derived(genotype).items() if m not in ("params", "flops")},
+                   under_budget=con.within(genotype), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
                    separated=separated(learned), learned=separation_note(learned),
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),

@@ -219,7 +219,7 @@ class Supernet(nn.Module):
 
     def set_fused(self, on: bool) -> "Supernet":
         """Run mixed cells through the fused path (default where a cell supports it) and the ops through their
-        search-time forms (search/fast_ops.py), or both the eager way (the step before issue 17)."""
+        search-time forms (search/fast_ops.py), or both the eager way (the benchmarks' baseline)."""
         fast_ops.set_fast(self, on)
         for cell in self.cells:
             if isinstance(cell, SearchCell):
