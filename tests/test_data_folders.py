@@ -177,3 +177,19 @@ def test_tiny_search_at_224_px_uses_the_imagenet_stem(tmp_path, fashion_root):
     assert r.returncode == 0, r.stderr[-2000:]
     summary = json.loads((out / "search.json").read_text())["summary"]
     assert summary["eval_config"]["stem"] == "imagenet" and summary["eval_config"]["input_size"] == 224
+
+
+def test_a_named_imagefolder_dataset_reads_through_the_one_folder_reader(tmp_path, fashion_root):
+    """TinyImageNet's layout (train/<class>/, val/<class>/): listed by data/folders.py, decoded per batch at the
+    dataset's own size and channels (64 px RGB), labels in sorted class-folder order as ImageFolder gives them."""
+    from dcanas.data import datasets as D
+    from dcanas.data.folders import FileImages
+
+    tree = write_fashion_tree(tmp_path / "tiny", fashion_root, per_class=2, size=72, fmt="png", rgb=False)  # the data root
+    train = D.load_split("tinyimagenet", tree, train=True)
+    assert isinstance(train.images, FileImages) and len(train) == 20
+    classes = sorted(p.name for p in (tree / "train").iterdir())
+    assert train.labels.tolist() == [c for c in range(10) for _ in range(2)] and len(classes) == 10
+    x = train.take(torch.arange(3))
+    assert x.shape == (3, 3, 64, 64) and x.dtype == torch.uint8
+    assert len(D.load_split("tinyimagenet", tree, train=False)) == 20

@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UserError
-from .folders import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split
+from .folders import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split, scan
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -229,16 +229,14 @@ def load_split(name: str, root: str | Path | None, train: bool) -> ArrayData:
 
 
 def _load_imagefolder(spec: DatasetSpec, root: Path, train: bool) -> ArrayData:
-    """ImageFolder trees (TinyImageNet, ImageNet): decoded and resized into memory (small trees only)."""
-    from torchvision.datasets import ImageFolder
-    from torchvision.transforms import functional as TF
-
-    folder = root / ("train" if train else "val")
-    if not folder.is_dir():
-        raise DataError(f"{spec.name}: {folder} not found; {spec.hint}")
-    ds = ImageFolder(str(folder))
-    images = torch.stack([TF.pil_to_tensor(TF.center_crop(TF.resize(img.convert("RGB"), spec.size), spec.size)) for img, _ in ds])
-    return ArrayData(images, torch.tensor(ds.targets, dtype=torch.int64))
+    """ImageFolder trees (TinyImageNet, ImageNet): the files listed by the one ImageFolder reader (``data/folders.py``)
+    and decoded per batch (shorter side resized, centre crop) at the dataset's size and channels."""
+    if not (root / ("train" if train else "val")).is_dir():
+        raise DataError(f"{spec.name}: {root / ('train' if train else 'val')} not found; {spec.hint}")
+    s = scan(root, None)
+    items = s.train if train else s.val
+    return ArrayData(FileImages(np.array([str(f) for f, _ in items], dtype=object), spec.in_channels, spec.size),
+                     torch.tensor([c for _, c in items], dtype=torch.int64))
 
 
 def holdout(train: ArrayData, fraction: float, seed: int) -> tuple[ArrayData, ArrayData]:
