@@ -40,15 +40,15 @@ demo: install data
 	$(VENV)/bin/dcanas run --device local --dataset fashion-mnist --preset cpu-demo --out runs/demo --resume
 
 bench: install data
-	$(PY) benchmarks/search_cost.py
-	$(PY) benchmarks/search_profile.py
-	$(PY) benchmarks/budget_precision.py
+	$(PY) benchmarks/record.py search_cost
+	$(PY) benchmarks/record.py search_profile
+	$(PY) benchmarks/record.py budget_precision
 	$(PY) benchmarks/size_model.py
 	$(PY) benchmarks/latency_model.py
-	$(PY) benchmarks/eq3_ablation.py --span lug --seeds 2
-	$(PY) benchmarks/own_data.py --per-class 200
-	$(PY) benchmarks/paper_search_cost.py
-	$(PY) benchmarks/executor.py
+	$(PY) benchmarks/record.py eq3_ablation --span lug --seeds 2
+	$(PY) benchmarks/record.py own_data --per-class 200
+	$(PY) benchmarks/record.py paper_search_cost
+	$(PY) benchmarks/record.py executor
 	$(PY) benchmarks/search_vs_random.py  # ~2 h on 2 cores: cpu-demo's search, 22 networks trained with cpu-rank
 	$(PY) benchmarks/collect.py  # docs/benchmarks.md from the results above
 

@@ -12,6 +12,7 @@ functions the networks are built from.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass, fields
 from typing import Callable
 
@@ -19,6 +20,7 @@ from .config import NetConfig
 from .darts import CellSlot, conv_out, genotype_layout
 from .genotype import DartsGenotype, Genotype, NB201Genotype
 from .nb201 import nb201_layout
+from .ops import OP_SPECS
 
 
 @dataclass(frozen=True)
@@ -110,21 +112,19 @@ def _skip_cost(C_in: int, C_out: int, stride: int, size: int) -> Cost:
 
 OpCost = Callable[[int, int, int, int], Cost]
 
-# Same keys as dcanas.nets.ops.OPS (a test keeps them equal).
-OP_COSTS: dict[str, OpCost] = {
-    "none": lambda C_in, C_out, stride, size: ZERO,
-    "max_pool_3x3": _pool_cost,
-    "avg_pool_3x3": _avg_pool_cost,
-    "skip_connect": _skip_cost,
-    "sep_conv_3x3": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 3, size, stride, 1)[0],
-    "sep_conv_5x5": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 5, size, stride, 2)[0],
-    "dil_conv_3x3": lambda C_in, C_out, stride, size: dil_conv(C_in, C_out, 3, size, stride, 2, 2)[0],
-    "dil_conv_5x5": lambda C_in, C_out, stride, size: dil_conv(C_in, C_out, 5, size, stride, 4, 2)[0],
-    "nor_conv_1x1": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 1, size, stride, 0)[0],
-    "nor_conv_3x3": lambda C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, 3, size, stride, 1)[0],
-    "sep_conv_7x7": lambda C_in, C_out, stride, size: sep_conv(C_in, C_out, 7, size, stride, 3)[0],
-    "conv_7x1_1x7": lambda C_in, C_out, stride, size: conv_7x1_1x7(C_in, C_out, size, stride)[0],
+# form -> the cost of an op of that form: (spec, C_in, C_out, stride, size) -> Cost; the ops come from the one
+# op specification table (nets/ops.OP_SPECS), so the costs take the kernels, paddings and dilations the modules have
+COST_FORMS: dict[str, Callable[..., Cost]] = {
+    "none": lambda s, C_in, C_out, stride, size: ZERO,
+    "max_pool": lambda s, C_in, C_out, stride, size: _pool_cost(C_in, C_out, stride, size),
+    "avg_pool": lambda s, C_in, C_out, stride, size: _avg_pool_cost(C_in, C_out, stride, size),
+    "skip": lambda s, C_in, C_out, stride, size: _skip_cost(C_in, C_out, stride, size),
+    "sep_conv": lambda s, C_in, C_out, stride, size: sep_conv(C_in, C_out, s.kernel, size, stride, s.padding)[0],
+    "dil_conv": lambda s, C_in, C_out, stride, size: dil_conv(C_in, C_out, s.kernel, size, stride, s.padding, s.dilation)[0],
+    "relu_conv_bn": lambda s, C_in, C_out, stride, size: relu_conv_bn(C_in, C_out, s.kernel, size, stride, s.padding)[0],
+    "conv_7x1_1x7": lambda s, C_in, C_out, stride, size: conv_7x1_1x7(C_in, C_out, size, stride)[0],
 }
+OP_COSTS: dict[str, OpCost] = {name: functools.partial(COST_FORMS[s.form], s) for name, s in OP_SPECS.items()}
 
 
 def op_cost(name: str, C_in: int, C_out: int, stride: int, size: int) -> Cost:

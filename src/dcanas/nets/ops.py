@@ -7,6 +7,8 @@ every entry is in :mod:`dcanas.nets.cost` (``OP_COSTS``, same keys).
 """
 from __future__ import annotations
 
+import functools
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
@@ -142,21 +144,46 @@ def _skip(C_in: int, C_out: int, stride: int, affine: bool) -> nn.Module:
     return FactorizedReduce(C_in, C_out, affine)
 
 
-OPS: dict[str, OpFactory] = {
-    "none": lambda C_in, C_out, stride, affine: Zero(C_in, C_out, stride),
-    "max_pool_3x3": _pool("max"),
-    "avg_pool_3x3": _pool("avg"),
-    "skip_connect": _skip,
-    "sep_conv_3x3": lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 3, stride, 1, affine),
-    "sep_conv_5x5": lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 5, stride, 2, affine),
-    "dil_conv_3x3": lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 3, stride, 2, 2, affine),
-    "dil_conv_5x5": lambda C_in, C_out, stride, affine: DilConv(C_in, C_out, 5, stride, 4, 2, affine),
-    "nor_conv_1x1": lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 1, stride, 0, affine=affine),
-    "nor_conv_3x3": lambda C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, 3, stride, 1, affine=affine),
+@dataclass(frozen=True)
+class OpSpec:
+    """One op of the ops table: its form, and the kernel, padding and dilation the form is built with. The
+    modules (``OPS``, here) and their costs (``nets/cost.OP_COSTS``) are both made from this one table."""
+
+    form: str          # none, max_pool, avg_pool, skip, sep_conv, dil_conv, relu_conv_bn, conv_7x1_1x7
+    kernel: int = 0
+    padding: int = 0
+    dilation: int = 1
+
+
+OP_SPECS: dict[str, OpSpec] = {
+    "none": OpSpec("none"),
+    "max_pool_3x3": OpSpec("max_pool", 3, 1),
+    "avg_pool_3x3": OpSpec("avg_pool", 3, 1),
+    "skip_connect": OpSpec("skip"),
+    "sep_conv_3x3": OpSpec("sep_conv", 3, 1),
+    "sep_conv_5x5": OpSpec("sep_conv", 5, 2),
+    "dil_conv_3x3": OpSpec("dil_conv", 3, 2, 2),
+    "dil_conv_5x5": OpSpec("dil_conv", 5, 4, 2),
+    "nor_conv_1x1": OpSpec("relu_conv_bn", 1, 0),
+    "nor_conv_3x3": OpSpec("relu_conv_bn", 3, 1),
     # evaluation-network ops of NASNet-A and AmoebaNet-A (DARTS' ops table), outside every search space
-    "sep_conv_7x7": lambda C_in, C_out, stride, affine: SepConv(C_in, C_out, 7, stride, 3, affine),
-    "conv_7x1_1x7": lambda C_in, C_out, stride, affine: Conv7x1_1x7(C_in, C_out, stride, affine),
+    "sep_conv_7x7": OpSpec("sep_conv", 7, 3),
+    "conv_7x1_1x7": OpSpec("conv_7x1_1x7", 7, 3),
 }
+
+# form -> the module of an op of that form: (spec, C_in, C_out, stride, affine) -> nn.Module
+MODULE_FORMS: dict[str, Callable[..., nn.Module]] = {
+    "none": lambda s, C_in, C_out, stride, affine: Zero(C_in, C_out, stride),
+    "max_pool": lambda s, C_in, C_out, stride, affine: _pool("max")(C_in, C_out, stride, affine),
+    "avg_pool": lambda s, C_in, C_out, stride, affine: _pool("avg")(C_in, C_out, stride, affine),
+    "skip": lambda s, C_in, C_out, stride, affine: _skip(C_in, C_out, stride, affine),
+    "sep_conv": lambda s, C_in, C_out, stride, affine: SepConv(C_in, C_out, s.kernel, stride, s.padding, affine),
+    "dil_conv": lambda s, C_in, C_out, stride, affine: DilConv(C_in, C_out, s.kernel, stride, s.padding, s.dilation, affine),
+    "relu_conv_bn": lambda s, C_in, C_out, stride, affine: ReLUConvBN(C_in, C_out, s.kernel, stride, s.padding, affine=affine),
+    "conv_7x1_1x7": lambda s, C_in, C_out, stride, affine: Conv7x1_1x7(C_in, C_out, stride, affine),
+}
+
+OPS: dict[str, OpFactory] = {name: functools.partial(MODULE_FORMS[s.form], s) for name, s in OP_SPECS.items()}
 
 DARTS_OPS: tuple[str, ...] = (
     "none", "max_pool_3x3", "avg_pool_3x3", "skip_connect",
