@@ -16,8 +16,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     from ..devices.schema import load_profile
     from ..errors import UserError
     from .pipeline import RunDir, StageFailed, run_pipeline
-    from .stages import (ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, Stages, TrainOutputs, VerdictOutputs,
-                         connection_check)
+    from .records import ProfileOutputs, ReportOutputs, RunConfig, SearchOutputs, TrainOutputs, VerdictOutputs
+    from .stages import Stages, connection_check
 
     from ..devices.fleet import parse_devices
 
@@ -94,7 +94,7 @@ def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
 
 
 def add_run_parser(sub) -> None:
-    from .stages import STAGES
+    from .records import STAGES
 
     p = sub.add_parser("run", help="the whole pipeline: device profile -> searched, trained, exported, profiled network + verdict")
     p.add_argument("--device", required=True, help="a shipped profile (local, rpi4, pixel3-termux, rpi4-emulated) or a YAML path; "

@@ -75,14 +75,14 @@ def _reachable(profile: DeviceProfile) -> Optional[str]:
 def _follower_from(from_stage: Optional[str]) -> Optional[str]:
     """A device that adopts the shared stages never redoes them itself: ``--from search`` redoes the group's
     search once, on its first device, and the others export, profile and judge again from it."""
-    from .stages import STAGES
+    from .records import STAGES
 
     return STAGES[STAGES.index(SHARED_STAGES[-1]) + 1] if from_stage in STAGES[:STAGES.index(SHARED_STAGES[-1]) + 1] else from_stage
 
 
 def run_fleet(members: list[Member], out: Path, *, config: dict[str, Any], resume: bool, from_stage: Optional[str],
               say: Say) -> list[Member]:
-    from .stages import VerdictOutputs
+    from .records import VerdictOutputs
 
     for m in members:
         if m.profile.connection.transport != "local":

@@ -1,0 +1,44 @@
+"""The verdict stage: every budget of the profile against what the device measured."""
+from __future__ import annotations
+
+import json
+from dataclasses import replace
+from pathlib import Path
+
+from ..files import write_json
+from .pipeline import RunDir, hash_inputs
+from .records import LatencyOutputs, ProfileOutputs, SearchOutputs, VerdictOutputs, Say
+
+
+class VerdictStage:
+    """The verdict stage: its inputs hash and its body, mixed into ``run.stages.Stages``."""
+
+    def verdict_inputs(self, run: RunDir) -> str:
+        return hash_inputs(run.path(run.outputs("profile", ProfileOutputs).result), Path(self.profile.source))
+
+    def verdict(self, run: RunDir, say: Say) -> VerdictOutputs:
+        from ..nets.build import build_network
+        from ..nets.config import NetConfig
+        from ..nets.cost import fvcore_cost, network_cost
+        from ..nets.genotype import genotype_from_json
+        from ..profile.verdict import format_table, verdict
+
+        measured = json.loads(run.path(run.outputs("profile", ProfileOutputs).result).read_text())
+        s = run.outputs("search", SearchOutputs)
+        g, net = genotype_from_json(json.loads(run.path(s.genotype).read_text())), NetConfig.from_json(s.eval_config)
+        lat = run.outputs("latency", LatencyOutputs)
+        predicted, graph_ms = None, None
+        if lat.model:
+            from ..costs.latency import load_latency_model
+
+            lm = load_latency_model(run.path(lat.model))
+            predicted = {"latency_ms": lm.predict(g)}
+            graph_ms = lm.predict_graph(measured["graph"]) if measured.get("graph") else None
+        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms)
+        analytic = network_cost(g, net)
+        fv = fvcore_cost(build_network(g, replace(net, auxiliary=False)), net.input_size, net.in_channels)
+        v["cross_check"] = dict(params=analytic.params, flops=analytic.flops, fvcore_params=fv.params, fvcore_flops=fv.flops)
+        write_json(run.stage_dir("verdict") / "verdict.json", v)
+        for line in format_table(v).splitlines():
+            say(line)
+        return VerdictOutputs(verdict="verdict/verdict.json", passed=v["passed"], rows=v["rows"], cross_check=v["cross_check"])
