@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from conftest import skip_unless_ci
 from sshd import SSHD, start_sshd
 
 pytestmark = pytest.mark.slow  # every test here runs (part of) the pipeline
@@ -96,7 +97,7 @@ def test_existing_run_needs_resume(local_run, fashion_root):
 
 def test_report_renders_in_headless_chromium(local_run, tmp_path):
     if not CHROMIUM:
-        pytest.skip("Debian's chromium is not installed (make test installs it as root)")
+        skip_unless_ci("Debian's chromium is not installed (make test installs it as root)")
     _, out, _ = local_run
     html = out / "report" / "report.html"
     flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run", "--disable-background-networking",

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import run_dcanas
+from conftest import run_dcanas, skip_unless_ci
 
 from dcanas.devices.schema import ProfileError, list_profiles, load_profile, parse_profile
 from dcanas.devices.transport import DeviceError, SSHTransport, make_transport
@@ -285,7 +285,7 @@ def test_device_without_runtime_names_the_package(sshd, artifacts, tmp_path):
     bare = Path(sys.base_prefix) / "bin" / "python3"
     probe = subprocess.run([str(bare), "-c", "import onnxruntime"], capture_output=True)
     if probe.returncode == 0:
-        pytest.skip(f"{bare} has onnxruntime; no bare interpreter to stand in for a device without it")
+        skip_unless_ci(f"{bare} has onnxruntime; no bare interpreter to stand in for a device without it")
     prof = sshd.profile_yaml(tmp_path / "p.yaml", connection={"python": str(bare)})
     r = dcanas("profile", "--device", str(prof), str(artifacts["onnx"]))
     assert r.returncode == 2 and "pip install" in r.stderr and ("onnxruntime" in r.stderr or "numpy" in r.stderr), r.stderr

@@ -80,12 +80,6 @@ class DartsGenotype:
         """(title, cell kind, edges (op, source), input nodes) per cell type, for plots and per-edge times."""
         return [("normal cell", "normal", list(self.normal), DARTS_INPUTS), ("reduction cell", "reduce", list(self.reduce), DARTS_INPUTS)]
 
-    def cell_kind(self, cell: int, net_config: Any) -> str:
-        """The kind of cell ``cell`` of the evaluation network (``net_config``: a NetConfig)."""
-        from .darts import genotype_layout
-
-        return "reduce" if genotype_layout(self, net_config)[cell].reduction else "normal"
-
     def node_inputs(self, kind: str) -> dict[int, list[Edge]]:
         """Per intermediate node of a cell kind, its kept (op, source) edges."""
         out: dict[int, list[Edge]] = {DARTS_INPUTS + n: [] for n in range(self.steps)}
@@ -146,9 +140,6 @@ class NB201Genotype:
 
     def cells(self) -> list[tuple[str, str, list[Edge], int]]:
         return [("NB201 cell", "cell", [(op, i) for node in self.nodes for op, i in node], 1)]
-
-    def cell_kind(self, cell: int, net_config: Any) -> str:
-        return "cell"
 
     def node_inputs(self, kind: str) -> dict[int, list[Edge]]:
         return {j: list(node) for j, node in enumerate(self.nodes, start=1)}

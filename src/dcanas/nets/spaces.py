@@ -12,7 +12,7 @@ from typing import Callable, Sequence
 from ..errors import UserError
 from .config import NetConfig
 from .cost import Cost, darts_edge_shape, darts_fixed_cost, nb201_fixed_cost
-from .darts import darts_layout
+from .darts import darts_layout, genotype_layout
 from .genotype import DARTS_INPUTS, DartsGenotype, Genotype, NB201Genotype, cell_edges, random_genotype
 from .nb201 import nb201_layout
 from .ops import DARTS_OPS, NB201_OPS
@@ -34,6 +34,7 @@ class Space:
     _shapes: Callable[[NetConfig, int], dict[str, list[list[Shape]]]]
     _fixed: Callable[[NetConfig, int], Cost]
     _genotype: Callable[[dict[str, list[Pick]], int], Genotype]
+    _cell_kind: Callable[[Genotype, int, NetConfig], str]
 
     def nodes(self, requested: int) -> int:
         """A cell's intermediate nodes for a requested count."""
@@ -57,6 +58,10 @@ class Space:
     def genotype(self, picks: dict[str, list[Pick]], nodes: int) -> Genotype:
         """The genotype of the kept edges, per cell kind."""
         return self._genotype(picks, nodes)
+
+    def cell_kind(self, genotype: Genotype, cell: int, cfg: NetConfig) -> str:
+        """The kind of cell ``cell`` of ``genotype``'s evaluation network, as the per-op profile names it."""
+        return self._cell_kind(genotype, cell, cfg)
 
     def random(self, rng: random.Random, nodes: int = 4) -> Genotype:
         return random_genotype(self.name, rng, nodes)
@@ -88,9 +93,11 @@ def _nb201_genotype(picks: dict[str, list[Pick]], nodes: int) -> Genotype:
 SPACES: dict[str, Space] = {
     "darts": Space("darts", DARTS_OPS, ("none",), DARTS_INPUTS, ("normal", "reduce"), every_edge=False, fixed_nodes=None,
                    auxiliary=True, _shapes=_darts_shapes, _fixed=lambda cfg, nodes: darts_fixed_cost(cfg, darts_layout(cfg, nodes), nodes),
-                   _genotype=_darts_genotype),
+                   _genotype=_darts_genotype,
+                   _cell_kind=lambda g, cell, cfg: "reduce" if genotype_layout(g, cfg)[cell].reduction else "normal"),
     "nb201": Space("nb201", NB201_OPS, (), 1, ("normal",), every_edge=True, fixed_nodes=3, auxiliary=False,
-                   _shapes=_nb201_shapes, _fixed=lambda cfg, nodes: nb201_fixed_cost(cfg), _genotype=_nb201_genotype),
+                   _shapes=_nb201_shapes, _fixed=lambda cfg, nodes: nb201_fixed_cost(cfg), _genotype=_nb201_genotype,
+                   _cell_kind=lambda g, cell, cfg: "cell"),
 }
 
 

@@ -57,8 +57,9 @@ def _edge(genotype: Optional[dict], net_config: Optional[dict], cell: int, parts
     if g is None or not net_config:
         return None, None
     from ..nets.config import NetConfig
+    from ..nets.spaces import SPACES
 
-    kind = g.cell_kind(cell, NetConfig.from_json(net_config))
+    kind = SPACES[g.space].cell_kind(g, cell, NetConfig.from_json(net_config))
     found = g.edge_at(kind, parts)
     return (found[0], (kind, found[1])) if found else (None, None)
 
