@@ -49,6 +49,7 @@ bench: install data
 	$(PY) benchmarks/record.py own_data --per-class 200
 	$(PY) benchmarks/record.py paper_search_cost
 	$(PY) benchmarks/record.py executor
+	$(PY) benchmarks/record.py profiler_overhead
 	$(PY) benchmarks/search_vs_random.py  # ~2 h on 2 cores: cpu-demo's search, 22 networks trained with cpu-rank
 	$(PY) benchmarks/collect.py  # docs/benchmarks.md from the results above
 

@@ -52,6 +52,25 @@ def load_onnx(path: Path):
     return model
 
 
+def external_data(path: Path) -> list[Path]:
+    """The files an ONNX model keeps its weights in (the dynamo exporter writes ``<model>.onnx.data`` for larger
+    models): they travel with the model. A location outside the model's folder is refused."""
+    if path.suffix != ".onnx":
+        return []
+    model = load_onnx(path)
+    names = []
+    for t in model.graph.initializer:
+        if t.data_location == 1:  # onnx.TensorProto.EXTERNAL
+            loc = next((e.value for e in t.external_data if e.key == "location"), "")
+            if loc and loc not in names:
+                names.append(loc)
+    for loc in names:
+        if Path(loc).name != loc or not (path.parent / loc).is_file():
+            raise ModelFileError(f"{path.name} keeps weights in {loc!r}, which is not a file beside it; save the model with its "
+                                 f"weights inside (onnx.save(model, path, save_as_external_data=False)) or put {loc} beside it")
+    return [path.parent / loc for loc in names]
+
+
 def metadata(path: Path) -> dict[str, Any]:
     """The export stage's metadata (ONNX metadata_props, or the TFLite sidecar <file>.json);
     a value that is not JSON stays a string, an unreadable sidecar is ignored."""
@@ -90,7 +109,8 @@ def _onnx_cost(path: Path) -> dict[str, Optional[int]]:
         if n.op_type == "Constant" and n.attribute and n.attribute[0].t.dims:
             shapes[n.output[0]] = tuple(n.attribute[0].t.dims)
             inits.setdefault(n.output[0], tuple(n.attribute[0].t.dims))
-    weight_inputs = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1), "BatchNormalization": (1, 2)}
+    weight_inputs = {"Conv": (1, 2), "ConvTranspose": (1, 2), "Gemm": (1, 2), "MatMul": (0, 1), "BatchNormalization": (1, 2),
+                     "Gather": (0,)}  # Gather: an embedding table
     counted: set[str] = set()
     params, flops, known = 0, 0, True
     for n in g.node:

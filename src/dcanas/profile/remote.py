@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Optional
 
 from ..devices.schema import DeviceProfile
-from ..devices.session import RUNNER, Progress, _parse, _stderr, cleanup
+from ..devices.session import RUNNER, Progress, _parse, _stderr, cleanup, fresh_workdir
 from ..devices.transport import DeviceError, Transport, make_transport
 from ..errors import UserError
 from ..export.inspect import recognise
@@ -99,6 +100,9 @@ def run_runner_jobs(profile: DeviceProfile, files: list[Path], jobs: list[Job], 
     """One runner session: connect, push the runner and ``files`` into a fresh work dir, run the runner once
     per job (a fresh process each, ``cooldown_s`` apart; watchdog and heartbeats over SSH), parse each JSON,
     and clean up whatever happens. Returns (the runner's JSON per job, phase timings, the work dir)."""
+    from ..export.inspect import external_data
+
+    files = [g for f in files for g in [f, *external_data(f)]]  # an ONNX model's external weights travel with it
     keepalive = profile.connection.keepalive_s
     transport: Transport = make_transport(profile, warn=progress)
     phases: dict[str, float] = {}
@@ -107,7 +111,7 @@ def run_runner_jobs(profile: DeviceProfile, files: list[Path], jobs: list[Job], 
     progress(f"[connect] {profile.name} ({transport.describe()})")
     with transport:
         phases["connect_s"] = time.perf_counter() - t0
-        wd = transport.mkdtemp(profile.connection.workdir)
+        wd = fresh_workdir(transport, profile, progress)
         try:
             t0 = time.perf_counter()
             size = sum(f.stat().st_size for f in files) / 1024
@@ -126,6 +130,9 @@ def run_runner_jobs(profile: DeviceProfile, files: list[Path], jobs: list[Job], 
                     argv += ["--watchdog", "--heartbeat", str(keepalive)]
                 r = transport.run(argv, timeout=timeout_s, silence_s=max(10.0, 4 * keepalive))
                 results.append(_parse(r.stdout, transport.describe()))
+                log = [line.strip() for line in r.stderr.splitlines() if "delegate" in line.lower()]  # e.g. LiteRT's XNNPACK line
+                if log and isinstance(results[-1].get("receipt"), dict):
+                    results[-1]["receipt"]["runtime_log"] = log[:5]
             phases["run_s"] = time.perf_counter() - t0
             progress("[collect] result")
         except BaseException as exc:
@@ -201,9 +208,62 @@ def check_format(profile: DeviceProfile, model: Path) -> None:
                         f"measure this one anyway")
 
 
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model is fed on the device: --inputs FILE.npz, --reference FILE.npz, --input-shape NAME=SHAPE (each),
+    --batch N (a dynamic first dimension) and the range random integer inputs are drawn from."""
+
+    inputs: Optional[Path] = None
+    reference: Optional[Path] = None
+    shapes: tuple[str, ...] = ()
+    batch: Optional[int] = None
+    int_range: tuple[int, int] = (0, 100)
+
+    def runner_args(self, wd: str) -> list[str]:
+        return ([f"--inputs={wd}/{self.inputs.name}"] if self.inputs else []) + \
+            ([f"--reference={wd}/{self.reference.name}"] if self.reference else []) + \
+            [f"--input-shape={s}" for s in self.shapes] + (["--input-batch", str(self.batch)] if self.batch else []) + \
+            ["--int-range", str(self.int_range[0]), str(self.int_range[1])]
+
+    def files(self) -> list[Path]:
+        return [f for f in (self.inputs, self.reference) if f is not None]
+
+
+def check_inputs(model: Path, given: ModelInputs) -> None:
+    """Everything about the inputs that the host can know, before connecting: the .npz files load, their arrays are
+    named and shaped like the model's inputs, every dynamic dimension is resolved. Read with this machine's runtime
+    (the runner's own code); skipped when it has none for the format."""
+    import numpy as np
+
+    for what, f in (("--inputs", given.inputs), ("--reference", given.reference)):
+        if f is None:
+            continue
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                z.files  # noqa: B018 - opening is the check
+        except (OSError, ValueError) as exc:
+            raise UserError(f"{what} {f}: not a readable .npz of arrays ({type(exc).__name__}); save one with numpy.savez") from None
+    try:
+        engine = R.Engine(str(model), 1)
+    except R.Missing:
+        return
+    except Exception as exc:  # noqa: BLE001 - the runtime's own refusal of the file, as one line
+        raise UserError(f"{model.name}: this machine's runtime cannot load it ({type(exc).__name__}: {str(exc)[:200]})") from None
+    try:
+        if given.inputs:
+            with np.load(given.inputs, allow_pickle=False) as z:
+                R.check_feeds(engine.inputs, {k: z[k] for k in z.files}, np)
+        else:
+            R.resolve_shapes(engine.inputs, {n: R.parse_shape(v) for n, _, v in (x.rpartition("=") for x in given.shapes)},
+                             given.batch)
+    except ValueError as exc:
+        raise UserError(f"{model.name}: {exc}") from None
+
+
 def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, warmup: int = 10,
                   threads: Optional[int] = None, min_seconds: float = 0.0, affinity: Optional[str] = None,
                   timeout_s: Optional[float] = None, any_format: bool = False, ops: bool = False,
+                  given: ModelInputs = ModelInputs(), duration_s: float = 0.0, window_s: float = 30.0,
                   progress: Progress = _stderr) -> dict[str, Any]:
     """Run the model on the device and return the runner's JSON plus the host-side timings."""
     model = Path(model)
@@ -211,8 +271,9 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
     if not any_format:
         check_format(profile, model)
     check_options(runs, warmup, threads, min_seconds, affinity)
-    ref = check_reference(model)
-    timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds)
+    check_inputs(model, given)
+    ref = check_reference(model) if not given.inputs and not given.reference else None
+    timeout_s = timeout_s or run_timeout(profile, model, runs, warmup, min_seconds) + duration_s
     t_start = time.perf_counter()
     n_threads = threads or profile.runtime.threads
 
@@ -220,12 +281,15 @@ def profile_model(profile: DeviceProfile, model: str | Path, *, runs: int = 50, 
         a = ["--model", f"{wd}/{model.name}", "--threads", str(n_threads), "--warmup", str(warmup), "--runs", str(runs),
              "--min-seconds", str(min_seconds)]
         return (a + (["--ref", f"{wd}/{ref.name}"] if ref else []) + (["--affinity", affinity] if affinity else [])
-                + (["--ops"] if ops else []))
+                + (["--ops"] if ops else []) + given.runner_args(wd)
+                + (["--duration", str(duration_s), "--window", str(window_s)] if duration_s else []))
 
-    result, phases, wd = run_runner(profile, [model] + ([ref] if ref else []), args, timeout_s,
-                                    f"{warmup} warm-up + {runs} timed runs, {n_threads} threads", progress)
+    result, phases, wd = run_runner(profile, [model] + ([ref] if ref else []) + given.files(), args, timeout_s,
+                                    f"{warmup} warm-up + " + (f"{duration_s:g} s back to back" if duration_s else f"{runs} timed runs")
+                                    + f", {n_threads} threads", progress)
     result["device"] = profile.name
     result["emulated"] = profile.emulated
+    result.setdefault("receipt", {}).update(device=profile.name, emulated=profile.emulated)
     result["remote_workdir"] = wd
     result["warnings"] = condition_warnings(result.get("before", {}), result.get("after", {}))
     for w in result["warnings"]:

@@ -8,7 +8,7 @@ from typing import Any, Optional
 
 from ..devices.schema import DeviceProfile
 from ..errors import UserError
-from ..export.inspect import graph_cost, metadata
+from ..export.inspect import external_data, graph_cost, metadata
 from ..costs.metrics import Evidence, extra_constraints, metric, metric_round
 from ..report.tables import MARK, markdown_table, number_text
 
@@ -56,7 +56,8 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
     the device ran (a second prediction, shown too)."""
     graph = graph_cost(model)
     analytic = {**(analytic_cost(metadata(model)) or {}), **(predicted or {})} or None
-    evidence = Evidence(graph=graph, measured=measured, file_kb=model.stat().st_size / 1024, percentile=percentile)
+    size = sum(f.stat().st_size for f in [model, *external_data(model)])  # the weights an ONNX file keeps beside it count
+    evidence = Evidence(graph=graph, measured=measured, file_kb=size / 1024, percentile=percentile)
     seconds = {"latency_ms": ("graph model", graph_predicted_ms)}
     rows = []
     for key, budget in profile.budget.items():
@@ -68,10 +69,11 @@ def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], perce
                          source=_source_text(key, analytic, seconds) if value is not None
                          else "not counted (the graph's shapes are not all known)"))
     if measured.get("reference_top1_match") is not None:
-        # The device's own output on the shipped reference input must agree with PyTorch's: a runtime
-        # that runs the model fast but wrongly (tflite-runtime 2.14 on a dynamic-range int8 model) fails.
-        rows.append(dict(budget="outputs match PyTorch (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
-                         margin=None, met=bool(measured["reference_top1_match"]), source="device vs .ref.npz"))
+        # The device's own output on the reference input must agree with the reference's: a runtime that runs the
+        # model fast but wrongly (tflite-runtime 2.14 on a dynamic-range int8 model) fails.
+        rows.append(dict(budget="outputs match the reference (top-1)", limit="match", measured=measured["reference_max_abs_diff"],
+                         margin=None, met=bool(measured["reference_top1_match"]),
+                         source=f"device vs {measured.get('reference_file') or '.ref.npz'}"))
     return dict(device=profile.name, model=model.name, passed=all(r["met"] is not False for r in rows), rows=rows,
                 emulated=profile.emulated, graph=graph, analytic=analytic, predicted=predicted or {},
                 graph_predicted_ms=graph_predicted_ms)

@@ -18,6 +18,22 @@ from ..report.tables import number_text as n
 from .pipeline import RunDir
 
 
+def receipt_rows(prof: dict) -> list[list[str]]:
+    """The profile result's receipt and conditions as rows of a two-column table."""
+    r, before, after = prof["receipt"], prof.get("before") or {}, prof.get("after") or {}
+    cv = r.get("cv")
+    rows = [("device", f"{r.get('device')}" + (" (EMULATED)" if r.get("emulated") else "")),
+            ("CPU", f"{r.get('cpu_model')}, {r.get('cores')} cores"), ("OS, kernel", f"{r.get('os')}, {r.get('kernel')}"),
+            ("runtime", f"{r.get('runtime')} {r.get('runtime_version')}"), ("providers / delegates", ", ".join(map(str, r.get("providers") or []))),
+            ("threads requested / read back", f"{r.get('threads_requested')} / {r.get('threads_readback')}"),
+            ("affinity", str(r.get("affinity"))), ("governor", str(r.get("governor"))),
+            ("CPU MHz before / after", f"{before.get('cpu_freq_mhz')} / {after.get('cpu_freq_mhz')}"),
+            ("temperature C before / after", f"{before.get('temperature_c')} / {after.get('temperature_c')}"),
+            ("runs, coefficient of variation", f"{r.get('runs')}, " + ("n/a" if cv is None else f"{100 * cv:.1f}%")
+             + (" (HIGH)" if r.get("cv_high") else ""))]
+    return [[k, v] for k, v in rows]
+
+
 def write_report(run: RunDir, profile: DeviceProfile, outputs: dict[str, Any]) -> dict[str, Path]:
     """report.md and a self-contained report.html from the finished stages' typed outputs records."""
     from ..nets.ops import SPACE_OPS
@@ -60,6 +76,9 @@ def write_report(run: RunDir, profile: DeviceProfile, outputs: dict[str, Any]) -
                 f"{r.get('top1_agreement', float('nan')):.3f}", "passed" if r["passed"] else "FAILED"] for r in e.rows]
     emd, ehtml = md_and_html(ex_rows, ["format", "file", "size (KB)", "export (s)", "max abs diff", "top-1 agreement", "ok"])
     tables = [("Cost cross-check", cmd_, chtml), ("Export", emd, ehtml)]
+    if prof.get("receipt"):  # what the latency figure depended on besides the model, so that two numbers can be compared
+        rmd, rhtml = md_and_html(receipt_rows(prof), ["receipt of the latency figure", "value"])
+        tables.insert(0, ("Receipt", rmd, rhtml))
     if s.device_checks:  # a latency search: each derivation timed on the device before retraining (latency/hold.py)
         hold_rows = [[str(k + 1), n(c["derivation_budget_ms"]), n(c["predicted_ms"]), n(c["measured_ms"]),
                       n(c.get("level")), "yes" if c["measured_ms"] <= s.K_d else "no"] for k, c in enumerate(s.device_checks)]

@@ -174,10 +174,35 @@ def representable(y, detail, np):
     return np.clip(y, (info.min - zero) * scale, (info.max - zero) * scale)
 
 
+ONNX_TYPES = {"tensor(float)": "float32", "tensor(float16)": "float16", "tensor(double)": "float64", "tensor(int8)": "int8",
+              "tensor(uint8)": "uint8", "tensor(int16)": "int16", "tensor(uint16)": "uint16", "tensor(int32)": "int32",
+              "tensor(int64)": "int64", "tensor(bool)": "bool"}
+
+
+def _onnx_spec(t):
+    dims = list(t.shape or [])
+    return {"name": t.name, "dtype": ONNX_TYPES.get(t.type, t.type), "shape": [d if isinstance(d, int) and d > 0 else None for d in dims],
+            "dims": [str(d) if not isinstance(d, int) else d for d in dims], "quantization": None}
+
+
+def _tflite_spec(d, np):
+    sig = d.get("shape_signature")
+    shape = [int(v) for v in (sig if sig is not None and len(sig) else d["shape"])]
+    scale, zero = d.get("quantization", (0.0, 0))
+    return {"name": d["name"], "dtype": np.dtype(d["dtype"]).name, "shape": [v if v > 0 else None for v in shape],
+            "dims": [v if v > 0 else "?" for v in shape], "index": d["index"],
+            "quantization": [float(scale), int(zero)] if scale else None}
+
+
 class Engine:
+    """One model in its runtime: every input and output described (name, dtype, shape with None for a dynamic
+    dimension, dimension names, TFLite quantisation), called with a dict of inputs, giving a list of float outputs."""
+
     def __init__(self, path, threads):
         import numpy as np
         self.np = np
+        self.path = path
+        self.threads = threads
         if path.endswith(".onnx"):
             try:
                 import onnxruntime as ort
@@ -187,31 +212,161 @@ class Engine:
             opts.intra_op_num_threads = threads
             opts.inter_op_num_threads = 1
             self.sess = ort.InferenceSession(path, opts, providers=["CPUExecutionProvider"])
-            i = self.sess.get_inputs()[0]
-            self.input_name = i.name
-            self.shape = [d if isinstance(d, int) else 1 for d in i.shape]
-            self.dtype = np.float32
+            self.inputs = [_onnx_spec(i) for i in self.sess.get_inputs()]
+            self.outputs = [_onnx_spec(o) for o in self.sess.get_outputs()]
             self.name, self.version = "onnxruntime", ort.__version__
             self.kind = "onnx"
-            self.out = None
+            self.providers = self.sess.get_providers()  # what the session actually runs on
             self.threads_readback = self.sess.get_session_options().intra_op_num_threads  # what the session took
         else:
             self.interp, self.name, self.version = load_tflite(path, threads)
             self.interp.allocate_tensors()
-            self.inp = self.interp.get_input_details()[0]
-            self.out = self.interp.get_output_details()[0]
-            self.shape = [int(d) for d in self.inp["shape"]]
-            self.dtype = self.inp["dtype"]
+            self._describe()
             self.kind = "tflite"
+            self.providers = tflite_delegates(self.interp)
             self.threads_readback = None  # the TFLite interpreter has no read-back of its thread count
 
-    def __call__(self, x):
+    def _describe(self):
+        np = self.np
+        self.inputs = [_tflite_spec(d, np) for d in self.interp.get_input_details()]
+        self._out_details = self.interp.get_output_details()  # read once: not in the timed call
+        self.outputs = [_tflite_spec(d, np) for d in self._out_details]
+
+    def resize(self, shapes):
+        """TFLite: give dynamic inputs their shapes (onnxruntime takes any shape at run time)."""
+        if self.kind == "tflite" and any(None in i["shape"] for i in self.inputs):
+            for i in self.inputs:
+                self.interp.resize_tensor_input(i["index"], shapes[i["name"]])
+            self.interp.allocate_tensors()
+            self._out_details = self.interp.get_output_details()
+
+    def __call__(self, feeds):
+        """feeds: {input name: array in the input's own dtype} -> [float32 (dequantized) array per output]."""
         np = self.np
         if self.kind == "onnx":
-            return self.sess.run(None, {self.input_name: x})[0]
-        self.interp.set_tensor(self.inp["index"], to_input(x, self.inp, np))
+            return self.sess.run(None, feeds)
+        for i in self.inputs:
+            self.interp.set_tensor(i["index"], feeds[i["name"]])
         self.interp.invoke()
-        return from_output(self.interp.get_tensor(self.out["index"]), self.out, np)
+        return [from_output(self.interp.get_tensor(d["index"]), d, np) for d in self._out_details]
+
+
+def tflite_delegates(interp):
+    """The delegates a LiteRT interpreter reports it applied (XNNPACK is LiteRT's default CPU delegate), where the
+    interpreter says; else a note that it does not."""
+    try:
+        inner = getattr(interp, "_interpreter", None)
+        names = [str(d) for d in (getattr(interp, "_delegates", None) or [])]
+        if inner is not None and hasattr(inner, "NumDelegates"):
+            return names + ["%d delegate(s) applied" % inner.NumDelegates()]
+        return names or ["not reported by this interpreter (XNNPACK is LiteRT's default CPU delegate)"]
+    except Exception:  # noqa: BLE001 - a report, never a failure
+        return ["not reported by this interpreter"]
+
+
+def parse_shape(text):
+    """'1x3x224x224' (or 1,3,224,224) -> [1, 3, 224, 224]."""
+    dims = [d for d in text.replace(",", "x").lower().split("x") if d]
+    if not dims or not all(d.isdigit() and int(d) > 0 for d in dims):
+        raise ValueError("%r is not a shape like 1x3x224x224" % text)
+    return [int(d) for d in dims]
+
+
+def resolve_shapes(specs, given, batch):
+    """Each input's shape: ``given`` (NAME -> shape, from --input-shape) where named, else the model's, a dynamic
+    first dimension set to ``batch`` (default 1). Returns (shapes, notes); a dynamic dimension elsewhere, a given
+    shape that contradicts the model or names no input, is a ValueError naming it and the option."""
+    names = [s["name"] for s in specs]
+    unknown = [n for n in given if n not in names]
+    if unknown:
+        raise ValueError("--input-shape names %r, which is not an input of the model (its inputs: %s)" % (unknown[0], ", ".join(names)))
+    shapes, notes = {}, []
+    for s in specs:
+        want = s["shape"]
+        if s["name"] in given:
+            got = list(given[s["name"]])
+            if len(got) != len(want) or any(w is not None and w != g for w, g in zip(want, got)):
+                raise ValueError("--input-shape %s=%s does not fit the model's input %r of shape %s" % (
+                    s["name"], "x".join(map(str, got)), s["name"], "x".join(str(d) for d in s["dims"])))
+            shapes[s["name"]] = got
+            continue
+        shape = []
+        for k, d in enumerate(want):
+            if d is not None:
+                shape.append(d)
+            elif k == 0:
+                shape.append(batch or 1)
+                notes.append("input %r: dynamic dimension 0 (%s) set to %d (--batch or --input-shape choose it)" % (
+                    s["name"], s["dims"][0], batch or 1))
+            else:
+                hint = "x".join(str(v) if v is not None else "N" for v in [batch or 1] + want[1:]) if want[0] is None else \
+                    "x".join(str(v) if v is not None else "N" for v in want)
+                raise ValueError("input %r has a dynamic dimension %d (%s) this runner cannot guess; give it: --input-shape %s=%s" % (
+                    s["name"], k, s["dims"][k], s["name"], hint))
+        shapes[s["name"]] = shape
+    return shapes, notes
+
+
+def make_inputs(specs, shapes, np, int_range=(0, 100), seed=0):
+    """Random inputs of each input's own type: floats standard normal; a quantized (TFLite) integer input is the
+    quantized standard normal; other integers uniform in ``int_range`` (ids, indices); bools fair coins."""
+    rng = np.random.default_rng(seed)
+    feeds = {}
+    for s in specs:
+        shape, dtype = shapes[s["name"]], np.dtype(s["dtype"])
+        if dtype.kind == "f":
+            x = rng.standard_normal(shape).astype(dtype)
+        elif dtype.kind == "b":
+            x = rng.integers(0, 2, shape).astype(bool)
+        elif s.get("quantization"):
+            x = to_input(rng.standard_normal(shape).astype(np.float32), {"dtype": dtype.type, "quantization": s["quantization"]}, np)
+        else:
+            info = np.iinfo(dtype)
+            lo, hi = max(int_range[0], info.min), min(int_range[1], info.max)
+            x = rng.integers(lo, hi + 1, shape, dtype=dtype)
+        feeds[s["name"]] = x
+    return feeds
+
+
+def check_feeds(specs, feeds, np):
+    """Arrays given for the inputs (--inputs FILE.npz): one per input, each of its shape where fixed; cast to its
+    dtype (a float array for a quantized input is quantized with the input's parameters)."""
+    names = [s["name"] for s in specs]
+    missing = [n for n in names if n not in feeds]
+    if missing:
+        raise ValueError("the inputs file has no array %r (it has: %s; the model's inputs: %s)" % (
+            missing[0], ", ".join(sorted(feeds)) or "none", ", ".join(names)))
+    out = {}
+    for s in specs:
+        x = np.asarray(feeds[s["name"]])
+        if len(x.shape) != len(s["shape"]) or any(w is not None and w != g for w, g in zip(s["shape"], x.shape)):
+            raise ValueError("the inputs file's %r has shape %s; the model's input has %s" % (
+                s["name"], "x".join(map(str, x.shape)), "x".join(str(d) for d in s["dims"])))
+        dtype = np.dtype(s["dtype"])
+        if s.get("quantization") and x.dtype.kind == "f":
+            x = to_input(x.astype(np.float32), {"dtype": dtype.type, "quantization": s["quantization"]}, np)
+        out[s["name"]] = x.astype(dtype, copy=False)
+    return out
+
+
+def output_checks(outputs, specs, reference, np):
+    """Each output against its reference array (by name, else by position): max abs diff, and for a score
+    vector or matrix whether the arg-max (top-1) agrees."""
+    checks = []
+    for k, (y, s) in enumerate(zip(outputs, specs)):
+        ref = reference.get(s["name"], reference.get("output_%d" % k))
+        if ref is None:
+            checks.append({"name": s["name"], "shape": list(np.shape(y)), "reference": False})
+            continue
+        ref = np.asarray(ref)
+        if ref.shape != np.shape(y):
+            checks.append({"name": s["name"], "shape": list(np.shape(y)), "reference": True, "shape_mismatch": list(ref.shape)})
+            continue
+        diff = float(np.abs(np.asarray(y, dtype=np.float64) - representable(ref, s if s.get("quantization") else None, np).astype(np.float64)).max()) \
+            if ref.size else 0.0
+        top1 = bool((np.argmax(y, -1) == np.argmax(ref, -1)).all()) if ref.ndim >= 1 and ref.shape[-1] > 1 and ref.dtype.kind == "f" else None
+        checks.append({"name": s["name"], "shape": list(ref.shape), "reference": True, "max_abs_diff": diff, "top1_match": top1})
+    return checks
 
 
 def governor():
@@ -243,13 +398,13 @@ def conditions():
     return {"cpu_freq_mhz": cpu_freq_mhz(), "governor": governor(), "temperature_c": temperature_c(), "throttled": throttled()}
 
 
-def timed_runs(engine, x, runs: int, min_seconds: float) -> list:
+def timed_runs(engine, feeds, runs: int, min_seconds: float) -> list:
     """Milliseconds of each run: at least ``runs`` runs and at least ``min_seconds`` in all."""
     times = []
     t_runs = time.perf_counter()
     while len(times) < runs or (time.perf_counter() - t_runs) < min_seconds:
         t0 = time.perf_counter()
-        engine(x)
+        engine(feeds)
         times.append((time.perf_counter() - t0) * 1000)
     return times
 
@@ -261,6 +416,83 @@ def percentile(sorted_values, q):
     lo = int(k)
     hi = min(lo + 1, len(sorted_values) - 1)
     return sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * (k - lo)
+
+
+MAX_TIMES = 10000  # run times sent back at most (the percentiles are of every run)
+CV_HIGH = 0.10  # a run-to-run coefficient of variation above this is flagged in the receipt
+
+
+def sustained_runs(engine, feeds, duration_s, window_s, heartbeat=None):
+    """Back to back for ``duration_s``: every run's time, and per window of ``window_s`` its runs' p50/p90/p99 and the
+    CPU frequency, temperature and throttling read at the window's end."""
+    times, windows, window = [], [], []
+    t_start = t_win = time.perf_counter()
+    while True:
+        t0 = time.perf_counter()
+        engine(feeds)
+        t1 = time.perf_counter()
+        window.append((t1 - t0) * 1000)
+        if t1 - t_win >= window_s or t1 - t_start >= duration_s:
+            w = sorted(window)
+            windows.append(dict(conditions(), t_end_s=round(t1 - t_start, 3), runs=len(w), p50=percentile(w, 50),
+                                p90=percentile(w, 90), p99=percentile(w, 99), p25=percentile(w, 25), p75=percentile(w, 75)))
+            times += window
+            window, t_win = [], t1
+            if t1 - t_start >= duration_s:
+                return times, windows
+
+
+def _npz(path, np):
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
+
+
+def model_feeds(engine, args, np):
+    """The inputs the model is timed on, and where they came from: --inputs FILE.npz (by input name), the export's
+    .ref.npz (its "input" for a one-input model), else random inputs of each input's type and resolved shape."""
+    given = {}
+    for item in args.input_shape or []:
+        name, sep, shape = item.rpartition("=")
+        if not sep:
+            raise ValueError("--input-shape %r is not NAME=1x3x224x224" % item)
+        given[name] = parse_shape(shape)
+    if args.inputs:
+        feeds = check_feeds(engine.inputs, _npz(args.inputs, np), np)
+        source, notes = "file %s" % os.path.basename(args.inputs), []
+    elif args.ref and os.path.exists(args.ref) and "input" in _npz(args.ref, np) and len(engine.inputs) == 1:
+        feeds = check_feeds(engine.inputs, {engine.inputs[0]["name"]: _npz(args.ref, np)["input"].astype(np.float32)}, np)
+        source, notes = "reference %s" % os.path.basename(args.ref), []
+    else:
+        shapes, notes = resolve_shapes(engine.inputs, given, args.input_batch)
+        engine.resize(shapes)
+        feeds = make_inputs(engine.inputs, shapes, np, tuple(args.int_range))
+        source = "random (floats N(0,1), integers in [%d, %d], bools fair)" % tuple(args.int_range)
+    engine.resize({k: list(v.shape) for k, v in feeds.items()})
+    return feeds, source, notes
+
+
+def reference_outputs(engine, args, np):
+    """Expected outputs: --reference FILE.npz (by output name, or output_0, ...), else the export's .ref.npz
+    ("output": the first output), else none."""
+    if args.reference:
+        return _npz(args.reference, np), os.path.basename(args.reference)
+    if args.ref and os.path.exists(args.ref) and not args.inputs:
+        z = _npz(args.ref, np)
+        if "output" in z:
+            return {engine.outputs[0]["name"]: z["output"]}, os.path.basename(args.ref)
+    return None, None
+
+
+def receipt(engine, args, times, np):
+    """What a latency depends on besides the model, recorded beside it so that two numbers can be compared."""
+    mean = sum(times) / len(times)
+    std = (sum((t - mean) ** 2 for t in times) / len(times)) ** 0.5
+    cv = std / mean if mean else None
+    return {"os": platform.platform(), "kernel": platform.release(), "cpu_model": cpu_model(), "cores": os.cpu_count(),
+            "runtime": engine.name, "runtime_version": engine.version, "providers": engine.providers,
+            "threads_requested": args.threads, "threads_readback": engine.threads_readback,
+            "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
+            "governor": governor(), "runs": len(times), "cv": cv, "cv_high": bool(cv is not None and cv > CV_HIGH)}
 
 
 def profile(args):
@@ -276,21 +508,24 @@ def profile(args):
     t0 = time.perf_counter()
     engine = Engine(args.model, args.threads)
     load_ms = (time.perf_counter() - t0) * 1000
-    ref = None
-    if args.ref and os.path.exists(args.ref):
-        ref = np.load(args.ref)
-        x = ref["input"].astype(np.float32)
-    else:
-        x = np.random.default_rng(0).standard_normal(engine.shape).astype(np.float32)
+    feeds, source, notes = model_feeds(engine, args, np)
+    reference, ref_name = reference_outputs(engine, args, np)
     t0 = time.perf_counter()
-    y = engine(x)
+    ys = engine(feeds)
     first_ms = (time.perf_counter() - t0) * 1000
     for _ in range(args.warmup):
-        engine(x)
-    times = timed_runs(engine, x, args.runs, args.min_seconds)
+        engine(feeds)
+    windows = None
+    if args.duration:
+        times, windows = sustained_runs(engine, feeds, args.duration, args.window)
+    else:
+        times = timed_runs(engine, feeds, args.runs, args.min_seconds)
     s = sorted(times)
-    ops = op_profile(args, x) if args.ops else None
-    graph = _graph_or_none(args.model, args.threads)  # the latency model's graph features (its second prediction)
+    ops = op_profile(args, feeds) if args.ops else None
+    graph = _graph_or_none(args.model, args.threads, feeds)  # the latency model's graph features (its second prediction)
+    checks = output_checks(ys, engine.outputs, reference, np) if reference is not None else None
+    judged = [c for c in checks or [] if c.get("reference") and "max_abs_diff" in c]
+    tops = [c["top1_match"] for c in judged if c.get("top1_match") is not None]
     mean = sum(s) / len(s)
     std = (sum((t - mean) ** 2 for t in s) / len(s)) ** 0.5
     peak_kb = status_kb("VmHWM")
@@ -300,19 +535,26 @@ def profile(args):
         "threads": args.threads, "threads_readback": engine.threads_readback,
         "affinity": sorted(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else None,
         "model": os.path.basename(args.model), "model_size_bytes": os.path.getsize(args.model),
-        "input_shape": [int(d) for d in x.shape], "load_ms": load_ms, "first_inference_ms": first_ms,
+        "inputs": [{"name": i["name"], "dtype": str(feeds[i["name"]].dtype), "shape": list(feeds[i["name"]].shape),
+                    "declared": i["dims"], "quantization": i["quantization"]} for i in engine.inputs],
+        "input_source": source, "input_notes": notes,
+        "outputs": [{"name": o["name"], "dtype": o["dtype"], "shape": list(np.shape(y))} for o, y in zip(engine.outputs, ys)],
+        "input_shape": list(feeds[engine.inputs[0]["name"]].shape), "load_ms": load_ms, "first_inference_ms": first_ms,
         "warmup_runs": args.warmup, "timed_runs": len(times),
         "latency_ms": {"mean": mean, "std": std, "min": s[0], "p50": percentile(s, 50), "p90": percentile(s, 90),
                        "p99": percentile(s, 99), "max": s[-1]},
-        "latencies_ms": times,
+        "latencies_ms": times[::-(-len(times) // MAX_TIMES)],  # every run, or every k-th of a long sustained run
+        "latencies_stride": -(-len(times) // MAX_TIMES),
         "peak_rss_mb": peak_kb / 1024.0 if peak_kb else None,
         "rss_increase_mb": (peak_kb - rss_base) / 1024.0 if peak_kb and rss_base else None,
         "before": before, "after": conditions(),
+        "receipt": receipt(engine, args, times, np),
+        "sustained": {"duration_s": args.duration, "window_s": args.window, "windows": windows} if windows else None,
         "op_profile": ops,
         "graph": graph,
-        "reference_max_abs_diff": float(np.abs(y.astype(np.float64) - representable(ref["output"], engine.out, np).astype(np.float64)).max())
-        if ref is not None else None,
-        "reference_top1_match": bool((y.argmax(-1) == ref["output"].argmax(-1)).all()) if ref is not None else None,
+        "output_checks": checks, "reference_file": ref_name,
+        "reference_max_abs_diff": max(c["max_abs_diff"] for c in judged) if judged else None,
+        "reference_top1_match": all(tops) if tops else None,
     }
     result["total_s"] = time.perf_counter() - t_start
     return result
@@ -335,13 +577,18 @@ def _kernel_events(sess):
     try:
         with open(path) as fh:
             events = json.load(fh)
+    except ValueError:
+        import shutil
+        folder = os.path.dirname(os.path.abspath(path))
+        raise RuntimeError("onnxruntime's profile %s is not complete JSON (%d KB free in %s: a full disk?); free space there "
+                           "or set connection.workdir to a larger filesystem" % (path, shutil.disk_usage(folder).free // 1024, folder)) from None
     finally:
         os.remove(path)
     return sorted((e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")),
                   key=lambda e: e.get("ts", 0))
 
 
-def runtime_graph(path, threads):
+def runtime_graph(path, threads, feeds=None):
     """Node counts per op type of the graph as the runtime runs it: for onnxruntime after its own graph
     optimisations (fusions, eliminated duplicates, inserted layout reorders), read from one profiled run;
     for TFLite the interpreter's op list (what a delegate fuses is not visible there). The latency model's
@@ -350,8 +597,10 @@ def runtime_graph(path, threads):
     if path.endswith(".onnx"):
         import numpy as np
         sess = _profiled_session(path, threads, "ort_graph")
-        i = sess.get_inputs()[0]
-        sess.run(None, {i.name: np.zeros([d if isinstance(d, int) else 1 for d in i.shape], dtype=np.float32)})
+        if feeds is None:
+            specs = [_onnx_spec(i) for i in sess.get_inputs()]
+            feeds = make_inputs(specs, resolve_shapes(specs, {}, 1)[0], np)
+        sess.run(None, feeds)
         nodes = {e["name"][: -len("_kernel_time")]: e.get("args", {}).get("op_name") for e in _kernel_events(sess)}
         for op in nodes.values():
             counts[op] = counts.get(op, 0) + 1
@@ -362,28 +611,27 @@ def runtime_graph(path, threads):
     return counts
 
 
-def _graph_or_none(path, threads):
+def _graph_or_none(path, threads, feeds=None):
     """runtime_graph, or None where the runtime cannot list its graph: the timings stand without it."""
     try:
-        return runtime_graph(path, threads)
+        return runtime_graph(path, threads, feeds)
     except Exception:  # noqa: BLE001 - any runtime's failure to list its graph
         return None
 
 
-def op_profile(args, x):
+def op_profile(args, feeds):
     """Per-node time from the runtime's own profiler, in a second session after the timed runs (profiling
     slows a run, so the timed latencies never include it): {"nodes": {name: {"op": type, "us": per run}}}."""
     if not args.model.endswith(".onnx"):
         return {"available": False, "why": "the TFLite Python interpreters (ai_edge_litert, tflite_runtime) expose no "
                                            "per-operator profiler; use the TFLite benchmark_model binary on the device"}
     sess = _profiled_session(args.model, args.threads, "ort_profile")
-    name = sess.get_inputs()[0].name
     runs = max(1, min(args.runs, 50))
     for _ in range(2):
-        sess.run(None, {name: x})
+        sess.run(None, feeds)
     t0 = time.perf_counter()
     for _ in range(runs):
-        sess.run(None, {name: x})
+        sess.run(None, feeds)
     wall_us = (time.perf_counter() - t0) * 1e6 / runs
     kernels = _kernel_events(sess)
     nodes = {}
@@ -435,7 +683,9 @@ def batch(args):
         for i, p in enumerate(paths):
             engine = Engine(os.path.join(base, p), args.threads)
             name, version = engine.name, engine.version
-            x = rng.standard_normal(engine.shape).astype(np.float32)
+            shapes = resolve_shapes(engine.inputs, {}, 1)[0]
+            engine.resize(shapes)
+            x = make_inputs(engine.inputs, shapes, np, seed=int(rng.integers(1 << 30)))
             for _ in range(max(1, args.warmup)):
                 engine(x)
             times = timed_runs(engine, x, args.runs, args.min_seconds)
@@ -479,6 +729,14 @@ def main(argv=None):
     p = argparse.ArgumentParser(description="dcanas on-device runner")
     p.add_argument("--model")
     p.add_argument("--ref", help="<model>.ref.npz: a real input and the PyTorch output")
+    p.add_argument("--inputs", help="an .npz of arrays named like the model's inputs: timed on these instead of random inputs")
+    p.add_argument("--reference", help="an .npz of the expected outputs, named like the model's outputs (or output_0, ...)")
+    p.add_argument("--input-shape", action="append", help="NAME=1x3x224x224: the shape of a dynamic input (repeatable)")
+    p.add_argument("--duration", type=float, default=0.0, help="run back to back for this many seconds (sustained load)")
+    p.add_argument("--window", type=float, default=30.0, help="with --duration: seconds per reported window")
+    p.add_argument("--input-batch", type=int, help="the size of a dynamic first dimension (default 1)")
+    p.add_argument("--int-range", type=int, nargs=2, default=[0, 100], metavar=("LO", "HI"),
+                   help="random integer inputs (token ids, indices) are drawn from [LO, HI]")
     p.add_argument("--threads", type=int, default=1)
     p.add_argument("--warmup", type=int, default=10)
     p.add_argument("--runs", type=int, default=50)
@@ -509,6 +767,11 @@ def main(argv=None):
         out = {"error": ERROR_FAILED, "detail": "%s: %s" % (type(exc).__name__, exc)}
         code = EXIT_FAILED
     sys.stdout.write(json.dumps(out) + "\n")
+    if args.pidfile:  # a pid file left behind marks a runner that was killed: the next connection removes its folder
+        try:
+            os.remove(args.pidfile)
+        except OSError:
+            pass
     return code
 
 
