@@ -56,7 +56,8 @@ class Sshd:
             self.proc.kill()
 
 
-def start_sshd(root: Path) -> Sshd:
+def start_sshd(root: Path, extra: str = "", subsystem: str = "internal-sftp") -> Sshd:
+    """``extra``: more sshd_config lines (e.g. AllowTcpForwarding no, ForceCommand); ``subsystem``: the sftp server."""
     root.mkdir(parents=True, exist_ok=True)
     (root / "remote").mkdir(exist_ok=True)
     keygen(root / "host_key")
@@ -77,8 +78,9 @@ StrictModes no
 PasswordAuthentication no
 KbdInteractiveAuthentication no
 PermitRootLogin prohibit-password
-Subsystem sftp internal-sftp
+Subsystem sftp {subsystem}
 LogLevel VERBOSE
+{extra}
 """)
     proc = subprocess.Popen([SSHD, "-D", "-f", str(config), "-E", str(root / "sshd.log")])
     deadline = time.time() + 10

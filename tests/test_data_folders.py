@@ -100,7 +100,7 @@ def test_a_few_unreadable_files_are_skipped_and_counted(tmp_path, gray_tree):
         (root / "train" / "Bag" / f"broken-{k}.png").write_bytes(b"\x89PNG truncated")
     r = run_dcanas("cost", "--genotype", "DARTS_V2", "--dataset", f"folder:{root}", "--channels", "8", "--layers", "5", "--json")
     assert r.returncode == 0, r.stderr
-    assert "skipped 3 unreadable of 403 files" in r.stderr
+    assert "skipped 3 of 403 files (3 unreadable; e.g." in r.stderr
     row = json.loads(r.stdout)
     assert row["params"] == row["fvcore_params"] and row["flops"] == row["fvcore_flops"]
 

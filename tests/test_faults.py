@@ -1,7 +1,17 @@
 """Faults and trust (issue 11): a cut or silent link, odd known_hosts, mistyped profiles, late path
 errors, garbage models, forged metadata, pickled datasets and half-written exports each end in one
 line with exit 2 (1 for a missed budget), nothing half-written under a final name, nothing left
-running on the device. SSH cases run against the real loopback sshd (tests/sshd.py)."""
+running on the device. SSH cases run against the real loopback sshd (tests/sshd.py).
+
+The second round (issue 30) is in four files beside this one, by what the input is:
+- tests/test_faults_data.py: a user's image tree (16-bit/float images, decompression bombs, truncated files,
+  symbolic links out of the tree and in loops, names with ? # %, a class added under --resume);
+- tests/test_faults_latency.py: latency CSVs and model files (degenerate fits, inf/1e308, BOM, Latin-1, a model of
+  another space, hand-edited fields, --out naming a folder);
+- tests/test_faults_ssh.py: SSH as configured (ProxyJump, ProxyCommand, malformed config, login banner, encrypted
+  key, missing workdir, a 100 KB tmpfs, SIGTERM/SIGHUP/SIGKILL during a profile);
+- tests/test_faults_run.py: one writer per run folder, a dead Ray address, a frozen torchrun peer, SIGTERM during a
+  Ray build, fleets, YAML 1.1 exponents, infinite budgets, hints naming run's options."""
 from __future__ import annotations
 
 import os

@@ -96,7 +96,7 @@ def test_latency_fit_predict_show_cli(tmp_path, space):
 
 @pytest.mark.parametrize("content, says", [
     ("arch,ms\nDARTS_V2,3\n", "no column genotype, latency_ms"),
-    ("genotype,latency_ms\nDARTS_V2,-3\n", "line 2: latency_ms '-3' is not a positive number"),
+    ("genotype,latency_ms\nDARTS_V2,-3\n", "line 2: latency_ms '-3' is not a number of milliseconds in (0, 3.6e+06]"),
     ("genotype,latency_ms\nDARTS_V2,3\nNOT_A_GENOTYPE,4\n", "line 3: genotype 'NOT_A_GENOTYPE'"),
     ("genotype,latency_ms\n", "no rows after the header"),
 ])
@@ -235,7 +235,7 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
     insts = [i for i in op_positions("darts", cfg, tuple(SPACE_OPS["darts"])) if i[0] == "sep_conv_3x3"][:4]
     models = {f"op:{k}": (lambda i=i: instance_module(i), instance_shape(i)) for k, i in enumerate(insts)}
     models[build.REFERENCE] = models.pop("op:3")
-    real, calls = build.measure_batch, []
+    real, calls, doubled = build.measure_batch, [], []
 
     def slow_first(*a, **kw):
         res = real(*a, **kw)
@@ -243,6 +243,8 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
         if len(calls) == 1:
             for r in res["batch"]:
                 r["p50_ms_rounds"] = [2 * v for v in r["p50_ms_rounds"]]
+                if r["model"].startswith(build.REFERENCE.replace(":", "_")):
+                    doubled.append(min(r["p50_ms_rounds"]))  # the chunk's reference_ms in its doubled attempt
         return res
 
     monkeypatch.setattr(build, "measure_batch", slow_first)
@@ -258,7 +260,9 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
     assert any("ran slow" in m for m in msgs), msgs
     first, other = conditions  # in chunk order
     assert 2 <= first["attempts"] <= 1 + build.RETRIES, conditions
-    assert first["reference_ms"] < 1.5 * other["reference_ms"], conditions  # the doubled attempt was replaced
+    # the doubled attempt was replaced by a real one (faster than it; a retry can itself land in a slow moment of a
+    # loaded machine, so the kept figure is not asked to be within 1.5x of the other chunk's: that failed once in CI)
+    assert doubled and first["reference_ms"] < doubled[0], (doubled, conditions)
     assert build.reference_level(conditions) > 0 and set(measured) == set(models)
 
 

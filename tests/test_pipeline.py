@@ -67,6 +67,7 @@ def test_end_to_end_local(local_run):
     assert [r["format"] for r in cmp["rows"]] == ["onnxruntime", "tflite"] and all(r["p50_ms"] > 0 for r in cmp["rows"])
     report = (out / "report" / "report.md").read_text()
     assert "## Every export on tiny-local" in report and "op_time.png" in report
+    assert "## Receipt" in report and "| threads requested / read back | 1 / 1 |" in report  # the latency figure's conditions
     # a tiny search's weights stay near uniform: the summary says the network was chosen by the budget (search/learned.py)
     assert "Search (best seed): the architecture weights did not separate" in report and "learning.png" in report
     ops = json.loads((out / "profile" / "ops.json").read_text())

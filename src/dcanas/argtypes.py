@@ -45,3 +45,16 @@ def resolve_dataset(args: argparse.Namespace) -> None:
 
         raise UserError("--input-size and --val-split apply to --dataset folder:PATH (your own ImageFolder tree); "
                         f"{dataset or 'this dataset'} has a fixed size and split")
+
+
+def add_dist_options(p: argparse.ArgumentParser) -> None:
+    """--dist-timeout: under torchrun, how long a rank waits for a peer before it stops (one line, exit 2)."""
+    p.add_argument("--dist-timeout", type=positive_float, metavar="S", help="under torchrun: seconds a rank waits for a peer "
+                   "that stopped answering before the run stops (default 300)")
+
+
+def apply_dist_options(args: argparse.Namespace) -> None:
+    import os
+
+    if getattr(args, "dist_timeout", None):
+        os.environ["DCANAS_DIST_TIMEOUT_S"] = str(args.dist_timeout)

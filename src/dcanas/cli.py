@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
+import threading
 from typing import Callable, Optional
 
 from .errors import UserError
@@ -43,9 +45,30 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM or SIGHUP: handled as Ctrl-C is (the device's work folder removed, the run's state saved), then the
+    shell's exit code for that signal."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+_RECEIVED: list[int] = []  # the termination signals received (a library may re-raise ours as a plain KeyboardInterrupt)
+
+
+def _terminate(signum: int, frame: object) -> None:
+    _RECEIVED.append(signum)
+    raise Terminated(signum)
+
+
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    if threading.current_thread() is threading.main_thread():
+        for sig in (signal.SIGTERM, signal.SIGHUP):
+            if signal.getsignal(sig) == signal.SIG_DFL:  # a process that chose otherwise (nohup: SIGHUP ignored) keeps it
+                signal.signal(sig, _terminate)
     try:
         from .argtypes import resolve_dataset
 
@@ -54,7 +77,11 @@ def main(argv: Optional[list[str]] = None) -> int:
     except UserError as exc:
         print(f"dcanas {args.command}: error: {exc}", file=sys.stderr)
         return 2
-    except KeyboardInterrupt:
+    except KeyboardInterrupt as exc:
+        signum = exc.signum if isinstance(exc, Terminated) else _RECEIVED[0] if _RECEIVED else None
+        if signum is not None:
+            print(f"dcanas {args.command}: terminated ({signal.Signals(signum).name})", file=sys.stderr)
+            return 128 + signum
         print(f"dcanas {args.command}: interrupted", file=sys.stderr)
         return 130
 

@@ -11,7 +11,8 @@ import os
 import re
 import tempfile
 from pathlib import Path
-from typing import Any, Callable, Optional
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 from .errors import UserError
 
@@ -73,6 +74,37 @@ def ensure_writable_dir(path: str | Path, what: str) -> Path:
     except OSError as exc:
         raise UserError(f"{what} {path} is not writable ({exc.strerror}); choose a folder you can write to") from None
     return path
+
+
+def ensure_writable_file(path: str | Path, what: str) -> Path:
+    """A file path that can be written now, before any work: not a folder, its folder writable (one line otherwise)."""
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{what} {path} is a folder; give a file name (e.g. {path / 'out.json'})")
+    ensure_writable_dir(path.parent if str(path.parent) else ".", f"the folder of {what}")
+    return path
+
+
+@contextmanager
+def exclusive_lock(path: str | Path, busy: str, fix: str) -> Iterator[None]:
+    """One writer at a time: an flock on ``path`` (holding this process's pid) while the block runs. A second process
+    gets one line: ``busy``, the pid holding the lock, then ``fix``. The kernel drops the lock when its holder dies."""
+    import fcntl
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            fh.seek(0)
+            holder = fh.read().strip() or "unknown"
+            raise UserError(f"{busy} (pid {holder} holds {path}); {fix}") from None
+        fh.seek(0)
+        fh.truncate()
+        fh.write(f"{os.getpid()}\n")
+        fh.flush()
+        yield
 
 
 def write_json(path: str | Path, data: Any) -> Path:

@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Iterable, Optional, Sequence
 
@@ -163,6 +163,12 @@ class LatencyModel:
         self.calibration = [dict(genotype=g.to_json(), measured_ms=float(m), predicted_ms=float(p))
                             for (g, m), p in zip(rows, pred)]
         self.stats = {**self.stats, **agreement(pred, y), "rows": len(rows), "ridge": ridge}
+        flags = [f"{len(rows)} networks, fewer than the model's {Phi.shape[1]} terms: the weights are mostly the prior's"
+                 ] if len(rows) < Phi.shape[1] else []
+        if len(np.unique(y)) < 2 or len(np.unique(Phi, axis=0)) < 2:
+            flags.append("every network measured (or built) the same: the fit cannot rank networks")
+        if flags:
+            self.stats["degenerate"] = "; ".join(flags)
         return self
 
     def fit_graph(self, rows: Sequence[tuple[dict[str, int], float]], ridge: Optional[float] = None) -> "LatencyModel":
@@ -232,10 +238,63 @@ def load_latency_model(path: str | Path) -> LatencyModel:
     if not isinstance(d, dict) or d.pop("kind", None) != "dcanas-latency-model":
         raise UserError(f"{p} is not a dcanas latency model")
     d.pop("version", None)
+    unknown = sorted(set(d) - {f.name for f in fields(LatencyModel)})
+    if unknown:
+        raise UserError(f"{p}: not a latency model of this dcanas version (unknown field {unknown[0]!r}); rebuild it")
+    _check_fields(d, p)
+    return LatencyModel.from_json(d)
+
+
+def _finite(v: Any, lo: float = -math.inf) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) and v >= lo
+
+
+def _check_fields(d: dict[str, Any], p: Path) -> None:
+    """Every field of a model file type-checked (a hand-edited or damaged file gets one line naming the field, not a
+    KeyError or TypeError in the middle of a search)."""
+    from ..nets.ops import SPACE_OPS
+
+    def bad(name: str, want: str) -> UserError:
+        return UserError(f"{p}: {name} {want}; the file was edited or damaged: rebuild it (dcanas latency build or fit)")
+
+    space = d.get("space")
+    if space not in SPACE_OPS:
+        raise bad("space", f"is {space!r}, not one of {', '.join(SPACE_OPS)}")
+    if d.get("basis") not in ("table", "work"):
+        raise bad("basis", f"is {d.get('basis')!r}, not table or work")
+    ec = d.get("eval_config")
     try:
-        return LatencyModel.from_json(d)
-    except TypeError as exc:
-        raise UserError(f"{p}: not a latency model of this dcanas version ({exc})") from None
+        net = NetConfig.from_json(ec)
+    except TypeError:
+        raise bad("eval_config", "is not an evaluation network (C, layers, num_classes, ...)") from None
+    for name in ("C", "layers", "num_classes", "in_channels", "input_size"):
+        v = getattr(net, name)
+        if not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise bad(f"eval_config.{name}", f"is {v!r}, not an integer >= 1")
+    ops = d.get("op_names")
+    if not isinstance(ops, list) or not ops or not all(o in SPACE_OPS[space] for o in ops):
+        raise bad("op_names", f"is {ops!r}, not a list of the {space} space's ops")
+    weights = d.get("weights")
+    if not isinstance(weights, dict):
+        raise bad("weights", "is not a table op -> number")
+    for o in ops:
+        if not _finite(weights.get(o)):
+            raise bad(f"weights[{o!r}]", f"is {weights.get(o)!r}, not a finite number" if o in weights else "is missing")
+    for name, lo in (("intercept", -math.inf), ("margin", 0.0), ("graph_intercept", -math.inf)):
+        if name in d and not _finite(d[name], lo):
+            raise bad(name, f"is {d[name]!r}, not a finite number" + (f" >= {lo:g}" if lo > -math.inf else ""))
+    if d.get("fixed_ms") is not None and not _finite(d["fixed_ms"], 0.0):
+        raise bad("fixed_ms", f"is {d['fixed_ms']!r}, not a finite number of ms >= 0")
+    for name in ("table", "graph_weights"):
+        table = d.get(name, {})
+        if not isinstance(table, dict):
+            raise bad(name, "is not a table name -> number")
+        k = next((k for k, v in table.items() if not _finite(v, 0.0 if name == "table" else -math.inf)), None)
+        if k is not None:
+            raise bad(f"{name}[{k!r}]", f"is {table[k]!r}, not a finite number" + (" of ms >= 0" if name == "table" else ""))
+    for name, kind in (("device", dict), ("calibration", list), ("stats", dict), ("graph_stats", dict)):
+        if not isinstance(d.get(name, kind()), kind):
+            raise bad(name, f"is not a {kind.__name__}")
 
 
 def _solve(Phi, y, prior, ridge: float):

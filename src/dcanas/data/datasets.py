@@ -21,7 +21,7 @@ import numpy as np
 import torch
 
 from ..errors import DataError, UserError
-from .folders import FOLDER_PREFIX, FileImages, decoded_batches, folder_info, folder_split, scan
+from .folders import FOLDER_PREFIX, FileImages, decoded_batches, fingerprint, folder_info, folder_split, parse_name, scan
 
 FASHION_CLASSES = ("T-shirt/top", "Trouser", "Pullover", "Dress", "Coat", "Sandal", "Shirt", "Sneaker", "Bag", "Ankle boot")
 CIFAR10_CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
@@ -82,8 +82,14 @@ def _folder_spec(name: str) -> DatasetSpec:
 def short_name(name: str) -> str:
     """A dataset's name fit for a folder name (a folder: dataset by its tree's own name)."""
     if name.startswith(FOLDER_PREFIX):
-        return Path(name.removeprefix(FOLDER_PREFIX).split("?")[0]).name or "folder"
+        return parse_name(name).root.name or "folder"
     return name
+
+
+def dataset_identity(name: str) -> str | dict[str, Any]:
+    """What a stage's result depends on in a dataset: a named dataset by its name (its files are fixed releases), a
+    ``folder:`` tree also by what it holds (``data.folders.fingerprint``: classes, files, sizes, times)."""
+    return {"name": name, **fingerprint(name)} if name.startswith(FOLDER_PREFIX) else name
 
 
 @dataclass

@@ -27,7 +27,15 @@ def parse_devices(text: str) -> list[str]:
             devs = raw["devices"]
             if not isinstance(devs, list) or not devs or not all(isinstance(d, str) and d for d in devs):
                 raise UserError(f"{path}: 'devices' must be a non-empty list of profile names or YAML paths, got {devs!r}")
-            return [str((path.parent / d).resolve()) if (path.parent / d).is_file() else d for d in devs]
+            out = [str((path.parent / d).resolve()) if (path.parent / d).is_file() else d for d in devs]
+            for d in out:
+                if d == str(path.resolve()):
+                    raise UserError(f"{path}: the fleet lists itself in 'devices'; list device profiles (names or YAML paths), "
+                                    f"not fleet files")
+                if d.endswith((".yaml", ".yml")) and Path(d).is_file() and parse_devices(d) != [d]:
+                    raise UserError(f"{path}: 'devices' names another fleet file ({d}); fleets do not nest: list its "
+                                    f"devices here")
+            return out
     return [text]
 
 

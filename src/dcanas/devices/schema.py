@@ -34,6 +34,7 @@ class Runtime:
     engine: str = "onnxruntime"
     threads: int = 1
     precision: str = "fp32"
+    sustained_s: Optional[float] = None  # dcanas profile runs back to back this long (--duration overrides)
 
 
 @dataclass(frozen=True)
@@ -92,7 +93,15 @@ KINDS: dict[str, tuple[Any, str]] = {
 CONNECTION_KINDS = {"transport": "str", "host": "str", "port": "port", "user": "str", "key_file": "str",
                     "known_hosts": "str", "python": "str", "workdir": "str", "serial": "str", "trust_on_first_use": "bool",
                     "connect_timeout_s": "seconds", "retries": "int>=0", "keepalive_s": "seconds"}
-RUNTIME_KINDS = {"engine": "str", "threads": "int>=1", "precision": "str"}
+RUNTIME_KINDS = {"engine": "str", "threads": "int>=1", "precision": "str", "sustained_s": "seconds"}
+
+
+_YAML12_FLOAT = re.compile(r"[-+]?(\d+\.?\d*|\.\d+)[eE][-+]?\d+")
+
+
+def _number(v: Any) -> Any:
+    """``1e-9`` as the number YAML 1.2 reads it: PyYAML (YAML 1.1) wants a dot (``1.0e-9``) and gives a string."""
+    return float(v) if isinstance(v, str) and _YAML12_FLOAT.fullmatch(v.strip()) else v
 
 
 def _expect(cond: bool, where: str, value: Any, valid: str) -> None:
@@ -104,6 +113,8 @@ def _typed(sec: dict, kinds: dict[str, str], where: str) -> dict:
     for k, v in sec.items():
         if v is None:
             continue  # an explicit null keeps the default
+        if kinds[k] in ("seconds", "positive"):
+            sec[k] = v = _number(v)
         test, valid = KINDS[kinds[k]]
         _expect(test(v), f"{where}.{k}'", v, valid)
     return {k: v for k, v in sec.items() if v is not None}
@@ -140,8 +151,9 @@ def parse_profile(raw: Any, source: str, folder: Optional[Path] = None) -> Devic
     budget = _section(raw, "budget", source)
     _known(budget, budget_names(), f"{source}: 'budget'")
     _expect(bool(budget), f"{source}: 'budget'", budget, f"at least one of {', '.join(budget_names())}")
+    budget = {k: _number(v) for k, v in budget.items()}
     for k, v in budget.items():
-        _expect(_is_num(v) and v > 0, f"{source}: 'budget.{k}'", v, "a positive number")
+        _expect(_is_num(v) and v > 0, f"{source}: 'budget.{k}'", v, "a positive, finite number")
     rt = _section(raw, "runtime", source)
     _known(rt, tuple(RUNTIME_KINDS), f"{source}: 'runtime'")
     runtime = Runtime(**_typed(rt, RUNTIME_KINDS, f"{source}: 'runtime"))

@@ -8,7 +8,7 @@ from typing import Any, Callable
 
 from ..runtime import runner as R
 from .schema import DeviceProfile
-from .transport import RMTREE_PY, DeviceError, Transport, make_transport
+from .transport import RMTREE_PY, DeviceError, RemoteCommandError, Transport, make_transport
 from ..progress import stderr_line as _stderr
 
 RUNNER = Path(R.__file__)
@@ -16,7 +16,52 @@ RUNNER = Path(R.__file__)
 CLEANUP_PY = ("import os,shutil,signal,sys\nw=sys.argv[1]\ntry:\n os.kill(int(open(os.path.join(w,'runner.pid')).read()),signal.SIGKILL)\n"
               "except Exception:\n pass\nshutil.rmtree(w,ignore_errors=True)\nprint(os.path.exists(w))")
 
+# Remove the work folders of runners that were killed (their pid file names a process that is gone; a runner that ends
+# removes its pid file; a zombie counts as gone) and folders without a pid file untouched for an hour; print what was removed.
+STALE_PY = """import glob,os,shutil,sys,tempfile,time
+d=sys.argv[1] or tempfile.gettempdir()
+for w in glob.glob(os.path.join(d,'dcanas-*')):
+    if os.path.islink(w) or not os.path.isdir(w):
+        continue
+    p=os.path.join(w,'runner.pid')
+    try:
+        pid=int(open(p).read())
+    except (OSError,ValueError):
+        pid=None
+    if pid is None:
+        if os.path.exists(p) or time.time()-os.path.getmtime(w)<3600:
+            continue
+    else:
+        try:
+            os.kill(pid,0)
+            if open('/proc/%d/stat'%pid).read().rsplit(')',1)[1].split()[0]!='Z':
+                continue
+        except ProcessLookupError:
+            pass
+        except OSError:
+            continue
+    shutil.rmtree(w,ignore_errors=True)
+    print(w)
+"""
+
 Progress = Callable[[str], None]
+
+
+def fresh_workdir(t: Transport, profile: DeviceProfile, progress: Progress) -> str:
+    """A new ``dcanas-XXXX`` folder in ``connection.workdir`` (default: the device's temp folder), after removing the
+    folders that killed profiles left there."""
+    try:
+        stale = t.py(STALE_PY, profile.connection.workdir or "", timeout=60, check=False).stdout.split()
+    except DeviceError:
+        stale = []
+    if stale:
+        progress(f"[cleanup] removed {len(stale)} work folder(s) left by killed profiles: {', '.join(stale)}")
+    try:
+        return t.mkdtemp(profile.connection.workdir)
+    except RemoteCommandError as exc:
+        where = profile.connection.workdir or "the device's temporary folder"
+        raise DeviceError(f"{t.describe()}: cannot create a work folder in {where} ({exc.tail}); set connection.workdir in "
+                          f"{profile.source or 'the profile'} to an existing folder the device user can write") from None
 
 
 def _parse(stdout: str, where: str) -> dict[str, Any]:
@@ -56,7 +101,7 @@ def check_device(profile: DeviceProfile, progress: Progress = _stderr) -> dict[s
     """Connect and report Python, machine, CPU, cores, memory, disk and importable runtimes."""
     with make_transport(profile, warn=progress) as t:
         progress(f"connected to {t.describe()}")
-        wd = t.mkdtemp(profile.connection.workdir)
+        wd = fresh_workdir(t, profile, progress)
         try:
             t.put(RUNNER, f"{wd}/runner.py")
             r = t.run([t.python, f"{wd}/runner.py", "--check"], timeout=120)

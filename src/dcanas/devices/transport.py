@@ -9,8 +9,10 @@ they work wherever the runner can run. A link that is cut or goes silent during 
 """
 from __future__ import annotations
 
+import errno
 import getpass
 import logging
+import os
 import shlex
 import shutil
 import subprocess
@@ -31,6 +33,10 @@ MKDTEMP_PY = "import sys,tempfile;print(tempfile.mkdtemp(prefix='dcanas-',dir=sy
 RENAME_PY = "import os,sys;os.replace(sys.argv[1],sys.argv[2])"
 RMTREE_PY = "import shutil,sys;shutil.rmtree(sys.argv[1],ignore_errors=True)"
 REMOVE_PY = "import os,sys;os.path.exists(sys.argv[1]) and os.remove(sys.argv[1])"
+FREE_PY = "import shutil,sys;print(shutil.disk_usage(sys.argv[1]).free)"
+BANNER_FIX = ("the device's login shell prints text on a non-interactive session (an echo or banner in ~/.bashrc, ~/.profile "
+              "or /etc/bash.bashrc there), which corrupts the file-transfer channel; print it only in interactive shells "
+              "(put `[[ $- == *i* ]] || return` before it)")
 
 Warn = Callable[[str], None]
 _WARNED: set = set()
@@ -46,6 +52,10 @@ class LinkLost(DeviceError):
 
 class RemoteCommandError(DeviceError):
     """A command ran on the device and failed; the message carries its exit code and last stderr line."""
+
+    def __init__(self, message: str, tail: str = "") -> None:
+        super().__init__(message)
+        self.tail = tail
 
 
 @dataclass
@@ -94,7 +104,7 @@ class Transport:
         if check and r.rc != 0:
             tail = (r.stderr.strip().splitlines() or r.stdout.strip().splitlines() or ["no output"])[-1]
             raise RemoteCommandError(f"{self.describe()}: {Path(argv[0]).name} failed with exit code {r.rc} ({tail}); "
-                                     f"check connection.python in the profile")
+                                     f"check connection.python in the profile", tail)
         return r
 
     def _run(self, argv: list[str], timeout: Optional[float], silence_s: Optional[float]) -> Result:
@@ -131,6 +141,7 @@ class Transport:
                 self.py(RENAME_PY, tmp, remote)
                 return
             except self.retryable as exc:
+                self._raise_if_full(local, remote, exc)
                 if attempt > retries:
                     raise DeviceError(f"{self.describe()}: upload of {local.name} failed after {attempt} attempts ({type(exc).__name__}: {exc})") from None
                 self.warn(f"upload of {local.name} interrupted ({type(exc).__name__}); retry {attempt}/{retries} in {delay:.1f}s")
@@ -138,6 +149,25 @@ class Transport:
                 delay *= 2
                 self.reconnect()
                 self.py(REMOVE_PY, tmp, check=False)  # the .part name never runs
+
+    def _raise_if_full(self, local: Path, remote: str, exc: BaseException) -> None:
+        """A failed upload to a full disk is named as such (no retry can cure it)."""
+        folder = str(Path(remote).parent)
+        try:
+            if not self.alive():
+                return
+            free = int(self.py(FREE_PY, folder, timeout=20).stdout.strip().splitlines()[-1])
+        except Exception:  # noqa: BLE001 - the check is best effort; the retry loop reports the original error
+            return
+        need = local.stat().st_size
+        if free < need or getattr(exc, "errno", None) == errno.ENOSPC:
+            self.py(REMOVE_PY, remote, check=False)
+            raise DeviceError(f"{self.describe()}: no space left on the device for {local.name} ({need / 1024:.0f} KB; {folder} has "
+                              f"{free / 1024:.0f} KB free); free space there, or set connection.workdir to a folder on a larger "
+                              f"filesystem") from None
+
+    def sftp_check(self) -> None:
+        """Whether files can be sent (the connection check's second half); nothing to do but over SSH."""
 
     def reconnect(self) -> None:
         self.close()
@@ -171,15 +201,14 @@ class SSHTransport(Transport):
     """paramiko with ~/.ssh/config, keys and the agent only, host keys checked (RejectPolicy, or
     trust-on-first-use appending one hashed line), keepalive on, keys under ``@revoked`` refused."""
 
-    def __init__(self, conn: Connection, warn: Warn = _stderr) -> None:
+    def __init__(self, conn: Connection, warn: Warn = _stderr, jump: Optional[str] = None) -> None:
         import paramiko
 
         logging.getLogger("paramiko").addHandler(logging.NullHandler())  # no tracebacks of paramiko's threads on stderr
         self.conn, self.warn = conn, warn
         self.retryable = (OSError, EOFError, paramiko.SSHException)
         self.python = conn.python
-        cfg_path = Path("~/.ssh/config").expanduser()
-        entry = paramiko.SSHConfig.from_path(str(cfg_path)).lookup(conn.host) if cfg_path.is_file() else {}
+        entry = ssh_config_entry(conn.host)
         self.hostname = entry.get("hostname", conn.host)
         self.port = int(conn.port or entry.get("port", 22))
         self.user = conn.user or entry.get("user") or getpass.getuser()
@@ -187,9 +216,55 @@ class SSHTransport(Transport):
         self.key_files = [str(Path(k).expanduser()) for k in keys]
         self.known_hosts = Path(conn.known_hosts or "~/.ssh/known_hosts").expanduser()
         self.client = None
+        # how ssh itself would reach the host: through jump hosts (ProxyJump, or ``jump``: the hops before this one)
+        # or a local command (ProxyCommand); never silently direct
+        self.proxy_jump = jump if jump is not None else entry.get("proxyjump")
+        self.proxy_command = entry.get("proxycommand") if jump is None else None
+        if (self.proxy_jump or "").lower() == "none":
+            self.proxy_jump = None
+        if (self.proxy_command or "").lower() == "none":
+            self.proxy_command = None
+        self._jump: Optional["SSHTransport"] = None
 
     def describe(self) -> str:
-        return f"{self.user}@{self.hostname}:{self.port}"
+        via = f" via {self.proxy_jump}" if self.proxy_jump else " via ProxyCommand" if self.proxy_command else ""
+        return f"{self.user}@{self.hostname}:{self.port}{via}"
+
+    def _sock(self, timeout: float):
+        """The socket to the host when ~/.ssh/config routes it: a ``direct-tcpip`` channel through the last jump host
+        (itself reached through the hops before it), or a ProxyCommand's pipes; None: connect directly."""
+        import paramiko
+
+        if self.proxy_command:
+            return paramiko.ProxyCommand(self.proxy_command)
+        if not self.proxy_jump:
+            return None
+        hops = [h.strip() for h in self.proxy_jump.split(",") if h.strip()]
+        user, _, hostport = hops[-1].rpartition("@")
+        host, port = hostport, None
+        if hostport.startswith("["):
+            host, _, rest = hostport[1:].partition("]")
+            port = int(rest[1:]) if rest.startswith(":") else None
+        elif hostport.count(":") == 1:
+            host, p = hostport.split(":")
+            port = int(p)
+        from dataclasses import replace
+
+        hop_conn = replace(self.conn, host=host, port=port, user=user or None, key_file=None if ssh_config_entry(host).get(
+            "identityfile") else self.conn.key_file, retries=0)
+        self._jump = SSHTransport(hop_conn, warn=self.warn, jump=",".join(hops[:-1]) or "none")
+        try:
+            self._jump.connect(timeout=timeout)
+        except DeviceError as exc:
+            raise DeviceError(f"{self.describe()}: the jump host (ProxyJump {self.proxy_jump} in ~/.ssh/config) failed: {exc}") from None
+        try:
+            return self._jump.client.get_transport().open_channel("direct-tcpip", (self.hostname, self.port), ("127.0.0.1", 0),
+                                                                  timeout=timeout)
+        except (paramiko.SSHException, OSError, EOFError) as exc:
+            self._jump.close()
+            raise DeviceError(f"{self.describe()}: the jump host {hops[-1]} (ProxyJump in ~/.ssh/config) did not forward to "
+                              f"{self.hostname}:{self.port} ({exc or type(exc).__name__}); allow TCP forwarding there "
+                              f"(AllowTcpForwarding) or correct ProxyJump") from None
 
     def _client(self):
         import paramiko
@@ -224,13 +299,20 @@ class SSHTransport(Transport):
         for attempt in range(1, retries + 2):
             client, kh, added = self._client()
             try:
+                sock = self._sock(timeout)
                 client.connect(self.hostname, self.port, username=self.user, key_filename=self.key_files or None,
                                allow_agent=True, look_for_keys=not self.key_files, password=None,
-                               timeout=timeout, banner_timeout=timeout, auth_timeout=timeout)
+                               timeout=timeout, banner_timeout=timeout, auth_timeout=timeout, sock=sock)
             except paramiko.BadHostKeyException:
                 client.close()
                 raise DeviceError(f"{self.describe()}: the host key CHANGED since it was recorded in {self.known_hosts}; if the device was "
                                   f"reinstalled, remove the old key with `ssh-keygen -R '[{self.hostname}]:{self.port}' -f {self.known_hosts}`") from None
+            except paramiko.PasswordRequiredException:
+                client.close()
+                raise DeviceError(f"{self.describe()}: the key {', '.join(self.key_files) or '(default)'} is encrypted and no SSH agent "
+                                  f"offers it; load it into the agent with `ssh-add {self.key_files[0] if self.key_files else ''}`"
+                                  f"{'' if os.environ.get('SSH_AUTH_SOCK') else ' (no agent runs here: start one with eval $(ssh-agent))'}"
+                                  f", or use a key without a passphrase") from None
             except paramiko.AuthenticationException as exc:
                 client.close()
                 raise DeviceError(f"{self.describe()}: authentication failed with {', '.join(self.key_files) or 'the agent/default keys'} "
@@ -266,6 +348,26 @@ class SSHTransport(Transport):
         if self.client is not None:
             self.client.close()
             self.client = None
+        if self._jump is not None:
+            self._jump.close()
+            self._jump = None
+
+    def sftp_check(self) -> None:
+        """Open and close an SFTP session: a login shell that prints on a non-interactive session breaks it, and the
+        connection check should say so now, not after a search (``_upload`` says the same)."""
+        self._sftp().close()
+
+    def _sftp(self):
+        import paramiko
+
+        if self.client is None:
+            self.connect()
+        try:
+            return self.client.open_sftp()
+        except paramiko.SFTPError as exc:
+            if "garbage" in str(exc).lower():
+                raise DeviceError(f"{self.describe()}: SFTP failed ({exc}): {BANNER_FIX}") from None
+            raise
 
     def alive(self) -> bool:
         t = self.client.get_transport() if self.client is not None else None
@@ -319,9 +421,7 @@ class SSHTransport(Transport):
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _upload(self, local: Path, remote: str, callback) -> None:
-        if self.client is None:
-            self.connect()
-        sftp = self.client.open_sftp()
+        sftp = self._sftp()
         try:
             sftp.put(str(local), remote, callback=callback)
         finally:
@@ -360,6 +460,25 @@ class AdbTransport(Transport):
         p = subprocess.run(self._base() + ["push", str(local), remote], capture_output=True, text=True, timeout=600)
         if p.returncode != 0:
             raise OSError(p.stderr.strip())
+
+
+def ssh_config_entry(host: Optional[str]) -> dict:
+    """``host``'s entry of ~/.ssh/config (paramiko's reading of it); a line it cannot parse is one line naming it."""
+    import paramiko
+
+    path = Path("~/.ssh/config").expanduser()
+    if not path.is_file():
+        return {}
+    try:
+        return paramiko.SSHConfig.from_path(str(path)).lookup(host or "")
+    except paramiko.ssh_exception.ConfigParseError as exc:
+        bad = str(exc).split("line ", 1)[-1].strip().strip("'\"")
+        lines = path.read_text(errors="replace").splitlines()
+        n = next((i for i, line in enumerate(lines, start=1) if line.strip() and line.strip() in bad or bad in line), None)
+        raise DeviceError(f"{path}{f' line {n}' if n else ''}: cannot be parsed ({exc}); fix or comment out that line "
+                          f"(`ssh -G {host}` shows how ssh reads the file)") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise DeviceError(f"{path}: cannot be read ({exc}); fix its permissions or encoding") from None
 
 
 def make_transport(profile: DeviceProfile, warn: Warn = _stderr) -> Transport:

@@ -6,7 +6,6 @@ recorded chunk by chunk (``measured.json``, atomic), so a killed build exports a
 what is missing. One build at a time per device (a lock file)."""
 from __future__ import annotations
 
-import fcntl
 import hashlib
 import json
 import os
@@ -24,7 +23,7 @@ from ..devices.schema import DeviceProfile
 from ..errors import UserError
 from ..export.converters import convert
 from ..export.formats import ExportFormat, formats_for
-from ..files import cache_dir, clean_stale_tmp, write_json
+from ..files import cache_dir, clean_stale_tmp, exclusive_lock, write_json
 from ..nets.build import build_network
 from ..nets.config import NetConfig
 from ..nets.genotype import Genotype
@@ -58,13 +57,8 @@ def key_hash(key: dict[str, Any]) -> str:
 
 @contextmanager
 def device_lock(cache: Path, device: str) -> Iterator[None]:
-    cache.mkdir(parents=True, exist_ok=True)
-    with open(cache / f"{device}.lock", "w") as fh:
-        try:
-            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            raise UserError(f"another latency measurement is running on {device} (lock {cache / (device + '.lock')}); "
-                            f"one at a time per device, so that they do not slow each other down") from None
+    with exclusive_lock(cache / f"{device}.lock", f"another latency measurement is running on {device}",
+                        "one at a time per device, so that they do not slow each other down"):
         yield
 
 

@@ -8,7 +8,10 @@ from typing import Any, Optional
 
 from ..argtypes import nonneg_float, nonneg_int, positive_int
 from ..errors import UserError
+from ..files import ensure_writable_file
 from .timing import Timing
+
+MAX_MS = 3.6e6  # an hour per inference: above it a latency_ms is a unit or typing error, not a measurement
 
 
 def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Optional[float], dict[str, str]]]:
@@ -19,7 +22,15 @@ def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Op
     p = Path(path)
     if not p.is_file():
         raise UserError(f"--csv {p} does not exist; give a CSV with a header and the columns genotype,latency_ms")
-    with open(p, newline="") as fh:
+    try:
+        text = p.read_bytes().decode("utf-8-sig")  # a spreadsheet's byte-order mark is not part of the first column's name
+    except UnicodeDecodeError as exc:
+        line = p.read_bytes()[:exc.start].count(b"\n") + 1
+        raise UserError(f"{p} line {line}: byte 0x{exc.object[exc.start]:02x} is not UTF-8; save the CSV as UTF-8 "
+                        f"(a spreadsheet's 'CSV UTF-8')") from None
+    import io
+
+    with io.StringIO(text, newline="") as fh:
         reader = csv.DictReader(fh)
         cols = reader.fieldnames or []
         wanted = ["genotype"] + (["latency_ms"] if need_latency else [])
@@ -39,14 +50,21 @@ def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Op
                     ms = float(row["latency_ms"])
                 except ValueError:
                     ms = -1.0
-                if not ms > 0:
-                    raise UserError(f"{p} line {n}: latency_ms {row['latency_ms']!r} is not a positive number of milliseconds")
+                if not 0 < ms <= MAX_MS:
+                    raise UserError(f"{p} line {n}: latency_ms {row['latency_ms']!r} is not a number of milliseconds in "
+                                    f"(0, {MAX_MS:g}] (one inference; finite)")
             elif need_latency:
                 raise UserError(f"{p} line {n}: latency_ms is empty")
             out.append((g, ms, row))
     if not out:
         raise UserError(f"{p}: no rows after the header")
     return out
+
+
+def json_key(g) -> str:
+    import json
+
+    return json.dumps(g.to_json(), sort_keys=True)
 
 
 def _eval_net(args: argparse.Namespace):
@@ -83,6 +101,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         from ..devices.schema import load_profile
         from .build import build_latency_model
 
+        if args.out:
+            ensure_writable_file(args.out, "--out")
         profile = load_profile(args.device)
         cfg, net = _eval_net(args)
         lm, path = build_latency_model(profile, cfg.space, net, tuple(SPACE_OPS[cfg.space]), calibrate=args.calibrate,
@@ -93,21 +113,34 @@ def cmd_latency(args: argparse.Namespace) -> int:
         print(describe(lm, args.out or path))
         return 0
     if args.action == "fit":
+        ensure_writable_file(args.out, "--out")
         cfg, net = _eval_net(args)
         rows = read_rows(args.csv)
         wrong = [g.space for g, _, _ in rows if g.space != cfg.space]
         if wrong:
             raise UserError(f"{args.csv}: a {wrong[0]} genotype in a --space {cfg.space} fit; give --space {wrong[0]}")
+        distinct = len({ms for _, ms, _ in rows}), len({json_key(g) for g, _, _ in rows})
+        if len(rows) < 3 or min(distinct) < 2:
+            raise UserError(f"{args.csv}: {len(rows)} rows, {distinct[1]} different genotypes, {distinct[0]} different latencies; a fit "
+                            f"needs at least 3 measured networks that differ (better: 20 or more); measure more networks")
         lm = LatencyModel.unfitted_work(cfg.space, net.to_json(), device=dict(source=str(args.csv)))
         lm.fit([(g, ms) for g, ms, _ in rows])
         lm.save(args.out)
         print(describe(lm, args.out))
         return 0
     if args.action == "predict":
+        out = ensure_writable_file(args.out, "--out")
         lm = load_latency_model(args.model)
         rows = read_rows(args.csv, need_latency=False)
-        out = Path(args.out)
+        wrong = [(n, g.space) for n, (g, _, _) in enumerate(rows, start=2) if g.space != lm.space]
+        if wrong:
+            raise UserError(f"{args.csv} line {wrong[0][0]}: a {wrong[0][1]} genotype, but {args.model} models the {lm.space} "
+                            f"space; give a latency model of the {wrong[0][1]} space (dcanas latency build --space {wrong[0][1]})")
         preds = [lm.predict(g) for g, _, _ in rows]
+        bad = next(((n, p) for n, p in enumerate(preds, start=2) if not p > 0), None)
+        if bad:
+            raise UserError(f"{args.model} predicts {bad[1]:.4g} ms for line {bad[0]} of {args.csv}: not a latency (its intercept "
+                            f"{lm.intercept:.4g} ms or weights were edited?); rebuild it (dcanas latency build or fit)")
         from ..files import atomic_write
 
         def write(fh) -> None:
@@ -158,14 +191,20 @@ def describe(lm, path) -> str:
     lines.append(f"theta_0 {lm.intercept:.4f} ms; " + ", ".join(f"{o} x{w:.3f}" for o, w in lm.weights.items()))
     lines.append(f"search bound: prediction x {1 + lm.margin:.3f} (the largest leave-one-out under-prediction on the calibration networks)")
     if s.get("rows"):
-        lines.append(f"fit on {s['rows']} networks (ridge {s.get('ridge')}): Spearman {s.get('spearman', float('nan')):.3f}, "
-                     f"Kendall {s.get('kendall', float('nan')):.3f}, MAPE {100 * s['mape']:.2f}%, within +-10% {100 * s['within_10']:.0f}%")
+        lines.append(f"fit on {s['rows']} networks (ridge {s.get('ridge')}): Spearman {_num(s.get('spearman'))}, "
+                     f"Kendall {_num(s.get('kendall'))}, MAPE {100 * s['mape']:.2f}%, within +-10% {100 * s['within_10']:.0f}%")
+        if s.get("degenerate"):
+            lines.append(f"WARNING: {s['degenerate']}")
     g = lm.graph_stats
     if g.get("rows"):
         lines.append(f"graph model (node counts as the runtime runs the network; predicts built networks, not summed by the search): "
                      f"{len(lm.graph_weights)} op types, fit on {g['rows']} networks (ridge {g.get('ridge')}): leave-one-out "
                      f"Spearman {g['loo'].get('spearman', float('nan')):.3f}, MAPE {100 * g['loo']['mape']:.2f}%")
     return "\n".join(lines)
+
+
+def _num(v: Optional[float]) -> str:
+    return "n/a" if v is None or v != v else f"{v:.3f}"
 
 
 def add_latency_parser(sub) -> None:

@@ -35,7 +35,7 @@ def cmd_run(args: argparse.Namespace) -> int:
         resolve_formats(args.formats)
     from ..search.executor import check_executor
 
-    check_executor(args.executor)
+    check_executor(args.executor, args.ray_address)
     if names != [args.device]:
         return cmd_run_fleet(args, names, cfg)
     profile = load_profile(args.device)
@@ -46,10 +46,11 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"checking the connection to {profile.name} before the search ...", file=sys.stderr)
         connection_check(profile)  # seconds, not after an hour of search
     out = Path(args.out or f"runs/{date.today().isoformat()}-{profile.name}-{short_name(args.dataset)}")
-    run = RunDir(out, cfg.to_json())
     say = lambda m: print(m, file=sys.stderr, flush=True)  # noqa: E731
     try:
-        run_pipeline(run, stages.specs(), resume=args.resume, from_stage=args.from_stage, progress=say)
+        with run_lock(out):
+            run = RunDir(out, cfg.to_json())  # the state read under the lock: another writer's is never half-read
+            run_pipeline(run, stages.specs(), resume=args.resume, from_stage=args.from_stage, progress=say)
     except StageFailed as exc:
         print(f"dcanas run: {exc}", file=sys.stderr)
         return 2 if isinstance(exc.cause, UserError) else 1
@@ -62,6 +63,14 @@ def cmd_run(args: argparse.Namespace) -> int:
     if args.preset in RUN_NOTES:
         print(RUN_NOTES[args.preset])
     return 0 if v.passed else 1
+
+
+def run_lock(out: Path):
+    """One writer per run folder: a second ``dcanas run`` on it (with --resume or not) exits 2 naming the pid."""
+    from ..files import exclusive_lock
+
+    return exclusive_lock(out / ".lock", f"{out} is in use by another dcanas run",
+                          "wait for it to end (--resume then continues from what it finished) or choose another --out")
 
 
 def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
@@ -79,13 +88,14 @@ def cmd_run_fleet(args: argparse.Namespace, names: list[str], cfg) -> int:
         for note in m.stages.notes:
             say(f"[{m.profile.name}] {note}")
     out = Path(args.out or f"runs/{date.today().isoformat()}-fleet-{short_name(args.dataset)}")
-    if (out / "fleet.json").exists() and not args.resume and args.from_stage is None:
-        raise UserError(f"{out} already holds a fleet run; pass --resume to continue it, --from STAGE to redo from a stage, "
-                        f"or choose another --out")
-    groups = len({m.key for m in members})
-    say(f"fleet of {len(members)} devices, {groups} distinct search{'es' if groups > 1 else ''}: "
-        + ", ".join(f"{m.profile.name} (search {m.key})" for m in members))
-    run_fleet(members, out, config=cfg.to_json(), resume=args.resume, from_stage=args.from_stage, say=say)
+    with run_lock(out):
+        if (out / "fleet.json").exists() and not args.resume and args.from_stage is None:
+            raise UserError(f"{out} already holds a fleet run; pass --resume to continue it, --from STAGE to redo from a stage, "
+                            f"or choose another --out")
+        groups = len({m.key for m in members})
+        say(f"fleet of {len(members)} devices, {groups} distinct search{'es' if groups > 1 else ''}: "
+            + ", ".join(f"{m.profile.name} (search {m.key})" for m in members))
+        run_fleet(members, out, config=cfg.to_json(), resume=args.resume, from_stage=args.from_stage, say=say)
     paths = write_fleet_report(members, out, f"dcanas fleet run: {', '.join(m.profile.name for m in members)}")
     for m in members:
         print(f"{m.profile.name}: {m.status}" + (f" ({m.error})" if m.error else ""))

@@ -84,13 +84,16 @@ def run_fleet(members: list[Member], out: Path, *, config: dict[str, Any], resum
               say: Say) -> list[Member]:
     from .records import VerdictOutputs
 
-    for m in members:
-        if m.profile.connection.transport != "local":
-            say(f"checking the connection to {m.profile.name} ...")
-            why = _reachable(m.profile)
-            if why:
-                m.status, m.error = "unreachable", why
-                say(f"{m.profile.name}: cannot be reached ({why}); its column fails, the others go on")
+    remote = [m for m in members if m.profile.connection.transport != "local"]
+    if remote:  # side by side: a black-hole device costs its connect timeout once, not once per device before it
+        from concurrent.futures import ThreadPoolExecutor
+
+        say(f"checking the connections to {', '.join(m.profile.name for m in remote)} ...")
+        with ThreadPoolExecutor(max_workers=min(16, len(remote))) as pool:
+            for m, why in zip(remote, pool.map(lambda m: _reachable(m.profile), remote)):
+                if why:
+                    m.status, m.error = "unreachable", why
+                    say(f"{m.profile.name}: cannot be reached ({why}); its column fails, the others go on")
     groups: dict[str, list[Member]] = {}
     for m in members:
         if m.status == "pending":

@@ -75,6 +75,21 @@ def _prepare_stage_dir(run: "RunDir", name: str, st: dict[str, Any], inputs: str
     progress(f"   cleared {d} ({why}); {name} starts afresh")
 
 
+def _note_dataset_change(run: "RunDir", progress: Callable[[str], None]) -> None:
+    """Say why stages rerun when a ``folder:`` tree changed since the last attempt (their hashes include its files)."""
+    from ..data.datasets import dataset_identity
+
+    name = run.config.get("dataset")
+    if not name:
+        return
+    now, before = dataset_identity(name), run.state.get("dataset")
+    if isinstance(now, dict) and isinstance(before, dict) and now != before and run.state.get("stages"):
+        what = ", ".join(f"{k} {before.get(k)} -> {now[k]}" for k in ("classes", "files") if before.get(k) != now[k])
+        progress(f"the dataset changed since the last attempt ({what or 'files replaced or modified'}): the stages that "
+                 f"read it run again")
+    run.state["dataset"] = now
+
+
 @dataclass
 class StageSpec:
     name: str
@@ -128,6 +143,7 @@ def run_pipeline(run: RunDir, stages: list[StageSpec], *, resume: bool, from_sta
     for stale in clean_stale_tmp(run.root):
         progress(f"removed {stale.relative_to(run.root)}, left by an interrupted write")
     run.state["versions"] = versions()
+    _note_dataset_change(run, progress)
     for spec in stages:
         forced = forced or spec.name == from_stage
         st = run.stage_state(spec.name)

@@ -23,7 +23,9 @@ class TrainStage:
 
     def train_inputs(self, run: RunDir) -> str:
         g = run.path(run.outputs("search", SearchOutputs).genotype)
-        return hash_inputs(g, self.train_preset, self.cfg.train_overrides, self.cfg.baselines, self.cfg.dataset)
+        from ..data.datasets import dataset_identity
+
+        return hash_inputs(g, self.train_preset, self.cfg.train_overrides, self.cfg.baselines, dataset_identity(self.cfg.dataset))
 
     def train(self, run: RunDir, say: Say) -> TrainOutputs:
         from ..train.trainer import train

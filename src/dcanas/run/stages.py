@@ -66,5 +66,5 @@ def connection_check(profile: DeviceProfile) -> None:
 
     if profile.connection.transport == "local":
         return
-    with make_transport(profile):
-        pass
+    with make_transport(profile) as t:
+        t.sftp_check()  # files can be sent: a login shell that prints on non-interactive sessions breaks it

@@ -3,10 +3,11 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import re
 from dataclasses import replace
 
-from ..argtypes import add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
+from ..argtypes import add_dist_options, add_folder_options, apply_dist_options, nonneg_float, nonneg_int, positive_float, positive_int
 from ..errors import UserError
 from ..costs.size import SIZE_MODELS
 from ..costs.metrics import metric, metric_text, searchable
@@ -20,7 +21,10 @@ def parse_quantity(text: str) -> float:
     m = re.fullmatch(r"\s*([0-9]*\.?[0-9]+(?:[eE][+-]?[0-9]+)?)\s*([kKmMgG]?)\s*", str(text))
     if not m:
         raise argparse.ArgumentTypeError(f"{text!r} is not a number like 200000, 200k or 3.5M")
-    return float(m.group(1)) * _SUFFIX[m.group(2)]
+    value = float(m.group(1)) * _SUFFIX[m.group(2)]
+    if not math.isfinite(value):
+        raise argparse.ArgumentTypeError(f"{text!r} is beyond any finite number; give a budget like 200000, 200k or 3.5M")
+    return value
 
 
 def parse_extra_budget(text: str) -> tuple[str, float]:
@@ -97,6 +101,7 @@ def cmd_search(args: argparse.Namespace) -> int:
     from .lug import resolve_search_budget
     from .searcher import run_search
 
+    apply_dist_options(args)
     cfg = config_from_args(args)
     get_spec(cfg.dataset)
     extra = dict(args.also_budget)
@@ -141,6 +146,7 @@ def add_search_parser(sub) -> None:
     p.add_argument("--out", required=True, help="run directory")
     p.add_argument("--resume", action="store_true", help="continue the search checkpointed in --out")
     p.add_argument("--cache-dir", help="LUG cache (default ~/.cache/dcanas/lug)")
+    add_dist_options(p)
     p.set_defaults(func=cmd_search)
 
 
@@ -189,7 +195,7 @@ def cmd_lug_build(args: argparse.Namespace) -> int:
     from .lug import Runner, build_lug
 
     cfg = config_from_args(args)
-    check_executor(args.executor)  # Ray missing: one line naming the extra, before any work
+    check_executor(args.executor, args.ray_address)  # Ray missing: one line naming the extra, before any work
     runner = Runner(jobs=args.jobs, executor=args.executor, ray_address=args.ray_address, cpus=args.cpus_per_search,
                     gpus=args.gpus_per_search)
     lug, path = build_lug(cfg, points=args.points, value_range=tuple(args.range) if args.range else None, jobs=args.jobs,

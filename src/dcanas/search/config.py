@@ -78,8 +78,10 @@ class SearchConfig:
 
 def identity(cfg: SearchConfig) -> dict[str, Any]:
     """The configuration as data that says what a search computes: a latency model by its content (sha256), not by
-    the path it was read from (a run folder, a cache). Stage input hashes and LUG keys are made from this."""
+    the path it was read from (a run folder, a cache), a ``folder:`` dataset by its files. Stage input hashes and LUG
+    keys are made from this."""
     d = cfg.to_json()
+    d["dataset"] = D.dataset_identity(cfg.dataset)  # a folder: tree by what it holds, not only by its path
     if cfg.latency_model:
         d["latency_model"] = "sha256:" + file_sha256(cfg.latency_model)
     return d

@@ -7,6 +7,9 @@ uninterrupted one would. Results come back in completion order."""
 from __future__ import annotations
 
 import os
+import signal
+import socket
+import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import dataclass
 from multiprocessing import get_context
@@ -16,10 +19,11 @@ from ..errors import UserError
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
+PROBE_S = 5.0  # the TCP probe of --ray-address
 
 
-def check_executor(name: str) -> None:
-    """``--executor``: a known name, and Ray installed when asked for (before any work)."""
+def check_executor(name: str, ray_address: Optional[str] = None) -> None:
+    """``--executor``: a known name, Ray installed when asked for, and ``--ray-address`` answering (before any work)."""
     if name not in EXECUTORS:
         raise UserError(f"unknown executor {name!r}; valid: {', '.join(EXECUTORS)}")
     if name == "ray":
@@ -28,12 +32,29 @@ def check_executor(name: str) -> None:
         except ImportError:
             raise UserError("--executor ray needs Ray: pip install 'dcanas[ray]' (or pip install ray); "
                             "--executor local runs on this machine without it") from None
+        check_ray_address(ray_address)
+
+
+def check_ray_address(address: Optional[str], timeout_s: float = PROBE_S) -> None:
+    """A TCP probe of ``--ray-address`` (seconds): a dead address fails now, named as the user gave it, not after Ray's
+    own minutes of retries under another address."""
+    if not address or address in ("auto", "local"):
+        return
+    host, _, port = address.split("://", 1)[-1].rpartition(":")
+    if not host or not port.isdigit():
+        raise UserError(f"--ray-address {address!r}: give HOST:PORT (e.g. 10.0.0.5:6379) or ray://HOST:10001, or leave it "
+                        f"out for a local Ray instance")
+    try:
+        socket.create_connection((host.strip("[]"), int(port)), timeout=timeout_s).close()
+    except OSError as exc:
+        raise UserError(f"--ray-address {address}: nothing answers at {host}:{port} ({exc.strerror or exc}); start a cluster "
+                        f"there (`ray start --head --port {port}`), or leave --ray-address out for a local Ray instance") from None
 
 
 def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "local", jobs: int = 1,
             ray_address: Optional[str] = None, cpus: float = 1, gpus: float = 0) -> Iterator[tuple[int, Any]]:
     """(index into ``calls``, fn(*call)) for every call, as each finishes."""
-    check_executor(executor)
+    check_executor(executor, ray_address)
     if executor == "local":
         with ProcessPoolExecutor(max_workers=jobs, mp_context=get_context("spawn")) as pool:
             futures = {pool.submit(fn, *call): i for i, call in enumerate(calls)}
@@ -42,18 +63,33 @@ def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "
         return
     import ray
 
-    if not ray.is_initialized():
+    started = not ray.is_initialized()
+    if started:
+        ours = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
         try:
             ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         except ConnectionError as exc:
             raise UserError(f"--ray-address {ray_address}: no Ray cluster answers there ({exc}); start one with "
                             f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
+        if threading.current_thread() is threading.main_thread():
+            for sig, handler in ours.items():  # Ray's driver replaces them; ours stop the tasks and end in one line
+                signal.signal(sig, handler)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(fn)
     pending = {task.remote(*call): i for i, call in enumerate(calls)}
-    while pending:
-        done, _ = ray.wait(list(pending), num_returns=1)
-        for ref in done:
-            yield pending.pop(ref), ray.get(ref)
+    try:
+        while pending:
+            done, _ = ray.wait(list(pending), num_returns=1)
+            for ref in done:
+                yield pending.pop(ref), ray.get(ref)
+    except BaseException:  # Ctrl-C, SIGTERM, a failed task: the other tasks are stopped, not left running on the cluster
+        for ref in pending:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # noqa: BLE001 - best effort; shutting Ray down follows
+                pass
+        if started:
+            ray.shutdown()
+        raise
 
 
 @dataclass(frozen=True)

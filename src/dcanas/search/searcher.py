@@ -202,7 +202,9 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         progress(f"resumed {out} at epoch {start_epoch}/{cfg.epochs}")
     n_steps = D.n_batches(min(len(s_train), len(s_val)), cfg.batch_size, drop_last=True)
     if n_steps == 0:
-        raise UserError(f"batch size {cfg.batch_size} is larger than the search split ({len(s_train)} images); lower --batch-size or raise --subset")
+        raise UserError(f"batch size {cfg.batch_size} is larger than the search split ({len(s_train)} images, half of those searched on); "
+                        f"add training images, or search on more of them (search --subset, run --search-subset) or lower the batch "
+                        f"size (search --batch-size)")
     done_steps = 0
     autocast = autocast_for(cfg, device)
     local = cfg.batch_size // world

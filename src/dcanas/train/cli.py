@@ -5,14 +5,17 @@ import argparse
 import json
 from dataclasses import replace
 
-from ..argtypes import add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
+from ..argtypes import add_dist_options, add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
 from ..presets import TRAIN_PRESETS, describe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
+    from ..argtypes import apply_dist_options
     from ..nets.genotype import load_genotype
     from ..data.datasets import get_spec
     from .trainer import TrainConfig, apply_preset, train
+
+    apply_dist_options(args)
 
     cfg = apply_preset(TrainConfig(), args.preset)
     get_spec(args.dataset)
@@ -77,6 +80,7 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--preset", choices=list(TRAIN_PRESETS), help=describe(TRAIN_PRESETS))
     p.add_argument("--out", required=True)
     p.add_argument("--resume", action="store_true")
+    add_dist_options(p)
     p.set_defaults(func=cmd_train)
 
     p = sub.add_parser("evaluate", help="top-1/top-5 and confusion summary of a trained model.pt")

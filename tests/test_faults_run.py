@@ -1,0 +1,157 @@
+"""Faults, second round (issue 30): concurrent runs on one folder, distributed faults that must end quickly (a dead
+Ray address, a frozen torchrun peer, SIGTERM during a Ray build), fleets (a file listing itself, connection checks
+side by side), YAML 1.1 numbers, infinite budgets, and hints that name options the command has."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from conftest import run_dcanas
+from test_faults import one_line, wait_for
+
+HERE = Path(__file__).parent
+
+
+def _local_profile(tmp_path, **budget):
+    prof = tmp_path / "p.yaml"
+    prof.write_text(yaml.safe_dump(dict(name="mine", description="local", budget=budget or dict(params=30000, latency_ms=1000),
+                                        runtime=dict(engine="onnxruntime", threads=1, precision="fp32"),
+                                        connection=dict(transport="local"))))
+    return prof
+
+
+def test_one_writer_per_run_folder(tmp_path, fashion_root):
+    """A second `dcanas run` on a folder in use (with --resume, as the first refusal advised) exits 2 naming the pid;
+    it used to proceed and clear the first run's stage folders."""
+    out = tmp_path / "run"
+    args = ["run", "--device", str(_local_profile(tmp_path)), "--preset", "tiny", "--out", str(out), "--formats", "onnx",
+            "--cache-dir", str(tmp_path / "cache"), "--runs", "3", "--warmup", "1"]
+    first = subprocess.Popen([sys.executable, "-m", "dcanas", *args], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True,
+                             preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+    try:
+        wait_for(lambda: (out / "search").is_dir(), 120, "the first run's search")
+        for extra in ([], ["--resume"]):
+            line = one_line(run_dcanas(*args, *extra))
+            assert f"{out} is in use by another dcanas run (pid {first.pid} holds {out / '.lock'})" in line, line
+        assert (out / "search").is_dir()
+    finally:
+        first.send_signal(signal.SIGINT)
+        first.communicate(timeout=60)
+    from dcanas.files import exclusive_lock
+
+    with exclusive_lock(out / ".lock", "busy", "fix"):  # the lock went with its holder
+        assert (out / ".lock").read_text().strip() == str(os.getpid())
+
+
+def test_a_dead_ray_address_fails_in_seconds(tmp_path):
+    pytest.importorskip("ray", reason="Ray is not installed (make install installs it: pip install 'dcanas[ray]')")
+    t0 = time.time()
+    line = one_line(run_dcanas("lug", "build", "--preset", "tiny", "--executor", "ray", "--ray-address", "127.0.0.1:1",
+                               "--points", "2", "--cache-dir", str(tmp_path)))
+    assert time.time() - t0 < 30 and "--ray-address 127.0.0.1:1: nothing answers at 127.0.0.1:1" in line, line
+    line = one_line(run_dcanas("run", "--device", "local", "--preset", "tiny", "--executor", "ray", "--seeds", "2",
+                               "--ray-address", "127.0.0.1:1", "--out", str(tmp_path / "r")))
+    assert "nothing answers at 127.0.0.1:1" in line and not (tmp_path / "r").exists()
+
+
+@pytest.mark.slow
+def test_sigterm_during_a_ray_lug_build_is_one_line(tmp_path, fashion_root):
+    pytest.importorskip("ray", reason="Ray is not installed (make install installs it: pip install 'dcanas[ray]')")
+    p = subprocess.Popen([sys.executable, "-m", "dcanas", "lug", "build", "--preset", "tiny", "--executor", "ray", "--points", "2",
+                          "--cache-dir", str(tmp_path)], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                         text=True)
+    wait_for(lambda: list(tmp_path.rglob("search.log*")) or list(tmp_path.rglob("checkpoint.pt")) or p.poll() is not None, 240,
+             "a Ray search to start")
+    assert p.poll() is None, p.communicate()[1][-2000:]
+    p.send_signal(signal.SIGTERM)
+    _, err = p.communicate(timeout=90)
+    assert p.returncode == 143, (p.returncode, err[-3000:])
+    lines = err.strip().splitlines()
+    assert lines[-1] == "dcanas lug: terminated (SIGTERM)" and "Traceback" not in err and "Fatal Python" not in err, err[-3000:]
+
+
+def test_a_frozen_torchrun_peer_ends_the_run_within_the_timeout(tmp_path):
+    """Rank 1 sleeps instead of answering (the SIGSTOP variant, DCANAS_TEST_FREEZE=stop, ends rank 0 the same way; torchrun
+    then takes about 25 s more to tear the stopped rank down, which is torchrun's)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "DCANAS_DIST_TIMEOUT_S": "5"}
+    t0 = time.time()
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+                        str(HERE / "ddp_freeze_worker.py")], capture_output=True, text=True, timeout=170, env=env)
+    took = time.time() - t0
+    assert r.returncode != 0 and took < 120, (r.returncode, took, r.stderr[-2000:])
+    assert "error: rank 0: a peer process stopped answering for 5 s" in r.stderr and "--dist-timeout" in r.stderr, r.stderr[-3000:]
+
+
+def test_dist_timeout_option_is_checked(tmp_path):
+    r = run_dcanas("search", "--preset", "tiny", "--budget", "20k", "--dist-timeout", "0", "--out", str(tmp_path / "s"))
+    assert r.returncode == 2 and "--dist-timeout" in r.stderr and "a number > 0" in r.stderr
+
+
+def test_a_fleet_that_lists_itself_is_named(tmp_path):
+    fleet = tmp_path / "fleet.yaml"
+    fleet.write_text(yaml.safe_dump(dict(devices=["local", "fleet.yaml"])))
+    line = one_line(run_dcanas("run", "--device", str(fleet), "--preset", "tiny", "--out", str(tmp_path / "r")))
+    assert "the fleet lists itself in 'devices'" in line, line
+    inner = tmp_path / "inner.yaml"
+    inner.write_text(yaml.safe_dump(dict(devices=["local"])))
+    fleet.write_text(yaml.safe_dump(dict(devices=["local", "inner.yaml"])))
+    line = one_line(run_dcanas("run", "--device", str(fleet), "--preset", "tiny", "--out", str(tmp_path / "r")))
+    assert "names another fleet file" in line and "fleets do not nest" in line, line
+
+
+def test_fleet_connection_checks_run_side_by_side(tmp_path):
+    """Three black-hole devices (a TEST-NET address, 3 s connect timeout, no retry): checked one after another they
+    would take 3 x 3 s before any work; side by side about one timeout."""
+    from dcanas.devices.schema import load_profile
+    from dcanas.run.fleet import Member, run_fleet
+
+    members = []
+    for k in range(3):
+        path = tmp_path / f"hole{k}.yaml"
+        path.write_text(yaml.safe_dump(dict(name=f"hole{k}", description="unreachable", budget=dict(params=30000),
+                                            connection=dict(transport="ssh", host="192.0.2.1", port=22, connect_timeout_s=3,
+                                                            retries=0, known_hosts=str(tmp_path / "kh")))))
+        members.append(Member(load_profile(str(path)), None, key="k"))
+    said: list[str] = []
+    t0 = time.time()
+    run_fleet(members, tmp_path / "fleet", config={}, resume=False, from_stage=None, say=said.append)
+    took = time.time() - t0
+    assert all(m.status == "unreachable" for m in members), said
+    assert took < 7.5, (took, said)
+
+
+@pytest.mark.parametrize("text,ok", [("1e-9", True), ("2.5E+3", True), ("1e400", False), ("fast", False)])
+def test_yaml11_exponents_read_as_numbers(tmp_path, text, ok):
+    prof = tmp_path / "p.yaml"
+    prof.write_text(f"name: x\nbudget:\n  params: 30000\n  latency_ms: {text}\nconnection:\n  transport: local\n")
+    from dcanas.devices.schema import load_profile
+    from dcanas.errors import UserError
+
+    if ok:
+        assert load_profile(str(prof)).budget["latency_ms"] == float(text)
+    else:
+        with pytest.raises(UserError, match="budget.latency_ms"):
+            load_profile(str(prof))
+
+
+def test_an_infinite_also_budget_is_refused(tmp_path):
+    r = run_dcanas("search", "--preset", "tiny", "--budget", "20k", "--also-budget", "flops=1e400", "--out", str(tmp_path / "s"))
+    assert r.returncode == 2 and "beyond any finite number" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_too_few_images_names_options_the_run_command_has(tmp_path, fashion_root):
+    """1-20 images per class in a user's tree: the hint names `run --search-subset` (run has no --batch-size)."""
+    from conftest import write_fashion_tree
+
+    tree = write_fashion_tree(tmp_path / "few", fashion_root, per_class=3, size=28, fmt="png", rgb=False)
+    line = one_line(run_dcanas("run", "--device", str(_local_profile(tmp_path)), "--dataset", f"folder:{tree}", "--preset", "tiny",
+                               "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), timeout=600))
+    assert "larger than the search split" in line and "run --search-subset" in line, line
