@@ -41,8 +41,9 @@ for w in glob.glob(os.path.join(d,'dcanas-*')):
         except OSError:
             continue
     shutil.rmtree(w,ignore_errors=True)
-    print(w)
+    print('dcanas-removed '+w)
 """
+REMOVED = "dcanas-removed "  # the mark on each line STALE_PY prints: a login banner on stdout is not taken for a folder
 
 Progress = Callable[[str], None]
 
@@ -51,7 +52,8 @@ def fresh_workdir(t: Transport, profile: DeviceProfile, progress: Progress) -> s
     """A new ``dcanas-XXXX`` folder in ``connection.workdir`` (default: the device's temp folder), after removing the
     folders that killed profiles left there."""
     try:
-        stale = t.py(STALE_PY, profile.connection.workdir or "", timeout=60, check=False).stdout.split()
+        out = t.py(STALE_PY, profile.connection.workdir or "", timeout=60, check=False).stdout
+        stale = [line[len(REMOVED):] for line in out.splitlines() if line.startswith(REMOVED)]
     except DeviceError:
         stale = []
     if stale:
