@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import json
 import sys
 import time
 from pathlib import Path
@@ -19,11 +20,64 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 
+def apportioned(lm, net, op_nodes, calib, test_g) -> dict:
+    """Additive forms built from the graph model's features apportioned to the op that makes them (issue 33): each op
+    position's node counts as the runtime runs the op alone, summed over a genotype's instances, per node type; alone
+    and beside the per-op table. Least squares on relative errors with a ridge toward the table's prior (node weights:
+    0 beside the table, the calibration networks' mean time per node alone), the ridge chosen by leave-one-out."""
+    import numpy as np
+
+    from dcanas.costs.latency import instance_key, instances
+
+    types = sorted({t for c in op_nodes.values() for t in c})
+
+    def feats(g, table: bool) -> list[float]:
+        phi, psi = dict.fromkeys(lm.op_names, 0.0), dict.fromkeys(types, 0.0)
+        for inst in instances(g, net):
+            if inst[0] == "none":
+                continue
+            phi[inst[0]] += lm.base(inst)
+            for t, k in op_nodes[instance_key(inst)].items():
+                psi[t] += k
+        return [1.0] + ([phi[o] for o in lm.op_names] if table else []) + [psi[t] for t in types]
+
+    y = np.array([ms for _, ms in calib])
+    out = {}
+    for name, table in (("apportioned node counts alone", False), ("per-op table + apportioned node counts", True)):
+        X, T = np.array([feats(g, table) for g, _ in calib]), np.array([feats(g, table) for g in test_g])
+        n_ops = len(lm.op_names) if table else 0
+        per_node = max(float((y.mean() - lm.fixed_ms) / X[:, 1 + n_ops:].sum(axis=1).mean()), 1e-6)
+        prior = np.array([lm.fixed_ms] + [1.0] * n_ops + [0.0 if table else per_node] * len(types))
+        scale = np.array([lm.fixed_ms] + [1.0] * n_ops + [per_node] * len(types))
+
+        ridge, theta = _ridge_fit(X, y, prior, scale)
+        out[f"{name} (ridge {ridge})"] = list(T @ theta)
+    return out
+
+
+def _ridge_fit(X, y, prior, scale):
+    """argmin sum((X theta - y) / y)^2 + ridge * sum((theta - prior) / scale)^2, the ridge of RIDGES with the smallest
+    leave-one-out relative error; (ridge, theta on every row)."""
+    import numpy as np
+
+    from dcanas.costs.latency import RIDGES
+
+    def solve(rows, ridge):
+        A = np.vstack([X[rows] / y[rows, None], np.sqrt(ridge) * np.diag(1 / scale)])
+        b = np.concatenate([np.ones(len(rows)), np.sqrt(ridge) * prior / scale])
+        return np.linalg.lstsq(A, b, rcond=None)[0]
+
+    idx = np.arange(len(y))
+    loo = {r: float(np.mean([abs(X[i] @ solve(idx[idx != i], r) - y[i]) / y[i] for i in idx])) for r in RIDGES}
+    ridge = min(RIDGES, key=lambda r: (loo[r], -r))
+    return ridge, solve(idx, ridge)
+
+
 def main() -> int:
     import numpy as np
 
     from dcanas.devices.schema import load_profile
-    from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_graphs, genotype_latency_rows, key_hash
+    from dcanas.latency.build import build_latency_model, default_cache_dir, genotype_graphs, genotype_latency_rows, model_stem
     from dcanas.latency.measure import calibration_genotypes
     from dcanas.costs.latency import LatencyModel, agreement, instance_key, instances
     from dcanas.latency.timing import Timing
@@ -49,17 +103,15 @@ def main() -> int:
     profile = load_profile(args.device)
     cfg = apply_preset(SearchConfig(space=args.space, dataset=args.dataset), args.preset)
     net = eval_config(cfg)
-    t0 = time.time()
     timing = Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds)
     lm, path = build_latency_model(profile, args.space, net, tuple(SPACE_OPS[args.space]), calibrate=args.calibrate,
                                    timing=timing, cache_dir=Path(args.cache_dir))
-    t_build = time.time() - t0
     calib = [(genotype_from_json(c["genotype"]), c["measured_ms"]) for c in lm.calibration]
     test_g = calibration_genotypes(args.space, args.test, seed=1000 + args.calibrate)
     seen = {repr(g.to_json()) for g, _ in calib}
     test_g = [g for g in test_g if repr(g.to_json()) not in seen]
     t1 = time.time()
-    work = Path(args.cache_dir) / f"{profile.name}-{args.space}-{key_hash(lm.device['key'])}"
+    work = Path(args.cache_dir) / model_stem(lm.device["key"])
     reference = genotype_from_json(lm.device["reference"]["genotype"])
     y, ref_now = genotype_latency_rows(profile, net, test_g, work, f"test:{1000 + args.calibrate}", reference, timing=timing)
     y = np.array(y)
@@ -79,6 +131,10 @@ def main() -> int:
             m = copy.deepcopy(lm)
             m.fit(calib[:n])
             rows[f"table + calibration on {n} networks (ridge {m.stats['ridge']})"] = [m.predict(g) for g in test_g]
+    op_nodes = {k[3:]: v.get("graph") for k, v in json.loads((work / "measured.json").read_text())["measured"].items() if k.startswith("op:")}
+    if op_nodes and all(op_nodes.values()) and len(calib) >= 20:  # the graph model's node counts apportioned to the ops
+        for name, pred in apportioned(lm, net, op_nodes, calib[:20], test_g).items():
+            rows[f"{name} + calibration on 20 networks (additive; not used by dcanas)"] = pred
     graphs = genotype_graphs(work, f"test:{1000 + args.calibrate}", len(test_g))
     cal_graphs = [c.get("graph") for c in lm.calibration]
     if all(graphs) and all(cal_graphs):
@@ -107,7 +163,7 @@ def main() -> int:
         theta, *_ = np.linalg.lstsq(X / y_more[:, None], np.ones_like(y_more), rcond=None)
         rows[f"additive per (op, position), fitted on {len(more)} more networks (the form's ceiling)"] = \
             [float(np.array(per_position(g)) @ theta) for g in test_g]
-    for name in [n for n in rows if "on 20 networks" in n]:  # the calibrated models, rescaled by the level at use
+    for name in [n for n in rows if "on 20 networks" in n and "additive;" not in n]:  # the calibrated models, rescaled by the level at use
         rows[f"{name}, x reference level {level:.3f}"] = [level * v for v in rows[name]]
     cond = lm.device.get("conditions") or [{}]
     info = lm.device.get("info") or {}
@@ -117,9 +173,10 @@ def main() -> int:
              f"conditions at the first and last measurement chunk: {cond[0].get('before')} -> {cond[-1].get('after')}",
              f"repeat-to-repeat CV (median over the build's models of the CV of {args.rounds} round p50s): "
              f"{100 * lm.device.get('repeat_cv', float('nan')):.2f}%",
-             f"build: {len(lm.table)} op positions + fixed parts + {len(calib)} calibration networks in {lm.device.get('build_s', t_build):.0f} s "
-             f"(cached builds are reused: this figure is the build that made the cache); {len(test_g)} held-out networks "
-             f"measured in {t_test:.0f} s; held-out latency {y.min():.3f} .. {y.max():.3f} ms",
+             f"build: {len(lm.table)} op positions + fixed parts + {len(calib)} calibration networks "
+             + (f"in {lm.device['build_s']:.0f} s" if lm.device.get("build_s", 0) >= 5 else "fitted on measurements of an earlier build (reused)")
+             + f"; {len(test_g)} held-out networks " + (f"measured in {t_test:.0f} s" if t_test >= 5 else "measured by an earlier run (reused)")
+             + f"; held-out latency {y.min():.3f} .. {y.max():.3f} ms",
              f"reference network: {lm.device['reference']['ms']:.4f} ms in the build (chunks "
              f"{min(c['reference_ms'] for c in cond):.4f} .. {max(c['reference_ms'] for c in cond):.4f} ms, "
              f"{sum(c.get('attempts', 1) - 1 for c in cond)} chunk timings repeated), {ref_now:.4f} ms beside the held-out set: "

@@ -39,7 +39,7 @@ def test_emulated_pi_builds_a_latency_model(tmp_path):
                         "--calibrate", "2", "--runs", "2", "--rounds", "1", "--cache-dir", str(tmp_path)],
                        capture_output=True, text=True, timeout=3600, cwd=ROOT)
     assert r.returncode == 0, r.stderr[-3000:]
-    model = json.loads(next(tmp_path.glob("rpi4-emulated-darts-*.json")).read_text())
+    model = json.loads(next(tmp_path.glob("*-darts-*.json")).read_text())
     assert model["basis"] == "table" and model["table"] and len(model["calibration"]) == 2
     cond = model["device"]["conditions"][0]
     assert cond["machine"] == "aarch64" and cond["engine"] == "tflite_runtime"

@@ -4,6 +4,7 @@ holds a latency budget through it."""
 from __future__ import annotations
 
 import json
+import platform
 import random
 from dataclasses import replace
 from functools import partial
@@ -12,12 +13,14 @@ import pytest
 
 from conftest import run_dcanas
 
-from dcanas.costs.latency import LatencyModel, instances, work
+from dcanas.costs.latency import LatencyModel, instances, load_latency_model, work
+from dcanas.errors import UserError
 from dcanas.nets.config import default_config
 from dcanas.nets.genotype import dumps, random_genotype
 from dcanas.nets.ops import SPACE_OPS
 
 SPACES = ["darts", "nb201"]
+HOST = platform.node()  # latency models are cached by the machine they measured, not the profile name
 
 
 def _net(space):
@@ -46,6 +49,33 @@ def test_fit_recovers_a_synthetic_additive_table(space):
     for o in ops:
         assert lm.weights[o] == pytest.approx(truth[o], rel=1e-6), o
     assert lm.stats["mape"] < 1e-9 and lm.stats["spearman"] == pytest.approx(1.0)
+
+
+def test_models_are_keyed_by_the_machine_and_its_settings_not_the_profile_name():
+    """Two profiles of one machine with the same runtime settings share a latency model (same key, same file);
+    another precision, thread count or machine does not."""
+    from dcanas.devices.schema import load_profile
+    from dcanas.export.formats import formats_for
+    from dcanas.latency.build import model_key, model_stem
+    from dcanas.latency.cli import with_precision
+
+    info = dict(hostname="box", machine="aarch64", system="Linux", cpu_model="Cortex-A72", cores=4, runtimes={"ai_edge_litert": "2.3.0"})
+    net = _net("darts")
+    base = load_profile("rpi4")
+
+    def key(profile, **kw):
+        return model_key(profile, formats_for(profile.runtime.engine, profile.runtime.precision), "darts", net, info | kw)
+
+    renamed = replace(base, name="my-pi")
+    assert key(renamed) == key(base) and model_stem(key(renamed)) == model_stem(key(base)) and "my-pi" not in model_stem(key(base))
+    assert base.runtime.precision == "int8"
+    fp32 = with_precision(base, "fp32")
+    assert fp32.runtime.precision == "fp32" and key(fp32)["format"] == "tflite" and key(base)["format"] == "tflite-int8"
+    assert model_stem(key(fp32)) != model_stem(key(base))
+    assert model_stem(key(replace(base, runtime=replace(base.runtime, threads=1)))) != model_stem(key(base))
+    assert model_stem(key(base, hostname="other-pi")) != model_stem(key(base))
+    with pytest.raises(UserError, match="onnxruntime runs fp32 models only"):
+        with_precision(load_profile("local"), "int8")
 
 
 def test_graph_model_recovers_per_node_costs_and_refuses_unknown_op_types():
@@ -163,7 +193,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     cache = tmp_path / "cache"
     r = _build(cache, "--calibrate", "4")
     assert r.returncode == 0, r.stderr[-3000:]
-    [path] = list(cache.glob("local-darts-*.json"))
+    [path] = list(cache.glob(f"{HOST}-darts-*.json"))
     lm = load_latency_model(path)
     assert lm.basis == "table" and len(lm.table) >= 10 and lm.fixed_ms > 0
     # each op's time alone less the per-call probe: >= 0 (an identity skip costs nothing), > 0 for convolutions
@@ -176,7 +206,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert lm.device["reference"]["ms"] > 0 and "reference network (timed in every chunk" in r.stdout
     # each round times at least 3 runs and 0.01 s: a model of microseconds runs far more than 3 times
     assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01) and "at least 3 runs and 0.01 s" in r.stdout
-    measured = json.loads(next(cache.glob("local-darts-*/measured.json")).read_text())["measured"]
+    measured = json.loads(next(cache.glob(f"{HOST}-darts-*/measured.json")).read_text())["measured"]
     probe = next(v for k, v in measured.items() if k.startswith("probe:"))
     assert len(probe["runs_per_round"]) == 2 and min(probe["runs_per_round"]) > 30, probe
     # the calibration networks' graphs as onnxruntime runs them (after its fusions) and the graph model on them
@@ -185,7 +215,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     import onnx
 
     graph = lm.calibration[0]["graph"]
-    exported = [n.op_type for n in onnx.load(str(next(cache.glob("local-darts-*/models/net_0_0.onnx")))).graph.node]
+    exported = [n.op_type for n in onnx.load(str(next(cache.glob(f"{HOST}-darts-*/models/net_0_0.onnx")))).graph.node]
     # not the file's graph: onnxruntime's own rewrites (on x86, layout reorders around its blocked convolutions)
     assert graph["Conv"] >= exported.count("Conv") > 10, graph
     assert sorted(graph.items()) != sorted(Counter(exported).items()), graph
@@ -202,7 +232,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert fit.returncode == 0, fit.stderr
     fitted = load_latency_model(tmp_path / "fit.json")
     assert fitted.basis == "work" and fitted.stats["rows"] == 4 and fitted.stats["mape"] < 0.25
-    state_path = next(cache.glob("local-darts-*/measured.json"))
+    state_path = next(cache.glob(f"{HOST}-darts-*/measured.json"))
     state = json.loads(state_path.read_text())
     for name in list(state["measured"])[:2]:
         del state["measured"][name]
@@ -213,10 +243,17 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert "[export]" not in again.stderr and "chunk 1/1: 2 models" in again.stderr, again.stderr
     cached = _build(cache, "--calibrate", "4")
     assert "latency model cached" in cached.stderr and "[measure]" not in cached.stderr
-    with open(cache / "local.lock", "w") as fh:
+    # another profile of this machine with the same settings uses the same model (it measures the same thing)
+    mine = tmp_path / "my-box.yaml"
+    from dcanas.devices.schema import PROFILES_DIR
+
+    mine.write_text((PROFILES_DIR / "local.yaml").read_text().replace("name: local", "name: my-box"))
+    shared = dcanas("latency", "build", "--device", str(mine), "--preset", "tiny", "--calibrate", "4", "--cache-dir", str(cache))
+    assert shared.returncode == 0 and f"latency model cached: {path}" in shared.stderr, shared.stderr[-2000:]
+    with open(cache / f"{HOST}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
         busy = _build(cache, "--calibrate", "4")
-    assert busy.returncode == 2 and "another latency measurement is running on local" in busy.stderr
+    assert busy.returncode == 2 and f"another latency measurement is running on {HOST}" in busy.stderr
 
 
 def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
@@ -290,11 +327,20 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     r = dcanas("latency", "build", "--device", str(prof), "--preset", "tiny", "--runs", "3", "--rounds", "2",
                "--calibrate", "3", "--cache-dir", str(cache))
     assert r.returncode == 0, r.stderr[-3000:]
-    [path] = list(cache.glob("local-lat-darts-*.json"))
+    [path] = list(cache.glob(f"{HOST}-darts-*.json"))
     cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), metric="latency_ms", latency_model=str(path))
     lo, hi = cost_model(cfg).feasible_range()
     budget = round(lo + 0.6 * (hi - lo), 4)
     write_profile(budget)
+    # a LUG for latency: K' -> the derived network's latency by the same model, two searches; the run finds it by its options
+    # and the model's content (its copy in the run folder is the same file)
+    lug = dcanas("lug", "build", "--preset", "tiny", "--metric", "latency", "--latency-model", str(path), "--points", "2",
+                 "--max-points", "2", "--data-root", str(fashion_root), "--cache-dir", str(cache))
+    assert lug.returncode == 0, lug.stderr[-3000:]
+    assert " ms |" in lug.stdout  # K' and K_d at the metric's resolution, not rounded to whole milliseconds
+    from dcanas.search.lug import LUG
+
+    [lug_path] = [p for p in cache.glob("darts-fashion-mnist-latency_ms-*.json")]
     r = dcanas("run", "--device", str(prof), "--preset", "tiny", "--cache-dir", str(cache), "--latency-calibrate", "3",
                "--runs", "20", "--data-root", str(fashion_root), "--out", str(tmp_path / "run"))
     run = tmp_path / "run"
@@ -307,6 +353,8 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     assert "latency model cached" in r.stderr
     s = json.loads((run / "run.json").read_text())["stages"]["search"]["summary"]
     assert s["metric"] == "latency_ms" and s["K_d"] == budget and s["under_budget"]
+    assert s["lug"] == str(lug_path) and s["K_prime"] == pytest.approx(LUG.load(lug_path).lookup(budget)), s
+    assert f"LUG {lug_path}" in r.stderr
     # the derived network was timed on the device before retraining, the reference network beside it
     checks = s["device_checks"]
     assert checks and all(c["measured_ms"] > 0 and c["reference_ms"] > 0 for c in checks), checks
@@ -353,3 +401,72 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     assert all(b["derivation_budget_ms"] < a["derivation_budget_ms"] for a, b in zip(checks, checks[1:]))
     within = [c for c in checks if c["measured_ms"] <= budget_h]
     assert g.to_json() == (within[0] if within else min(checks, key=lambda c: c["measured_ms"]))["genotype"]
+
+
+@pytest.mark.slow
+def test_params_and_latency_budgets_hold_together_with_a_model_measured_here(tmp_path, fashion_root):
+    """Latency beside params, each its own constraint: with a latency model measured on `local` (tiny network),
+    150 random (alphas, params budget, latency budget) triples derive networks within both budgets (the counter's
+    params, the model's bound that the search holds), and where the params budget alone would have derived a
+    network over the latency budget the joint derivation did not; then `dcanas search --metric params --also-budget
+    latency_ms=...` end to end."""
+    import torch
+
+    from dcanas.nets.cost import network_cost
+    from dcanas.nets.genotype import genotype_from_json
+    from dcanas.search.config import SearchConfig, apply_preset, constraints, cost_model
+    from dcanas.search.derive import derive_within
+    from dcanas.nets.spaces import SPACES as SPACE_RECORDS
+
+    cache = tmp_path / "cache"
+    r = _build(cache, "--calibrate", "6")
+    assert r.returncode == 0, r.stderr[-3000:]
+    [path] = list(cache.glob(f"{HOST}-darts-*.json"))
+    lm = load_latency_model(path)
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), metric="params", latency_model=str(path))
+    cm = cost_model(cfg)
+    p_lo, p_hi = cm.feasible_range()
+    l_lo, l_hi = cost_model(replace(cfg, metric="latency_ms")).feasible_range()
+    rng, gen = random.Random(0), torch.Generator().manual_seed(0)
+    found = saved = 0
+    for _ in range(150):
+        Kp, Kl = p_lo + rng.random() * (p_hi - p_lo), l_lo + rng.random() * (l_hi - l_lo)
+        alphas = {k: rng.choice([0.01, 1.0, 3.0]) * torch.randn(len(cm.edges), len(cm.op_names), generator=gen)
+                  for k in SPACE_RECORDS["darts"].cell_kinds}
+        both = constraints(replace(cfg, budget=Kp, extra_budgets={"latency_ms": Kl}))
+        d = derive_within("darts", alphas, cm.op_names, cm.nodes, both.edge_costs(), both.fixed(), both.K_d)
+        alone = constraints(replace(cfg, budget=Kp))
+        d1 = derive_within("darts", alphas, cm.op_names, cm.nodes, alone.edge_costs(), alone.fixed(), alone.K_d)
+        if d is None:
+            continue
+        found += 1
+        assert network_cost(d.genotype, cm.eval_cfg).params <= Kp
+        assert lm.bound(d.genotype) <= Kl * (1 + 1e-9), (lm.bound(d.genotype), Kl)
+        saved += d1 is not None and lm.bound(d1.genotype) > Kl
+    assert found >= 60 and saved >= 10, (found, saved)
+    Kp, Kl = p_lo + 0.8 * (p_hi - p_lo), l_lo + 0.3 * (l_hi - l_lo)
+    s = dcanas("search", "--preset", "tiny", "--epochs", "1", "--metric", "params", "--budget", f"{Kp:.0f}",
+               "--also-budget", f"latency_ms={Kl:.4f}", "--latency-model", str(path), "--data-root", str(fashion_root),
+               "--out", str(tmp_path / "s"))
+    assert s.returncode == 0, s.stderr[-3000:]
+    g = genotype_from_json(json.loads((tmp_path / "s" / "genotype.json").read_text()))
+    assert network_cost(g, cm.eval_cfg).params <= float(f"{Kp:.0f}") and lm.bound(g) <= float(f"{Kl:.4f}") + 1e-9
+    assert "also latency_ms:" in s.stdout
+
+
+def test_hold_latency_puts_the_profiles_latency_budget_beside_the_search_metric():
+    """`dcanas run --hold-latency`: the profile's latency_ms budget joins the search's budgets beside params (the
+    latency stage then builds the device's model); without the flag the search holds what it held; a profile without
+    a latency budget is refused in one line."""
+    from dcanas.devices.schema import load_profile
+    from dcanas.run.stages import RunConfig, Stages
+
+    local = load_profile("local")  # params 200,000, latency_ms 100, model_size_kb 4096
+    held = Stages(RunConfig(device="local", preset="tiny", hold_latency=True), local)
+    assert held.search_cfg.metric == "params" and held.search_cfg.extra_budgets == {"model_size_kb": 4096.0, "latency_ms": 100.0}
+    assert held._needs_latency()
+    plain = Stages(RunConfig(device="local", preset="tiny"), local)
+    assert "latency_ms" not in plain.search_cfg.extra_budgets and not plain._needs_latency()
+    no_latency = replace(local, budget={k: v for k, v in local.budget.items() if k != "latency_ms"})
+    with pytest.raises(UserError, match="--hold-latency: device 'local' has no latency_ms budget"):
+        Stages(RunConfig(device="local", preset="tiny", hold_latency=True), no_latency)

@@ -75,6 +75,8 @@ def test_budget_above_the_top_takes_the_top_point_and_below_names_the_range():
 def test_cache_key_depends_on_search_options_only():
     a = tiny_cfg()
     assert options_hash(a) == options_hash(replace(a, budget=123, seed=7, data_root="/x", search_budget=5))
+    # the other budgets of a run's profile: a LUG built for the primary metric alone is used under them
+    assert options_hash(a) == options_hash(replace(a, extra_budgets={"model_size_kb": 4096.0}, size_format="onnx"))
     assert options_hash(a) != options_hash(replace(a, options=SearchOptions(bottleneck=2)))
     assert options_hash(a) != options_hash(replace(a, epochs=3))
     assert lug_filename(a) != lug_filename(replace(a, metric="flops"))

@@ -19,6 +19,7 @@ from sshd import SSHD, start_sshd
 pytestmark = pytest.mark.slow  # every test here runs (part of) the pipeline
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+FORMATS = "onnx,tflite,tflite-int8"  # every export compared on the device, and the file to ship named
 
 
 def tiny_profile(path: Path, **connection) -> Path:
@@ -39,7 +40,7 @@ def run_cmd(profile, out, data_root, *extra):
 def local_run(tmp_path_factory, fashion_root):
     d = tmp_path_factory.mktemp("run")
     out = d / "run"
-    r = subprocess.run(run_cmd(tiny_profile(d / "p.yaml"), out, fashion_root, "--formats", "onnx,tflite"),
+    r = subprocess.run(run_cmd(tiny_profile(d / "p.yaml"), out, fashion_root, "--formats", FORMATS),
                        capture_output=True, text=True, timeout=900)
     return d, out, r
 
@@ -64,8 +65,20 @@ def test_end_to_end_local(local_run):
     assert v["cross_check"]["params"] == v["cross_check"]["fvcore_params"]
     # the report's comparison of every export on the device, and the per-op chart's data
     cmp = json.loads((out / "profile" / "comparison.json").read_text())
-    assert [r["format"] for r in cmp["rows"]] == ["onnxruntime", "tflite"] and all(r["p50_ms"] > 0 for r in cmp["rows"])
+    assert [r["format"] for r in cmp["rows"]] == ["onnxruntime", "tflite", "tflite"] and all(r["p50_ms"] > 0 for r in cmp["rows"])
+    assert [r["precision"] for r in cmp["rows"]] == ["fp32", "fp32", "int8"]
+    # the file to ship: the fastest that met every budget (every export here passed its accuracy gate), the smallest
+    # of those within SHIP_TIE of it; profiled above
+    from dcanas.profile.compare import SHIP_TIE
+
+    ship = cmp["ship"]
+    passing = [r for r in cmp["rows"] if r["verdict"] == "pass"]
+    fastest = min(r["p50_ms"] for r in passing)
+    tied = [r for r in passing if r["p50_ms"] <= (1 + SHIP_TIE) * fastest]
+    assert ship["file"] == min(tied, key=lambda r: r["size_kb"])["model"], cmp
+    assert ship["line"].startswith(f"ship {ship['file']}: ") and ship["line"] in r.stderr + r.stdout
     report = (out / "report" / "report.md").read_text()
+    assert "## File to ship" in report and ship["line"] in report
     assert "## Every export on tiny-local" in report and "op_time.png" in report
     assert "## Receipt" in report and "| threads requested / read back | 1 / 1 |" in report  # the latency figure's conditions
     # a tiny search's weights stay near uniform: the summary says the network was chosen by the budget (search/learned.py)
@@ -76,13 +89,13 @@ def test_end_to_end_local(local_run):
 
 def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
     d, out, _ = local_run
-    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--resume"),
+    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--resume"),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     for stage in ("latency", "search", "train", "export", "profile", "verdict", "report"):
         assert f"== {stage}: unchanged, reused" in r.stderr
     before = (out / "export" / "model.onnx").stat().st_mtime_ns
-    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", "onnx,tflite", "--from", "export"),
+    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--from", "export"),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "== search: unchanged" in r.stderr and "== train: unchanged" in r.stderr

@@ -393,3 +393,42 @@ def test_fleet_profile_a_column_per_device(sshd, artifacts, tmp_path):
     assert cols["local"]["status"] == "passed" and cols["loopback-a"]["status"] == "passed", cols
     assert cols["gone"]["status"] == "failed" and "127.0.0.1" in cols["gone"]["error"]
     assert cols["loopback-a"]["p50 (ms)"] > 0 and cols["local"]["latency_ms (p50)"] == "met"
+
+
+@pytest.mark.parametrize("verdicts, gates, ship", [
+    (["pass", "pass", "pass"], {}, "b.tflite"),                                        # the fastest
+    (["pass", "FAIL", "pass"], {}, "a.onnx"),                                          # the fastest missed a budget
+    (["pass", "pass", "pass"], {"b.tflite": dict(passed=False)}, "a.onnx"),            # ... or its accuracy gate
+    (["FAIL", "FAIL", "FAIL"], {}, None),                                              # none qualifies: none named
+])
+def test_ship_choice_is_the_fastest_file_that_met_every_budget_and_its_gate(verdicts, gates, ship):
+    from dcanas.profile.compare import ship_choice
+
+    rows = [dict(model=m, format=f, precision=pr, threads=2, p50_ms=ms, size_kb=kb, verdict=v) for (m, f, pr, ms, kb), v in zip(
+        [("a.onnx", "onnxruntime", "fp32", 0.84, 1100), ("b.tflite", "tflite", "fp32", 0.61, 860), ("c.tflite", "tflite", "int8", 6.98, 420)],
+        verdicts)]
+    got = ship_choice(rows, {"b.tflite": dict(passed=True, top1_agreement=0.998), **gates})
+    assert got["file"] == ship
+    if ship == "b.tflite":
+        assert got["line"] == ("ship b.tflite: 0.610 ms p50 at 2 threads, top-1 agreement with PyTorch 0.998; "
+                               "a.onnx (fp32) is 1.4x slower here; c.tflite (int8) is 11.4x slower here")
+    elif ship == "a.onnx":
+        assert got["line"].startswith("ship a.onnx: 0.840 ms p50")
+        assert "b.tflite (fp32) is 1.4x faster here but missed a budget or its accuracy gate" in got["line"]
+    else:
+        assert got["line"].startswith("ship: no compared file met every budget; the fastest, b.tflite (0.610 ms p50)")
+
+
+def test_ship_choice_does_not_split_a_tie_by_noise():
+    """Two files within 10% of each other (1.148 and 1.238 ms p50, as onnx and tflite fp32 measured in a cpu-demo run,
+    ordered the other way in the run before): one comparison cannot order them, so the smaller file is named and the
+    line says why."""
+    from dcanas.profile.compare import ship_choice
+
+    rows = [dict(model="model.onnx", format="onnxruntime", precision="fp32", threads=2, p50_ms=1.148, size_kb=1106.1, verdict="pass"),
+            dict(model="model.tflite", format="tflite", precision="fp32", threads=2, p50_ms=1.238, size_kb=861.9, verdict="pass"),
+            dict(model="model-int8.tflite", format="tflite", precision="int8", threads=2, p50_ms=4.568, size_kb=416.6, verdict="pass")]
+    got = ship_choice(rows, {})
+    assert got["file"] == "model.tflite"
+    assert "model.onnx (fp32, 1.148 ms) is within 10%: not separated by this measurement, the smaller file is named" in got["line"]
+    assert "model-int8.tflite (int8) is 3.7x slower here" in got["line"]

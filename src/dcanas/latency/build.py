@@ -36,23 +36,40 @@ from ..progress import stderr_line as _stderr
 
 Progress = Callable[[str], None]
 CHUNK = 24  # models per runner session: the unit of resume
-PARTS = ("op:", "fixed:", "probe:")  # pieces of a network; every other model is a whole network, whose graph is counted too
+# models whose runtime graph is not counted; an op position's is (benchmarks/latency_model.py apportions the graph model's
+# node counts to ops with them), and a whole network's (the graph model)
+UNCOUNTED = ("fixed:", "probe:")
 
 
 def default_cache_dir() -> Path:
     return cache_dir("latency")
 
 
-def model_key(profile: DeviceProfile, fmt: ExportFormat, space: str, cfg: NetConfig, runtimes: Any) -> dict[str, Any]:
-    """What a latency model is valid for: the device, its engine, precision, threads, runtime versions
+MODEL_VERSION = 2  # 2: keyed by the machine (device_identity), not the profile's name; models of version 1 are rebuilt
+
+
+def device_identity(info: dict[str, Any]) -> dict[str, Any]:
+    """The machine a measurement was made on, as the device reports itself (not the profile's name, nor the route
+    to it): two profiles of one machine share their latency models."""
+    return {k: info.get(k) for k in ("hostname", "machine", "system", "cpu_model", "cores")}
+
+
+def model_key(profile: DeviceProfile, fmt: ExportFormat, space: str, cfg: NetConfig, info: dict[str, Any]) -> dict[str, Any]:
+    """What a latency model is valid for: the machine, its engine, precision, threads, runtime versions
     and the evaluation network. How it was timed is recorded with it (``device["timing"]``), not part of the
     key: a model timed with fewer runs is noisier, not invalid, and a cached one is reused."""
-    return dict(device=profile.name, engine=profile.runtime.engine, precision=profile.runtime.precision,
-                threads=profile.runtime.threads, format=fmt.name, runtimes=runtimes, space=space, eval_config=cfg.to_json())
+    return dict(device=device_identity(info), engine=profile.runtime.engine, precision=profile.runtime.precision,
+                threads=profile.runtime.threads, format=fmt.name, runtimes=info.get("runtimes"), space=space,
+                eval_config=cfg.to_json(), version=MODEL_VERSION)
 
 
 def key_hash(key: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:16]
+
+
+def model_stem(key: dict[str, Any]) -> str:
+    """The cached model's name (``<stem>.json``) and its work folder's (``<stem>/``)."""
+    return f"{_safe(str(key['device'].get('hostname') or 'device'))}-{key['space']}-{key_hash(key)}"
 
 
 @contextmanager
@@ -104,7 +121,7 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
         """The chunk's models (and the reference) timed in one runner session, and the chunk's record."""
         batch = chunk + ([reference] if reference else [])
         res = measure_batch(profile, [paths[n] for n in batch], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
-                            min_seconds=timing.min_seconds, graph=not all(n.startswith(PARTS) for n in chunk),
+                            min_seconds=timing.min_seconds, graph=not all(n.startswith(UNCOUNTED) for n in chunk),
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         got = {}
@@ -175,16 +192,16 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
     timing = (timing or Timing()).check()
     fmt = formats_for(profile.runtime.engine, profile.runtime.precision)
     cache = Path(cache_dir) if cache_dir else default_cache_dir()
-    with device_lock(cache, profile.name):
-        info = check_device(profile, progress=lambda m: None)
-        key = model_key(profile, fmt, space, cfg, info.get("runtimes"))
-        h = key_hash(key)
-        final = cache / f"{profile.name}-{space}-{h}.json"
+    info = check_device(profile, progress=lambda m: None)
+    key = model_key(profile, fmt, space, cfg, info)
+    stem = model_stem(key)
+    with device_lock(cache, _safe(str(key["device"].get("hostname") or profile.name))):
+        final = cache / f"{stem}.json"
         if final.exists() and calibrate_of(final) == calibrate:
             progress(f"latency model cached: {final}")
             from ..costs.latency import load_latency_model
             return load_latency_model(final), final
-        work = cache / f"{profile.name}-{space}-{h}"
+        work = cache / stem
         t0 = time.time()
         positions = op_positions(space, cfg, op_names)
         parts = fixed_parts(space, cfg)
@@ -221,8 +238,8 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
             graphs = [(measured[f"net:{seed}:{i}"].get("graph"), ms) for i, (_, ms) in enumerate(rows)]
             if sum(1 for c, _ in graphs if c) >= 2:
                 lm.fit_graph(graphs)
-                for c, (counts, _) in zip(lm.calibration, graphs):
-                    c["graph"], c["graph_predicted_ms"] = counts, lm.predict_graph(counts) if counts else None
+                for c, (nodes, _) in zip(lm.calibration, graphs):
+                    c["graph"], c["graph_predicted_ms"] = nodes, lm.predict_graph(nodes) if nodes else None
         lm.save(final)
         progress(f"latency model: {final} ({time.time() - t0:.0f}s)")
         return lm, final

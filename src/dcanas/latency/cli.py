@@ -61,6 +61,19 @@ def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Op
     return out
 
 
+def with_precision(profile, precision: str):
+    """The profile with another runtime precision, checked as the profile's own would be."""
+    from dataclasses import replace
+
+    from ..export.formats import formats_for
+
+    if profile.runtime.engine == "onnxruntime" and precision != "fp32":
+        raise UserError(f"--precision {precision} on {profile.name}: its engine onnxruntime runs fp32 models only; quantized "
+                        f"models run on TFLite (a profile with runtime.engine: tflite)")
+    formats_for(profile.runtime.engine, precision)
+    return replace(profile, runtime=replace(profile.runtime, precision=precision))
+
+
 def json_key(g) -> str:
     import json
 
@@ -104,6 +117,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         if args.out:
             ensure_writable_file(args.out, "--out")
         profile = load_profile(args.device)
+        if args.precision and args.precision != profile.runtime.precision:
+            profile = with_precision(profile, args.precision)
         cfg, net = _eval_net(args)
         lm, path = build_latency_model(profile, cfg.space, net, tuple(SPACE_OPS[cfg.space]), calibrate=args.calibrate,
                                        timing=Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds), seed=cfg.seed,
@@ -168,7 +183,9 @@ def describe(lm, path) -> str:
              f"{lm.eval_config['layers']} layers, {lm.eval_config['input_size']}px"]
     key = lm.device.get("key") or {}
     if key:
-        lines.append(f"device {key.get('device')}: {key.get('format')}, {key.get('threads')} threads, runtimes {key.get('runtimes')}")
+        dev = key.get("device")
+        name = dev.get("hostname") if isinstance(dev, dict) else dev
+        lines.append(f"device {name}: {key.get('format')} ({key.get('precision')}), {key.get('threads')} threads, runtimes {key.get('runtimes')}")
     info = lm.device.get("info") or {}
     if info:
         lines.append(f"cpu {info.get('cpu_model')}, {info.get('cores')} cores")
@@ -218,6 +235,9 @@ def add_latency_parser(sub) -> None:
     b.add_argument("--min-seconds", type=nonneg_float, default=Timing.min_seconds,
                    help="seconds of timed runs per model and round, at least (the noise floor of microsecond models)")
     b.add_argument("--rounds", type=positive_int, default=Timing.rounds, help="interleaved rounds (the fastest round's p50 is kept)")
+    b.add_argument("--precision", choices=["fp32", "fp16", "int8"],
+                   help="build the table of this precision's op models (default: the profile's runtime.precision); "
+                        "each precision has its own model")
     b.add_argument("--cache-dir", help="default ~/.cache/dcanas/latency")
     b.add_argument("--out", help="also write the model here")
     f = lsub.add_parser("fit", help="fit a latency model from end-to-end measurements: CSV genotype,latency_ms")

@@ -37,7 +37,7 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
                                              progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         level = ref_ms / build_ref if ref_ms and build_ref else None
         predicted = lm.predict(genotype)
-        checks.append(dict(genotype=genotype.to_json(), derivation_budget_ms=K, predicted_ms=predicted,
+        checks.append(dict(genotype=genotype.to_json(), budget_ms=budget_ms, derivation_budget_ms=K, predicted_ms=predicted,
                            measured_ms=ms, reference_ms=ref_ms, level=level))
         progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {ms:.4f} ms against "
                  f"the {budget_ms:g} ms budget; the latency model predicted {predicted:.4f} ms"

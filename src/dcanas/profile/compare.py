@@ -101,6 +101,43 @@ def thread_check(rows: list[dict[str, Any]]) -> list[str]:
     return notes
 
 
+# p50s within this fraction of the fastest are not told apart by one comparison: two cpu-demo comparisons on `local`,
+# minutes apart, ordered onnx and tflite fp32 both ways (1.199 vs 1.185 ms, then 1.148 vs 1.238 ms: 1.2% and 7.8% apart)
+SHIP_TIE = 0.10
+
+
+def ship_choice(rows: list[dict[str, Any]], gates: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """Which file to ship: of the compared files that passed their accuracy gate (``gates``: file name -> the export's
+    row: passed, top1_agreement) and met every budget on the device, the fastest (p50), or the smallest file among
+    those within ``SHIP_TIE`` of the fastest; the others' p50 as a ratio to it. {file, format, precision, p50_ms,
+    agreement, line}; file None when no file qualifies."""
+    timed = [r for r in rows if r.get("p50_ms") is not None]
+    ok = [r for r in timed if r.get("verdict") == "pass" and gates.get(r["model"], {}).get("passed", True)]
+    if not ok:
+        fastest = min(timed, key=lambda r: r["p50_ms"]) if timed else None
+        why = (f"; the fastest, {fastest['model']} ({fastest['p50_ms']:.3f} ms p50), missed a budget or its accuracy gate"
+               if fastest else "")
+        return dict(file=None, format=None, p50_ms=None, agreement=None, line=f"ship: no compared file met every budget{why}")
+    fastest_ms = min(r["p50_ms"] for r in ok)
+    tied = [r for r in ok if r["p50_ms"] <= (1 + SHIP_TIE) * fastest_ms]
+    best = min(tied, key=lambda r: (r.get("size_kb") or 0.0, r["p50_ms"]))
+    agreement = gates.get(best["model"], {}).get("top1_agreement")
+
+    def against(r: dict[str, Any]) -> str:
+        if r in tied:
+            return (f"{r['model']} ({r['precision']}, {r['p50_ms']:.3f} ms) is within {100 * SHIP_TIE:.0f}%: not separated by "
+                    f"this measurement, the smaller file is named")
+        ratio = r["p50_ms"] / best["p50_ms"]
+        pace = f"{ratio:.1f}x slower here" if ratio >= 1 else f"{1 / ratio:.1f}x faster here"
+        return f"{r['model']} ({r['precision']}) is {pace}" + ("" if r in ok else " but missed a budget or its accuracy gate")
+
+    versus = "; ".join(against(r) for r in sorted((r for r in timed if r is not best), key=lambda r: r["p50_ms"]))
+    line = (f"ship {best['model']}: {best['p50_ms']:.3f} ms p50 at {best['threads']} threads"
+            + (f", top-1 agreement with PyTorch {agreement:.3f}" if agreement is not None else "") + (f"; {versus}" if versus else ""))
+    return dict(file=best["model"], format=best["format"], precision=best["precision"], p50_ms=best["p50_ms"], agreement=agreement,
+                line=line)
+
+
 def format_comparison(res: dict[str, Any]) -> str:
     cols = [c for c in COLUMNS if c != "note"]
     lines = ["| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]

@@ -26,7 +26,7 @@ def cmd_run(args: argparse.Namespace) -> int:
                     preset=args.preset, formats=args.formats.split(",") if args.formats else None, space=args.space,
                     baselines=args.baselines.split(",") if args.baselines else [], runs=args.runs, warmup=args.warmup,
                     cache_dir=args.cache_dir, latency_calibrate=args.latency_calibrate, seed_jobs=args.seed_jobs,
-                    executor=args.executor, ray_address=args.ray_address,
+                    executor=args.executor, ray_address=args.ray_address, hold_latency=args.hold_latency,
                     search_overrides={k: v for k, v in dict(epochs=args.search_epochs, subset=args.search_subset,
                                                             eval_C=args.eval_channels, eval_layers=args.eval_layers).items() if v},
                     train_overrides={k: v for k, v in dict(epochs=args.train_epochs, subset=args.train_subset).items() if v})
@@ -136,6 +136,9 @@ def add_run_parser(sub) -> None:
                    "(default: the preset's, widened or narrowed to fit the device budget)")
     p.add_argument("--eval-layers", type=positive_int, help="cells of the evaluation network the budget refers to")
     p.add_argument("--cache-dir", help="LUG and latency-model cache (default ~/.cache/dcanas/lug and ~/.cache/dcanas/latency)")
+    p.add_argument("--hold-latency", action="store_true",
+                   help="also hold the profile's latency_ms budget in the search, beside its metric (each budget with its own "
+                        "lambda): the device's latency model is measured first (or reused: dcanas latency build)")
     p.add_argument("--latency-calibrate", type=nonneg_int, default=20,
                    help="networks measured end to end to calibrate the latency model (a latency-searched run builds one)")
     p.add_argument("--out", help="run directory (default runs/<date>-<device>-<dataset>; a fleet: runs/<date>-fleet-<dataset>)")

@@ -113,6 +113,7 @@ class RunConfig:
     seed_jobs: int = 1           # --seeds searched this many at a time (1: in this process, with its progress lines)
     executor: str = "local"      # where parallel seeds run: local (a process pool) or ray (search/executor.py)
     ray_address: Optional[str] = None
+    hold_latency: bool = False   # the profile's latency_ms budget held by the search beside its metric (a latency model built)
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)

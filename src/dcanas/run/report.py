@@ -81,7 +81,7 @@ def write_report(run: RunDir, profile: DeviceProfile, outputs: dict[str, Any]) -
         tables.insert(0, ("Receipt", rmd, rhtml))
     if s.device_checks:  # a latency search: each derivation timed on the device before retraining (latency/hold.py)
         hold_rows = [[str(k + 1), n(c["derivation_budget_ms"]), n(c["predicted_ms"]), n(c["measured_ms"]),
-                      n(c.get("level")), "yes" if c["measured_ms"] <= s.K_d else "no"] for k, c in enumerate(s.device_checks)]
+                      n(c.get("level")), "yes" if c["measured_ms"] <= c.get("budget_ms", s.K_d) else "no"] for k, c in enumerate(s.device_checks)]
         hmd, hhtml = md_and_html(hold_rows, ["derivation", "derived under (ms)", "predicted (ms)", "measured, untrained (ms)",
                                         "reference time vs build", "within budget"])
         tables.insert(0, ("Derived network timed on the device before retraining", hmd, hhtml))
@@ -94,6 +94,11 @@ def write_report(run: RunDir, profile: DeviceProfile, outputs: dict[str, Any]) -
         notes = [f"{r['model']}: {r['note']}" for r in cmp["rows"] if r.get("note")] + cmp["thread_check"]
         tables.append((f"Every export on {cmp['device']}", cmd2 + "".join(f"\n\n{n}" for n in notes),
                        chtml2 + "".join(f"<p>{html.escape(n)}</p>" for n in notes)))
+        if cmp.get("ship"):  # the fastest export that passed its accuracy gate and met every budget here
+            sh = cmp["ship"]
+            smd2, shtml2 = md_and_html([[str(sh["file"] or "none"), n(sh.get("p50_ms")), n(sh.get("agreement")), sh["line"]]],
+                                       ["file to ship", "p50 (ms)", "top-1 agreement", "why"])
+            tables.append(("File to ship", smd2, shtml2))
     st_rows = [[name, st.get("status", ""), f"{st.get('wall_s', 0):.1f}"] for name, st in run.state["stages"].items() if name != "report"]
     smd, shtml = md_and_html(st_rows, ["stage", "status", "wall (s)"])
     verdict_line = f"**Verdict on {verdict['device']}: {'PASS — every budget met' if v.passed else 'FAIL — a budget was missed'}**"

@@ -12,7 +12,9 @@ class LatencyStage:
     """The latency stage: its inputs hash and its body, mixed into ``run.stages.Stages``."""
 
     def _needs_latency(self) -> bool:
-        return budget_metric(self.search_cfg.metric).per_device
+        from ..search.config import budgets
+
+        return any(budget_metric(m).per_device for m in budgets(self.search_cfg))
 
     def latency_inputs(self, run: RunDir) -> str:
         return hash_inputs(Path(self.profile.source), self.search_cfg.to_json(), self.cfg.latency_calibrate, self._needs_latency())
@@ -22,7 +24,7 @@ class LatencyStage:
         import shutil
 
         if not self._needs_latency():
-            say(f"the search runs on {self.search_cfg.metric}: no latency model needed")
+            say(f"the search holds no latency budget: no latency model needed (--hold-latency holds it beside {self.search_cfg.metric})")
             return LatencyOutputs(model=None, source=f"not needed (search on {self.search_cfg.metric})", stats={})
         from ..latency.build import build_latency_model
         from ..nets.ops import SPACE_OPS

@@ -18,7 +18,7 @@ class ProfileStage:
         return hash_inputs(self._artifact(run), Path(self.profile.source), self.cfg.runs, self.cfg.warmup)
 
     def profile_stage(self, run: RunDir, say: Say) -> ProfileOutputs:
-        from ..profile.compare import compare, format_comparison
+        from ..profile.compare import compare, format_comparison, ship_choice
         from ..profile.ops import map_ops
         from ..profile.remote import profile_model
 
@@ -37,9 +37,12 @@ class ProfileStage:
             say(f"comparing the {len(exports)} exports on {self.profile.name}")
             cmp = compare(self.profile, exports, [self.profile.runtime.threads], runs=self.cfg.runs, warmup=self.cfg.warmup,
                           progress=say)
+            gates = {r["file"]: r for r in run.outputs("export", ExportOutputs).rows}
+            cmp["ship"] = ship_choice(cmp["rows"], gates)
             write_json(d / "comparison.json", {k: v for k, v in cmp.items() if k != "results"})
             for line in format_comparison(cmp).splitlines():
                 say(line)
+            say(cmp["ship"]["line"])
             comparison = "profile/comparison.json"
         return ProfileOutputs(result="profile/result.json", op_map="profile/ops.json" if op_map.get("available") else None,
                               comparison=comparison, **{k: res[k] for k in (

@@ -88,15 +88,21 @@ class SearchStage:
         from ..nets.cost import network_cost
         from ..nets.genotype import genotype_from_json
         from ..costs.metrics import metric_round
-        from ..search.config import cost_model
+        from ..search.config import budgets, cost_model, replace_metric
         from ..search.searcher import rederive
 
         lm = load_latency_model(run.path(run.outputs("latency", LatencyOutputs).model))
         net = NetConfig.from_json(best["eval_config"])
         cm = cost_model(search_cfg)
         seed_cfg, seed_dir = replace(search_cfg, seed=best["seed"]), run.root / best["dir"]
-        g, checks = hold_latency(self.profile, search_cfg.budget, genotype_from_json(best["genotype"]), net, lm,
-                                 lambda K: rederive(replace(seed_cfg, budget=K), seed_dir).genotype, cm.feasible_range()[0],
+
+        def tightened(K: float):  # the latency budget K, whether it is the search's metric or held beside it
+            if search_cfg.metric == "latency_ms":
+                return replace(seed_cfg, budget=K)
+            return replace(seed_cfg, extra_budgets={**seed_cfg.extra_budgets, "latency_ms": K})
+
+        g, checks = hold_latency(self.profile, budgets(search_cfg)["latency_ms"], genotype_from_json(best["genotype"]), net, lm,
+                                 lambda K: rederive(tightened(K), seed_dir).genotype, replace_metric(cm, "latency_ms").feasible_range()[0],
                                  run.stage_dir("search") / "device-check", progress=say)
         if g.to_json() != best["genotype"]:
             cost = network_cost(g, net)

@@ -24,7 +24,7 @@ class Stages(LatencyStage, SearchStage, TrainStage, ExportStage, ProfileStage, V
     """Binds a RunConfig and a device profile to the stage functions."""
 
     def __init__(self, cfg: RunConfig, profile: DeviceProfile) -> None:
-        from ..search.config import SearchConfig, apply_preset, check_budget, cost_model, fit_eval_network
+        from ..search.config import SearchConfig, apply_preset, budgets, check_budget, cost_model, fit_eval_network
 
         if cfg.preset not in RUN_PRESETS:
             raise UserError(f"unknown preset {cfg.preset!r}; valid: {', '.join(RUN_PRESETS)}")
@@ -40,6 +40,9 @@ class Stages(LatencyStage, SearchStage, TrainStage, ExportStage, ProfileStage, V
         # every budget a cost model predicts is a constraint: the search metric's (through the LUG) and the other one's
         # (model size: the file of the format the device runs, predicted by costs/size.py)
         extra = {m: float(profile.budget[m]) for m in extra_constraints() if m in profile.budget and m != metric}
+        held = cfg.hold_latency and metric != "latency_ms"  # latency beside the search metric: its model is the latency stage's
+        if held and "latency_ms" not in profile.budget:
+            raise UserError(f"--hold-latency: device {profile.name!r} has no latency_ms budget; add budget.latency_ms to {profile.source}")
         self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
                                   extra_budgets=extra, **cfg.search_overrides)
@@ -49,7 +52,9 @@ class Stages(LatencyStage, SearchStage, TrainStage, ExportStage, ProfileStage, V
         if "eval_C" not in cfg.search_overrides:  # the user's own --eval-channels is never changed
             self.search_cfg, note = fit_eval_network(self.search_cfg)
             self.notes += [note] if note else []
-        if metric != "latency_ms":  # a latency budget is checked once its model is measured (the latency stage)
+        if held:  # after the evaluation network is fitted: the latency model is measured for that network
+            self.search_cfg = replace(self.search_cfg, extra_budgets={**extra, "latency_ms": float(profile.budget["latency_ms"])})
+        if "latency_ms" not in budgets(self.search_cfg):  # a latency budget is checked once its model is measured (the latency stage)
             check_budget(self.search_cfg, cost_model(self.search_cfg))  # before any connection or work
 
     def specs(self) -> list[StageSpec]:

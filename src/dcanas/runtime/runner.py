@@ -118,7 +118,7 @@ def device_info():
         if line.startswith("MemTotal:"):
             mem_kb = int(line.split()[1])
     disk = shutil.disk_usage(os.getcwd())
-    return {"python": platform.python_version(), "machine": platform.machine(), "system": platform.system(),
+    return {"python": platform.python_version(), "hostname": platform.node(), "machine": platform.machine(), "system": platform.system(),
             "cpu_model": cpu_model(), "cores": os.cpu_count(), "memory_mb": round(mem_kb / 1024.0) if mem_kb else None,
             "free_disk_mb": round(disk.free / 2 ** 20), "cpu_freq_mhz": cpu_freq_mhz(), "temperature_c": temperature_c(),
             "runtimes": runtimes()}

@@ -185,7 +185,8 @@ def _print_lug(lug, path) -> None:
     print("|---:|---:|---:|---:|")
     for i, (p, m) in enumerate(zip(lug.points, lug.monotone)):
         mark = " (repaired)" if i in lug.repaired else ""
-        print(f"| {p['K_prime']:,.0f} | {p['K_d']:,.0f} | {m:,.0f}{mark} | {p.get('val_acc', float('nan')):.3f} |")
+        t = lambda v: metric_text(lug.metric, v)  # noqa: E731
+        print(f"| {t(p['K_prime'])} | {t(p['K_d'])} | {t(m)}{mark} | {p.get('val_acc', float('nan')):.3f} |")
 
 
 def cmd_lug_build(args: argparse.Namespace) -> int:

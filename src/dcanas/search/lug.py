@@ -14,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from ..progress import step_bar
 from .. import __version__
-from ..costs.metrics import metric_text
+from ..costs.metrics import metric, metric_round, metric_text
 from ..errors import UserError
 from ..files import atomic_write, cache_dir, write_json
 from .config import SearchConfig, cost_model, identity
@@ -22,8 +22,11 @@ from .executor import Runner
 from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
-# derivation rule: a LUG records what the arg-max derivation gives at each K').
-_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive", "fused")
+# derivation rule: a LUG records what the arg-max derivation gives at each K'). The other budgets a search holds
+# (extra_budgets, and the export format a size budget refers to) are budgets too: every derivation holds each of them
+# exactly whatever K' the LUG gives, and with them in the key a run under a profile with a size budget never found
+# the LUG `dcanas lug build` made (which holds the primary metric alone).
+_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive", "fused", "extra_budgets", "size_format")
 
 
 def default_cache_dir() -> Path:
@@ -88,7 +91,8 @@ class LUG:
         if K_d >= hi:
             return xs[-1]
         if K_d < lo:
-            raise UserError(f"budget {K_d:,.0f} is below this LUG's measured range {lo:,.0f} .. {hi:,.0f} ({self.metric}); "
+            t = lambda v: metric_text(self.metric, v)  # noqa: E731
+            raise UserError(f"budget {t(K_d)} is below this LUG's measured range {t(lo)} .. {t(hi)} ({self.metric}); "
                             f"rebuild it with a lower --range or pick a budget inside it")
         best = xs[0]
         for (x0, y0), (x1, y1) in zip(zip(xs, ys), zip(xs[1:], ys[1:])):
@@ -141,10 +145,16 @@ def point_from_run(run_dir: Path) -> Optional[dict[str, Any]]:
                 val_acc=s["summary"]["val_acc"], config=s["config"])
 
 
-def grid(lo: float, hi: float, n: int) -> list[float]:
+def grid(lo: float, hi: float, n: int, metric: str = "params") -> list[float]:
+    """``n`` search budgets from ``lo`` to ``hi``, at the metric's resolution (whole params, 1e-4 ms)."""
     if n < 2:
         raise UserError(f"--points must be >= 2, got {n}")
-    return [round(lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+    return [metric_round(metric, lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+
+
+def _slug(metric: str, kp: float) -> str:
+    """A search budget in a folder name: 200000, or 0p4512 for 0.4512 ms."""
+    return str(metric_round(metric, kp)).replace(".", "p")
 
 
 def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]] = None, jobs: int = 1,
@@ -158,24 +168,27 @@ def build_lug(cfg, *, points: int = 5, value_range: Optional[tuple[float, float]
     lo, hi = value_range or cm.feasible_range()
     flo, fhi = cm.feasible_range()
     if not (flo <= lo < hi <= fhi):
-        raise UserError(f"--range {lo:,.0f} {hi:,.0f} must lie inside the feasible range {flo:,} .. {fhi:,} and LO < HI")
+        t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
+        raise UserError(f"--range {t(lo)} {t(hi)} must lie inside the feasible range {t(flo)} .. {t(fhi)} and LO < HI")
     runner = runner or Runner(jobs=jobs)
     max_points = max(points, max_points if max_points is not None else 2 * points)
     cache = Path(cache_dir or default_cache_dir())
     runs = Path(runs_dir or cache / "runs" / options_hash(cfg))
-    done = _measure(cfg, [(runs / f"point-{i:02d}-{int(kp)}", kp) for i, kp in enumerate(grid(lo, hi, points))], runner, progress)
+    done = _measure(cfg, [(runs / f"point-{i:02d}-{_slug(cfg.metric, kp)}", kp) for i, kp in enumerate(grid(lo, hi, points, cfg.metric))],
+                    runner, progress)
+    step = 2 * 10.0 ** -metric(cfg.metric).digits  # the smallest interval worth bisecting: two steps of the metric's resolution
     while len(done) < max_points:
         pts = sorted(done, key=lambda p: p["K_prime"])
-        mids = [round((a["K_prime"] + b["K_prime"]) / 2) for a, b in zip(pts, pts[1:])
-                if abs(b["K_d"] - a["K_d"]) > JUMP * max(a["K_d"], b["K_d"]) and b["K_prime"] - a["K_prime"] >= 2]
+        mids = [metric_round(cfg.metric, (a["K_prime"] + b["K_prime"]) / 2) for a, b in zip(pts, pts[1:])
+                if abs(b["K_d"] - a["K_d"]) > JUMP * max(a["K_d"], b["K_d"]) and b["K_prime"] - a["K_prime"] >= step]
         if not mids:
             break
         progress(f"refining: K_d jumps by more than {JUMP:.0%} in {len(mids)} interval(s); bisecting")
-        done += _measure(cfg, [(runs / f"point-r-{int(kp)}", kp) for kp in mids[:max_points - len(done)]], runner, progress)
+        done += _measure(cfg, [(runs / f"point-r-{_slug(cfg.metric, kp)}", kp) for kp in mids[:max_points - len(done)]], runner, progress)
     lug = LUG.from_points(cfg, [{k: p[k] for k in ("K_prime", "K_d", "run_dir", "val_acc")} for p in done])
     path = save_lug(lug, cache / lug_filename(cfg))
     if lug.repaired:
-        where = ", ".join(f"{lug.points[i]['K_prime']:,.0f}" for i in lug.repaired)
+        where = ", ".join(metric_text(cfg.metric, lug.points[i]["K_prime"]) for i in lug.repaired)
         progress(f"made monotone: K_d at K'={where} raised to the largest K_d measured below them (measurement noise)")
     return lug, path
 
@@ -191,7 +204,7 @@ def _measure(cfg, targets: list[tuple[Path, float]], runner: Runner, progress: C
         pt = point_from_run(d)
         if pt is not None:
             done.append(pt)
-            progress(f"K'={kp:,.0f}: reused {d}")
+            progress(f"K'={metric_text(cfg.metric, kp)}: reused {d}")
         else:
             todo.append((kp, d))
     threads = runner.threads()
@@ -202,7 +215,7 @@ def _measure(cfg, targets: list[tuple[Path, float]], runner: Runner, progress: C
         for n, (i, pt) in enumerate(runner.run(_run_point, calls), 1):
             bar.update(1)
             done.append(pt)
-            progress(f"point {n}/{len(todo)} K'={todo[i][0]:,.0f}: derived K_d={pt['K_d']:,}")
+            progress(f"point {n}/{len(todo)} K'={metric_text(cfg.metric, todo[i][0])}: derived K_d={metric_text(cfg.metric, pt['K_d'])}")
         bar.close()
     return done
 
