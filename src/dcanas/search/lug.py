@@ -22,11 +22,13 @@ from .executor import Runner
 from .searcher import run_search
 
 # Fields that change nothing about the K' -> K_d relation (where data lives, which device, the budgets, the
-# derivation rule: a LUG records what the arg-max derivation gives at each K'). The other budgets a search holds
-# (extra_budgets, and the export format a size budget refers to) are budgets too: every derivation holds each of them
-# exactly whatever K' the LUG gives, and with them in the key a run under a profile with a size budget never found
-# the LUG `dcanas lug build` made (which holds the primary metric alone).
-_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive", "fused", "extra_budgets", "size_format")
+# derivation rule: a LUG records what the arg-max derivation gives at each K').
+_NOT_IN_KEY = ("budget", "search_budget", "data_root", "device", "seed", "derive", "fused")
+# The other budgets a search holds, and the export format a size budget refers to, are budgets too: every derivation
+# holds each of them exactly whatever K' the LUG gives, and with them in the key a run under a profile with a size
+# budget never found the LUG `dcanas lug build` made (which holds the primary metric alone). They enter the key at
+# their defaults, so the keys of LUGs built before stay what they were.
+_AT_DEFAULT = {"extra_budgets": {}, "size_format": "tflite"}
 
 
 def default_cache_dir() -> Path:
@@ -34,7 +36,7 @@ def default_cache_dir() -> Path:
 
 
 def options_key(cfg) -> dict[str, Any]:
-    return {k: v for k, v in identity(cfg).items() if k not in _NOT_IN_KEY}
+    return {k: _AT_DEFAULT.get(k, v) for k, v in identity(cfg).items() if k not in _NOT_IN_KEY}
 
 
 def options_hash(cfg) -> str:
