@@ -253,3 +253,21 @@ def test_filling_derivation_lands_in_the_window(space):
         assert abs(d.log_prob - best) < 1e-9, (d.log_prob, best)
         hits += 1
     assert hits >= 30
+
+
+def test_budgets_each_feasible_alone_but_not_together_give_none():
+    """Two metrics that pull opposite ways (one op is cheapest in the first, another in the second) and each budget at
+    its own minimum: each alone is met by some genotype, no genotype meets both, and the derivation says None (it
+    raised on an empty search state when a model measured on `local` made latency and params pull apart)."""
+    s = SMALL["darts"]
+    n_edges = len(cell_edges(DARTS_INPUTS, s["nodes"]))
+    K = len(s["ops"])
+    first = torch.arange(K, dtype=torch.float64).repeat(n_edges, 1)  # op k costs k ...
+    second = (K - first)                                              # ... and K - k in the other metric
+    costs = {"a": {k: first for k in ("normal", "reduce")}, "b": {k: second for k in ("normal", "reduce")}}
+    alphas = {k: torch.zeros(n_edges, K) for k in ("normal", "reduce")}
+    # 8 (edge, op) picks: the cheapest genotype costs 8 in each metric alone (op 1 everywhere, or op 4 everywhere)
+    for m in costs:
+        alone = derive_within("darts", alphas, s["ops"], s["nodes"], {m: costs[m]}, {m: 0.0}, {m: 8.0})
+        assert alone is not None and alone.cost[m] == 8.0
+    assert derive_within("darts", alphas, s["ops"], s["nodes"], costs, {"a": 0.0, "b": 0.0}, {"a": 8.0, "b": 8.0}) is None

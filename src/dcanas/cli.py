@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from .errors import UserError
+from .errors import Terminated, UserError
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -43,15 +43,6 @@ class _Parser(argparse.ArgumentParser):
 
     def error(self, message: str):  # type: ignore[override]
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
-
-
-class Terminated(KeyboardInterrupt):
-    """SIGTERM or SIGHUP: handled as Ctrl-C is (the device's work folder removed, the run's state saved), then the
-    shell's exit code for that signal."""
-
-    def __init__(self, signum: int) -> None:
-        super().__init__(signal.Signals(signum).name)
-        self.signum = signum
 
 
 _RECEIVED: list[int] = []  # the termination signals received (a library may re-raise ours as a plain KeyboardInterrupt)

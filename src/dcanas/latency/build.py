@@ -241,14 +241,19 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
                 for c, (nodes, _) in zip(lm.calibration, graphs):
                     c["graph"], c["graph_predicted_ms"] = nodes, lm.predict_graph(nodes) if nodes else None
         lm.save(final)
+        from .store import append
+
+        append(final, [dict(genotype=c["genotype"], measured_ms=c["measured_ms"], predicted_ms=c["predicted_ms"], source="calibration")
+                       for c in lm.calibration])
         progress(f"latency model: {final} ({time.time() - t0:.0f}s)")
         return lm, final
 
 
 def calibrate_of(path: Path) -> Optional[int]:
+    """How many calibration networks the build measured (rows a refit added from the measurement store not counted)."""
     try:
-        return len(json.loads(path.read_text()).get("calibration", []))
-    except (OSError, ValueError):
+        return sum(1 for c in json.loads(path.read_text()).get("calibration", []) if c.get("source", "calibration") == "calibration")
+    except (OSError, ValueError, AttributeError):
         return None
 
 

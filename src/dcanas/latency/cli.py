@@ -61,6 +61,41 @@ def read_rows(path: str | Path, need_latency: bool = True) -> list[tuple[Any, Op
     return out
 
 
+def refit(args: argparse.Namespace) -> int:
+    """The model fitted again on every network its device's measurement store holds (``latency/store.py``): the
+    calibration networks and what runs measured since (derivations before retraining, profiled files)."""
+    import copy
+
+    from ..costs.latency import agreement, load_latency_model
+    from ..nets.genotype import genotype_from_json
+    from .store import at_build_level, read, store_path
+
+    out = ensure_writable_file(args.out, "--out") if args.out else Path(args.model)
+    lm = load_latency_model(args.model)
+    stored, bad = read(args.model)
+    known = {(json_key(genotype_from_json(r["genotype"])), round(float(r["measured_ms"]), 6)) for r in stored}
+    rows = list(stored) + [dict(genotype=c["genotype"], measured_ms=c["measured_ms"], source=c.get("source", "calibration"))
+                           for c in lm.calibration if (json_key(genotype_from_json(c["genotype"])), round(c["measured_ms"], 6)) not in known]
+    new = [r for r in rows if r["source"] != "calibration"]
+    counts = ", ".join(f"{sum(r['source'] == s for r in rows)} {s}" for s in ("calibration", "hold", "verdict"))
+    note = f"; {bad} unreadable line(s) of {store_path(args.model)} skipped" if bad else ""
+    if not new:
+        print(f"{args.model}: no measurements beyond its {len(rows)} calibration networks in {store_path(args.model)}{note}; "
+              f"nothing to refit (a dcanas run with this model adds them)")
+        return 0
+    pairs = [(genotype_from_json(r["genotype"]), at_build_level(r)) for r in rows]
+    before = agreement([lm.predict(genotype_from_json(r["genotype"])) for r in new], [at_build_level(r) for r in new])
+    fitted = copy.deepcopy(lm).fit(pairs)
+    for c, r in zip(fitted.calibration, rows):
+        c["source"] = r["source"]
+    fitted.save(out)
+    print(f"refit on {len(rows)} networks ({counts}){note}: before, the model's mean |error| on the {len(new)} networks measured "
+          f"since its build was {100 * before['mape']:.1f}%; after, {100 * fitted.stats['mape']:.1f}% on all {len(rows)} "
+          f"(bound x{1 + lm.margin:.3f} -> x{1 + fitted.margin:.3f})")
+    print(describe(fitted, out))
+    return 0
+
+
 def with_precision(profile, precision: str):
     """The profile with another runtime precision, checked as the profile's own would be."""
     from dataclasses import replace
@@ -143,6 +178,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
         lm.save(args.out)
         print(describe(lm, args.out))
         return 0
+    if args.action == "refit":
+        return refit(args)
     if args.action == "predict":
         out = ensure_writable_file(args.out, "--out")
         lm = load_latency_model(args.model)
@@ -248,7 +285,11 @@ def add_latency_parser(sub) -> None:
     pr.add_argument("--model", required=True)
     pr.add_argument("--csv", required=True)
     pr.add_argument("--out", required=True)
+    rf = lsub.add_parser("refit", help="fit a built latency model again on every network measured on its device since "
+                         "(the measurement store beside it: derivations timed before retraining, profiled files)")
+    rf.add_argument("--model", required=True, help="the cached model (dcanas latency build prints its path)")
+    rf.add_argument("--out", help="write the refitted model here (default: in place, so later runs use it)")
     s = lsub.add_parser("show", help="print a latency model, its conditions and its fit")
     s.add_argument("model")
-    for q in (b, f, pr, s):
+    for q in (b, f, pr, rf, s):
         q.set_defaults(func=cmd_latency)

@@ -81,10 +81,16 @@ def write_report(run: RunDir, profile: DeviceProfile, outputs: dict[str, Any]) -
         tables.insert(0, ("Receipt", rmd, rhtml))
     if s.device_checks:  # a latency search: each derivation timed on the device before retraining (latency/hold.py)
         hold_rows = [[str(k + 1), n(c["derivation_budget_ms"]), n(c["predicted_ms"]), n(c["measured_ms"]),
-                      n(c.get("level")), "yes" if c["measured_ms"] <= c.get("budget_ms", s.K_d) else "no"] for k, c in enumerate(s.device_checks)]
+                      n(c.get("level")), {"within": "yes", "noise": "within noise"}.get(c.get("decision"), "no")] for k, c in enumerate(s.device_checks)]
         hmd, hhtml = md_and_html(hold_rows, ["derivation", "derived under (ms)", "predicted (ms)", "measured, untrained (ms)",
                                         "reference time vs build", "within budget"])
         tables.insert(0, ("Derived network timed on the device before retraining", hmd, hhtml))
+    err = verdict.get("latency_model_error")
+    if err:  # the latency model against what this run measured (latency/store.py keeps them for `latency refit`)
+        err_rows = [[r["network"], n(r["predicted_ms"]), n(r["measured_ms"]), f"{100 * r['error']:+.1f}%"] for r in err["rows"]]
+        emd2, ehtml2 = md_and_html(err_rows, ["network", "predicted (ms)", "measured (ms)", "error"])
+        caption = f"\n\nmean |error| {100 * err['mape']:.1f}%" + (f"; recorded in the measurement store of {err['store']}" if err.get("store") else "")
+        tables.insert(0, ("Latency model on this run's measurements", emd2 + caption, ehtml2 + f"<p>{html.escape(caption.strip())}</p>"))
     if p.comparison:
         from ..profile.compare import COLUMNS
 

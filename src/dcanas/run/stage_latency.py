@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Optional
 
 from ..costs.metrics import metric as budget_metric
 from .pipeline import RunDir, hash_inputs
@@ -15,6 +16,12 @@ class LatencyStage:
         from ..search.config import budgets
 
         return any(budget_metric(m).per_device for m in budgets(self.search_cfg))
+
+    def _store(self, run: RunDir) -> Optional[Path]:
+        """The cached latency model whose measurement store this run's device measurements join (``latency/store.py``;
+        None when the run has no latency model)."""
+        source = Path(run.outputs("latency", LatencyOutputs).source)
+        return source if source.suffix == ".json" and source.is_file() else None
 
     def latency_inputs(self, run: RunDir) -> str:
         return hash_inputs(Path(self.profile.source), self.search_cfg.to_json(), self.cfg.latency_calibrate, self._needs_latency())

@@ -103,7 +103,7 @@ class SearchStage:
 
         g, checks = hold_latency(self.profile, budgets(search_cfg)["latency_ms"], genotype_from_json(best["genotype"]), net, lm,
                                  lambda K: rederive(tightened(K), seed_dir).genotype, replace_metric(cm, "latency_ms").feasible_range()[0],
-                                 run.stage_dir("search") / "device-check", progress=say)
+                                 run.stage_dir("search") / "device-check", progress=say, store=self._store(run))
         if g.to_json() != best["genotype"]:
             cost = network_cost(g, net)
             derived = cm.derived(g)

@@ -35,6 +35,8 @@ class VerdictStage:
             predicted = {"latency_ms": lm.predict(g)}
             graph_ms = lm.predict_graph(measured["graph"]) if measured.get("graph") else None
         v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms)
+        if predicted:
+            v["latency_model_error"] = self._model_error(run, s, g, predicted["latency_ms"], measured["latency_ms"]["p50"], say)
         analytic = network_cost(g, net)
         fv = fvcore_cost(build_network(g, replace(net, auxiliary=False)), net.input_size, net.in_channels)
         v["cross_check"] = dict(params=analytic.params, flops=analytic.flops, fvcore_params=fv.params, fvcore_flops=fv.flops)
@@ -42,3 +44,23 @@ class VerdictStage:
         for line in format_table(v).splitlines():
             say(line)
         return VerdictOutputs(verdict="verdict/verdict.json", passed=v["passed"], rows=v["rows"], cross_check=v["cross_check"])
+
+    def _model_error(self, run: RunDir, s: SearchOutputs, g, predicted_ms: float, p50_ms: float, say: Say) -> dict:
+        """The latency model against every network this run measured on the device (the derivations timed before
+        retraining, the profiled file), and the profiled one added to the device's measurement store."""
+        from ..latency.store import append
+
+        rows = [dict(network=f"derivation {k + 1}, untrained", predicted_ms=c["predicted_ms"], measured_ms=c["measured_ms"])
+                for k, c in enumerate(s.device_checks)]
+        rows.append(dict(network="retrained, profiled (p50)", predicted_ms=predicted_ms, measured_ms=p50_ms))
+        for r in rows:
+            r["error"] = r["predicted_ms"] / r["measured_ms"] - 1
+        store = self._store(run)
+        if store is not None:
+            append(store, [dict(genotype=g.to_json(), measured_ms=p50_ms, predicted_ms=predicted_ms, source="verdict")])
+        worst = max(rows, key=lambda r: abs(r["error"]))
+        out = dict(rows=rows, mape=sum(abs(r["error"]) for r in rows) / len(rows), worst=worst["error"],
+                   store=str(store) if store else None)
+        say(f"latency model on the {len(rows)} network(s) this run measured: mean |error| {100 * out['mape']:.1f}%, worst "
+            f"{100 * out['worst']:+.1f}% ({worst['network']})" + (f"; recorded for `dcanas latency refit --model {store}`" if store else ""))
+        return out

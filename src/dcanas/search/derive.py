@@ -176,6 +176,8 @@ def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequ
         tlp = (S_lp[:, None] + lps[None, :]).reshape(-1)
         ok = np.all(tot + min_rest[g + 1] <= limit + 1e-6, axis=1)
         idx = np.nonzero(ok)[0]
+        if not len(idx):  # each budget alone can be met (min_rest), but not every one at once
+            return None
         keep = idx[_pareto(tot[idx], tlp[idx])]
         back.append((keep // len(lps), keep % len(lps)))
         S_cost, S_lp = tot[keep], tlp[keep]

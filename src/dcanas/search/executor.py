@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import UserError
+from ..errors import Terminated, UserError
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
@@ -71,9 +71,18 @@ def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "
         except ConnectionError as exc:
             raise UserError(f"--ray-address {ray_address}: no Ray cluster answers there ({exc}); start one with "
                             f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
-        if threading.current_thread() is threading.main_thread():
-            for sig, handler in ours.items():  # Ray's driver replaces them; ours stop the tasks and end in one line
-                signal.signal(sig, handler)
+        except SystemExit as exc:  # ray.init's own handler turns SIGTERM into sys.exit(15) while it starts the instance
+            if exc.code not in (signal.SIGTERM, signal.SIGHUP):
+                raise
+            try:
+                ray.shutdown()
+            except Exception:  # noqa: BLE001 - best effort: the instance may be half started
+                pass
+            raise Terminated(int(exc.code)) from None
+        finally:
+            if threading.current_thread() is threading.main_thread():
+                for sig, handler in ours.items():  # Ray's driver replaces them; ours stop the tasks and end in one line
+                    signal.signal(sig, handler)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(fn)
     pending = {task.remote(*call): i for i, call in enumerate(calls)}
     try:
