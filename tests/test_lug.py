@@ -162,3 +162,14 @@ def test_lug_key_holds_a_latency_model_by_content_not_path(tmp_path):
     c.write_text('{"intercept": 0.2}')
     key = {p: options_hash(replace(SearchConfig(), metric="latency_ms", latency_model=str(p))) for p in (a, b, c)}
     assert key[a] == key[b] != key[c]
+
+
+@pytest.mark.parametrize("name, lo, hi", [("latency_ms", 0.15714, 0.31236), ("latency_ms", 0.15716, 0.3), ("params", 3698, 26546)])
+def test_grid_is_at_the_metrics_resolution_and_inside_the_range(name, lo, hi):
+    """A latency grid in steps of 1e-4 ms (a grid rounded to whole units had collapsed to 0 and 1), its ends rounded
+    inwards: a cheapest point rounded under the cheapest network gave "no genotype meets every budget"."""
+    from dcanas.search.lug import grid
+
+    pts = grid(lo, hi, 4, name)
+    assert lo <= pts[0] and pts[-1] <= hi and pts == sorted(set(pts)) and len(pts) == 4
+    assert all(round(p, 4) == p for p in pts) and (name != "params" or all(isinstance(p, int) for p in pts))

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -147,11 +148,15 @@ def point_from_run(run_dir: Path) -> Optional[dict[str, Any]]:
                 val_acc=s["summary"]["val_acc"], config=s["config"])
 
 
-def grid(lo: float, hi: float, n: int, metric: str = "params") -> list[float]:
-    """``n`` search budgets from ``lo`` to ``hi``, at the metric's resolution (whole params, 1e-4 ms)."""
+def grid(lo: float, hi: float, n: int, name: str = "params") -> list[float]:
+    """``n`` search budgets from ``lo`` to ``hi``, at the metric's resolution (whole params, 1e-4 ms); the ends are
+    rounded inwards, so that the cheapest point is not under the cheapest network (0.15714 ms is not 0.1571)."""
     if n < 2:
         raise UserError(f"--points must be >= 2, got {n}")
-    return [metric_round(metric, lo + (hi - lo) * i / (n - 1)) for i in range(n)]
+    step = 10.0 ** -metric(name).digits
+    ends = (math.ceil(lo / step - 1e-9) * step, math.floor(hi / step + 1e-9) * step)
+    points = [ends[0]] + [lo + (hi - lo) * i / (n - 1) for i in range(1, n - 1)] + [ends[1]]
+    return [metric_round(name, p) for p in points]
 
 
 def _slug(metric: str, kp: float) -> str:
