@@ -8,6 +8,7 @@ the report and the profile schema read metrics from here only. Torch-free (argpa
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Any, Callable, Optional
 
@@ -99,6 +100,15 @@ def primary() -> tuple[str, ...]:
 def metric_round(name: str, value: float) -> float:
     m = METRICS.get(name)
     return m.round(value) if m else round(value, 4)
+
+
+def round_inward(name: str, lo: float, hi: float) -> tuple[float, float]:
+    """A range's ends rounded inwards to the metric's resolution (``lo`` up, ``hi`` down), so that each end can be met:
+    a cheapest network of 0.12843 ms rounded to 0.1284 ms is a budget no genotype meets. A range narrower than one
+    step is rounded to nearest instead."""
+    step = 10.0 ** -(METRICS[name].digits if name in METRICS else 4)
+    inward = metric_round(name, math.ceil(lo / step - 1e-9) * step), metric_round(name, math.floor(hi / step + 1e-9) * step)
+    return inward if inward[0] <= inward[1] else (metric_round(name, lo), metric_round(name, hi))
 
 
 def metric_text(name: str, value: float) -> str:

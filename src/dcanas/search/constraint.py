@@ -17,7 +17,6 @@ latency_ms (a latency model's per-instance times, ``costs/latency.py``: additive
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Mapping, Optional, Sequence
 
@@ -26,7 +25,7 @@ import torch
 from ..errors import UserError
 from ..nets.config import NetConfig
 from ..nets.spaces import SPACES
-from ..costs.metrics import metric, metric_round, searchable
+from ..costs.metrics import round_inward, searchable
 from ..costs.sources import SourceInputs, make_source
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype
 
@@ -104,12 +103,7 @@ class CostModel:
                 maxs = sorted((float(Bu[r].max()) for r in rows), reverse=True)
                 lo += sum(mins[:EDGES_PER_NODE])
                 hi += sum(maxs[:EDGES_PER_NODE])
-        # rounded inwards to the metric's resolution: a cheapest network of 0.12843 ms reported as 0.1284 ms was a
-        # budget no genotype met (a LUG's first grid point)
-        step = 10.0 ** -metric(self.metric).digits
-        inward = (metric_round(self.metric, math.ceil(lo / step - 1e-9) * step),
-                  metric_round(self.metric, math.floor(hi / step + 1e-9) * step))
-        return inward if inward[0] <= inward[1] else (metric_round(self.metric, lo), metric_round(self.metric, hi))
+        return round_inward(self.metric, lo, hi)  # a reported cheapest cost is one a genotype meets
 
 
 @dataclass(frozen=True)

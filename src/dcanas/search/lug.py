@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import sys
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -15,7 +14,7 @@ from typing import Any, Callable, Optional
 
 from ..progress import step_bar
 from .. import __version__
-from ..costs.metrics import metric, metric_round, metric_text
+from ..costs.metrics import metric, metric_round, metric_text, round_inward
 from ..errors import UserError
 from ..files import atomic_write, cache_dir, write_json
 from .config import SearchConfig, cost_model, identity
@@ -153,8 +152,7 @@ def grid(lo: float, hi: float, n: int, name: str = "params") -> list[float]:
     rounded inwards, so that the cheapest point is not under the cheapest network (0.15714 ms is not 0.1571)."""
     if n < 2:
         raise UserError(f"--points must be >= 2, got {n}")
-    step = 10.0 ** -metric(name).digits
-    ends = (math.ceil(lo / step - 1e-9) * step, math.floor(hi / step + 1e-9) * step)
+    ends = round_inward(name, lo, hi)
     points = [ends[0]] + [lo + (hi - lo) * i / (n - 1) for i in range(1, n - 1)] + [ends[1]]
     return [metric_round(name, p) for p in points]
 
