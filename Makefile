@@ -42,6 +42,7 @@ demo: install data
 bench: install data
 	$(PY) benchmarks/record.py search_cost
 	$(PY) benchmarks/record.py search_profile
+	$(PY) benchmarks/record.py evaluate_cost
 	$(PY) benchmarks/record.py budget_precision
 	$(PY) benchmarks/size_model.py
 	$(PY) benchmarks/latency_model.py

@@ -39,6 +39,7 @@ def main() -> int:
     p.add_argument("--batch-size", type=int, default=SEARCH_PRESETS["paper"]["batch_size"])
     p.add_argument("--device", default="auto")
     p.add_argument("--amp", action="store_true", help="bf16 autocast (CUDA)")
+    p.add_argument("--compile", action="store_true", help="torch.compile the supernet (its first steps compile; the warm-up should cover them)")
     p.add_argument("--eager", action="store_true", help="the step before issue 17: mixed cells and ops through the eager path, every gradient computed "
                    "(default: fused cells, search-time op forms, the lean step)")
     args = p.parse_args()
@@ -48,6 +49,8 @@ def main() -> int:
     cfg = SearchConfig.from_json({**cfg.to_json(), "batch_size": args.batch_size})
     torch.manual_seed(0)
     model = Supernet(supernet_config(cfg)).to(device).set_fused(not args.eager)
+    if args.compile:
+        model = torch.compile(model)  # attributes (alphas, weight_parameters) pass through to the module
     cms = cost_models(cfg)
     w_opt, _, a_opt = optimizers(model, cfg)
     autocast = autocast_for(cfg, device)
@@ -77,7 +80,7 @@ def main() -> int:
     per_epoch = math.ceil(SEARCH_TRAIN_IMAGES / args.batch_size)
     hours = step_s * per_epoch * cfg.epochs / 3600
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else f"CPU, {torch.get_num_threads()} threads"
-    path = "eager" if args.eager else "fused"
+    path = ("eager" if args.eager else "fused") + (", torch.compile" if args.compile else "")
     print(f"paper preset ({path} mixed cells): supernet C={cfg.C}, {cfg.cells} cells, {cfg.nodes} nodes, batch {args.batch_size}, 32x32x3, on {name}"
           f"{' (bf16 autocast)' if args.amp and device.type == 'cuda' else ''}")
     print(f"median of {len(times)} steps after {args.warmup} warm-up: {step_s:.3f} s/step "

@@ -23,7 +23,9 @@ import os
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 VARIANTS = {
     "vanilla DARTS": dict(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False),
@@ -36,6 +38,11 @@ VARIANTS = {
 EAGER = "DCA-NAS (+RC)"
 FUSED = "DCA-NAS (+RC), fused"  # the DCA-NAS options; fused mixed cells, search-time op forms, lean step (every other row: eager, every gradient)
 TRAIN = {"retrain, NCHW (eager)": False, "retrain, channels_last": True}  # the evaluation network's training step
+# The optimised DCA-NAS step at three sizes (issue 32): (channels, cells, batch, input)
+SIZES = {"cpu-demo supernet, batch 32, 28x28x1": (8, 5, 32, "fashion"), "cpu-demo supernet, batch 64, 28x28x1": (8, 5, 64, "fashion"),
+         "paper supernet, batch 64, 32x32x3": (16, 8, 64, "cifar-shape")}
+# Whole `dcanas search` runs timed by phase (search.json's summary.phases) at K_d = 200,000 params
+WHOLE = ("cpu-demo",)
 
 
 def _rss_mb(field: str) -> float:
@@ -56,14 +63,19 @@ def run_variant(name: str, args: argparse.Namespace) -> dict:
 
     torch.manual_seed(0)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    spec = D.get_spec("fashion-mnist")
-    train = D.load_split("fashion-mnist", args.data_root, train=True)
-    s_train, s_val = D.search_split(train, 2 * args.batch_size * (args.steps + args.warmup), 0)
-    tb = list(D.batches(s_train, spec, args.batch_size, shuffle=False, drop_last=True))
-    vb = list(D.batches(s_val, spec, args.batch_size, shuffle=False, drop_last=True))
+    n = args.batch_size * (args.steps + args.warmup)
+    if args.input == "cifar-shape":  # the paper's inputs: random tensors of CIFAR-10's shape (no CIFAR-10 here)
+        dataset, gen = "cifar10", torch.Generator().manual_seed(0)
+        tb, vb = ([(torch.randn(args.batch_size, 3, 32, 32, generator=gen), torch.randint(0, 10, (args.batch_size,), generator=gen))
+                   for _ in range(args.steps + args.warmup)] for _ in range(2))
+    else:
+        dataset, spec = "fashion-mnist", D.get_spec("fashion-mnist")
+        s_train, s_val = D.search_split(D.load_split(dataset, args.data_root, train=True), 2 * n, 0)
+        tb = list(D.batches(s_train, spec, args.batch_size, shuffle=False, drop_last=True))
+        vb = list(D.batches(s_val, spec, args.batch_size, shuffle=False, drop_last=True))
     opts = SearchOptions(**VARIANTS["DCA-NAS (+RC)" if name == FUSED else name])
     # The search loop's own step (searcher.search_step) on the cpu-demo-like supernet; eval network C=16, 8 cells.
-    cfg = SearchConfig(dataset="fashion-mnist", C=args.channels, cells=args.cells, nodes=4, batch_size=args.batch_size,
+    cfg = SearchConfig(dataset=dataset, C=args.channels, cells=args.cells, nodes=4, batch_size=args.batch_size,
                        lr=0.025, eval_C=16, eval_layers=8, budget=150_000.0, options=opts)
     model = Supernet(supernet_config(cfg)).to(device).set_fused(name == FUSED)
     cms = cost_models(cfg)
@@ -141,6 +153,21 @@ def run_train_variant(name: str, args: argparse.Namespace) -> dict:
                 gflops=macs * 2 * 3 / (ms / 1000) / 1e9, batch=cfg.batch_size)
 
 
+def whole_search(preset: str, data_root: str) -> dict:
+    """One ``dcanas search --preset PRESET`` in a fresh process: its wall time (interpreter and imports included)
+    split into start-up (before run_search), setup, reading batches, the steps, the epochs' ends and the final
+    derivations, from the search's own clock (search.json's summary.phases)."""
+    with tempfile.TemporaryDirectory() as tmp:
+        cmd = [sys.executable, "-m", "dcanas", "search", "--preset", preset, "--budget", "200000", "--data-root", data_root,
+               "--out", f"{tmp}/search"]
+        t0 = time.perf_counter()
+        subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
+        wall = time.perf_counter() - t0
+        summary = json.loads(Path(tmp, "search", "search.json").read_text())["summary"]
+    phases = summary["phases"]
+    return dict(preset=preset, wall=wall, start_up=wall - sum(phases.values()), **phases, epochs=summary["epochs_run"])
+
+
 def gemm_gflops(n: int = 2048, repeats: int = 5) -> float:
     import torch
 
@@ -163,16 +190,19 @@ def main() -> int:
     p.add_argument("--cells", type=int, default=5)
     p.add_argument("--data-root", default="data")
     p.add_argument("--repeats", type=int, default=5, help="alternating process pairs for the eager and optimised DCA-NAS step")
+    p.add_argument("--input", default="fashion", choices=["fashion", "cifar-shape"], help=argparse.SUPPRESS)
+    p.add_argument("--no-whole", action="store_true", help="leave out the whole-search rows (a cpu-demo search, ~40 s)")
     p.add_argument("--variant", help=argparse.SUPPRESS)
     p.add_argument("--json", help="also write the rows to this JSON file")
     args = p.parse_args()
     if args.variant:
         print(json.dumps(run_train_variant(args.variant, args) if args.variant in TRAIN else run_variant(args.variant, args)))
         return 0
-    def measure(name: str) -> dict:
+    def measure(name: str, size: tuple | None = None) -> dict:
+        channels, cells, batch, inp = size or (args.channels, args.cells, args.batch_size, "fashion")
         cmd = [sys.executable, __file__, "--variant", name, "--steps", str(args.steps), "--warmup", str(args.warmup),
-               "--batch-size", str(args.batch_size), "--channels", str(args.channels), "--cells", str(args.cells),
-               "--data-root", args.data_root]
+               "--batch-size", str(batch), "--channels", str(channels), "--cells", str(cells),
+               "--data-root", args.data_root, "--input", inp]
         out = subprocess.run(cmd, capture_output=True, text=True, check=True, env={**os.environ, "PYTHONWARNINGS": "ignore"})
         row = json.loads(out.stdout.strip().splitlines()[-1])
         print(f"  measured {name}: {row['ms_per_step']:.0f} ms/step", file=sys.stderr)
@@ -187,6 +217,9 @@ def main() -> int:
         runs = sorted((p[k] for p in pairs), key=lambda r: r["ms_per_step"])
         found[name] = {**runs[len(runs) // 2], "runs": [r["ms_per_step"] for r in runs]}
     rows = [found[name] for name in [*VARIANTS, FUSED, *TRAIN]]
+    default = (args.channels, args.cells, args.batch_size, "fashion")
+    sizes = {label: found[FUSED] if size == default else measure(FUSED, size) for label, size in SIZES.items()}
+    whole = [] if args.no_whole else [whole_search(preset, args.data_root) for preset in WHOLE]
     gemm = gemm_gflops()
     v = rows[0]
     print(f"supernet C={args.channels}, {args.cells} cells, batch {args.batch_size} (28x28x1, real Fashion-MNIST), "
@@ -209,9 +242,21 @@ def main() -> int:
     for r in (t0, t1):
         print(f"| {r['variant']} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['gflops'] / gemm:.1f}% | "
               f"{r['peak_mb']:.0f} | {t0['ms_per_step'] / r['ms_per_step']:.2f}x |")
+    print("\nthe optimised DCA-NAS step at three sizes (one process each; the first is the table's row when its size is the table's):")
+    print("| size | ms/step | images/s | GFLOP/s | share of GEMM rate | peak MB |\n|---|---:|---:|---:|---:|---:|")
+    for label, r in sizes.items():
+        print(f"| {label} | {r['ms_per_step']:.0f} | {r['images_per_s']:.0f} | {r['gflops']:.1f} | {100 * r['gflops'] / gemm:.1f}% | {r['peak_mb']:.0f} |")
+    if whole:
+        print("\nwhole `dcanas search --preset P --budget 200000` (one process; seconds by phase from search.json's summary.phases; "
+              "start-up = the interpreter, imports and argument checks before the search's clock starts):")
+        print("| preset | epochs | wall s | start-up | setup | reading batches | steps | epochs' ends | final derivations | outside the steps |")
+        print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+        for w in whole:
+            print(f"| {w['preset']} | {w['epochs']} | {w['wall']:.1f} | {w['start_up']:.1f} | {w['setup']:.1f} | {w['data']:.2f} | {w['steps']:.1f} | "
+                  f"{w['epoch_end']:.2f} | {w['finish']:.2f} | {100 * (1 - w['steps'] / w['wall']):.1f}% |")
     if args.json:
         with open(args.json, "w") as fh:
-            json.dump(rows, fh, indent=2)
+            json.dump(dict(rows=rows, sizes=sizes, whole=whole), fh, indent=2)
     return 0
 
 

@@ -10,6 +10,17 @@ DATA_ROOT = Path(os.environ.get("DCANAS_DATA", ROOT / "data"))
 torch.set_num_threads(min(2, os.cpu_count() or 1))
 
 
+NO_CUDA = "no CUDA device here (torch.cuda.is_available() is False): the gpu tests run on a GPU machine (benchmarks/gpu_check.sh)"
+# The devices a test parametrized over `device` runs on: the CPU always; CUDA marked `gpu`, skipped with its reason without one.
+DEVICES = ["cpu", pytest.param("cuda", marks=[pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason=NO_CUDA)])]
+
+
+@pytest.fixture(params=DEVICES)
+def torch_device(request) -> torch.device:
+    """The device under test: every test taking it (`torch_device`) runs on the CPU and, marked ``gpu``, on CUDA."""
+    return torch.device(request.param)
+
+
 @pytest.fixture(scope="session")
 def fashion_root() -> Path:
     """The real Fashion-MNIST fetched by `make data`; tests needing it skip visibly without it."""

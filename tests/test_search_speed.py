@@ -10,7 +10,6 @@ threads, and a 1e-7 relative perturbation of the input moves them by 2.6% in flo
 kinks); so float32 is checked on the logits and the loss.
 """
 import copy
-import os
 
 import pytest
 import torch
@@ -24,8 +23,8 @@ from dcanas.search.searcher import autocast_for, optimizers, search_step
 from dcanas.search.supernet import SearchCell, SearchOptions, Supernet, SupernetConfig
 
 TIGHT = dict(rtol=1e-10, atol=1e-10)
-# the equality tests below run on the CPU; DCANAS_TEST_DEVICE=cuda runs them on a GPU (the forms were designed on a CPU)
-DEVICE = torch.device(os.environ.get("DCANAS_TEST_DEVICE", "cpu"))
+# the equality tests take the `torch_device` fixture (conftest.DEVICES): the CPU, and CUDA where there is one (marked gpu;
+# the forms were designed on a CPU)
 
 
 def _grads(module, extra=()):
@@ -34,19 +33,19 @@ def _grads(module, extra=()):
 
 @pytest.mark.parametrize("reduction", [False, True], ids=["normal", "reduce"])
 @pytest.mark.parametrize("bottleneck", [4, 1], ids=["bottleneck", "no-bottleneck"])
-def test_fused_cell_equals_eager_in_float64(reduction, bottleneck):
+def test_fused_cell_equals_eager_in_float64(reduction, bottleneck, torch_device):
     torch.manual_seed(0)
-    eager = SearchCell(8, 2, 4, DARTS_OPS, reduction, SearchOptions(bottleneck=bottleneck), True).double().to(DEVICE)
+    eager = SearchCell(8, 2, 4, DARTS_OPS, reduction, SearchOptions(bottleneck=bottleneck), True).double().to(torch_device)
     assert eager.fused, "the DCA-NAS cell takes the fused path by default"
     fused = copy.deepcopy(eager)
     eager.fused = False
     results = []
     for cell in (eager, fused):
-        states = [torch.randn(4, 8, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(s)).to(DEVICE).requires_grad_()
+        states = [torch.randn(4, 8, 12, 12, dtype=torch.float64, generator=torch.Generator().manual_seed(s)).to(torch_device).requires_grad_()
                   for s in (1, 2)]
-        w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), -1).to(DEVICE).requires_grad_()
+        w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, generator=torch.Generator().manual_seed(3)), -1).to(torch_device).requires_grad_()
         out = cell(states, w)
-        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64, device=DEVICE).view_as(out)).sum().backward()
+        (out * torch.linspace(-1, 1, out.numel(), dtype=torch.float64, device=torch_device).view_as(out)).sum().backward()
         results.append((out.detach(), _grads(cell, [("w", w), ("s0", states[0]), ("s1", states[1])]),
                         {k: b.clone() for k, b in cell.named_buffers()}))
     (o0, g0, b0), (o1, g1, b1) = results
@@ -57,21 +56,21 @@ def test_fused_cell_equals_eager_in_float64(reduction, bottleneck):
     for k in b0:  # running statistics and batch counts, as each BN module's own forward leaves them
         torch.testing.assert_close(b1[k], b0[k], **TIGHT, msg=lambda m, k=k: f"buffer {k}: {m}")
     eager.eval(), fused.eval()  # eval mode: the fused batch norms use the modules' running statistics
-    x = [torch.randn(2, 8, 12, 12, dtype=torch.float64, device=DEVICE) for _ in range(2)]
-    w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, device=DEVICE), -1)
+    x = [torch.randn(2, 8, 12, 12, dtype=torch.float64, device=torch_device) for _ in range(2)]
+    w = torch.softmax(torch.randn(14, 8, dtype=torch.float64, device=torch_device), -1)
     torch.testing.assert_close(fused(x, w), eager(x, w), **TIGHT)
 
 
-def _search_setup(root, dtype, batch=16):
+def _search_setup(root, dtype, torch_device, batch=16):
     spec = D.get_spec("fashion-mnist")
     s_train, s_val = D.search_split(D.load_split("fashion-mnist", root.parent, train=True), 6 * batch, 0)
     batches = list(zip(D.batches(s_train, spec, batch, shuffle=False, drop_last=True),
                        D.batches(s_val, spec, batch, shuffle=False, drop_last=True)))
-    batches = [((xt.to(DEVICE, dtype), yt.to(DEVICE)), (xv.to(DEVICE, dtype), yv.to(DEVICE))) for (xt, yt), (xv, yv) in batches]
+    batches = [((xt.to(torch_device, dtype), yt.to(torch_device)), (xv.to(torch_device, dtype), yv.to(torch_device))) for (xt, yt), (xv, yv) in batches]
     cfg = SearchConfig(dataset="fashion-mnist", C=8, cells=5, nodes=4, batch_size=batch, lr=0.025, eval_C=16, eval_layers=8,
                        budget=150_000.0, options=SearchOptions())
     torch.manual_seed(0)
-    return cfg, Supernet(supernet_config(cfg)).to(DEVICE, dtype), batches
+    return cfg, Supernet(supernet_config(cfg)).to(torch_device, dtype), batches
 
 
 def _steps(model, cfg, batches, lean=True):
@@ -85,10 +84,10 @@ def _steps(model, cfg, batches, lean=True):
     return trace, {n: p.detach().clone() for n, p in model.named_parameters()}, model.derive()
 
 
-def test_fused_search_steps_equal_eager_in_float64(fashion_root):
+def test_fused_search_steps_equal_eager_in_float64(fashion_root, torch_device):
     """Three seeded search steps on real Fashion-MNIST: losses, every gradient (w and alpha), lambda, the
     weights and alphas after the steps and the derived genotype agree within 1e-10."""
-    cfg, base, batches = _search_setup(fashion_root, torch.float64)
+    cfg, base, batches = _search_setup(fashion_root, torch.float64, torch_device)
     eager = _steps(copy.deepcopy(base).set_fused(False), cfg, batches)
     fused = _steps(copy.deepcopy(base).set_fused(True), cfg, batches)
     for (l0, v0, lam0, g0), (l1, v1, lam1, g1) in zip(eager[0], fused[0]):
@@ -101,12 +100,12 @@ def test_fused_search_steps_equal_eager_in_float64(fashion_root):
     assert fused[2] == eager[2]
 
 
-def test_lean_search_steps_equal_full_gradient_steps(fashion_root):
+def test_lean_search_steps_equal_full_gradient_steps(fashion_root, torch_device):
     """The lean step (each pass computes only the gradients its optimizer steps) against the step that computes
     every gradient, three seeded steps in float64: losses, lambda, the alpha gradients, every weight and alpha
     after the steps and the derived genotype agree within 1e-10. The weights' .grad differ by design: the full
     step leaves the alpha pass's weight gradients added to the w pass's (unused: the next step zeroes them)."""
-    cfg, base, batches = _search_setup(fashion_root, torch.float64)
+    cfg, base, batches = _search_setup(fashion_root, torch.float64, torch_device)
     full = _steps(copy.deepcopy(base), cfg, batches, lean=False)
     lean = _steps(copy.deepcopy(base), cfg, batches, lean=True)
     alphas = {n for n, _ in base.named_parameters() if n.startswith("alphas")}
@@ -122,8 +121,8 @@ def test_lean_search_steps_equal_full_gradient_steps(fashion_root):
     assert lean[2] == full[2]
 
 
-def test_fused_supernet_float32_logits_and_loss_within_1e5(fashion_root):
-    cfg, base, batches = _search_setup(fashion_root, torch.float32)
+def test_fused_supernet_float32_logits_and_loss_within_1e5(fashion_root, torch_device):
+    cfg, base, batches = _search_setup(fashion_root, torch.float32, torch_device)
     (x, y), _ = batches[0]
     out = [copy.deepcopy(base).set_fused(f)(x) for f in (False, True)]
     torch.testing.assert_close(out[1], out[0], rtol=1e-5, atol=1e-5)
@@ -146,12 +145,12 @@ FAST_CASES = {  # (module of the ops table, input shape): odd sizes take Factori
 
 
 @pytest.mark.parametrize("make,shape", FAST_CASES.values(), ids=FAST_CASES.keys())
-def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
+def test_search_time_op_forms_equal_the_table_in_float64(make, shape, torch_device):
     """Each search-time form (search/fast_ops.py) computes its table op's output, input and weight gradients and
     running statistics, in training and eval mode. The input is on a grid of halves, so pooling windows hold
     ties: a max pool's gradient must go to the same (first) maximum."""
     torch.manual_seed(0)
-    table = make().double().to(DEVICE)
+    table = make().double().to(torch_device)
     fast = fast_ops.accelerate(copy.deepcopy(table))
     assert any(isinstance(m, fast_ops.FAST) for m in fast.modules())
     assert not any(isinstance(m, fast_ops.FAST) for m in table.modules())
@@ -160,10 +159,10 @@ def test_search_time_op_forms_equal_the_table_in_float64(make, shape):
         results = []
         for m in (table, fast):
             m.train(mode == "train")
-            x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(DEVICE)
+            x = torch.randn(*shape, dtype=torch.float64, generator=torch.Generator().manual_seed(1)).to(torch_device)
             x = (x * 2).round().div(2).requires_grad_()
             y = m(x)
-            (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64, device=DEVICE).view_as(y)).sum().backward()
+            (y * torch.linspace(-1, 1, y.numel(), dtype=torch.float64, device=torch_device).view_as(y)).sum().backward()
             results.append((y.detach(), x.grad, _grads(m), {k: b.clone() for k, b in m.named_buffers()}))
         (y0, gx0, g0, b0), (y1, gx1, g1, b1) = results
         torch.testing.assert_close(y1, y0, **TIGHT)

@@ -77,7 +77,7 @@ def search_step(model: Supernet, cms: dict[str, CostModel], cfg: SearchConfig, t
         w_opt.step()
     stats = dict(train_loss=float(loss.detach()) * len(yt), train_correct=int((logits.argmax(1) == yt).sum()))
     if not alpha:
-        with torch.no_grad(), autocast:
+        with torch.inference_mode(), autocast:
             logits = model(xv)
             val_loss = nn.functional.cross_entropy(logits, yv)
         k_s = {m: float(cm.expected(model.alphas).detach()) for m, cm in cms.items()}
@@ -159,6 +159,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     in which that moment passes and derives from the alphas it has (a time-limited machine); the summary
     records the epochs it ran.
     """
+    wall0 = time.perf_counter()
     out = Path(out_dir)
     ckpt_path = out / "checkpoint.pt"
     con = constraints(cfg)  # every budget, built once; K' joins below
@@ -211,8 +212,12 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     if world > 1:
         progress(f"data-parallel search: {world} processes, global batch {cfg.batch_size} ({local} per process), "
                  f"w lr {w_opt.param_groups[0]['lr']:g}, alpha lr {cfg.arch_lr:g}, {n_steps} steps per epoch")
+    # where this process's time went (benchmarks/search_cost.py's whole-search row): setup before the first
+    # epoch, reading batches, the steps, each epoch's end (rederive, derive, checkpoint), the final derivations
+    phases = dict(setup=time.perf_counter() - wall0, data=0.0, steps=0.0, epoch_end=0.0, finish=0.0)
     for epoch in range(start_epoch, cfg.epochs):
         t0 = time.time()
+        e0, in_loop = time.perf_counter(), phases["data"] + phases["steps"]
         if cfg.options.derived_cells and epoch % cfg.rederive_every == 0:
             model.rederive()
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
@@ -226,12 +231,16 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         norms: list[dict[str, float]] = []
         learn_alpha = epoch >= cfg.warmup_epochs  # the warm-up epochs train w alone (PC-DARTS)
         bar = step_bar(2 * n_steps * cfg.batch_size, f"search epoch {epoch + 1}/{cfg.epochs}")
+        d0 = time.perf_counter()
         for (xt, yt), (xv, yv) in zip(train_it, val_it):
             # every rank draws the same global batches (same generator) and takes its slice
             part = slice(rank * local, (rank + 1) * local)
             batch_t, batch_v = (xt[part].to(device), yt[part].to(device)), (xv[part].to(device), yv[part].to(device))
+            s0 = time.perf_counter()
+            phases["data"] += s0 - d0
             lams, st = search_step(model, cms, cfg, batch_t, batch_v, w_opt, a_opt, targets, lams, autocast, world,
                                    alpha=learn_alpha)
+            phases["steps"] += time.perf_counter() - s0
             k_s_all = st.pop("k_s")
             scales = st.pop("scales", scales)
             if "norms" in st:
@@ -243,6 +252,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
             bar.update(len(yt) + len(yv))
             bar.set_postfix_str(f"lambda={lams[cfg.metric]:.3f}")
             crash_point(done_steps, stop_after_steps)
+            d0 = time.perf_counter()
         bar.close()
         sched.step()
         genotype = model.derive()
@@ -259,19 +269,21 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
                    gradient_share=gradient_shares(norms) if norms else {},
                    seconds=time.time() - t0, peak_rss_mb=peak_rss_mb())
         history.append(row)
+        if not rank:
+            torch_save(ckpt_path, dict(config=cfg.to_json(), model=model.state_dict(), w_opt=w_opt.state_dict(),
+                                       a_opt=a_opt.state_dict(), sched=sched.state_dict(), epoch=epoch + 1, history=history,
+                                       steps=steps, rng=torch.get_rng_state(), genotype=model.genotype.to_json(),
+                                       **{"lambda": lams}))
+        phases["epoch_end"] += time.perf_counter() - e0 - (phases["data"] + phases["steps"] - in_loop)
         if rank:
             continue
-        torch_save(ckpt_path, dict(config=cfg.to_json(), model=model.state_dict(), w_opt=w_opt.state_dict(),
-                                   a_opt=a_opt.state_dict(), sched=sched.state_dict(), epoch=epoch + 1, history=history,
-                                   steps=steps, rng=torch.get_rng_state(), genotype=model.genotype.to_json(),
-                                   **{"lambda": lams}))
         t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
         progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={t(k_s)}  K'={t(K_prime)}  "
                  f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={t(row['derived_cost'])}")
         if until is not None and world == 1 and time.time() > until and epoch + 1 < cfg.epochs:  # one process: no rank to agree with
             progress(f"time limit reached: the search ends after epoch {epoch + 1} of {cfg.epochs}")
             break
-    return finish(cfg, out, model, con, history, steps, write=rank == 0)
+    return finish(cfg, out, model, con, history, steps, write=rank == 0, phases=phases)
 
 
 def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[str, Derivation]:
@@ -302,7 +314,10 @@ def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
 
 
 def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, history: list, steps: list,
-           write: bool = True) -> SearchResult:
+           write: bool = True, phases: Optional[dict[str, float]] = None) -> SearchResult:
+    """The derivations of the final alphas and the search's summary (written to ``search.json`` when ``write``);
+    ``phases``: this process's seconds by phase, the final derivations' joining them as ``finish``."""
+    f0 = time.perf_counter()
     cm, K_prime = con.models[cfg.metric], con.K_prime[cfg.metric]
     found = derivations(cfg, model, con)
     learned = alpha_record(cfg.space, model.alphas, model.op_names)
@@ -320,6 +335,8 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, hist
                    derivations={k: d.to_json() for k, d in found.items()},
                    seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()),
                    epochs_run=len(history))
+    if phases is not None:
+        summary["phases"] = {**phases, "finish": time.perf_counter() - f0}
     if write:
         write_json(out / "genotype.json", genotype.to_json())
         write_json(out / "search.json", dict(config=cfg.to_json(), summary=summary, epochs=history, steps=steps))

@@ -36,9 +36,11 @@ def cmd_train(args: argparse.Namespace) -> int:
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from ..data import datasets as D
+    from ..nets.inference import keep_freed_memory
     from .model_io import load_model
     from .trainer import evaluate
 
+    keep_freed_memory()
     model, meta = load_model(args.model)
     dataset = args.dataset or meta["dataset"]
     spec = D.get_spec(dataset)
