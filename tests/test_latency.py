@@ -367,6 +367,13 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
 
     final = genotype_from_json(json.loads((run / "search" / "genotype.json").read_text()))
     assert "predicted" in row["source"] and (1 + lm.margin) * v["predicted"]["latency_ms"] == pytest.approx(cost_model(cfg).derived(final), abs=1e-3)
+    # the verdict timed the profiled graph again beside the model's reference network: judged at the build's speed too
+    lc = v["latency_check"]
+    assert lc["reference_ms"] > 0 and lc["level"] == pytest.approx(lc["reference_ms"] / lm.device["reference"]["ms"])
+    assert lc["again_ms"] > 0 and lc["measured_ms"] == row["measured"]
+    assert lc["decided_ms"] == pytest.approx(lc["again_ms"] / lc["level"]) and lc["why"] in row["source"]
+    assert row["met"] == (True if row["measured"] <= budget else ("noise" if lc["decision"] != "over" else False))
+    assert "latency at the verdict:" in r.stderr
     assert (run / "report" / "latency_model.png").exists()
     assert "Derived network timed on the device before retraining" in (run / "report" / "report.md").read_text()
     # the closed loop: the model's error on what this run measured, and those measurements in the device's store
@@ -543,3 +550,34 @@ def test_the_hold_decides_at_the_builds_machine_speed_and_says_when_it_is_noise(
     assert got == decision, why
     assert figure == pytest.approx(ms / level if level else ms)
     assert ("within the measurement's noise" in why) == (decision == "noise")
+
+
+@pytest.mark.parametrize("p50, level, cv, met, passed", [
+    (0.49, 1.00, 0.01, True, True),      # within as measured: a pass, whatever the reference says
+    (0.51, 1.00, 0.015, "noise", True),  # 2% over, within 2 x the build's 1.5% CV: said, not a failure
+    (0.56, 1.20, 0.01, "noise", True),   # 12% over as measured while the machine ran 1.2x slow: 0.467 ms at the build's speed
+    (0.60, 1.00, 0.03, False, False),    # 20% over: beyond the noise, a failure
+    (0.51, 1.00, None, False, False),    # no noise figure: any overshoot fails
+])
+def test_the_verdict_judges_latency_at_the_builds_speed_and_within_noise(artifacts, p50, level, cv, met, passed):
+    """The verdict's latency row with the reference network's level (``latency.hold.verdict_check`` times it on the
+    device; here its result is built by ``decide``): a raw miss within the noise, or within the budget at the build's
+    machine speed, is "noise" (≈, "within noise") and the verdict passes saying so; beyond it the verdict fails."""
+    from dataclasses import replace as dc_replace
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.latency.hold import decide
+    from dcanas.profile.verdict import format_table, verdict
+    from dcanas.report.tables import met_text
+
+    profile = load_profile("local")
+    profile = dc_replace(profile, budget={"latency_ms": 0.5})
+    decision, figure, why = decide(p50, level, 0.5, cv)
+    check = dict(decision=decision, decided_ms=figure, why=why, level=level, reference_ms=0.7 * level, build_reference_ms=0.7)
+    v = verdict(profile, artifacts["onnx"], {"latency_ms": {"p50": p50}}, latency_check=check)
+    [row] = [r for r in v["rows"] if r["budget"].startswith("latency_ms")]
+    assert row["met"] == met and v["passed"] is passed and why in row["source"]
+    table = format_table(v)
+    assert ("not beyond the measurement's noise" in table) == (met == "noise")
+    assert table.splitlines()[-1].startswith("verdict on local: " + ("PASS" if passed else "FAIL"))
+    assert met_text(row["met"]) == {True: "met", False: "MISSED", "noise": "within noise"}[met]

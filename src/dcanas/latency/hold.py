@@ -36,7 +36,7 @@ def decide(ms: float, level: Optional[float], budget_ms: float, cv: Optional[flo
     over = figure / budget_ms - 1
     if over <= tol:
         return "noise", figure, (f"{how}: over the {budget_ms:g} ms budget by {100 * over:.1f}%, within the measurement's noise "
-                                 f"({NOISE_K:g} x the build's round-to-round CV = {100 * tol:.1f}%); not derived again, the verdict decides")
+                                 f"({NOISE_K:g} x the build's round-to-round CV = {100 * tol:.1f}%)")
     return "over", figure, f"{how}: over the {budget_ms:g} ms budget by {100 * over:.1f}%"
 
 
@@ -64,8 +64,8 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
                            measured_ms=ms, reference_ms=ref_ms, level=level, decision=decision, decided_ms=figure))
         if store is not None:
             append(store, [dict(genotype=genotype.to_json(), measured_ms=ms, predicted_ms=predicted, level=level, source="hold")])
-        progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {why}; the latency "
-                 f"model predicted {predicted:.4f} ms")
+        progress(f"derived network on {profile.name} before retraining (untrained weights, same graph): {why}"
+                 f"{'; not derived again, the verdict decides' if decision == 'noise' else ''}; the latency model predicted {predicted:.4f} ms")
         if decision != "over":
             return genotype, checks
         if attempt == REPAIRS:
@@ -80,3 +80,24 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
     progress(f"WARNING: no derivation measured within {budget_ms:g} ms on {profile.name} (fastest {best['measured_ms']:.4f} ms); "
              f"keeping the fastest: the verdict will say whether the retrained network meets it")
     return genotype_from_json(best["genotype"]), checks
+
+
+
+def verdict_check(profile: DeviceProfile, budget_ms: float, p50_ms: float, genotype: Genotype, cfg: NetConfig, lm: LatencyModel,
+                  work: Path, progress: Callable[[str], None] = print) -> Optional[dict[str, Any]]:
+    """The verdict's latency on measurements that hold: the profiled network's graph (an untrained copy) timed again
+    in one chunk beside the latency model's reference network, so that the machine's level is known for that very
+    measurement, and ``decide`` on it. A profile's p50 taken in a slow phase of the machine (seen: 1.459 ms for a
+    network that reads 0.84 ms before and after) shows against it. None when the model has no reference network (a
+    fitted model) or the chunk could not be timed."""
+    ref = lm.device.get("reference") or {}
+    if not ref.get("genotype") or not ref.get("ms"):
+        return None
+    [again], ref_ms = genotype_latency_rows(profile, cfg, [genotype], work, "verdict", genotype_from_json(ref["genotype"]),
+                                            progress=lambda m: progress(m) if m.startswith("WARNING") else None)
+    if not ref_ms or not again:
+        return None
+    level = ref_ms / ref["ms"]
+    decision, figure, why = decide(again, level, budget_ms, lm.device.get("repeat_cv"))
+    return dict(decision=decision, decided_ms=figure, why=f"timed again beside the reference network: {why}", level=level,
+                again_ms=again, reference_ms=ref_ms, build_reference_ms=ref["ms"], measured_ms=p50_ms, budget_ms=budget_ms)

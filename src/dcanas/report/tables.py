@@ -6,13 +6,14 @@ from __future__ import annotations
 import html
 from typing import Any, Optional, Sequence
 
-MET = {True: "met", False: "MISSED", None: "not counted"}
-MARK = {True: "✅", False: "❌", None: "–"}  # the terminal's tables
+# "noise": over as profiled, but timed again within the budget or its noise (profile.verdict's latency_check); not a failure
+MET = {True: "met", False: "MISSED", None: "not counted", "noise": "within noise"}
+MARK = {True: "✅", False: "❌", None: "–", "noise": "≈"}  # the terminal's tables
 _CLASS = {"met": "ok", "passed": "ok", "pass": "ok", "yes": "ok", "MISSED": "bad", "FAILED": "bad", "FAIL": "bad"}  # words, not emoji
 
 
-def met_text(met: Optional[bool]) -> str:
-    """A budget's state in words: met, MISSED, or not counted (the quantity could not be measured)."""
+def met_text(met: Optional[bool | str]) -> str:
+    """A budget's state in words: met, MISSED, within noise, or not counted (the quantity could not be measured)."""
     return MET[met]
 
 

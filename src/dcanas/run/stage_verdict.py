@@ -4,6 +4,7 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
+from typing import Optional
 
 from ..files import write_json
 from .pipeline import RunDir, hash_inputs
@@ -34,7 +35,9 @@ class VerdictStage:
             lm = load_latency_model(run.path(lat.model))
             predicted = {"latency_ms": lm.predict(g)}
             graph_ms = lm.predict_graph(measured["graph"]) if measured.get("graph") else None
-        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms)
+        latency_check = self._latency_check(run, lm, g, net, measured, say) if lat.model else None
+        v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms,
+                    latency_check=latency_check)
         if predicted:
             v["latency_model_error"] = self._model_error(run, s, g, predicted["latency_ms"], measured["latency_ms"]["p50"], say)
         analytic = network_cost(g, net)
@@ -44,6 +47,21 @@ class VerdictStage:
         for line in format_table(v).splitlines():
             say(line)
         return VerdictOutputs(verdict="verdict/verdict.json", passed=v["passed"], rows=v["rows"], cross_check=v["cross_check"])
+
+    def _latency_check(self, run: RunDir, lm, g, net, measured: dict, say: Say) -> Optional[dict]:
+        """Where the profile has a latency budget, the profiled graph timed again beside the model's reference network
+        (``latency.hold.verdict_check``): judged at the machine's speed during the model's build, and within its noise."""
+        from ..latency.hold import verdict_check
+
+        budget = self.profile.budget.get("latency_ms")
+        p50 = (measured.get("latency_ms") or {}).get("p50")
+        if budget is None or p50 is None:
+            return None
+        check = verdict_check(self.profile, budget, p50, g, net, lm, run.stage_dir("verdict") / "again", progress=say)
+        if check is not None:
+            say(f"latency at the verdict: profiled p50 {p50:.4f} ms; {check['why']} (the reference network {check['reference_ms']:.4f} ms "
+                f"now, {check['build_reference_ms']:.4f} ms in the model's build)")
+        return check
 
     def _model_error(self, run: RunDir, s: SearchOutputs, g, predicted_ms: float, p50_ms: float, say: Say) -> dict:
         """The latency model against every network this run measured on the device (the derivations timed before
