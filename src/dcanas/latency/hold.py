@@ -82,7 +82,6 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
     return genotype_from_json(best["genotype"]), checks
 
 
-
 def verdict_check(profile: DeviceProfile, budget_ms: float, p50_ms: float, genotype: Genotype, cfg: NetConfig, lm: LatencyModel,
                   work: Path, progress: Callable[[str], None] = print) -> Optional[dict[str, Any]]:
     """The verdict's latency on measurements that hold: the profiled network's graph (an untrained copy) timed again
