@@ -84,6 +84,20 @@ def test_sigterm_during_a_ray_lug_build_is_one_line(tmp_path, fashion_root, when
     assert lines[-1] == "dcanas lug: terminated (SIGTERM)" and "Traceback" not in err and "Fatal Python" not in err, err[-3000:]
 
 
+@pytest.mark.parametrize("fork", [1, 5])
+def test_a_sigterm_lost_in_an_at_fork_hook_still_ends_a_ray_build(tmp_path, fashion_root, fork):
+    """The SIGTERM lands in the first and the last of the five at-fork hooks ray.init runs here (it starts Ray's
+    processes with a preexec_fn): the build stops before any search result, in one line, and nothing is "ignored"."""
+    pytest.importorskip("ray", reason="Ray is not installed (make install installs it: pip install 'dcanas[ray]')")
+    r = subprocess.run([sys.executable, str(HERE / "sigterm_in_fork_hook.py"), "lug", "build", "--preset", "tiny", "--executor", "ray",
+                        "--points", "2", "--cache-dir", str(tmp_path)], stdin=subprocess.DEVNULL, capture_output=True, text=True,
+                       timeout=300, env={**os.environ, "DCANAS_TEST_SIGTERM_AT_FORK": str(fork)})
+    assert r.returncode == 143, (r.returncode, r.stderr[-3000:])
+    assert r.stderr.strip().splitlines()[-1] == "dcanas lug: terminated (SIGTERM)", r.stderr[-3000:]
+    assert "Exception ignored" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    assert not list(tmp_path.rglob("*.json")), sorted(tmp_path.rglob("*"))
+
+
 def test_a_frozen_torchrun_peer_ends_the_run_within_the_timeout(tmp_path):
     """Rank 1 sleeps instead of answering (the SIGSTOP variant, DCANAS_TEST_FREEZE=stop, ends rank 0 the same way; torchrun
     then takes about 25 s more to tear the stopped rank down, which is torchrun's)."""

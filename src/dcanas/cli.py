@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from .errors import Terminated, UserError
+from .errors import RECEIVED, TERMINATION, Terminated, UserError, raise_if_received, terminate
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -45,31 +45,27 @@ class _Parser(argparse.ArgumentParser):
         self.exit(2, f"{self.prog}: error: {message} (see `{self.prog} --help`)\n")
 
 
-_RECEIVED: list[int] = []  # the termination signals received (a library may re-raise ours as a plain KeyboardInterrupt)
-
-
-def _terminate(signum: int, frame: object) -> None:
-    _RECEIVED.append(signum)
-    raise Terminated(signum)
-
-
 def main(argv: Optional[list[str]] = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    RECEIVED.clear()
     if threading.current_thread() is threading.main_thread():
-        for sig in (signal.SIGTERM, signal.SIGHUP):
+        for sig in TERMINATION:
             if signal.getsignal(sig) == signal.SIG_DFL:  # a process that chose otherwise (nohup: SIGHUP ignored) keeps it
-                signal.signal(sig, _terminate)
+                signal.signal(sig, terminate)
     try:
         from .argtypes import resolve_dataset
 
         resolve_dataset(args)
-        return args.func(args)
+        code = args.func(args)
+        raise_if_received()  # a signal whose exception was lost on the way (errors.raise_if_received) still ends the command
+        return code
     except UserError as exc:
         print(f"dcanas {args.command}: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt as exc:
-        signum = exc.signum if isinstance(exc, Terminated) else _RECEIVED[0] if _RECEIVED else None
+        # a library may re-raise ours as a plain KeyboardInterrupt
+        signum = exc.signum if isinstance(exc, Terminated) else RECEIVED[0] if RECEIVED else None
         if signum is not None:
             print(f"dcanas {args.command}: terminated ({signal.Signals(signum).name})", file=sys.stderr)
             return 128 + signum

@@ -1,6 +1,11 @@
 """Errors a user can cause: the CLI prints them as one line and exits with code 2; and the termination signals."""
 
 import signal
+from types import FrameType
+from typing import Optional
+
+TERMINATION = (signal.SIGTERM, signal.SIGHUP)
+RECEIVED: list[int] = []  # the termination signals this process received, in order
 
 
 class UserError(Exception):
@@ -18,3 +23,23 @@ class Terminated(KeyboardInterrupt):
     def __init__(self, signum: int) -> None:
         super().__init__(signal.Signals(signum).name)
         self.signum = signum
+
+
+def terminate(signum: int, frame: Optional[FrameType]) -> None:
+    """The CLI's handler for SIGTERM and SIGHUP: noted, then raised as :class:`Terminated` where the program is."""
+    RECEIVED.append(signum)
+    raise Terminated(signum)
+
+
+def note(signum: int, frame: Optional[FrameType]) -> None:
+    """A handler that only notes the signal, for code that acts on it later (:func:`raise_if_received`)."""
+    RECEIVED.append(signum)
+
+
+def raise_if_received() -> None:
+    """Raise :class:`Terminated` for a termination signal received earlier. A handler's exception can be lost: raised
+    inside an at-fork hook or a finaliser, Python prints "Exception ignored in ..." and goes on (seen with Ray: a SIGTERM
+    that landed in logging's at-fork hook while ``ray.init`` started its processes was dropped, and the build ran to its
+    end with exit code 0); long waits look here too."""
+    if RECEIVED:
+        raise Terminated(RECEIVED[0])

@@ -15,11 +15,12 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import Terminated, UserError
+from ..errors import RECEIVED, TERMINATION, Terminated, UserError, note, raise_if_received
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
 PROBE_S = 5.0  # the TCP probe of --ray-address
+WAIT_S = 1.0  # how often a Ray wait looks for a termination signal whose exception was lost
 
 
 def check_executor(name: str, ray_address: Optional[str] = None) -> None:
@@ -51,6 +52,44 @@ def check_ray_address(address: Optional[str], timeout_s: float = PROBE_S) -> Non
                         f"there (`ray start --head --port {port}`), or leave --ray-address out for a local Ray instance") from None
 
 
+def _start_ray(ray: Any, address: Optional[str]) -> None:
+    """``ray.init``, with SIGTERM and SIGHUP only noted while it starts and acted on when it returns. Ray installs its
+    own SIGTERM handlers there (the driver's ``sys.exit(15)``, the head node's drain-then-exit) and the exception they
+    raise is lost when it lands in an at-fork hook (logging's, each time Ray starts a process): "Exception ignored in
+    _releaseLock ... SystemExit: 15", then the build either ran to its end with exit code 0 (CI) or hung (here, under
+    load). Ray's calls to install a handler are skipped for that time (``ray._private.utils.set_sigterm_handler``;
+    a Ray without it installs its own, and the SystemExit branch below still ends the command)."""
+    main = threading.current_thread() is threading.main_thread()
+    ours = {sig: signal.getsignal(sig) for sig in TERMINATION} if main else {}
+    utils = getattr(getattr(ray, "_private", None), "utils", None)
+    install = getattr(utils, "set_sigterm_handler", None)
+    try:
+        if install is not None and main:
+            utils.set_sigterm_handler = lambda handler: None
+        for sig, handler in ours.items():
+            if handler is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
+                signal.signal(sig, note)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    except ConnectionError as exc:
+        raise UserError(f"--ray-address {address}: no Ray cluster answers there ({exc}); start one with "
+                        f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
+    except SystemExit as exc:  # a Ray whose handler could not be kept out turns SIGTERM into sys.exit(15)
+        if exc.code not in TERMINATION:
+            raise
+        RECEIVED.append(int(exc.code))
+    finally:
+        if install is not None and main:
+            utils.set_sigterm_handler = install
+        for sig, handler in ours.items():  # ours stop the tasks and end in one line
+            signal.signal(sig, handler)
+    if RECEIVED:
+        try:
+            ray.shutdown()
+        except Exception:  # noqa: BLE001 - best effort: the instance may be half started
+            pass
+        raise Terminated(RECEIVED[0])
+
+
 def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "local", jobs: int = 1,
             ray_address: Optional[str] = None, cpus: float = 1, gpus: float = 0) -> Iterator[tuple[int, Any]]:
     """(index into ``calls``, fn(*call)) for every call, as each finishes."""
@@ -65,29 +104,13 @@ def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "
 
     started = not ray.is_initialized()
     if started:
-        ours = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGHUP)}
-        try:
-            ray.init(address=ray_address, include_dashboard=False, log_to_driver=False, configure_logging=False)
-        except ConnectionError as exc:
-            raise UserError(f"--ray-address {ray_address}: no Ray cluster answers there ({exc}); start one with "
-                            f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
-        except SystemExit as exc:  # ray.init's own handler turns SIGTERM into sys.exit(15) while it starts the instance
-            if exc.code not in (signal.SIGTERM, signal.SIGHUP):
-                raise
-            try:
-                ray.shutdown()
-            except Exception:  # noqa: BLE001 - best effort: the instance may be half started
-                pass
-            raise Terminated(int(exc.code)) from None
-        finally:
-            if threading.current_thread() is threading.main_thread():
-                for sig, handler in ours.items():  # Ray's driver replaces them; ours stop the tasks and end in one line
-                    signal.signal(sig, handler)
+        _start_ray(ray, ray_address)
     task = ray.remote(num_cpus=cpus, num_gpus=gpus, max_retries=RAY_RETRIES)(fn)
     pending = {task.remote(*call): i for i, call in enumerate(calls)}
     try:
         while pending:
-            done, _ = ray.wait(list(pending), num_returns=1)
+            done, _ = ray.wait(list(pending), num_returns=1, timeout=WAIT_S)
+            raise_if_received()
             for ref in done:
                 yield pending.pop(ref), ray.get(ref)
     except BaseException:  # Ctrl-C, SIGTERM, a failed task: the other tasks are stopped, not left running on the cluster
