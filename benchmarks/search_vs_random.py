@@ -222,7 +222,10 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--deadline", type=float, help="seconds: then stop the running and queued jobs and write the table of what "
                    "finished (for a time-limited machine)")
     p.add_argument("--plan", action="store_true", help="print the plan (networks, windows, jobs) and stop")
+    p.add_argument("--render", metavar="FILE.json", help="write the table and plot again from a result kept in its .json (no job runs)")
     args = p.parse_args()
+    if args.render:
+        return _write(json.loads(Path(args.render).read_text()), Path(args.out))
 
     variants = {n: json.loads(v) for n, v in (kv.split("=", 1) for kv in args.variant)}
     if any("-" in n or n in ARMS for n in variants):
@@ -403,24 +406,67 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
 
     pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
-    seed_diff = [abs(a - b) * 100 for a, b in pairs]
-    pool_scores = drawn["scores"]
+    meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants,
+                work=os.path.relpath(work.root, HERE.parent), stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
+                pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"]), hi=max(drawn["scores"])))
+    result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman,
+                  searches=search_res, naswot_pool=[(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None],
+                  wall_seconds=wall, jobs=args.jobs, threads=threads)
+    out = Path(args.out)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    return _write(result, out)
 
-    lines = [f"# Search vs random at K_d = {cfg.budget:,.0f} params ({args.preset}, {cfg.dataset}, device {args.device})", "",
-             f"Search ({s_preset}): C={cfg.C}, {cfg.cells} cells, batch {cfg.batch_size}, {cfg.epochs} epochs "
+
+def room(pairs: list[tuple[float, float]]) -> dict[str, float]:
+    """How far apart the networks of the window are, against the recipe's noise: a one-way random-effects analysis of
+    the networks trained with two seeds (test top-1 in points). sd_between is the spread of the networks' own
+    accuracies (what a search can exploit), sd_noise one training's seed-to-seed noise; p is the F test of "every
+    network is as good as the others"."""
+    from scipy import stats
+
+    k = len(pairs)
+    if k < 3:
+        return {}
+    means = [(a + b) / 2 for a, b in pairs]
+    grand = sum(means) / k
+    msb = 2 * sum((m - grand) ** 2 for m in means) / (k - 1)
+    msw = sum((a - m) ** 2 + (b - m) ** 2 for (a, b), m in zip(pairs, means)) / k
+    between, noise = math.sqrt(max(0.0, (msb - msw) / 2)), math.sqrt(msw)
+    # networks per arm for a 95% interval of half-width 2 sd_between, each network's sd sqrt(between^2 + noise^2)
+    needed = 2 * (1.96 * math.hypot(between, noise) / (2 * between)) ** 2 if between > 0 else math.inf
+    return dict(networks=k, sd_between=between, sd_noise=noise, f=msb / msw if msw > 0 else math.inf,
+                p=float(stats.f.sf(msb / msw, k - 1, k)) if msw > 0 else 0.0, needed=needed)
+
+
+def _write(result: dict, out: Path) -> int:
+    """The table (markdown, printed and written to ``out``) and the plot, from a result as kept in the .json."""
+    from dcanas.costs.latency import agreement
+    from dcanas.search.config import SearchConfig
+    from dcanas.train.trainer import TrainConfig
+
+    meta, rows, summary, search_res = result["meta"], result["rows"], result["summary"], result["searches"]
+    cfg, train_cfg = SearchConfig.from_json(result["search"]), TrainConfig(**result["training"])
+    lo, hi = meta["window"]
+    arms = list(summary)  # every arm with a network, in the run's order
+    pairs = [(100 * r["top1"], 100 * r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
+    seed_diff = [abs(a - b) for a, b in pairs]
+    pool = meta["pool"]
+    lines = [f"# Search vs random at K_d = {cfg.budget:,.0f} params ({meta['preset']}, {cfg.dataset}, device {meta['device']})", "",
+             f"Search ({meta['search_preset']}): C={cfg.C}, {cfg.cells} cells, batch {cfg.batch_size}, {cfg.epochs} epochs "
              f"({cfg.warmup_epochs} warm-up), subset {cfg.subset or 'all'}, arch lr {cfg.arch_lr:g}, lambda lr {cfg.lambda_lr:g}, "
              f"K' = K_d, derivation {cfg.derive}, derived cells {cfg.options.derived_cells}, bottleneck {cfg.options.bottleneck}; "
-             f"evaluation network C={net.C}, {net.layers} cells. Fill window {lo:,.0f} .. {hi:,.0f} params."
-             + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in variants.items()),
+             f"evaluation network C={cfg.eval_C}, {cfg.eval_layers} cells. Fill window {lo:,.0f} .. {hi:,.0f} params."
+             + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in meta["variants"].items()),
              f"Training (one recipe for every network): {train_cfg.epochs} epochs on {train_cfg.subset or 'all'} training images "
              f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine, cutout "
              f"{train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; test top-1 on the whole "
-             f"test set after the last epoch. {args.jobs} jobs x {threads} threads; wall time of this run {wall / 60:.1f} min "
-             f"(results kept in {os.path.relpath(work.root, HERE.parent)})." + (f" Stopped at the --deadline of {args.deadline:.0f} s with {stopped} jobs "
-                                                  "unfinished: the arms hold what finished." if stopped else ""), "",
+             f"test set after the last epoch. {result['jobs']} jobs x {result['threads']} threads; wall time of this run "
+             f"{result['wall_seconds'] / 60:.1f} min (results kept in {meta['work']})."
+             + (f" Stopped at the --deadline of {meta['deadline']:.0f} s with {meta['stopped']} jobs unfinished: the arms hold what "
+                "finished." if meta["stopped"] else ""), "",
              "| network | arm | params | MACs | test top-1 (seed 0) | seed 1 | NASWOT | search-val acc | alphas separated |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
-    for r in sorted(rows, key=lambda r: (ARMS.index(r["arm"]), r["name"])):
+    for r in sorted(rows, key=lambda r: (arms.index(r["arm"]), r["name"])):
         s = search_res.get(r["search"] or "", None)
         lines.append(f"| {r['name']} | {r['arm']} | {r['params']:,} | {r['macs']:,} | {100 * r['top1']:.2f}% | "
                      + (f"{100 * r['top1_seed1']:.2f}%" if r["top1_seed1"] is not None else "") + " | "
@@ -432,46 +478,51 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         w = s.get("vs_random")
         lines.append(f"| {a} | {s['n']} | {s['mean']:.2f}% | {s['se']:.2f} | " + (f"{w['diff']:+.2f} | [{w['lo']:+.2f}, {w['hi']:+.2f}]" if w else " | ")
                      + f" | {s['seconds'] / 60:.1f} min |")
-    lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {spearman:.3f} between the seeds' "
-              f"test top-1; mean |seed 0 - seed 1| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
-              f"NASWOT pool: {len(pool_scores)} random networks of the window, scores {min(pool_scores):.1f} .. {max(pool_scores):.1f}; "
-              f"the top {args.proxy_top} trained."]
+    lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {result['spearman']:.3f} between the "
+              f"seeds' test top-1; mean |seed 0 - seed 1| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
+              f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
+              f"the top {meta['proxy_top']} trained."]
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
               f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
-    nw = [(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None]
-    rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random"]
+    rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random" and r["naswot"] is not None]
     if len(rk) >= 3:
         lines.append(f"NASWOT against test top-1 over the random networks: Spearman "
                      f"{agreement([a for a, _ in rk], [b for _, b in rk]).get('spearman', math.nan):.3f}.")
+    gap = room(pairs)
     verdict = summary.get("dcanas", {}).get("vs_random")
+    if gap:
+        lines.append(f"Room: over the {gap['networks']} random networks trained twice, the networks' own accuracies spread by "
+                     f"{gap['sd_between']:.2f} points (sd between networks) against {gap['sd_noise']:.2f} for one training's noise "
+                     f"(F test that every network is as good: p = {gap['p']:.2f}); a network 2 sd above the window's mean would be "
+                     f"{2 * gap['sd_between']:+.2f} points"
+                     + (f", against the interval's half-width of {(verdict['hi'] - verdict['lo']) / 2:.2f} here: at this scale no "
+                        "search can show a win over random with this many networks" if verdict and 2 * gap["sd_between"] < (verdict["hi"] - verdict["lo"]) / 2
+                        else "") + (f"; an interval that narrow needs about {gap['needed']:.0f} networks per arm" if math.isfinite(gap["needed"])
+                           else "; the networks are indistinguishable under this recipe") + ".")
     if verdict:
         lines.append(f"Outcome: the shipped search {'beats' if verdict['lo'] > 0 else 'does not beat'} the random networks: "
                      f"{verdict['diff']:+.2f} points, 95% interval [{verdict['lo']:+.2f}, {verdict['hi']:+.2f}].")
     text = "\n".join(lines) + "\n"
     print(text)
-    out = Path(args.out)
     out.write_text(text)
-    out.with_suffix(".json").write_text(json.dumps(dict(search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary,
-                                                         spearman=spearman, searches=search_res, naswot_pool=nw, wall_seconds=wall,
-                                                         jobs=args.jobs, threads=threads), indent=1))
-    _plot(rows, out.with_suffix(".png"), cfg.budget)
+    _plot(rows, out.with_suffix(".png"), cfg.budget, arms)
     return 0
 
 
-def _plot(rows: list[dict], path: Path, budget: float) -> None:
+def _plot(rows: list[dict], path: Path, budget: float, arms: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(7, 3.6))
-    for x, a in enumerate(ARMS):
+    for x, a in enumerate(arms):
         v = [100 * r["top1"] for r in rows if r["arm"] == a]
         if not v:
             continue
         ax.scatter([x + 0.08 * (i - len(v) / 2) / max(len(v), 1) * 4 for i in range(len(v))], v, s=28)
         ax.hlines(sum(v) / len(v), x - 0.3, x + 0.3, color="k")
-    ax.set_xticks(range(len(ARMS)), ARMS)
+    ax.set_xticks(range(len(arms)), arms)
     ax.set_ylabel("test top-1 (%)")
     ax.set_title(f"networks at K_d = {budget:,.0f} params: one dot per network, bar = arm mean", fontsize=9)
     fig.tight_layout()

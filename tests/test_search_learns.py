@@ -162,8 +162,37 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     data = json.loads((tmp_path / "svr.json").read_text())
     assert sum(r["arm"] == "random" for r in data["rows"]) == 3 and all(0 <= r["top1"] <= 1 for r in data["rows"])
     assert (tmp_path / "svr.png").stat().st_size > 0
+    assert "Room: over the 3 random networks trained twice" in text
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "test top-1" not in again.stdout.split("# Search vs random")[0]  # no job ran again
+    shown = subprocess.run([*args[:2], "--render", str(tmp_path / "svr.json"), "--out", str(tmp_path / "again.md")], capture_output=True,
+                           text=True, timeout=120)
+    assert shown.returncode == 0 and (tmp_path / "again.md").read_text() == (tmp_path / "svr.md").read_text(), shown.stderr[-2000:]
+
+
+def _benchmark(name: str):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+@pytest.mark.parametrize("spread, noise, distinct", [(2.0, 0.3, True), (0.0, 0.6, False)])
+def test_room_separates_networks_that_differ_from_noise(spread, noise, distinct):
+    """The benchmark's room analysis: 30 networks whose own accuracies spread by `spread` points, each trained twice with
+    `noise` points of seed noise; it finds the spread (and says how many networks an interval would need) or finds none."""
+    import random
+
+    rng = random.Random(0)
+    means = [88 + rng.gauss(0, spread) for _ in range(30)]
+    gap = _benchmark("search_vs_random").room([(m + rng.gauss(0, noise), m + rng.gauss(0, noise)) for m in means])
+    assert gap["networks"] == 30 and abs(gap["sd_noise"] - noise) < 0.25 * noise
+    if distinct:
+        assert gap["p"] < 0.001 and abs(gap["sd_between"] - spread) < 0.25 * spread and gap["needed"] < 5
+    else:
+        assert gap["p"] > 0.05 and gap["sd_between"] < 0.3 and gap["needed"] > 50
 
 
 def test_preset_options_reach_the_search_and_flags_override_them():
