@@ -408,7 +408,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants,
                 work=os.path.relpath(work.root, HERE.parent), stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
-                pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"]), hi=max(drawn["scores"])))
+                pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
     result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman,
                   searches=search_res, naswot_pool=[(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None],
                   wall_seconds=wall, jobs=args.jobs, threads=threads)
@@ -481,7 +481,7 @@ def _write(result: dict, out: Path) -> int:
     lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {result['spearman']:.3f} between the "
               f"seeds' test top-1; mean |seed 0 - seed 1| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
               f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
-              f"the top {meta['proxy_top']} trained."]
+              f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
               f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
     rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random" and r["naswot"] is not None]

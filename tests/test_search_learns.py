@@ -112,6 +112,7 @@ def test_random_within_draws_distinct_genotypes_in_the_window(space):
     assert len(gs) == 5 and len({json.dumps(g.to_json()) for g in gs}) == 5
     assert all(a <= cm.derived(g) <= b for g in gs)
     assert [g.to_json() for g in random_within(space, cm.derived, a, b, random.Random(0), 5, cfg.nodes)] == [g.to_json() for g in gs]
+    assert random_within(space, cm.derived, a, b, random.Random(0), 0, cfg.nodes, max_draws=1) == []  # --proxy-pool 0: none asked, none drawn
 
 
 def test_random_within_an_empty_window_is_one_clear_error():

@@ -19,6 +19,8 @@ def random_within(space: str, cost: Callable[[Genotype], float], lo: float, hi: 
     inputs and every op uniform) conditioned on ``lo <= cost(g) <= hi`` (rejection sampling): random networks
     of the same budget as a search's window. A window too narrow to fill in ``max_draws`` draws is a UserError."""
     found: dict[str, Genotype] = {}
+    if n <= 0:
+        return []
     for _ in range(max_draws):
         g = random_genotype(space, rng, nodes)
         if lo <= cost(g) <= hi:
