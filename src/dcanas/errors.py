@@ -43,3 +43,10 @@ def raise_if_received() -> None:
     end with exit code 0); long waits look here too."""
     if RECEIVED:
         raise Terminated(RECEIVED[0])
+
+
+def raise_if_received_since(seen: int) -> None:
+    """Raise :class:`Terminated` for a termination signal received after the first ``seen`` ones: for a wait that
+    cleanup code also runs after a signal (the remote folder's removal), so that only a newer signal ends it."""
+    if len(RECEIVED) > seen:
+        raise Terminated(RECEIVED[seen])

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import UserError
+from ..errors import RECEIVED, UserError, raise_if_received_since
 from ..files import file_sha256
 from .known_hosts import append_host_key, host_entry_name, load_known_hosts
 from .schema import Connection, DeviceProfile
@@ -390,7 +390,9 @@ class SSHTransport(Transport):
         out, err = bytearray(), bytearray()
         start = last = time.monotonic()
         name = Path(argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]).name
+        seen = len(RECEIVED)
         while True:
+            raise_if_received_since(seen)  # a SIGTERM/SIGHUP whose exception was lost (errors.raise_if_received) ends the wait
             got = False
             while chan.recv_ready():
                 out += chan.recv(1 << 16)
