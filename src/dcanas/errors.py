@@ -1,8 +1,10 @@
 """Errors a user can cause: the CLI prints them as one line and exits with code 2; and the termination signals."""
 
 import signal
+import threading
+from contextlib import contextmanager
 from types import FrameType
-from typing import Optional
+from typing import Iterator, Optional
 
 TERMINATION = (signal.SIGTERM, signal.SIGHUP)
 RECEIVED: list[int] = []  # the termination signals this process received, in order
@@ -50,3 +52,21 @@ def raise_if_received_since(seen: int) -> None:
     cleanup code also runs after a signal (the remote folder's removal), so that only a newer signal ends it."""
     if len(RECEIVED) > seen:
         raise Terminated(RECEIVED[seen])
+
+
+@contextmanager
+def signals_noted() -> Iterator[None]:
+    """While the block runs, our SIGTERM/SIGHUP handler only notes the signal; the block raises it at a point of its
+    choosing (:func:`raise_if_received_since`). For waits inside a library whose state an exception raised anywhere
+    could leave half-changed (paramiko's channel and locks): the cleanup that follows then still talks to the device."""
+    swapped = []
+    if threading.current_thread() is threading.main_thread():
+        for sig in TERMINATION:
+            if signal.getsignal(sig) is terminate:
+                signal.signal(sig, note)
+                swapped.append(sig)
+    try:
+        yield
+    finally:
+        for sig in swapped:
+            signal.signal(sig, terminate)

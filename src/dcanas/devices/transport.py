@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import RECEIVED, UserError, raise_if_received_since
+from ..errors import RECEIVED, UserError, raise_if_received_since, signals_noted
 from ..files import file_sha256
 from .known_hosts import append_host_key, host_entry_name, load_known_hosts
 from .schema import Connection, DeviceProfile
@@ -391,29 +391,30 @@ class SSHTransport(Transport):
         start = last = time.monotonic()
         name = Path(argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]).name
         seen = len(RECEIVED)
-        while True:
-            raise_if_received_since(seen)  # a SIGTERM/SIGHUP whose exception was lost (errors.raise_if_received) ends the wait
-            got = False
-            while chan.recv_ready():
-                out += chan.recv(1 << 16)
-                got = True
-            while chan.recv_stderr_ready():
-                err += chan.recv_stderr(1 << 16)
-                got = True
-            if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
-                break
-            now = time.monotonic()
-            last = now if got else last
-            transport = self.client.get_transport() if self.client else None
-            if transport is None or not transport.is_active() or chan.closed:
-                raise self._lost(f"the connection was cut while {name} ran (after {now - start:.0f} s)")
-            if timeout is not None and now - start > timeout:
-                raise self._lost(f"{name} did not finish in {timeout:.0f} s; raise --timeout if the model is that slow")
-            if silence_s is not None and now - last > silence_s:
-                raise self._lost(f"the link went silent for {silence_s:.0f} s while {name} ran (no heartbeat); "
-                                 f"check the network, or raise connection.keepalive_s")
-            if not got:
-                time.sleep(0.02)
+        with signals_noted():  # a SIGTERM/SIGHUP ends the wait at its next poll, never inside paramiko
+            while True:
+                raise_if_received_since(seen)
+                got = False
+                while chan.recv_ready():
+                    out += chan.recv(1 << 16)
+                    got = True
+                while chan.recv_stderr_ready():
+                    err += chan.recv_stderr(1 << 16)
+                    got = True
+                if chan.exit_status_ready() and not chan.recv_ready() and not chan.recv_stderr_ready():
+                    break
+                now = time.monotonic()
+                last = now if got else last
+                transport = self.client.get_transport() if self.client else None
+                if transport is None or not transport.is_active() or chan.closed:
+                    raise self._lost(f"the connection was cut while {name} ran (after {now - start:.0f} s)")
+                if timeout is not None and now - start > timeout:
+                    raise self._lost(f"{name} did not finish in {timeout:.0f} s; raise --timeout if the model is that slow")
+                if silence_s is not None and now - last > silence_s:
+                    raise self._lost(f"the link went silent for {silence_s:.0f} s while {name} ran (no heartbeat); "
+                                     f"check the network, or raise connection.keepalive_s")
+                if not got:
+                    time.sleep(0.02)
         rc = chan.recv_exit_status()
         if rc == -1:  # the channel closed without an exit status
             if not self.alive():  # the session died under the command
