@@ -93,9 +93,15 @@ def start_long_profile(profile: Path, model: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "dcanas", "profile", "--device", str(profile), str(model), "--runs", "1",
                              "--warmup", "0", "--min-seconds", "120"], stdin=subprocess.DEVNULL,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            # a shell's background job starts with SIGINT ignored, and children inherit that: the
-                            # user's Ctrl-C reaches a foreground dcanas, so give the child the default disposition
-                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.default_int_handler))
+                            # a shell's background job starts with SIGINT ignored (and a suite run under nohup with
+                            # SIGHUP ignored), and children inherit that: the user's Ctrl-C and a hang-up reach a
+                            # foreground dcanas, so give the child the default dispositions
+                            preexec_fn=_default_signals)
+
+
+def _default_signals() -> None:
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGHUP, signal.SIG_DFL)
 
 
 def runner_pid(workdir: Path) -> int:
