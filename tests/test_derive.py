@@ -14,12 +14,12 @@ import torch
 from dcanas.costs.latency import LatencyModel
 from dcanas.nets.config import NetConfig
 from dcanas.nets.cost import network_cost
-from dcanas.nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, NB201Genotype, cell_edges
-from dcanas.nets.ops import DARTS_OPS
+from dcanas.nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, NB201Genotype, cell_edges, random_genotype
+from dcanas.nets.ops import DARTS_OPS, NB201_OPS
 from dcanas.costs.metrics import searchable
 
 from dcanas.search.constraint import CostModel
-from dcanas.search.derive import derivable, derive_filling, derive_within, log_probs
+from dcanas.search.derive import derivable, derive, derive_filling, derive_within, log_probs
 
 BUDGET_METRICS = searchable()
 COST_COLUMNS = ("params", "flops", "model_size_kb", "latency_ms")  # _cost's columns
@@ -113,7 +113,7 @@ def brute_force_costs(space: str):
 
 def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float = float("-inf")) -> float:
     """The largest log-probability of any genotype of the small space within the budgets whose params
-    are at least ``floor`` (-inf: none)."""
+    are at least ``floor`` (-inf: none); NB201: of any connected cell (a derivation keeps no other)."""
     ops = SMALL[space]["ops"]
     col = {m: i for i, m in enumerate(COST_COLUMNS)}
     lp = {k: log_probs(space, a, ops).numpy() for k, a in alphas.items()}
@@ -125,7 +125,8 @@ def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float
 
     if space == "nb201":
         choices, c = brute_force_costs(space)
-        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0) & (c[:, 0] >= floor)
+        connected = np.array([_genotype(space, ch).connected() for ch in choices])
+        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0) & (c[:, 0] >= floor) & connected
         return float(cell_lp("normal", choices)[ok].max()) if ok.any() else float("-inf")
     choices, cn, cr, c0 = brute_force_costs(space)
     ok = np.ones((len(choices), len(choices)), dtype=bool)
@@ -165,6 +166,60 @@ def test_budget_aware_derivation_is_exact(space):
         assert abs(d.log_prob - best) < 1e-9, (d.log_prob, best)
         found += 1
     assert found >= 150
+
+
+def _all_nb201_cells():
+    """Every cell of the whole NB201 space (5 ops on 6 edges: 15,625), as (edge row, op index) arrays and genotypes."""
+    nodes, edges = 3, cell_edges(1, 3)
+    cols = np.array(list(itertools.product(range(len(NB201_OPS)), repeat=len(edges))))
+    cells = [NB201Genotype(tuple(tuple((NB201_OPS[c[edges.index((i, j))]], i) for i in range(j)) for j in range(1, nodes + 1)))
+             for c in cols]
+    return np.broadcast_to(np.arange(len(edges)), cols.shape), cols, cells
+
+
+def test_nb201_derivations_keep_the_most_probable_connected_cell():
+    """200 random alphas over the whole NB201 space, half of them pushed towards ``none``. The arg-max derivation is
+    the per-edge arg-max (the paper's rule) whenever that cell is connected, and otherwise the most probable
+    connected cell; the budget-aware and filling derivations give the most probable connected cell within the budget
+    (and the window). Brute force over all 15,625 cells, costs from the edge tables."""
+    rows, cols, cells = _all_nb201_cells()
+    connected = np.array([g.connected() for g in cells])
+    assert (~connected).sum() == 341
+    cm = CostModel("nb201", NetConfig(C=4, layers=1, num_classes=10, in_channels=1, input_size=16), NB201_OPS, 3, "params")
+    U = cm.edge_costs()["normal"].numpy()
+    params = cm.fixed + U[rows, cols].sum(axis=1)
+    lo, hi = cm.feasible_range()
+    rng, pyrng, repaired = torch.Generator().manual_seed(4), random.Random(4), 0
+    for trial in range(200):
+        alphas = {"normal": 2.0 * torch.randn(6, len(NB201_OPS), generator=rng)}
+        if trial % 2:
+            alphas["normal"][:, NB201_OPS.index("none")] += 3.0
+        lp = log_probs("nb201", alphas["normal"], NB201_OPS).numpy()
+        total = np.where(connected, lp[rows, cols].sum(axis=1), -np.inf)
+        got = derive("nb201", alphas, NB201_OPS, 3)
+        per_edge = NB201Genotype(tuple(tuple((NB201_OPS[int(lp[cell_edges(1, 3).index((i, j))].argmax())], i) for i in range(j))
+                                       for j in range(1, 4)))
+        assert got.connected() and got == cells[int(np.argmax(total))]
+        if per_edge.connected():
+            assert got == per_edge
+        else:
+            repaired += 1
+        budget = {"params": lo + pyrng.random() * (hi - lo)}
+        within = derive_within("nb201", alphas, NB201_OPS, 3, {"params": cm.edge_costs()}, {"params": cm.fixed}, budget)
+        fill = derive_filling("nb201", alphas, NB201_OPS, 3, {"params": cm.edge_costs()}, {"params": cm.fixed}, budget, "params", 0.9)
+        for d, ok in ((within, params <= budget["params"]), (fill, (params <= budget["params"]) & (params >= 0.9 * budget["params"]))):
+            best = total[ok].max() if ok.any() else -np.inf
+            if d is None:
+                assert best == -np.inf
+                continue
+            assert d.genotype.connected() and d.cost["params"] <= budget["params"]
+            assert abs(d.log_prob - best) < 1e-9, (d.log_prob, best)
+    assert repaired >= 20, repaired  # the pushed half exercises the repair
+
+
+def test_random_nb201_cells_are_connected():
+    rng = random.Random(0)
+    assert all(random_genotype("nb201", rng).connected() for _ in range(2000))
 
 
 def test_darts_derivation_is_fast_at_the_papers_size():

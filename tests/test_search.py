@@ -90,6 +90,25 @@ def test_derived_cells_run_only_selected_ops_and_keep_all_weights(space):
     assert sum(p.numel() for p in cell.parameters()) == n_params  # nothing thrown away
 
 
+def test_an_nb201_search_whose_arg_max_is_all_none_still_learns():
+    """The derived cells run the arg-max genotype; in NB201 that could be a cell whose every path from input to
+    output crosses a ``none`` (it outputs zeros, and alpha in the mixed cell before it got no gradient: cpu-demo's
+    NB201 search stopped at epoch 3 with "element 0 of tensors does not require grad"). The derivation now keeps
+    the most probable connected cell, and the loss reaches alpha."""
+    torch.manual_seed(2)
+    net = Supernet(SupernetConfig(space="nb201", C=4, cells=2, nodes=3, num_classes=10, in_channels=1, input_size=16,
+                                  options=SearchOptions()))  # two cells per stage: the second runs the derived genotype
+    with torch.no_grad():
+        net.alphas["normal"][:, NB201_OPS.index("none")] = 5.0
+    g = net.rederive()
+    assert g.connected() and sum(op != "none" for node in g.nodes for op, _ in node) == 1  # one op kept: (0, 3)
+    assert any(not net.runs_mixed(i) and isinstance(c, SearchCell) for i, c in enumerate(net.cells))
+    for p in net.weight_parameters():
+        p.requires_grad_(False)  # the alpha pass: weights frozen, as search_step's lean pass
+    torch.nn.functional.cross_entropy(net(torch.randn(4, 1, 16, 16)), torch.arange(4)).backward()
+    assert net.alphas["normal"].grad is not None and net.alphas["normal"].grad.abs().sum() > 0
+
+
 def _cost_model(space, metric="params"):
     ev = NetConfig(C=8, layers=5 if space == "darts" else 1, num_classes=10, in_channels=1, input_size=16)
     ops = DARTS_OPS if space == "darts" else NB201_OPS

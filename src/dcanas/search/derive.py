@@ -5,7 +5,7 @@ from __future__ import annotations
 import bisect
 import itertools
 from dataclasses import dataclass
-from typing import Mapping, Optional, Sequence
+from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -17,11 +17,23 @@ from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotyp
 
 def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> Genotype:
     """DARTS: per intermediate node keep the two incoming edges with the largest non-``none``
-    softmax weight, each with its arg-max non-``none`` op.  NB201: arg-max per edge."""
+    softmax weight, each with its arg-max non-``none`` op.  NB201: arg-max per edge, and where that cell is not
+    connected (every path from input to output crosses a ``none``: it outputs zeros) the most probable connected
+    cell instead; the paper's rule does not say, DARTS' cells are connected by construction."""
     if SPACES[space].every_edge:
-        w = torch.softmax(alphas["normal"].float(), dim=-1)
+        lp = torch.log_softmax(alphas["normal"].double(), dim=-1)
         edges = cell_edges(1, nodes)
-        best = w.argmax(dim=-1).tolist()
+        best = lp.argmax(dim=-1).tolist()
+        if "none" in op_names:  # the most probable connected cell (NB201Genotype.connected): the arg-max where it is one
+            none = op_names.index("none")
+            alt = [max((k for k in range(lp.shape[1]) if k != none), key=lambda k: float(lp[e, k])) for e in range(len(edges))]
+
+            def loss(path: tuple[int, ...]) -> float:  # log-probability given up to keep an op on every edge of the path
+                return sum(float(lp[e, best[e]] - lp[e, alt[e]]) for e in path if best[e] == none)
+
+            for e in min(_input_output_paths(nodes), key=loss):
+                if best[e] == none:
+                    best[e] = alt[e]
         return NB201Genotype(tuple(tuple((op_names[best[edges.index((i, j))]], i) for i in range(j))
                                    for j in range(1, nodes + 1)))
     none = op_names.index("none") if "none" in op_names else None
@@ -40,6 +52,29 @@ def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[st
         cells[kind] = tuple(chosen)
     concat = tuple(range(DARTS_INPUTS, nodes + DARTS_INPUTS))
     return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
+
+
+def _input_output_paths(nodes: int) -> list[tuple[int, ...]]:
+    """Every path from an NB201 cell's input (node 0) to its output (node ``nodes``), as edge rows
+    (``cell_edges`` order): a cell is connected when the edges of one of them all hold an op other than ``none``."""
+    edges = cell_edges(1, nodes)
+    paths = []
+    for k in range(nodes):
+        for mids in itertools.combinations(range(1, nodes), k):
+            seq = (0, *mids, nodes)
+            paths.append(tuple(edges.index(e) for e in zip(seq, seq[1:])))
+    return paths
+
+
+def _best_connected(space: str, op_names: Sequence[str], nodes: int,
+                    solve: Callable[[frozenset[int]], Optional["Derivation"]]) -> Optional["Derivation"]:
+    """``solve(required)``, the best derivation whose ``required`` edge rows hold an op other than ``none``, over the
+    space's input-output paths: the best connected genotype (NB201). A space that never derives ``none`` (DARTS: every
+    kept edge has an op) is solved once. Ties in log-probability go to the cheaper genotype."""
+    if not SPACES[space].every_edge or "none" not in [op_names[k] for k in derivable(space, op_names)]:
+        return solve(frozenset())
+    found = [d for d in (solve(frozenset(p)) for p in _input_output_paths(nodes)) if d is not None]
+    return max(found, key=lambda d: (d.log_prob, tuple(-v for v in d.cost.values()))) if found else None
 
 
 # ---- the budget-aware derivation ---------------------------------------------------------------
@@ -86,9 +121,10 @@ def derivable(space: str, op_names: Sequence[str]) -> list[int]:
 
 
 def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
-            edge_costs: Mapping[str, Mapping[str, torch.Tensor]], metrics: Sequence[str]):
+            edge_costs: Mapping[str, Mapping[str, torch.Tensor]], metrics: Sequence[str], required: frozenset[int] = frozenset()):
     """Per choice group (DARTS: a node of a cell type; NB201: an edge), its options as arrays:
-    costs (O x M), log-probabilities (O,) and what each option picks [(kind, edge row, op index), ...]."""
+    costs (O x M), log-probabilities (O,) and what each option picks [(kind, edge row, op index), ...].
+    NB201 edge rows in ``required`` offer no ``none``."""
     usable = derivable(space, op_names)
     groups = []
     for kind, alpha in alphas.items():
@@ -98,8 +134,8 @@ def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[s
         edges = cell_edges(inputs, nodes)
         if SPACES[space].every_edge:
             for e in range(len(edges)):
-                groups.append((np.array([U[e, k] for k in usable]), np.array([lp[e, k] for k in usable]),
-                               [[(kind, e, k)] for k in usable]))
+                ks = [k for k in usable if e not in required or op_names[k] != "none"]
+                groups.append((np.array([U[e, k] for k in ks]), np.array([lp[e, k] for k in ks]), [[(kind, e, k)] for k in ks]))
             continue
         for j in range(inputs, inputs + nodes):
             rows = [edges.index((i, j)) for i in range(j)]
@@ -157,11 +193,19 @@ def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequ
     fixed evaluation network, so this is a multiple-choice knapsack over the choice groups, solved
     by merging Pareto fronts of (cost, log-probability) group by group and pruning partial choices
     that cannot meet a budget even with the cheapest rest. Ties in log-probability go to the
-    cheaper genotype, then to the earlier op in the ops table (the enumeration order)."""
+    cheaper genotype, then to the earlier op in the ops table (the enumeration order). NB201: the most probable
+    connected cell (``NB201Genotype.connected``) within the budgets."""
+    return _best_connected(space, op_names, nodes, lambda required: _derive_within(
+        space, alphas, op_names, nodes, edge_costs, fixed, budgets, required))
+
+
+def _derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
+                   edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
+                   budgets: Mapping[str, float], required: frozenset[int]) -> Optional[Derivation]:
     metrics = list(budgets)
     limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
     groups = []
-    for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics):
+    for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics, required):
         keep = _pareto(costs, lps)
         groups.append((costs[keep], lps[keep], [picks[i] for i in keep]))
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
@@ -210,13 +254,21 @@ def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
     other budget); None when the search finds none. A dynamic programme over the primary cost in
     ``buckets`` steps of budget/buckets, keeping the most probable partial choice per step: costs are
     exact and never over a budget, the optimum is exact up to that resolution (a step of 0.05% of the
-    budget at the default)."""
+    budget at the default). NB201: the most probable connected cell in that window."""
+    return _best_connected(space, op_names, nodes, lambda required: _derive_filling(
+        space, alphas, op_names, nodes, edge_costs, fixed, budgets, primary, fill, buckets, required))
+
+
+def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
+                    edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
+                    budgets: Mapping[str, float], primary: str, fill: float, buckets: int,
+                    required: frozenset[int]) -> Optional[Derivation]:
     metrics = list(budgets)
     p = metrics.index(primary)
     limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
     floor = fill * budgets[primary] - fixed[primary]
     width = max(budgets[primary] / buckets, 1e-9)
-    groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics)
+    groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics, required)
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
     max_rest = np.zeros(len(groups) + 1)
     for g in range(len(groups) - 1, -1, -1):
