@@ -55,18 +55,22 @@ def raise_if_received_since(seen: int) -> None:
 
 
 @contextmanager
-def signals_noted() -> Iterator[None]:
+def signals_noted(any_handler: bool = False) -> Iterator[None]:
     """While the block runs, our SIGTERM/SIGHUP handler only notes the signal; the block raises it at a point of its
     choosing (:func:`raise_if_received_since`). For waits inside a library whose state an exception raised anywhere
-    could leave half-changed (paramiko's channel and locks): the cleanup that follows then still talks to the device."""
-    swapped = []
+    could leave half-changed (paramiko's channel and locks): the cleanup that follows then still talks to the device.
+    ``any_handler``: every handler but SIG_IGN is swapped, not only ours (nohup's SIGHUP stays ignored), and each
+    handler is put back as it was whatever the block installed: for a library that installs its own (Ray)."""
+    saved = {}
     if threading.current_thread() is threading.main_thread():
         for sig in TERMINATION:
-            if signal.getsignal(sig) is terminate:
-                signal.signal(sig, note)
-                swapped.append(sig)
+            handler = signal.getsignal(sig)
+            if handler is terminate or (any_handler and handler is not None):
+                saved[sig] = handler
+                if handler is not signal.SIG_IGN:
+                    signal.signal(sig, note)
     try:
         yield
     finally:
-        for sig in swapped:
-            signal.signal(sig, terminate)
+        for sig, handler in saved.items():
+            signal.signal(sig, handler)

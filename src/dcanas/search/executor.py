@@ -7,7 +7,6 @@ uninterrupted one would. Results come back in completion order."""
 from __future__ import annotations
 
 import os
-import signal
 import socket
 import threading
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -15,7 +14,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import RECEIVED, TERMINATION, Terminated, UserError, note, raise_if_received
+from ..errors import RECEIVED, TERMINATION, Terminated, UserError, raise_if_received, signals_noted
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
@@ -60,16 +59,17 @@ def _start_ray(ray: Any, address: Optional[str]) -> None:
     load). Ray's calls to install a handler are skipped for that time (``ray._private.utils.set_sigterm_handler``;
     a Ray without it installs its own, and the SystemExit branch below still ends the command)."""
     main = threading.current_thread() is threading.main_thread()
-    ours = {sig: signal.getsignal(sig) for sig in TERMINATION} if main else {}
     utils = getattr(getattr(ray, "_private", None), "utils", None)
     install = getattr(utils, "set_sigterm_handler", None)
     try:
-        if install is not None and main:
-            utils.set_sigterm_handler = lambda handler: None
-        for sig, handler in ours.items():
-            if handler is not signal.SIG_IGN:  # nohup's SIGHUP stays ignored
-                signal.signal(sig, note)
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+        with signals_noted(any_handler=True):  # ours stop the tasks and end in one line once it returns
+            if install is not None and main:
+                utils.set_sigterm_handler = lambda handler: None
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False, configure_logging=False)
+            finally:
+                if install is not None and main:
+                    utils.set_sigterm_handler = install
     except ConnectionError as exc:
         raise UserError(f"--ray-address {address}: no Ray cluster answers there ({exc}); start one with "
                         f"`ray start --head`, or leave --ray-address out for a local Ray instance") from None
@@ -77,11 +77,6 @@ def _start_ray(ray: Any, address: Optional[str]) -> None:
         if exc.code not in TERMINATION:
             raise
         RECEIVED.append(int(exc.code))
-    finally:
-        if install is not None and main:
-            utils.set_sigterm_handler = install
-        for sig, handler in ours.items():  # ours stop the tasks and end in one line
-            signal.signal(sig, handler)
     if RECEIVED:
         try:
             ray.shutdown()
