@@ -472,7 +472,7 @@ def _write(result: dict, out: Path) -> int:
                      + (f"{100 * r['top1_seed1']:.2f}%" if r["top1_seed1"] is not None else "") + " | "
                      + (f"{r['naswot']:.1f}" if r["naswot"] is not None else "") + " | "
                      + (f"{s['val_acc']:.3f} | {'yes' if s['separated'] else 'no'}" if s else " | ") + " |")
-    lines += ["", "| arm | networks | mean test top-1 | std. error | mean - random (points) | 95% interval | wall time (search + training) |",
+    lines += ["", "| arm | networks | mean test top-1 | std. error | mean - random (points) | 95% interval | job time (searches + trainings, summed) |",
               "|---|---:|---:|---:|---:|---|---:|"]
     for a, s in summary.items():
         w = s.get("vs_random")
