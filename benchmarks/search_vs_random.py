@@ -161,6 +161,18 @@ def digest(*parts: Any) -> str:
     return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:12]
 
 
+# search options added after work folders were kept: left out of a search's key at their default, so the kept searches
+# (which ran with that default) stay valid
+LATER_OPTIONS = {"sampling": "softmax"}
+
+
+def _search_inputs(cfg) -> dict:
+    """What determines a search's result: its configuration but where the data sits and the device."""
+    d = {**cfg.to_json(), "data_root": None, "device": None}
+    d["options"] = {k: v for k, v in d["options"].items() if LATER_OPTIONS.get(k, object()) != v}
+    return d
+
+
 class Work:
     """Results kept as one JSON file per job under ``root``; a job whose file exists is not run again."""
 
@@ -294,7 +306,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
               flush=True)
         cfg = searched.get("dcanas", cfg)
     searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in range(args.seeds)}
-    search_key = {k: "search-" + digest({**c.to_json(), "data_root": None, "device": None}) for k, c in searches.items()}
+    search_key = {k: "search-" + digest(_search_inputs(c)) for k, c in searches.items()}
     second_seed = {f"random-{i}" for i in range(min(args.rank_networks, args.random))}
 
     def add_searched(key: str, res: dict) -> None:

@@ -210,3 +210,62 @@ def test_preset_options_reach_the_search_and_flags_override_them():
     cfg = config_from_args(p.parse_args(["--preset", "cpu-search", "--no-constraint", "--bottleneck", "2", "--warmup-epochs", "3"]))
     assert not cfg.options.derived_cells and not cfg.options.constraint and cfg.options.bottleneck == 2 and cfg.warmup_epochs == 3
     assert config_from_args(p.parse_args(["--preset", "cpu-demo"])).options.derived_cells
+    assert config_from_args(p.parse_args(["--preset", "cpu-demo"])).options.sampling == "softmax"
+    assert config_from_args(p.parse_args(["--preset", "cpu-demo", "--sampling", "gumbel"])).options.sampling == "gumbel"
+
+
+def _sampling_supernet(space: str, **opts):
+    from dcanas.search.supernet import SearchOptions, Supernet, SupernetConfig
+
+    torch.manual_seed(0)
+    cfg = SupernetConfig(space=space, C=8, cells=3 if space == "darts" else 1, nodes=4 if space == "darts" else 3, num_classes=10,
+                         in_channels=1, input_size=16, options=SearchOptions(**{"sampling": "gumbel", **opts}))
+    return Supernet(cfg)
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_gumbel_sampling_trains_one_drawn_op_per_edge_and_gives_alpha_a_gradient(space):
+    """GDAS' sampling: while training, every edge's weights are one op at exactly 1 (drawn from alpha, a new draw per
+    forward), in evaluation the arg-max op; the loss's gradient still reaches alpha (the soft sample's)."""
+    import torch.nn.functional as F
+
+    model = _sampling_supernet(space)
+    x, y = torch.randn(8, 1, 16, 16), torch.arange(8) % 10
+    draws, grads = set(), 0
+    for _ in range(6):
+        model.train()
+        for t, a in model.alphas.items():
+            w = model.op_weights(a)
+            assert torch.equal(w.detach().sum(-1), torch.ones(len(a))) and set(w.detach().unique().tolist()) == {0.0, 1.0}
+            draws.add((t, tuple(w.detach().argmax(-1).tolist())))
+        model.zero_grad(set_to_none=True)
+        F.cross_entropy(model(x), y).backward()
+        grads += sum(int(a.grad is not None and a.grad.abs().sum() > 0) for a in model.alphas.values())
+    assert len(draws) > len(model.alphas), "every forward draws again"
+    assert grads > 0
+    model.eval()
+    for a in model.alphas.values():
+        assert torch.equal(model.op_weights(a).argmax(-1), a.argmax(-1)) and model.op_weights(a).sum() == len(a)
+
+
+def test_a_gumbel_sample_runs_the_drawn_cell():
+    """An NB201 mixed cell under a drawn one-hot weight computes exactly the discrete cell of the drawn ops: the step
+    trains and scores one architecture, not a mixture."""
+    model = _sampling_supernet("nb201", derived_cells=False).train()
+    cell = next(c for i, c in enumerate(model.cells) if model.cell_kind[i] == "normal")
+    x = torch.randn(4, 8, 16, 16)
+    torch.manual_seed(3)
+    w = model.op_weights(model.alphas["normal"]).detach()
+    k = w.argmax(-1).tolist()
+    selected = {j: [(i, k[cell.edge_index[(i, j)]]) for i in range(j)] for j in range(1, 4)}
+    assert torch.allclose(cell([x], w), cell([x], selected=selected), atol=1e-5)
+
+
+def test_gumbel_temperature_falls_from_ten_to_a_tenth_and_unknown_sampling_is_one_error():
+    from dcanas.errors import UserError
+    from dcanas.search.supernet import gumbel_tau
+
+    assert [gumbel_tau(e, 3) for e in range(3)] == pytest.approx([10.0, 5.05, 0.1])
+    assert gumbel_tau(0, 1) == 10.0
+    with pytest.raises(UserError, match="unknown sampling 'hard' for the mixed ops; valid: softmax, gumbel"):
+        _sampling_supernet("nb201", sampling="hard")

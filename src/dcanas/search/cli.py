@@ -67,6 +67,8 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--edge-weight", choices=["2/j", "literal"], help="eq. 3's weight of a DARTS edge's cost in k_s: 2/j "
                    "(default: the derived cell keeps 2 of node j's j edges) or literal (every edge counts 1, as written)")
+    p.add_argument("--sampling", choices=["softmax", "gumbel"], help="the mixed ops' weights: softmax (default, the paper) or "
+                   "gumbel (GDAS: each step trains and scores one architecture drawn from alpha)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
     p.add_argument("--derive", choices=["fill", "budget", "argmax"], help="fill (default): the most probable genotype whose cost "
@@ -87,7 +89,7 @@ def config_from_args(args: argparse.Namespace):
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     flags = dict(weight_sharing=False if args.no_weight_sharing else None, bottleneck=args.bottleneck,
                  derived_cells=False if args.no_derived_cells else None, constraint=False if args.no_constraint else None,
-                 edge_weight=args.edge_weight)
+                 edge_weight=args.edge_weight, sampling=args.sampling)
     opts = replace(cfg.options, **{k: v for k, v in flags.items() if v is not None})  # the preset's options, then the flags
     if opts.bottleneck < 1:
         raise UserError(f"--bottleneck must be >= 1 (1 disables it), got {opts.bottleneck}")

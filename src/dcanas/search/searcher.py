@@ -25,7 +25,7 @@ from .config import SearchConfig, check_budget, constraints, supernet_config
 from .constraint import Constraints, CostModel, add_constraint_gradients, update_lambda, violation
 from .derive import Derivation, derive_filling, derive_within, genotype_log_prob, log_probs
 from .learned import alpha_record, gradient_shares, separated, separation_note
-from .supernet import Supernet
+from .supernet import Supernet, gumbel_tau
 from ..progress import stderr_line as _stderr
 
 
@@ -224,6 +224,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         train_it = D.batches(s_train, spec, cfg.batch_size, shuffle=True, g=g, drop_last=True)
         val_it = D.batches(s_val, spec, cfg.batch_size, shuffle=True, g=g, drop_last=True)
         model.train()
+        model.tau = gumbel_tau(epoch, cfg.epochs)  # sampling "gumbel" (GDAS) only
         sums = dict(train_loss=0.0, train_correct=0, val_loss=0.0, val_correct=0, seen=0)
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
         targets = con.K_prime

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from ..errors import UserError
 from ..nets.config import NetConfig
 from ..nets.config import stem_for
 from ..nets.darts import darts_layout, make_stem, make_stem1, preprocess
@@ -41,10 +42,19 @@ class SearchOptions:
     constraint: bool = True
     partial_channels: int = 1     # PC-DARTS' K (reference variant only; needs weight_sharing off)
     edge_weight: str = "2/j"      # how eq. 3 weights a DARTS edge's b(o) in k_s: "2/j" (default) or "literal" (every edge 1)
+    sampling: str = "softmax"     # the mixed ops' weights: "softmax" (DARTS, the paper) or "gumbel" (GDAS: one sampled op per edge)
 
     @classmethod
     def vanilla(cls) -> "SearchOptions":
         return cls(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False)
+
+
+SAMPLINGS = ("softmax", "gumbel")  # SearchOptions.sampling
+
+
+def gumbel_tau(epoch: int, epochs: int, hi: float = 10.0, lo: float = 0.1) -> float:
+    """GDAS' temperature (Dong & Yang 2019): from ``hi`` at the first epoch down to ``lo`` at the last, linearly."""
+    return hi - (hi - lo) * epoch / max(1, epochs - 1)
 
 
 @dataclass(frozen=True)
@@ -183,6 +193,9 @@ class Supernet(nn.Module):
         # Derived cells: the first cell of each type carries alpha; the rest copy the derived genotype.
         self.alpha_cells = {t: self.cell_kind.index(t) for t in self.cell_types}
         self.genotype: Genotype = self.derive()
+        if opts.sampling not in SAMPLINGS:
+            raise UserError(f"unknown sampling {opts.sampling!r} for the mixed ops; valid: {', '.join(SAMPLINGS)}")
+        self.tau = gumbel_tau(0, 1)  # the searcher sets each epoch's (sampling "gumbel")
         fast_ops.accelerate(self)  # search-time forms of the table's ops (search/fast_ops.py), on with the fused cells
 
     def _build_darts(self, cfg: SupernetConfig, net: NetConfig, opts: SearchOptions) -> int:
@@ -244,8 +257,19 @@ class Supernet(nn.Module):
         return kind != "block" and (not self.cfg.options.derived_cells or self.alpha_cells[kind] == index)
 
     # -- forward --------------------------------------------------------------------
+    def op_weights(self, alpha: torch.Tensor) -> torch.Tensor:
+        """Each edge's weights over its ops: softmax(alpha) (eq. 1), or with ``sampling="gumbel"`` one op per edge
+        drawn from it (GDAS: hard Gumbel-softmax at temperature ``tau``; the forward runs the drawn op, alpha's
+        gradient is the soft sample's) while training, and the arg-max op in evaluation. One draw per forward is
+        shared by every mixed cell of a kind, so each step trains and scores one architecture, not a mixture."""
+        if self.cfg.options.sampling == "softmax":
+            return F.softmax(alpha, dim=-1)
+        if self.training:
+            return F.gumbel_softmax(alpha, tau=self.tau, hard=True, dim=-1)
+        return F.one_hot(alpha.argmax(-1), alpha.shape[-1]).to(alpha.dtype)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        weights = {t: F.softmax(a, dim=-1) for t, a in self.alphas.items()}
+        weights = {t: self.op_weights(a) for t, a in self.alphas.items()}
         selected = {t: self._selected(t) for t in self.cell_types} if self.cfg.options.derived_cells else {}
         feat = getattr(self, f"_features_{self.cfg.space}")(x, weights, selected)  # _features_darts, _features_nb201
         return self.classifier(F.adaptive_avg_pool2d(feat, 1).flatten(1))
