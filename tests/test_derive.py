@@ -326,3 +326,21 @@ def test_budgets_each_feasible_alone_but_not_together_give_none():
         alone = derive_within("darts", alphas, s["ops"], s["nodes"], {m: costs[m]}, {m: 0.0}, {m: 8.0})
         assert alone is not None and alone.cost[m] == 8.0
     assert derive_within("darts", alphas, s["ops"], s["nodes"], costs, {"a": 0.0, "b": 0.0}, {"a": 8.0, "b": 8.0}) is None
+
+
+@pytest.mark.parametrize("rule", ["within", "filling"])
+def test_a_derivation_is_not_over_a_small_budget_by_rounding_slack(rule):
+    """A budget of 0.24 (a latency in ms): the most probable cell costs 0.24 + 6e-7, every cell without a 3x3
+    convolution exactly 0.24. No derivation returns a cell over the budget (an absolute slack of 1e-6 let CI's latency
+    test pass one 6.6e-7 ms over)."""
+    ops = list(NB201_OPS)
+    E = len(cell_edges(1, 3))
+    costs = torch.full((E, len(ops)), 0.04, dtype=torch.float64)
+    costs[:, ops.index("nor_conv_3x3")] += 1e-7
+    alphas = torch.zeros(E, len(ops))
+    alphas[:, ops.index("nor_conv_3x3")] = 3.0
+    args = ("nb201", {"normal": alphas}, ops, 3, {"latency_ms": {"normal": costs}}, {"latency_ms": 0.0}, {"latency_ms": 0.24})
+    d = derive_within(*args) if rule == "within" else derive_filling(*args, primary="latency_ms", fill=0.95)
+    assert d is not None and "nor_conv_3x3" not in d.genotype.tostr()
+    picks = [(n * (n + 1) // 2 + k, ops.index(op)) for n, node in enumerate(d.genotype.nodes) for k, (op, _) in enumerate(node)]
+    assert sum(float(costs[e, k]) for e, k in picks) <= 0.24 * (1 + 1e-12)

@@ -184,6 +184,11 @@ def _pareto(costs: np.ndarray, lps: np.ndarray) -> np.ndarray:
     return np.array(keep, dtype=np.int64)
 
 
+# float rounding a derivation forgives, as a share of each budget (an absolute 1e-6 let a derivation pass a 0.24 ms
+# latency budget by 6.6e-7 ms; the sums are float64, so their own error is ~1e-16 of the budget)
+ROUNDING = 1e-12
+
+
 def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
                   edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
                   budgets: Mapping[str, float]) -> Optional[Derivation]:
@@ -204,6 +209,7 @@ def _derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
                    budgets: Mapping[str, float], required: frozenset[int]) -> Optional[Derivation]:
     metrics = list(budgets)
     limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
+    limit += ROUNDING * np.abs([budgets[m] for m in metrics])
     groups = []
     for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics, required):
         keep = _pareto(costs, lps)
@@ -211,14 +217,14 @@ def _derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
     for g in range(len(groups) - 1, -1, -1):
         min_rest[g] = min_rest[g + 1] + groups[g][0].min(axis=0)
-    if np.any(min_rest[0] > limit + 1e-6):
+    if np.any(min_rest[0] > limit):
         return None
     S_cost, S_lp = np.zeros((1, len(metrics))), np.zeros(1)
     back: list[tuple[np.ndarray, np.ndarray]] = []
     for g, (costs, lps, _) in enumerate(groups):
         tot = (S_cost[:, None, :] + costs[None, :, :]).reshape(-1, len(metrics))
         tlp = (S_lp[:, None] + lps[None, :]).reshape(-1)
-        ok = np.all(tot + min_rest[g + 1] <= limit + 1e-6, axis=1)
+        ok = np.all(tot + min_rest[g + 1] <= limit, axis=1)
         idx = np.nonzero(ok)[0]
         if not len(idx):  # each budget alone can be met (min_rest), but not every one at once
             return None
@@ -266,7 +272,8 @@ def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
     metrics = list(budgets)
     p = metrics.index(primary)
     limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
-    floor = fill * budgets[primary] - fixed[primary]
+    limit += ROUNDING * np.abs([budgets[m] for m in metrics])
+    floor = fill * budgets[primary] - fixed[primary] - ROUNDING * abs(budgets[primary])
     width = max(budgets[primary] / buckets, 1e-9)
     groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics, required)
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
@@ -279,7 +286,7 @@ def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
     for g, (costs, lps, _) in enumerate(groups):
         tot = (S_cost[:, None, :] + costs[None, :, :]).reshape(-1, len(metrics))
         tlp = (S_lp[:, None] + lps[None, :]).reshape(-1)
-        ok = np.all(tot + min_rest[g + 1] <= limit + 1e-6, axis=1) & (tot[:, p] + max_rest[g + 1] >= floor - 1e-6)
+        ok = np.all(tot + min_rest[g + 1] <= limit, axis=1) & (tot[:, p] + max_rest[g + 1] >= floor)
         idx = np.nonzero(ok)[0]
         if not len(idx):
             return None
@@ -290,7 +297,7 @@ def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
         keep = idx[order[first]]
         back.append((keep // len(lps), keep % len(lps)))
         S_cost, S_lp = tot[keep], tlp[keep]
-    final = np.nonzero(S_cost[:, p] >= floor - 1e-6)[0]
+    final = np.nonzero(S_cost[:, p] >= floor)[0]
     if not len(final):
         return None
     best = int(final[np.argmax(S_lp[final])])
