@@ -211,7 +211,8 @@ def test_preset_options_reach_the_search_and_flags_override_them():
     assert not cfg.options.derived_cells and not cfg.options.constraint and cfg.options.bottleneck == 2 and cfg.warmup_epochs == 3
     assert config_from_args(p.parse_args(["--preset", "cpu-demo"])).options.derived_cells
     assert config_from_args(p.parse_args(["--preset", "cpu-demo"])).options.sampling == "softmax"
-    assert config_from_args(p.parse_args(["--preset", "cpu-demo", "--sampling", "gumbel"])).options.sampling == "gumbel"
+    for s in ("gumbel", "gdas"):
+        assert config_from_args(p.parse_args(["--preset", "cpu-demo", "--sampling", s])).options.sampling == s
 
 
 def _sampling_supernet(space: str, **opts):
@@ -223,13 +224,14 @@ def _sampling_supernet(space: str, **opts):
     return Supernet(cfg)
 
 
+@pytest.mark.parametrize("sampling", ["gumbel", "gdas"])
 @pytest.mark.parametrize("space", ["darts", "nb201"])
-def test_gumbel_sampling_trains_one_drawn_op_per_edge_and_gives_alpha_a_gradient(space):
+def test_gumbel_sampling_trains_one_drawn_op_per_edge_and_gives_alpha_a_gradient(space, sampling):
     """GDAS' sampling: while training, every edge's weights are one op at exactly 1 (drawn from alpha, a new draw per
     forward), in evaluation the arg-max op; the loss's gradient still reaches alpha (the soft sample's)."""
     import torch.nn.functional as F
 
-    model = _sampling_supernet(space)
+    model = _sampling_supernet(space, sampling=sampling)
     x, y = torch.randn(8, 1, 16, 16), torch.arange(8) % 10
     draws, grads = set(), 0
     for _ in range(6):
@@ -259,6 +261,38 @@ def test_a_gumbel_sample_runs_the_drawn_cell():
     k = w.argmax(-1).tolist()
     selected = {j: [(i, k[cell.edge_index[(i, j)]]) for i in range(j)] for j in range(1, 4)}
     assert torch.allclose(cell([x], w), cell([x], selected=selected), atol=1e-5)
+    assert torch.allclose(cell([x], w, drawn=k), cell([x], selected=selected), atol=1e-5)  # "gdas": the drawn ops alone
+
+
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_gdas_computes_only_the_drawn_op_of_each_edge(space):
+    """sampling "gdas": a training forward calls only the op modules of the drawn ops (every mixed cell: about one
+    discrete network's work), and gives the same output as "gumbel" (every op computed) for the same draw; evaluation
+    runs the arg-max ops either way."""
+    import torch.nn.functional as F
+
+    models = {s: _sampling_supernet(space, sampling=s, derived_cells=False).train() for s in ("gumbel", "gdas")}
+    models["gdas"].load_state_dict(models["gumbel"].state_dict())
+    gdas = models["gdas"]
+    calls, expected = set(), set()
+    mixed = [(i, c) for i, c in enumerate(gdas.cells) if gdas.runs_mixed(i)]
+    for i, cell in mixed:
+        for key, mods in cell.ops.items():  # weight sharing: one module per (source node, op)
+            for k, mod in enumerate(mods):
+                mod.register_forward_hook(lambda *_a, i=i, key=key, k=k: calls.add((i, key, k)))
+    x, y = torch.randn(4, 1, 16, 16), torch.arange(4)
+    outs = {}
+    for s, m in models.items():
+        torch.manual_seed(7)  # the same draw
+        outs[s] = m(x)
+        F.cross_entropy(outs[s], y).backward()
+    assert torch.allclose(outs["gdas"], outs["gumbel"], atol=1e-5)
+    for i, cell in mixed:
+        drawn = gdas._drawn[gdas.cell_kind[i]]
+        expected |= {(i, str(src), drawn[e]) for e, (src, _j) in enumerate(cell.edges) if cell.op_names[drawn[e]] != "none"}
+    every = sum(len(mods) for _i, c in mixed for mods in c.ops.values())
+    assert calls == expected and len(calls) < every / 2, (len(calls), every)
+    assert all(a.grad is not None and a.grad.abs().sum() > 0 for a in models["gdas"].alphas.values())
 
 
 def test_gumbel_temperature_falls_from_ten_to_a_tenth_and_unknown_sampling_is_one_error():
@@ -267,5 +301,5 @@ def test_gumbel_temperature_falls_from_ten_to_a_tenth_and_unknown_sampling_is_on
 
     assert [gumbel_tau(e, 3) for e in range(3)] == pytest.approx([10.0, 5.05, 0.1])
     assert gumbel_tau(0, 1) == 10.0
-    with pytest.raises(UserError, match="unknown sampling 'hard' for the mixed ops; valid: softmax, gumbel"):
+    with pytest.raises(UserError, match="unknown sampling 'hard' for the mixed ops; valid: softmax, gumbel, gdas"):
         _sampling_supernet("nb201", sampling="hard")

@@ -67,8 +67,9 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-constraint", action="store_true")
     p.add_argument("--edge-weight", choices=["2/j", "literal"], help="eq. 3's weight of a DARTS edge's cost in k_s: 2/j "
                    "(default: the derived cell keeps 2 of node j's j edges) or literal (every edge counts 1, as written)")
-    p.add_argument("--sampling", choices=["softmax", "gumbel"], help="the mixed ops' weights: softmax (default, the paper) or "
-                   "gumbel (GDAS: each step trains and scores one architecture drawn from alpha)")
+    p.add_argument("--sampling", choices=["softmax", "gumbel", "gdas"], help="the mixed ops' weights: softmax (default, the "
+                   "paper); gumbel: each step trains and scores one architecture drawn from alpha (every op computed); gdas: "
+                   "the same draw, only the drawn op computed (GDAS' estimator, a step costs about one network)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
     p.add_argument("--derive", choices=["fill", "budget", "argmax"], help="fill (default): the most probable genotype whose cost "

@@ -115,7 +115,8 @@ def _pass(model: Supernet, x: torch.Tensor, y: torch.Tensor, phase: str, frozen:
             logits = model(x)
             loss = nn.functional.cross_entropy(logits, y)
         with record_function(f"{phase}.backward"):
-            loss.backward()
+            if loss.requires_grad:  # sampling "gdas": a draw whose last node has only `none` inputs cuts alpha off
+                loss.backward()
     return logits, loss
 
 
@@ -224,7 +225,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         train_it = D.batches(s_train, spec, cfg.batch_size, shuffle=True, g=g, drop_last=True)
         val_it = D.batches(s_val, spec, cfg.batch_size, shuffle=True, g=g, drop_last=True)
         model.train()
-        model.tau = gumbel_tau(epoch, cfg.epochs)  # sampling "gumbel" (GDAS) only
+        model.tau = gumbel_tau(epoch, cfg.epochs)  # sampling "gumbel" and "gdas" only
         sums = dict(train_loss=0.0, train_correct=0, val_loss=0.0, val_correct=0, seen=0)
         k_s_all = {m: float(c.expected(model.alphas).detach()) for m, c in cms.items()}
         targets = con.K_prime

@@ -42,14 +42,17 @@ class SearchOptions:
     constraint: bool = True
     partial_channels: int = 1     # PC-DARTS' K (reference variant only; needs weight_sharing off)
     edge_weight: str = "2/j"      # how eq. 3 weights a DARTS edge's b(o) in k_s: "2/j" (default) or "literal" (every edge 1)
-    sampling: str = "softmax"     # the mixed ops' weights: "softmax" (DARTS, the paper) or "gumbel" (GDAS: one sampled op per edge)
+    sampling: str = "softmax"     # the mixed ops' weights: "softmax" (DARTS, the paper), "gumbel" or "gdas" (one sampled op per edge)
 
     @classmethod
     def vanilla(cls) -> "SearchOptions":
         return cls(weight_sharing=False, bottleneck=1, derived_cells=False, constraint=False)
 
 
-SAMPLINGS = ("softmax", "gumbel")  # SearchOptions.sampling
+# SearchOptions.sampling: "gumbel" draws one op per edge by hard Gumbel-softmax and still computes every op (alpha's
+# gradient is the straight-through one over all of them); "gdas" computes only the drawn op, so alpha's gradient comes
+# through the drawn op's weight alone (Dong & Yang 2019's estimator) and a step costs about one discrete network.
+SAMPLINGS = ("softmax", "gumbel", "gdas")
 
 
 def gumbel_tau(epoch: int, epochs: int, hi: float = 10.0, lo: float = 0.1) -> float:
@@ -123,9 +126,10 @@ class SearchCell(nn.Module):
         return self.ops[str(i)][k] if self.ws else self.ops[f"{j}<-{i}"][k]
 
     def forward(self, states: list[torch.Tensor], weights: Optional[torch.Tensor] = None,
-                selected: Optional[dict[int, list[tuple[int, int]]]] = None) -> torch.Tensor:
-        """``weights``: softmax(alpha), edges x ops (mixed); ``selected``: node -> [(src, op index)] (derived)."""
-        if selected is None and self.fused:
+                selected: Optional[dict[int, list[tuple[int, int]]]] = None, drawn: Optional[list[int]] = None) -> torch.Tensor:
+        """``weights``: softmax(alpha), edges x ops (mixed); ``selected``: node -> [(src, op index)] (derived);
+        ``drawn``: with one-hot ``weights``, each edge's op index: only that op is computed (sampling "gdas")."""
+        if selected is None and drawn is None and self.fused:
             return fused_cell.mixed_forward(self, states, weights)
         states = list(states)
         squeezed: dict[int, torch.Tensor] = {}
@@ -152,6 +156,11 @@ class SearchCell(nn.Module):
             else:
                 for i in range(j):
                     w = weights[self.edge_index[(i, j)]]
+                    if drawn is not None:  # the drawn op alone, times its weight (1, with alpha's gradient)
+                        k = drawn[self.edge_index[(i, j)]]
+                        if self.op_names[k] != "none":
+                            terms.append(w[k] * apply(i, j, k) if self.pc == 1 else self._pc_edge(i, j, z(i), {k: w[k]}))
+                        continue
                     if self.pc > 1:
                         terms.append(self._pc_edge(i, j, z(i), {k: w[k] for k in range(len(self.op_names))}))
                         continue
@@ -184,6 +193,8 @@ class Supernet(nn.Module):
         self.cfg = cfg
         self.op_names = SPACE_OPS[cfg.space]
         opts = cfg.options
+        if opts.sampling not in SAMPLINGS:
+            raise UserError(f"unknown sampling {opts.sampling!r} for the mixed ops; valid: {', '.join(SAMPLINGS)}")
         E, K = len(cell_edges(cfg.inputs, cfg.nodes)), len(self.op_names)
         self.cell_types = SPACES[cfg.space].cell_kinds
         self.alphas = nn.ParameterDict({t: nn.Parameter(1e-3 * torch.randn(E, K)) for t in self.cell_types})
@@ -193,9 +204,8 @@ class Supernet(nn.Module):
         # Derived cells: the first cell of each type carries alpha; the rest copy the derived genotype.
         self.alpha_cells = {t: self.cell_kind.index(t) for t in self.cell_types}
         self.genotype: Genotype = self.derive()
-        if opts.sampling not in SAMPLINGS:
-            raise UserError(f"unknown sampling {opts.sampling!r} for the mixed ops; valid: {', '.join(SAMPLINGS)}")
-        self.tau = gumbel_tau(0, 1)  # the searcher sets each epoch's (sampling "gumbel")
+        self._drawn: dict[str, list[int]] = {}  # sampling "gdas": this forward's drawn op per edge, per cell kind
+        self.tau = gumbel_tau(0, 1)  # the searcher sets each epoch's (sampling "gumbel", "gdas")
         fast_ops.accelerate(self)  # search-time forms of the table's ops (search/fast_ops.py), on with the fused cells
 
     def _build_darts(self, cfg: SupernetConfig, net: NetConfig, opts: SearchOptions) -> int:
@@ -263,14 +273,16 @@ class Supernet(nn.Module):
         gradient is the soft sample's) while training, and the arg-max op in evaluation. One draw per forward is
         shared by every mixed cell of a kind, so each step trains and scores one architecture, not a mixture."""
         if self.cfg.options.sampling == "softmax":
-            return F.softmax(alpha, dim=-1)
-        if self.training:
+            return F.softmax(alpha, dim=-1)  # eq. 1
+        if self.training:  # "gumbel" and "gdas" draw alike; "gdas" then computes the drawn op alone (SearchCell.forward)
             return F.gumbel_softmax(alpha, tau=self.tau, hard=True, dim=-1)
         return F.one_hot(alpha.argmax(-1), alpha.shape[-1]).to(alpha.dtype)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         weights = {t: self.op_weights(a) for t, a in self.alphas.items()}
         selected = {t: self._selected(t) for t in self.cell_types} if self.cfg.options.derived_cells else {}
+        self._drawn = ({t: w.detach().argmax(-1).tolist() for t, w in weights.items()}
+                       if self.training and self.cfg.options.sampling == "gdas" else {})
         feat = getattr(self, f"_features_{self.cfg.space}")(x, weights, selected)  # _features_darts, _features_nb201
         return self.classifier(F.adaptive_avg_pool2d(feat, 1).flatten(1))
 
@@ -281,7 +293,7 @@ class Supernet(nn.Module):
         for i, cell in enumerate(self.cells):
             kind = self.cell_kind[i]
             states = [self.pre[i][0](s0), self.pre[i][1](s1)]
-            out = cell(states, weights[kind]) if self.runs_mixed(i) else cell(states, selected=selected[kind])
+            out = cell(states, weights[kind], drawn=self._drawn.get(kind)) if self.runs_mixed(i) else cell(states, selected=selected[kind])
             s0, s1 = s1, out
         feat = s1
         return feat
@@ -292,6 +304,7 @@ class Supernet(nn.Module):
             if self.cell_kind[i] == "block":
                 feat = cell(feat)
             else:
-                feat = cell([feat], weights["normal"]) if self.runs_mixed(i) else cell([feat], selected=selected["normal"])
+                feat = (cell([feat], weights["normal"], drawn=self._drawn.get("normal")) if self.runs_mixed(i)
+                        else cell([feat], selected=selected["normal"]))
         feat = self.lastact(feat)
         return feat
