@@ -189,6 +189,11 @@ def _pareto(costs: np.ndarray, lps: np.ndarray) -> np.ndarray:
 ROUNDING = 1e-12
 
 
+def _limits(budgets: Mapping[str, float], fixed: Mapping[str, float], metrics: Sequence[str]) -> np.ndarray:
+    """What the cells may cost per metric: each budget less the network's fixed part, plus the rounding slack."""
+    return np.array([budgets[m] - fixed[m] + ROUNDING * abs(budgets[m]) for m in metrics], dtype=np.float64)
+
+
 def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
                   edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
                   budgets: Mapping[str, float]) -> Optional[Derivation]:
@@ -208,8 +213,7 @@ def _derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
                    edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
                    budgets: Mapping[str, float], required: frozenset[int]) -> Optional[Derivation]:
     metrics = list(budgets)
-    limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
-    limit += ROUNDING * np.abs([budgets[m] for m in metrics])
+    limit = _limits(budgets, fixed, metrics)
     groups = []
     for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics, required):
         keep = _pareto(costs, lps)
@@ -271,8 +275,7 @@ def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
                     required: frozenset[int]) -> Optional[Derivation]:
     metrics = list(budgets)
     p = metrics.index(primary)
-    limit = np.array([budgets[m] - fixed[m] for m in metrics], dtype=np.float64)
-    limit += ROUNDING * np.abs([budgets[m] for m in metrics])
+    limit = _limits(budgets, fixed, metrics)
     floor = fill * budgets[primary] - fixed[primary] - ROUNDING * abs(budgets[primary])
     width = max(budgets[primary] / buckets, 1e-9)
     groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics, required)
