@@ -264,6 +264,22 @@ def test_a_gumbel_sample_runs_the_drawn_cell():
     assert torch.allclose(cell([x], w, drawn=k), cell([x], selected=selected), atol=1e-5)  # "gdas": the drawn ops alone
 
 
+@pytest.mark.parametrize("reduction", [False, True])
+def test_a_gdas_draw_of_none_on_every_edge_gives_zero_nodes_of_the_cells_shape(reduction):
+    """A DARTS cell whose drawn ops are all `none` (about 1 in 8^2 for a node at uniform alpha) still returns a
+    tensor of the cell's output shape (half the size in a reduction cell), all zeros."""
+    model = _sampling_supernet("darts", sampling="gdas", derived_cells=False).train()
+    i = model.cell_kind.index("reduce" if reduction else "normal")
+    cell = model.cells[i]
+    states = [torch.randn(2, cell.squeeze[0][1].in_channels, 8, 8) for _ in range(2)]
+    w = torch.zeros(len(cell.edges), len(cell.op_names))
+    none = cell.op_names.index("none")
+    w[:, none] = 1.0
+    expected = cell(states, w)  # the mixed path (every op computed, weight 0 but for none)
+    out = cell(states, w, drawn=[none] * len(cell.edges))
+    assert out.shape == expected.shape and not out.any()
+
+
 @pytest.mark.parametrize("space", ["darts", "nb201"])
 def test_gdas_computes_only_the_drawn_op_of_each_edge(space):
     """sampling "gdas": a training forward calls only the op modules of the drawn ops (every mixed cell: about one

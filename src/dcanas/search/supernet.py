@@ -167,11 +167,18 @@ class SearchCell(nn.Module):
                     for k, name in enumerate(self.op_names):
                         if name != "none":
                             terms.append(w[k] * apply(i, j, k))
-            node = sum(terms) if terms else torch.zeros_like(z(0))  # NB201: every input edge is `none`
+            node = sum(terms) if terms else self._zeros(z(0))  # every input edge `none` (NB201; a "gdas" draw)
             states.append(self.expand[j - self.inputs](node) if self.expand is not None else node)
         if self.concat_all:
             return torch.cat(states[self.inputs:], dim=1)
         return states[-1]
+
+    def _zeros(self, z0: torch.Tensor) -> torch.Tensor:
+        """A node with no input: zeros of a node's shape (a reduction cell's nodes are at half the inputs' size)."""
+        if not self.reduction:
+            return torch.zeros_like(z0)
+        n, c, h, w = z0.shape
+        return z0.new_zeros(n, c, (h + 1) // 2, (w + 1) // 2)
 
     def _pc_edge(self, i: int, j: int, x: torch.Tensor, weights: dict[int, torch.Tensor | float]) -> torch.Tensor:
         """PC-DARTS: 1/K of the channels through the mixed op, the rest bypass; then channel shuffle."""
