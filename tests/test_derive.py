@@ -113,7 +113,7 @@ def brute_force_costs(space: str):
 
 def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float = float("-inf")) -> float:
     """The largest log-probability of any genotype of the small space within the budgets whose params
-    are at least ``floor`` (-inf: none); NB201: of any connected cell (a derivation keeps no other)."""
+    are at least ``floor`` (-inf: none); NB201: of any live cell (a derivation keeps no other)."""
     ops = SMALL[space]["ops"]
     col = {m: i for i, m in enumerate(COST_COLUMNS)}
     lp = {k: log_probs(space, a, ops).numpy() for k, a in alphas.items()}
@@ -125,8 +125,8 @@ def brute_force_best(space: str, alphas, budgets: dict[str, float], floor: float
 
     if space == "nb201":
         choices, c = brute_force_costs(space)
-        connected = np.array([_genotype(space, ch).connected() for ch in choices])
-        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0) & (c[:, 0] >= floor) & connected
+        live = np.array([_genotype(space, ch).live() for ch in choices])
+        ok = np.all([c[:, col[m]] <= b for m, b in budgets.items()], axis=0) & (c[:, 0] >= floor) & live
         return float(cell_lp("normal", choices)[ok].max()) if ok.any() else float("-inf")
     choices, cn, cr, c0 = brute_force_costs(space)
     ok = np.ones((len(choices), len(choices)), dtype=bool)
@@ -177,14 +177,15 @@ def _all_nb201_cells():
     return np.broadcast_to(np.arange(len(edges)), cols.shape), cols, cells
 
 
-def test_nb201_derivations_keep_the_most_probable_connected_cell():
+def test_nb201_derivations_keep_the_most_probable_live_cell():
     """200 random alphas over the whole NB201 space, half of them pushed towards ``none``. The arg-max derivation is
-    the per-edge arg-max (the paper's rule) whenever that cell is connected, and otherwise the most probable
-    connected cell; the budget-aware and filling derivations give the most probable connected cell within the budget
-    (and the window). Brute force over all 15,625 cells, costs from the edge tables."""
+    the per-edge arg-max (the paper's rule) whenever that cell is live, and otherwise the most probable live cell;
+    the budget-aware and filling derivations give the most probable live cell within the budget (and the window).
+    Brute force over all 15,625 cells, costs from the edge tables."""
     rows, cols, cells = _all_nb201_cells()
     connected = np.array([g.connected() for g in cells])
-    assert (~connected).sum() == 341
+    live = np.array([g.live() for g in cells])
+    assert (~connected).sum() == 341 and live.sum() == 9444 and not (live & ~connected).any()
     cm = CostModel("nb201", NetConfig(C=4, layers=1, num_classes=10, in_channels=1, input_size=16), NB201_OPS, 3, "params")
     U = cm.edge_costs()["normal"].numpy()
     params = cm.fixed + U[rows, cols].sum(axis=1)
@@ -195,12 +196,12 @@ def test_nb201_derivations_keep_the_most_probable_connected_cell():
         if trial % 2:
             alphas["normal"][:, NB201_OPS.index("none")] += 3.0
         lp = log_probs("nb201", alphas["normal"], NB201_OPS).numpy()
-        total = np.where(connected, lp[rows, cols].sum(axis=1), -np.inf)
+        total = np.where(live, lp[rows, cols].sum(axis=1), -np.inf)
         got = derive("nb201", alphas, NB201_OPS, 3)
         per_edge = NB201Genotype(tuple(tuple((NB201_OPS[int(lp[cell_edges(1, 3).index((i, j))].argmax())], i) for i in range(j))
                                        for j in range(1, 4)))
-        assert got.connected() and got == cells[int(np.argmax(total))]
-        if per_edge.connected():
+        assert got.live() and got == cells[int(np.argmax(total))]
+        if per_edge.live():
             assert got == per_edge
         else:
             repaired += 1
@@ -212,14 +213,26 @@ def test_nb201_derivations_keep_the_most_probable_connected_cell():
             if d is None:
                 assert best == -np.inf
                 continue
-            assert d.genotype.connected() and d.cost["params"] <= budget["params"]
+            assert d.genotype.live() and d.cost["params"] <= budget["params"]
             assert abs(d.log_prob - best) < 1e-9, (d.log_prob, best)
     assert repaired >= 20, repaired  # the pushed half exercises the repair
 
 
-def test_random_nb201_cells_are_connected():
+@pytest.mark.parametrize("arch, dead", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|", [("nor_conv_3x3", 0, 1), ("nor_conv_3x3", 0, 2)]),
+    ("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|", [("nor_conv_1x1", 1, 2)]),
+    ("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|", []),
+    ("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|", []),
+])
+def test_dead_edges_are_the_ops_cut_off_from_the_input_or_the_output(arch, dead):
+    g = NB201Genotype.from_str(arch)
+    assert g.dead_edges() == dead
+    assert g.live() == (not dead)
+
+
+def test_random_nb201_cells_are_live():
     rng = random.Random(0)
-    assert all(random_genotype("nb201", rng).connected() for _ in range(2000))
+    assert all(random_genotype("nb201", rng).live() for _ in range(2000))
 
 
 def test_darts_derivation_is_fast_at_the_papers_size():

@@ -220,10 +220,10 @@ def test_derive_darts_rule():
 
 def test_derive_nb201_argmax_per_edge():
     a = torch.zeros(6, 5)
-    for row in range(6):
-        a[row, row % 5] = 1.0
+    for row in range(6):  # skip, 1x1, 3x3, pool, none, skip: a live cell (the none on 1->3 leaves every op a path)
+        a[row, (row + 1) % 5] = 1.0
     g = derive("nb201", {"normal": a}, NB201_OPS, nodes=3)
-    assert [op for node in g.nodes for op, _ in node] == [NB201_OPS[r % 5] for r in range(6)]
+    assert g.live() and [op for node in g.nodes for op, _ in node] == [NB201_OPS[(r + 1) % 5] for r in range(6)]
 
 
 @pytest.mark.parametrize("seed", [0, 1, 2])

@@ -145,6 +145,26 @@ class NB201Genotype:
                 reached.add(j)
         return len(self.nodes) in reached
 
+    def dead_edges(self) -> list[tuple[str, int, int]]:
+        """The (op, i, j) edges other than ``none`` that the cell's output does not depend on: no path of ``none``-free
+        edges reaches node i from the input (node i is zeros, so the op adds a constant at most), or none leads from
+        node j to the output. Their parameters count in the analytic cost and buy nothing."""
+        last = len(self.nodes)
+        forward, backward = {0}, {last}
+        for j, node in enumerate(self.nodes, start=1):
+            if any(op != "none" and i in forward for op, i in node):
+                forward.add(j)
+        for j in range(last, 0, -1):
+            if j in backward:
+                backward.update(i for op, i in self.nodes[j - 1] if op != "none")
+        return [(op, i, j) for j, node in enumerate(self.nodes, start=1) for op, i in node
+                if op != "none" and not (i in forward and j in backward)]
+
+    def live(self) -> bool:
+        """Connected, and every op other than ``none`` on a path from the input to the output (no ``dead_edges``): the
+        cells a derivation keeps and a random draw returns (9,444 of the 15,625 cells of three nodes)."""
+        return self.connected() and not self.dead_edges()
+
     # cells.C.ops.N.K: an edge sits inside its node's list (cells.C.ops.N), so the deepest matching scope names it
     EDGE_SCOPE: ClassVar[int] = -1
 
@@ -262,12 +282,12 @@ def load_genotype(spec: str | Path) -> Genotype:
 
 
 def random_genotype(space: str, rng: random.Random, steps: int = 4) -> Genotype:
-    """A random valid genotype (for tests and baselines); NB201: a connected cell (``NB201Genotype.connected``), every
-    op uniform otherwise (rejection: 341 of the 15,625 cells, 2.2%, are not connected)."""
+    """A random valid genotype (for tests and baselines); NB201: a live cell (``NB201Genotype.live``, the set the
+    derivations keep), every op uniform otherwise (rejection: 6,181 of the 15,625 cells, 39.6%, are not live)."""
     if space == "nb201":
         while True:
             g = NB201Genotype(tuple(tuple((rng.choice(NB201_OPS), i) for i in range(j)) for j in range(1, 4)))
-            if g.connected():
+            if g.live():
                 return g
     ops = [o for o in DARTS_OPS if o != "none"]
 

@@ -18,22 +18,20 @@ from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotyp
 def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> Genotype:
     """DARTS: per intermediate node keep the two incoming edges with the largest non-``none``
     softmax weight, each with its arg-max non-``none`` op.  NB201: arg-max per edge, and where that cell is not
-    connected (every path from input to output crosses a ``none``: it outputs zeros) the most probable connected
-    cell instead; the paper's rule does not say, DARTS' cells are connected by construction."""
+    live (``NB201Genotype.live``: it outputs zeros, or an op's output never reaches the cell's output) the most
+    probable live cell instead; the paper's rule does not say, DARTS' cells are live by construction."""
     if SPACES[space].every_edge:
         lp = torch.log_softmax(alphas["normal"].double(), dim=-1)
         edges = cell_edges(1, nodes)
         best = lp.argmax(dim=-1).tolist()
-        if "none" in op_names:  # the most probable connected cell (NB201Genotype.connected): the arg-max where it is one
+        if "none" in op_names:  # the most probable live cell: the arg-max where it is one
             none = op_names.index("none")
             alt = [max((k for k in range(lp.shape[1]) if k != none), key=lambda k: float(lp[e, k])) for e in range(len(edges))]
 
-            def loss(path: tuple[int, ...]) -> float:  # log-probability given up to keep an op on every edge of the path
-                return sum(float(lp[e, best[e]] - lp[e, alt[e]]) for e in path if best[e] == none)
+            def pick(support: frozenset[int]) -> list[int]:
+                return [alt[e] if e in support else none for e in range(len(edges))]
 
-            for e in min(_input_output_paths(nodes), key=loss):
-                if best[e] == none:
-                    best[e] = alt[e]
+            best = max((pick(S) for S in _live_supports(nodes)), key=lambda ks: sum(float(lp[e, k]) for e, k in enumerate(ks)))
         return NB201Genotype(tuple(tuple((op_names[best[edges.index((i, j))]], i) for i in range(j))
                                    for j in range(1, nodes + 1)))
     none = op_names.index("none") if "none" in op_names else None
@@ -54,26 +52,29 @@ def derive(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[st
     return DartsGenotype(cells["normal"], concat, cells["reduce"], concat)
 
 
-def _input_output_paths(nodes: int) -> list[tuple[int, ...]]:
-    """Every path from an NB201 cell's input (node 0) to its output (node ``nodes``), as edge rows
-    (``cell_edges`` order): a cell is connected when the edges of one of them all hold an op other than ``none``."""
+def _live_supports(nodes: int) -> list[frozenset[int]]:
+    """The edge rows (``cell_edges`` order) that hold an op other than ``none`` in a live NB201 cell: every non-empty
+    union of input-output paths (an edge is on such a path exactly when its op is neither cut off from the input nor
+    from the output). 15 supports for three nodes."""
     edges = cell_edges(1, nodes)
     paths = []
     for k in range(nodes):
         for mids in itertools.combinations(range(1, nodes), k):
             seq = (0, *mids, nodes)
-            paths.append(tuple(edges.index(e) for e in zip(seq, seq[1:])))
-    return paths
+            paths.append(frozenset(edges.index(e) for e in zip(seq, seq[1:])))
+    unions = {frozenset().union(*c) for r in range(1, len(paths) + 1) for c in itertools.combinations(paths, r)}
+    return sorted(unions, key=lambda S: (len(S), sorted(S)))
 
 
-def _best_connected(space: str, op_names: Sequence[str], nodes: int,
-                    solve: Callable[[frozenset[int]], Optional["Derivation"]]) -> Optional["Derivation"]:
-    """``solve(required)``, the best derivation whose ``required`` edge rows hold an op other than ``none``, over the
-    space's input-output paths: the best connected genotype (NB201). A space that never derives ``none`` (DARTS: every
-    kept edge has an op) is solved once. Ties in log-probability go to the cheaper genotype."""
+def _best_live(space: str, op_names: Sequence[str], nodes: int,
+               solve: Callable[[Optional[frozenset[int]]], Optional["Derivation"]]) -> Optional["Derivation"]:
+    """``solve(support)``, the best derivation whose ops other than ``none`` sit exactly on the ``support``'s edge rows,
+    over the live supports: the best live genotype (NB201). A space that never derives ``none`` (DARTS: every kept edge
+    has an op, every node reaches the output) is solved once, with ``support`` None. Ties in log-probability go to the
+    cheaper genotype."""
     if not SPACES[space].every_edge or "none" not in [op_names[k] for k in derivable(space, op_names)]:
-        return solve(frozenset())
-    found = [d for d in (solve(frozenset(p)) for p in _input_output_paths(nodes)) if d is not None]
+        return solve(None)
+    found = [d for d in (solve(S) for S in _live_supports(nodes)) if d is not None]
     return max(found, key=lambda d: (d.log_prob, tuple(-v for v in d.cost.values()))) if found else None
 
 
@@ -121,10 +122,10 @@ def derivable(space: str, op_names: Sequence[str]) -> list[int]:
 
 
 def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
-            edge_costs: Mapping[str, Mapping[str, torch.Tensor]], metrics: Sequence[str], required: frozenset[int] = frozenset()):
+            edge_costs: Mapping[str, Mapping[str, torch.Tensor]], metrics: Sequence[str], support: Optional[frozenset[int]] = None):
     """Per choice group (DARTS: a node of a cell type; NB201: an edge), its options as arrays:
     costs (O x M), log-probabilities (O,) and what each option picks [(kind, edge row, op index), ...].
-    NB201 edge rows in ``required`` offer no ``none``."""
+    NB201 with a ``support``: its edge rows offer every op but ``none``, the others ``none`` alone."""
     usable = derivable(space, op_names)
     groups = []
     for kind, alpha in alphas.items():
@@ -134,7 +135,7 @@ def _groups(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[s
         edges = cell_edges(inputs, nodes)
         if SPACES[space].every_edge:
             for e in range(len(edges)):
-                ks = [k for k in usable if e not in required or op_names[k] != "none"]
+                ks = [k for k in usable if support is None or (e in support) == (op_names[k] != "none")]
                 groups.append((np.array([U[e, k] for k in ks]), np.array([lp[e, k] for k in ks]), [[(kind, e, k)] for k in ks]))
             continue
         for j in range(inputs, inputs + nodes):
@@ -204,18 +205,18 @@ def derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequ
     by merging Pareto fronts of (cost, log-probability) group by group and pruning partial choices
     that cannot meet a budget even with the cheapest rest. Ties in log-probability go to the
     cheaper genotype, then to the earlier op in the ops table (the enumeration order). NB201: the most probable
-    connected cell (``NB201Genotype.connected``) within the budgets."""
-    return _best_connected(space, op_names, nodes, lambda required: _derive_within(
-        space, alphas, op_names, nodes, edge_costs, fixed, budgets, required))
+    live cell (``NB201Genotype.live``) within the budgets."""
+    return _best_live(space, op_names, nodes, lambda support: _derive_within(
+        space, alphas, op_names, nodes, edge_costs, fixed, budgets, support))
 
 
 def _derive_within(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
                    edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
-                   budgets: Mapping[str, float], required: frozenset[int]) -> Optional[Derivation]:
+                   budgets: Mapping[str, float], support: Optional[frozenset[int]]) -> Optional[Derivation]:
     metrics = list(budgets)
     limit = _limits(budgets, fixed, metrics)
     groups = []
-    for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics, required):
+    for costs, lps, picks in _groups(space, alphas, op_names, nodes, edge_costs, metrics, support):
         keep = _pareto(costs, lps)
         groups.append((costs[keep], lps[keep], [picks[i] for i in keep]))
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
@@ -253,7 +254,8 @@ def _derivation(space: str, picks: list[tuple[str, int, int]], alphas: Mapping[s
                 nodes: int, edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float], rule: str) -> Derivation:
     cost = {m: fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks) for m in edge_costs}
     cost = {m: metric_round(m, v) for m, v in cost.items()}
-    lp = sum(float(log_probs(space, alphas[kind], op_names)[e, k]) for kind, e, k in picks)
+    lps = {kind: log_probs(space, alphas[kind], op_names) for kind in {kd for kd, _, _ in picks}}
+    lp = sum(float(lps[kind][e, k]) for kind, e, k in picks)
     return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, rule)
 
 
@@ -264,21 +266,21 @@ def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Seq
     other budget); None when the search finds none. A dynamic programme over the primary cost in
     ``buckets`` steps of budget/buckets, keeping the most probable partial choice per step: costs are
     exact and never over a budget, the optimum is exact up to that resolution (a step of 0.05% of the
-    budget at the default). NB201: the most probable connected cell in that window."""
-    return _best_connected(space, op_names, nodes, lambda required: _derive_filling(
-        space, alphas, op_names, nodes, edge_costs, fixed, budgets, primary, fill, buckets, required))
+    budget at the default). NB201: the most probable live cell in that window."""
+    return _best_live(space, op_names, nodes, lambda support: _derive_filling(
+        space, alphas, op_names, nodes, edge_costs, fixed, budgets, primary, fill, buckets, support))
 
 
 def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
                     edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float],
                     budgets: Mapping[str, float], primary: str, fill: float, buckets: int,
-                    required: frozenset[int]) -> Optional[Derivation]:
+                    support: Optional[frozenset[int]]) -> Optional[Derivation]:
     metrics = list(budgets)
     p = metrics.index(primary)
     limit = _limits(budgets, fixed, metrics)
     floor = fill * budgets[primary] - fixed[primary] - ROUNDING * abs(budgets[primary])
     width = max(budgets[primary] / buckets, 1e-9)
-    groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics, required)
+    groups = _groups(space, alphas, op_names, nodes, edge_costs, metrics, support)
     min_rest = np.zeros((len(groups) + 1, len(metrics)))
     max_rest = np.zeros(len(groups) + 1)
     for g in range(len(groups) - 1, -1, -1):
