@@ -41,6 +41,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
 ARMS = ["dcanas", "lambda0", "argmax", "random", "naswot"]  # --variant adds searched arms after lambda0
+DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
 
 
 # ---- jobs (each in a worker process) ------------------------------------------------------------
@@ -196,6 +197,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
     from dcanas.search.baselines import random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
+    from dcanas.search.searcher import derive_again
     from dcanas.train.trainer import TrainConfig
     from dcanas.train.trainer import apply_preset as train_preset
 
@@ -268,7 +270,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     t_start = time.time()
 
     # the networks that need no search: random and NASWOT-ranked, drawn once and kept
-    drawn_key = "drawn-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, args.random, args.proxy_pool)
+    drawn_key = "drawn-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, args.random, args.proxy_pool, DRAW_RULE)
     drawn = work.result(drawn_key)
     if drawn is None:
         t0 = time.time()
@@ -311,9 +313,12 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
 
     def add_searched(key: str, res: dict) -> None:
         arm = key.split("-")[0]
-        networks[f"{key}"] = dict(arm=arm, genotype=res["derivations"][cfg.derive]["genotype"], search=key)
+        # derived again from the kept final alphas by today's rules (a derivation is a pure function of them): a kept
+        # search outlives a change of rule; the search's own derivations stay in its result
+        found = {n: d.to_json() for n, d in derive_again(searches[key], work.root / "runs" / search_key[key]).items()}
+        networks[f"{key}"] = dict(arm=arm, genotype=found[cfg.derive]["genotype"], search=key)
         if arm == "dcanas":
-            am = res["derivations"]["argmax"]
+            am = found["argmax"]
             if am["cost"][cfg.metric] <= cfg.budget:
                 networks[f"argmax-{key.split('-')[1]}"] = dict(arm="argmax", genotype=am["genotype"], search=key)
 
@@ -323,8 +328,14 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         return [("train-" + digest(networks[name]["genotype"], recipe, t), t) for t in ((0, 1) if name in second_seed else (0,))]
 
     if args.plan:
+        for key, res in ((k, work.result(search_key[k])) for k in searches):
+            if res is not None:
+                add_searched(key, res)
+        todo = [k for name in networks for k, _ in train_keys(name) if work.result(k) is None]
+        print(f"networks now: {len(networks)} ({sum(work.result(search_key[k]) is not None for k in searches)} searches kept); "
+              f"trainings to run: {len(todo)}")
         print(f"search: {cfg.to_json()}\ntraining: {train_cfg.to_json()}\nwindow {lo:,.0f} .. {hi:,.0f}; "
-              f"{len(searches)} searches, {len(networks)} networks without search; {args.jobs} jobs x {threads} threads; work {work.root}")
+              f"{len(searches)} searches; {args.jobs} jobs x {threads} threads; work {work.root}")
         return 0
 
     log = lambda m: print(f"[{time.time() - t_start:7.0f}s] {m}", flush=True)  # noqa: E731

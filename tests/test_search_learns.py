@@ -78,12 +78,14 @@ def test_zero_alpha_steps_say_the_weights_did_not_separate(tmp_path, fashion_roo
 @pytest.mark.slow
 def test_warmup_holds_alpha_then_the_search_moves_it(tmp_path, fashion_root):
     """Warm-up epochs train w alone; after them alpha moves, lambda rises (the budget binds at the tiny preset's middle
-    budget) and each epoch records the loss's and the budget's shares of the push on alpha."""
-    from dcanas.search.searcher import run_search
+    budget) and each epoch records the loss's and the budget's shares of the push on alpha. Derived again from the
+    checkpoint (what benchmarks/search_vs_random.py does with a kept search), the derivations are the search's own."""
+    from dcanas.search.searcher import derive_again, run_search
 
     cfg = _tiny(data_root=str(fashion_root), epochs=3, warmup_epochs=1, lambda_lr=2.0)
     cfg = replace(cfg, budget=cost_model(cfg).feasible_range()[0] * 1.2)
-    run_search(cfg, tmp_path / "s", cfg.budget, progress=lambda m: None)
+    res = run_search(cfg, tmp_path / "s", cfg.budget, progress=lambda m: None)
+    assert {k: d.to_json() for k, d in derive_again(cfg, tmp_path / "s").items()} == res.summary["derivations"]
     hist = json.loads((tmp_path / "s" / "search.json").read_text())["epochs"]
     init = apply_init_alphas(cfg)
     assert hist[0]["alphas"] == init and hist[0]["lambda"] == 0.0 and not hist[0]["alpha_steps"]

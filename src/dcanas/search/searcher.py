@@ -309,10 +309,16 @@ def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[st
 def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
     """The derivation of a finished search's final alphas (its ``checkpoint.pt``) under ``cfg``'s budgets:
     the same search, derived again under another budget (``latency.hold`` tightens a latency budget)."""
+    return derive_again(cfg, seed_dir)[cfg.derive]
+
+
+def derive_again(cfg: SearchConfig, seed_dir: Path) -> dict[str, Derivation]:
+    """Every derivation of a finished search's final alphas (its ``checkpoint.pt``) by today's rules under ``cfg``'s
+    budgets: a derivation is a pure function of the alphas, so a changed rule needs no new search."""
     state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", "run the search again (--from search)")
     model = Supernet(supernet_config(cfg))
     model.load_state_dict(state["model"])
-    return derivations(cfg, model, constraints(cfg))[cfg.derive]
+    return derivations(cfg, model, constraints(cfg))
 
 
 def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, history: list, steps: list,
