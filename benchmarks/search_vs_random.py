@@ -212,6 +212,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--arms", default="dcanas,lambda0", help="the searched arms to run (argmax comes with dcanas)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON", help="one more searched arm: the shipped search "
                    "with these overrides, e.g. 'nd={\"options\": {\"derived_cells\": false}, \"warmup_epochs\": 5}'")
+    p.add_argument("--ensemble", type=int, default=1, metavar="N", help="also an arm ARMxN per searched arm: one network per N "
+                   "consecutive seeds, derived from their summed log-softmax alphas (seeds // N networks; no extra search)")
     p.add_argument("--search-epochs", type=int, help="override the search preset's epochs")
     p.add_argument("--search-subset", type=int, help="override the search preset's image subset (0: all)")
     p.add_argument("--search", action="append", default=[], metavar="KEY=VALUE",
@@ -308,6 +310,12 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
               flush=True)
         cfg = searched.get("dcanas", cfg)
     searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in range(args.seeds)}
+    ensembles = {f"{arm}x{args.ensemble}-g{g}": [f"{arm}-s{seed}" for seed in range(g * args.ensemble, (g + 1) * args.ensemble)]
+                 for arm in searched for g in range(args.seeds // args.ensemble)} if args.ensemble > 1 else {}
+    searched_by = {a: a for a in searched}  # arm -> the searched arm whose searches it took
+    for arm in (searched if ensembles else []):
+        ARMS.insert(ARMS.index("argmax"), f"{arm}x{args.ensemble}")
+        searched_by[f"{arm}x{args.ensemble}"] = arm
     search_key = {k: "search-" + digest(_search_inputs(c)) for k, c in searches.items()}
     second_seed = {f"random-{i}" for i in range(min(args.rank_networks, args.random))}
 
@@ -317,6 +325,11 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         # search outlives a change of rule; the search's own derivations stay in its result
         found = {n: d.to_json() for n, d in derive_again(searches[key], work.root / "runs" / search_key[key]).items()}
         networks[f"{key}"] = dict(arm=arm, genotype=found[cfg.derive]["genotype"], search=key)
+        for name, keys in ensembles.items():  # a group whose every seed is kept: its ensemble's network
+            if name not in networks and all(work.result(search_key[k]) is not None for k in keys):
+                runs = [work.root / "runs" / search_key[k] for k in keys]
+                g = derive_again(searches[keys[0]], *runs)[cfg.derive].genotype.to_json()
+                networks[name] = dict(arm=name.split("-")[0], genotype=g, search=None, searches=keys)
         if arm == "dcanas":
             am = found["argmax"]
             if am["cost"][cfg.metric] <= cfg.budget:
@@ -420,8 +433,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
             continue
         m, se = mean_se(v)
         secs = sum(r["train_seconds"] for r in by_arm[a])
-        if a in searched:
-            secs += sum(s["search_seconds"] for k, s in search_res.items() if k.startswith(a))
+        if a in searched_by:  # its searches (an ensemble arm: its seeds' searches), by the arm's exact name
+            secs += sum(s["search_seconds"] for k, s in search_res.items() if k.split("-")[0] == searched_by[a])
         if a == "naswot":
             secs += drawn["naswot_seconds"]
         summary[a] = dict(n=len(v), mean=m, se=se, seconds=secs, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
@@ -429,7 +442,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
 
     pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
-    meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants,
+    meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
                 work=os.path.relpath(work.root, HERE.parent), stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
     result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman,
@@ -479,7 +492,10 @@ def _write(result: dict, out: Path) -> int:
              f"({cfg.warmup_epochs} warm-up), subset {cfg.subset or 'all'}, arch lr {cfg.arch_lr:g}, lambda lr {cfg.lambda_lr:g}, "
              f"K' = K_d, derivation {cfg.derive}, derived cells {cfg.options.derived_cells}, bottleneck {cfg.options.bottleneck}; "
              f"evaluation network C={cfg.eval_C}, {cfg.eval_layers} cells. Fill window {lo:,.0f} .. {hi:,.0f} params."
-             + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in meta["variants"].items()),
+             + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in meta["variants"].items())
+             + (f" Arms ARMx{meta['ensemble']}: one network per {meta['ensemble']} consecutive seeds of ARM, derived from the "
+                "sum of those searches' log-softmax alphas (no search of its own; the job time counts its seeds' searches)."
+                if meta.get("ensemble", 1) > 1 else ""),
              f"Training (one recipe for every network): {train_cfg.epochs} epochs on {train_cfg.subset or 'all'} training images "
              f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine, cutout "
              f"{train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; test top-1 on the whole "

@@ -86,6 +86,19 @@ def test_warmup_holds_alpha_then_the_search_moves_it(tmp_path, fashion_root):
     cfg = replace(cfg, budget=cost_model(cfg).feasible_range()[0] * 1.2)
     res = run_search(cfg, tmp_path / "s", cfg.budget, progress=lambda m: None)
     assert {k: d.to_json() for k, d in derive_again(cfg, tmp_path / "s").items()} == res.summary["derivations"]
+    # an ensemble of the search with itself: the derivations of the summed log-softmax alphas, 2 log_softmax(alpha)
+    from dcanas.files import load_checkpoint
+    from dcanas.search.config import constraints, supernet_config
+    from dcanas.search.searcher import derivations
+    from dcanas.search.supernet import Supernet
+
+    model = Supernet(supernet_config(cfg))
+    model.load_state_dict(load_checkpoint(tmp_path / "s" / "checkpoint.pt", "")["model"])
+    with torch.no_grad():
+        for a in model.alphas.values():
+            a.copy_(2 * torch.log_softmax(a.double(), dim=-1))
+    expected = {k: d.to_json() for k, d in derivations(cfg, model, constraints(cfg)).items()}
+    assert {k: d.to_json() for k, d in derive_again(cfg, tmp_path / "s", tmp_path / "s").items()} == expected
     hist = json.loads((tmp_path / "s" / "search.json").read_text())["epochs"]
     init = apply_init_alphas(cfg)
     assert hist[0]["alphas"] == init and hist[0]["lambda"] == 0.0 and not hist[0]["alpha_steps"]

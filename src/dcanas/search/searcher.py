@@ -312,12 +312,18 @@ def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
     return derive_again(cfg, seed_dir)[cfg.derive]
 
 
-def derive_again(cfg: SearchConfig, seed_dir: Path) -> dict[str, Derivation]:
+def derive_again(cfg: SearchConfig, seed_dir: Path, *more: Path) -> dict[str, Derivation]:
     """Every derivation of a finished search's final alphas (its ``checkpoint.pt``) by today's rules under ``cfg``'s
-    budgets: a derivation is a pure function of the alphas, so a changed rule needs no new search."""
-    state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", "run the search again (--from search)")
+    budgets: a derivation is a pure function of the alphas, so a changed rule needs no new search. With ``more``
+    searches (seeds of one configuration), of their ensemble: the sum of every search's log-softmax alphas, whose
+    softmax is the normalised product of the searches' op distributions on every edge."""
     model = Supernet(supernet_config(cfg))
-    model.load_state_dict(state["model"])
+    states = [load_checkpoint(Path(d) / "checkpoint.pt", "run the search again (--from search)")["model"] for d in (seed_dir, *more)]
+    model.load_state_dict(states[0])
+    if more:
+        with torch.no_grad():
+            for t, a in model.alphas.items():
+                a.copy_(sum(torch.log_softmax(st[f"alphas.{t}"].double(), dim=-1) for st in states).to(a.dtype))
     return derivations(cfg, model, constraints(cfg))
 
 
