@@ -219,8 +219,8 @@ def test_nb201_derivations_keep_the_most_probable_live_cell():
 
 
 @pytest.mark.parametrize("arch, dead", [
-    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|", [("nor_conv_3x3", 0, 1), ("nor_conv_3x3", 0, 2)]),
-    ("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|", [("nor_conv_1x1", 1, 2)]),
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|", [("cell", "nor_conv_3x3", 0, 1), ("cell", "nor_conv_3x3", 0, 2)]),
+    ("|none~0|+|nor_conv_3x3~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|", [("cell", "nor_conv_1x1", 1, 2)]),
     ("|nor_conv_3x3~0|+|none~0|nor_conv_3x3~1|+|none~0|avg_pool_3x3~1|nor_conv_1x1~2|", []),
     ("|none~0|+|none~0|none~1|+|nor_conv_3x3~0|none~1|none~2|", []),
 ])
@@ -228,6 +228,15 @@ def test_dead_edges_are_the_ops_cut_off_from_the_input_or_the_output(arch, dead)
     g = NB201Genotype.from_str(arch)
     assert g.dead_edges() == dead
     assert g.live() == (not dead)
+
+
+def test_darts_dead_edges_are_the_nodes_left_out_of_the_concat():
+    from dcanas.nets.genotype import KNOWN, genotype_from_json
+
+    g = genotype_from_json(KNOWN["DARTS_V2"])
+    assert g.dead_edges() == []
+    cut = genotype_from_json({**g.to_json(), "reduce_concat": [2, 3, 4]})  # node 5 feeds no later node in DARTS_V2's reduce
+    assert [(k, j) for k, _, _, j in cut.dead_edges()] == [("reduce", 5), ("reduce", 5)]
 
 
 def test_random_nb201_cells_are_live():

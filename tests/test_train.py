@@ -113,3 +113,16 @@ def test_model_genotype_mismatch_is_reported(tmp_path):
     save_model(tmp_path / "m.pt", model, meta)
     r = dcanas("evaluate", "--model", str(tmp_path / "m.pt"))
     assert r.returncode == 2 and "do not match" in r.stderr
+
+
+@pytest.mark.parametrize("arch, note", [
+    ("|nor_conv_3x3~0|+|nor_conv_3x3~0|none~1|+|skip_connect~0|none~1|none~2|", "cell nor_conv_3x3 0->1, cell nor_conv_3x3 0->2"),
+    ("|nor_conv_3x3~0|+|none~0|nor_conv_1x1~1|+|skip_connect~0|none~1|nor_conv_3x3~2|", None),
+])
+def test_train_says_which_ops_of_a_users_genotype_cannot_change_its_output(tmp_path, fashion_root, arch, note):
+    r = dcanas("train", "--genotype", arch, "--preset", "tiny", "--epochs", "1", "--subset", "256", "--data-root", str(fashion_root),
+               "--out", str(tmp_path))
+    assert r.returncode == 0, r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if "cannot change its output" in ln]
+    assert lines == ([f"note: 2 op(s) of this genotype cannot change its output ({note}): cut off from the cell's input or output, "
+                      "their parameters count and buy nothing; dcanas search derives none"] if note else [])

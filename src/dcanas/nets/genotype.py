@@ -87,6 +87,12 @@ class DartsGenotype:
             out[darts_edge_node(k)].append(edge)
         return out
 
+    def dead_edges(self) -> list[tuple[str, str, int, int]]:
+        """The (cell kind, op, i, j) edges whose node j reaches no node of its cell's concat: none in a derived or known
+        genotype (every intermediate node is concatenated), possible in a hand-written one."""
+        return [d for kind, concat in (("normal", self.normal_concat), ("reduce", self.reduce_concat))
+                for d in _dead_edges(kind, self.node_inputs(kind), set(range(DARTS_INPUTS)), set(concat))]
+
     def edge_at(self, kind: str, path: list[str]) -> Optional[tuple[str, int]]:
         """(op, edge index) of module path ``cells.C.ops.E``."""
         edges = self.reduce if kind == "reduce" else self.normal
@@ -145,20 +151,11 @@ class NB201Genotype:
                 reached.add(j)
         return len(self.nodes) in reached
 
-    def dead_edges(self) -> list[tuple[str, int, int]]:
-        """The (op, i, j) edges other than ``none`` that the cell's output does not depend on: no path of ``none``-free
-        edges reaches node i from the input (node i is zeros, so the op adds a constant at most), or none leads from
-        node j to the output. Their parameters count in the analytic cost and buy nothing."""
-        last = len(self.nodes)
-        forward, backward = {0}, {last}
-        for j, node in enumerate(self.nodes, start=1):
-            if any(op != "none" and i in forward for op, i in node):
-                forward.add(j)
-        for j in range(last, 0, -1):
-            if j in backward:
-                backward.update(i for op, i in self.nodes[j - 1] if op != "none")
-        return [(op, i, j) for j, node in enumerate(self.nodes, start=1) for op, i in node
-                if op != "none" and not (i in forward and j in backward)]
+    def dead_edges(self) -> list[tuple[str, str, int, int]]:
+        """The (cell kind, op, i, j) edges other than ``none`` that the cell's output does not depend on: no path of
+        ``none``-free edges reaches node i from the input (node i is zeros, so the op adds a constant at most), or none
+        leads from node j to the output. Their parameters count in the analytic cost and buy nothing."""
+        return _dead_edges("cell", self.node_inputs("cell"), {0}, {len(self.nodes)})
 
     def live(self) -> bool:
         """Connected, and every op other than ``none`` on a path from the input to the output (no ``dead_edges``): the
@@ -279,6 +276,20 @@ def load_genotype(spec: str | Path) -> Genotype:
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise GenotypeError(f"{path}: not valid JSON ({exc})") from None
     return genotype_from_json(data)
+
+
+def _dead_edges(kind: str, node_inputs: dict[int, list[Edge]], inputs: set[int], outputs: set[int]) -> list[tuple[str, str, int, int]]:
+    """The (kind, op, i, j) edges other than ``none`` off every ``none``-free path from the cell's ``inputs`` to its
+    ``outputs`` (``node_inputs``: per node in topological order, its (op, source) edges)."""
+    forward, backward = set(inputs), set(outputs)
+    for j, edges in node_inputs.items():
+        if any(op != "none" and i in forward for op, i in edges):
+            forward.add(j)
+    for j in reversed(node_inputs):
+        if j in backward:
+            backward.update(i for op, i in node_inputs[j] if op != "none")
+    return [(kind, op, i, j) for j, edges in node_inputs.items() for op, i in edges
+            if op != "none" and not (i in forward and j in backward)]
 
 
 def random_genotype(space: str, rng: random.Random, steps: int = 4) -> Genotype:

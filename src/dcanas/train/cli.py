@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 from dataclasses import replace
 
 from ..argtypes import add_dist_options, add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
@@ -19,7 +20,13 @@ def cmd_train(args: argparse.Namespace) -> int:
 
     cfg = apply_preset(TrainConfig(), args.preset)
     get_spec(args.dataset)
-    genotype = load_genotype(args.genotype).to_json() if args.genotype else None
+    loaded = load_genotype(args.genotype) if args.genotype else None
+    dead = loaded.dead_edges() if loaded is not None else []
+    if dead:  # the user's genotype: trained as given, with what it wastes said once
+        print(f"note: {len(dead)} op(s) of this genotype cannot change its output ({', '.join(f'{k} {op} {i}->{j}' for k, op, i, j in dead)}): "
+              "cut off from the cell's input or output, their parameters count and buy nothing; dcanas search derives none",
+              file=sys.stderr)
+    genotype = loaded.to_json() if loaded is not None else None
     fields = dict(genotype=genotype, arch=args.arch or ("dcanas" if genotype else None), width=args.width, dataset=args.dataset, data_root=args.data_root,
                   C=args.channels, layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
                   subset=args.subset, seed=args.seed, device=args.device, drop_path=args.drop_path, cutout=args.cutout)
