@@ -77,11 +77,41 @@ def test_sigterm_during_a_ray_lug_build_is_one_line(tmp_path, fashion_root, when
     else:
         time.sleep(when)
     assert p.poll() is None, p.communicate()[1][-2000:]
+    started = _descendants(p.pid)  # Ray's GCS, raylet and, while searching, the two workers
     p.send_signal(signal.SIGTERM)
     _, err = p.communicate(timeout=90)
+    print(err)  # whole, in the captured output of a failure (the assertion's repr is cut)
     assert p.returncode == 143, (p.returncode, err[-3000:])
     lines = err.strip().splitlines()
     assert lines[-1] == "dcanas lug: terminated (SIGTERM)" and "Traceback" not in err and "Fatal Python" not in err, err[-3000:]
+    if when == "searching":
+        assert len(started) >= 2, started  # at least the GCS and the raylet
+        wait_for(lambda: not [pid for pid in started if _alive(pid)], 30, f"the build's processes {sorted(started)} to end")
+
+
+def _descendants(pid: int) -> set[int]:
+    """The processes below ``pid`` now, from /proc."""
+    parent = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        parent[int(stat.parent.name)] = int(fields[1])
+    found, todo = set(), [pid]
+    while todo:
+        this = todo.pop()
+        kids = [c for c, pp in parent.items() if pp == this]
+        found.update(kids)
+        todo.extend(kids)
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
 
 
 @pytest.mark.parametrize("fork", [1, 5])

@@ -109,14 +109,27 @@ def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "
             for ref in done:
                 yield pending.pop(ref), ray.get(ref)
     except BaseException:  # Ctrl-C, SIGTERM, a failed task: the other tasks are stopped, not left running on the cluster
-        for ref in pending:
-            try:
-                ray.cancel(ref, force=True)
-            except Exception:  # noqa: BLE001 - best effort; shutting Ray down follows
-                pass
-        if started:
+        if started:  # our own instance: shutting it down ends its workers
             ray.shutdown()
+        else:
+            _cancel_unfinished(ray, list(pending))
         raise
+
+
+def _cancel_unfinished(ray: Any, refs: list) -> None:
+    """Cancel the tasks of ``refs`` that have not finished, on a cluster we joined. Only those: Ray 2.60 aborts the driver
+    ("Check failed: it != submissible_tasks_.end() Tried to complete task that was not pending", exit code 1) when a
+    force-cancel races with the reply of a task that is finishing (seen in CI, a SIGTERM during a local build, when this
+    cancelled every task before the shutdown). The window is narrowed here, not closed: it is Ray's."""
+    try:
+        _, unfinished = ray.wait(refs, num_returns=len(refs), timeout=0)
+    except Exception:  # noqa: BLE001 - best effort: the cluster may be gone
+        return
+    for ref in unfinished:
+        try:
+            ray.cancel(ref, force=True)
+        except Exception:  # noqa: BLE001 - best effort
+            pass
 
 
 @dataclass(frozen=True)
