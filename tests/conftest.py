@@ -38,11 +38,35 @@ def skip_unless_ci(reason: str) -> None:
     pytest.skip(reason)
 
 
-def run_dcanas(*args: str, timeout: float = 300, **kw):
-    """`python -m dcanas ARGS` in a subprocess (no stdin, as in CI)."""
+_ZYGOTE = None
+
+
+def run_command(cmd: list, *, timeout: float = 300, capture_output: bool = True, text: bool = True, **kw):
+    """subprocess.run for a command whose output a test reads: `python -m dcanas ...` goes through :func:`run_dcanas`."""
     import subprocess
     import sys
 
+    if capture_output and text and [str(c) for c in cmd[:3]] == [sys.executable, "-m", "dcanas"]:
+        return run_dcanas(*map(str, cmd[3:]), timeout=timeout, **kw)
+    return subprocess.run(cmd, capture_output=capture_output, text=text, timeout=timeout, **kw)
+
+
+def run_dcanas(*args: str, timeout: float = 300, **kw):
+    """`python -m dcanas ARGS` in a process of its own (no stdin, as in CI), forked from the tests' zygote
+    (tests/zygote.py: the imports paid once); DCANAS_TEST_ZYGOTE=0, or options the zygote does not take, start a
+    fresh interpreter instead."""
+    import atexit
+    import subprocess
+    import sys
+
+    global _ZYGOTE
+    if os.environ.get("DCANAS_TEST_ZYGOTE", "1") != "0" and set(kw) <= {"env", "cwd"}:
+        if _ZYGOTE is None:
+            from zygote import Zygote
+
+            _ZYGOTE = Zygote()
+            atexit.register(_ZYGOTE.close)
+        return _ZYGOTE.run(list(args), timeout=timeout, **kw)
     return subprocess.run([sys.executable, "-m", "dcanas", *args], capture_output=True, text=True, timeout=timeout,
                           stdin=subprocess.DEVNULL, **kw)
 

@@ -1,13 +1,14 @@
 """Export: every format x both layouts on small trained networks that use EVERY op of both
 tables (stride 1 and 2), validated on real Fashion-MNIST; pooling converts to builtin ops."""
 import json
-import subprocess
 import sys
 from dataclasses import replace
 
 import numpy as np
 import onnx
 import pytest
+
+from conftest import run_command
 import torch
 
 from dcanas.export.converters import argmax_range, export_tflite, tflite_ops
@@ -172,13 +173,13 @@ def test_unknown_format_did_you_mean():
     (["--model", "/nonexistent/model.pt", "--formats", "tfite"], "did you mean 'tflite'"),
 ])
 def test_export_cli_bad_input(tmp_path, args, needle):
-    r = subprocess.run([sys.executable, "-m", "dcanas", "export", *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
+    r = run_command([sys.executable, "-m", "dcanas", "export", *args, "--out", str(tmp_path)], capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and needle in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
 
 @pytest.mark.slow
 def test_export_cli_table_and_exit_code(trained, fashion_root, tmp_path):
-    r = subprocess.run([sys.executable, "-m", "dcanas", "export", "--model", str(trained["darts"]), "--formats", "onnx",
+    r = run_command([sys.executable, "-m", "dcanas", "export", "--model", str(trained["darts"]), "--formats", "onnx",
                         "--data-root", str(fashion_root), "--n", "16", "--out", str(tmp_path)],
                        capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr

@@ -12,6 +12,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from conftest import run_command
+
 from dcanas.errors import UserError
 from dcanas.search.lug import LUG, find_lug, upper_envelope, lug_filename, options_hash
 from dcanas.search.config import SearchConfig, apply_preset
@@ -91,7 +93,7 @@ def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
     cache = tmp_path / "cache"
     args = ["build", "--preset", "tiny", "--epochs", "1", "--points", "3", "--max-points", "5", "--jobs", "2",
             "--data-root", str(fashion_root), "--cache-dir", str(cache)]
-    r = subprocess.run(lug_cmd(*args), capture_output=True, text=True, timeout=600)
+    r = run_command(lug_cmd(*args), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "2 at a time" in r.stderr
     files = list(cache.glob("*.json"))
@@ -104,12 +106,12 @@ def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
     assert len(lug.points) == 5 or not any(jumps), kd
     assert ("refining" in r.stderr) == (len(lug.points) > 3)
     assert all(Path(p["run_dir"], "genotype.json").is_file() for p in lug.points)
-    show = subprocess.run(lug_cmd("show", str(files[0])), capture_output=True, text=True, timeout=60)
+    show = run_command(lug_cmd("show", str(files[0])), capture_output=True, text=True, timeout=60)
     assert show.returncode == 0 and "| K' |" in show.stdout
     # the search finds it by its options...
     lo, hi = lug.range
     budget = int(lo + 0.5 * (hi - lo)) if hi > lo else int(hi)
-    s = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--budget", str(budget),
+    s = run_command([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--budget", str(budget),
                         "--data-root", str(fashion_root), "--cache-dir", str(cache), "--out", str(tmp_path / "s")],
                        capture_output=True, text=True, timeout=600)
     assert s.returncode == 0, s.stderr
@@ -118,12 +120,12 @@ def test_tiny_build_with_two_jobs_then_search_uses_it(tmp_path, fashion_root):
     assert summary["K_prime"] == pytest.approx(lug.lookup(budget))
     # ...and a different search option does not reuse it
     assert find_lug(replace(tiny_cfg(epochs=1), options=SearchOptions(bottleneck=2)), cache) is None
-    s2 = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--bottleneck", "2",
+    s2 = run_command([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--epochs", "1", "--bottleneck", "2",
                          "--budget", str(budget), "--data-root", str(fashion_root), "--cache-dir", str(cache),
                          "--out", str(tmp_path / "s2")], capture_output=True, text=True, timeout=600)
     assert s2.returncode == 0 and "WARNING: no LUG" in s2.stderr and "dcanas lug build" in s2.stderr
     # merge: the same runs, made into a LUG elsewhere
-    m = subprocess.run(lug_cmd("merge", *[p["run_dir"] for p in lug.points], "--out", str(tmp_path / "merged.json")),
+    m = run_command(lug_cmd("merge", *[p["run_dir"] for p in lug.points], "--out", str(tmp_path / "merged.json")),
                        capture_output=True, text=True, timeout=120)
     assert m.returncode == 0, m.stderr
     assert LUG.load(tmp_path / "merged.json").monotone == lug.monotone
@@ -142,7 +144,7 @@ def test_killed_build_resumes_reusing_finished_points(tmp_path, fashion_root):
     os.killpg(proc.pid, signal.SIGKILL)  # the build and its worker processes
     proc.wait()
     assert not list(cache.glob("*.json"))
-    r = subprocess.run(lug_cmd(*args), capture_output=True, text=True, timeout=600)
+    r = run_command(lug_cmd(*args), capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     lug = LUG.load(next(cache.glob("*.json")))
     assert len(lug.points) == 3

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from conftest import skip_unless_ci
+from conftest import run_command, skip_unless_ci
 from sshd import SSHD, start_sshd
 
 pytestmark = pytest.mark.slow  # every test here runs (part of) the pipeline
@@ -40,7 +40,7 @@ def run_cmd(profile, out, data_root, *extra):
 def local_run(tmp_path_factory, fashion_root):
     d = tmp_path_factory.mktemp("run")
     out = d / "run"
-    r = subprocess.run(run_cmd(tiny_profile(d / "p.yaml"), out, fashion_root, "--formats", FORMATS),
+    r = run_command(run_cmd(tiny_profile(d / "p.yaml"), out, fashion_root, "--formats", FORMATS),
                        capture_output=True, text=True, timeout=900)
     return d, out, r
 
@@ -89,13 +89,13 @@ def test_end_to_end_local(local_run):
 
 def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
     d, out, _ = local_run
-    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--resume"),
+    r = run_command(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--resume"),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     for stage in ("latency", "search", "train", "export", "profile", "verdict", "report"):
         assert f"== {stage}: unchanged, reused" in r.stderr
     before = (out / "export" / "model.onnx").stat().st_mtime_ns
-    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--from", "export"),
+    r = run_command(run_cmd(d / "p.yaml", out, fashion_root, "--formats", FORMATS, "--from", "export"),
                        capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "== search: unchanged" in r.stderr and "== train: unchanged" in r.stderr
@@ -105,7 +105,7 @@ def test_resume_skips_unchanged_and_from_export_redoes(local_run, fashion_root):
 
 def test_existing_run_needs_resume(local_run, fashion_root):
     d, out, _ = local_run
-    r = subprocess.run(run_cmd(d / "p.yaml", out, fashion_root), capture_output=True, text=True, timeout=120)
+    r = run_command(run_cmd(d / "p.yaml", out, fashion_root), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "--resume" in r.stderr
 
 
@@ -135,7 +135,7 @@ def test_failing_stage_names_stage_and_log(tmp_path, fashion_root):
     prof = tmp_path / "p.yaml"
     tiny_profile(prof, transport="local", python=str(tmp_path / "no-such-python"))
     out = tmp_path / "run"
-    r = subprocess.run(run_cmd(prof, out, fashion_root), capture_output=True, text=True, timeout=900)
+    r = run_command(run_cmd(prof, out, fashion_root), capture_output=True, text=True, timeout=900)
     assert r.returncode == 2, r.stderr[-2000:]  # a missing python is the user's input: one line, exit 2
     last = r.stderr.strip().splitlines()[-1]
     assert "stage 'profile' failed" in last and "profile/log.txt" in last, last
@@ -157,7 +157,7 @@ def test_kill_mid_stage_then_resume(tmp_path, fashion_root):
     proc.wait()
     state = json.loads((out / "run.json").read_text())
     assert state["stages"]["search"]["status"] == "done" and state["stages"]["train"]["status"] == "running"
-    r = subprocess.run(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
+    r = run_command(cmd + ["--resume"], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-2000:]
     assert "== search: unchanged, reused" in r.stderr and "resumed" in r.stderr
 
@@ -169,7 +169,7 @@ def test_end_to_end_through_loopback_sshd(tmp_path, fashion_root):
         prof = tiny_profile(tmp_path / "p.yaml", transport="ssh", host="127.0.0.1", port=server.port, user=server.user,
                             key_file=str(server.key), known_hosts=str(server.known_hosts), python=sys.executable,
                             workdir=str(server.root / "remote"))
-        r = subprocess.run(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=900)
+        r = run_command(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=900)
         assert r.returncode == 0, r.stderr[-3000:]
         assert "checking the connection" in r.stderr and "[push]" in r.stderr
         assert list((server.root / "remote").iterdir()) == []
@@ -182,7 +182,7 @@ def test_unreachable_device_fails_before_search(tmp_path, fashion_root):
     prof = tiny_profile(tmp_path / "p.yaml", transport="ssh", host="127.0.0.1", port=free_port(), user="pi",
                         retries=0, connect_timeout_s=2)
     t0 = time.time()
-    r = subprocess.run(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=120)
+    r = run_command(run_cmd(prof, tmp_path / "run", fashion_root), capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and time.time() - t0 < 60
     lines = r.stderr.strip().splitlines()
     assert "cannot reach" in lines[-1] and "127.0.0.1" in lines[-1]

@@ -7,6 +7,8 @@ import sys
 
 import pytest
 
+from conftest import run_command
+
 from dcanas.search.config import SearchConfig, apply_preset, cost_model
 
 TINY = ["--preset", "tiny", "--epochs", "3"]
@@ -14,7 +16,7 @@ TINY = ["--preset", "tiny", "--epochs", "3"]
 
 def search(out, *args, data_root, **kw):
     cmd = [sys.executable, "-m", "dcanas", "search", "--data-root", str(data_root), "--out", str(out), *args]
-    return subprocess.run(cmd, capture_output=True, text=True, timeout=600, **kw)
+    return run_command(cmd, capture_output=True, text=True, timeout=600, **kw)
 
 
 def _range():
@@ -54,7 +56,7 @@ def test_resume_after_kill_9_gives_same_genotype(tmp_path, fashion_root):
     # the deterministic crash hook: exits like kill -9 after 6 steps, in epoch 2 (4 steps an epoch);
     # a real SIGKILL of the search loop is in test_lug.py (the killed LUG build)
     cmd = [sys.executable, "-m", "dcanas", "search", "--data-root", str(fashion_root), "--out", str(tmp_path / "killed"), *args]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "DCANAS_EXIT_AFTER_STEPS": "6"})
+    proc = run_command(cmd, capture_output=True, text=True, timeout=300, env={**os.environ, "DCANAS_EXIT_AFTER_STEPS": "6"})
     assert proc.returncode == 137, proc.stderr[-2000:]
     assert "epoch 1/" in proc.stderr and "epoch 2/" not in proc.stderr
     assert not (tmp_path / "killed" / "genotype.json").exists()
@@ -159,7 +161,7 @@ def test_progress_bars_on_a_terminal_lines_in_a_log(tmp_path, fashion_root):
     assert p.wait(timeout=300) == 0
     tty = b"".join(chunks).decode(errors="replace")
     assert "search epoch 1/2" in tty and "img/s" in tty, tty[-2000:]
-    r = subprocess.run(args + ["--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=300)
+    r = run_command(args + ["--out", str(tmp_path / "log")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and "img/s" not in r.stderr and "epoch 2/2" in r.stderr
 
 
@@ -201,9 +203,9 @@ def test_data_parallel_search_two_gloo_processes(tmp_path, fashion_root):
     # killed in the second epoch (both ranks, like kill -9), then resumed from rank 0's checkpoint: the same alphas
     run = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
            os.path.join(here, "ddp_search_worker.py"), str(tmp_path / "crash"), str(fashion_root)]
-    crashed = subprocess.run(run, capture_output=True, text=True, timeout=600, env={**env, "DCANAS_EXIT_AFTER_STEPS": "6"})
+    crashed = run_command(run, capture_output=True, text=True, timeout=600, env={**env, "DCANAS_EXIT_AFTER_STEPS": "6"})
     assert crashed.returncode != 0 and (tmp_path / "crash" / "checkpoint.pt").is_file() and not (tmp_path / "crash" / "rank0.pt").exists()
-    resumed = subprocess.run(run + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
+    resumed = run_command(run + ["--resume"], capture_output=True, text=True, timeout=600, env=env)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     back = torch.load(tmp_path / "crash" / "rank0.pt", weights_only=True)
     assert all(torch.equal(back["alphas"][k], r0["alphas"][k]) for k in r0["alphas"]) and back["genotype"] == r0["genotype"]

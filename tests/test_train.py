@@ -9,7 +9,7 @@ from functools import partial
 import pytest
 import torch
 
-from conftest import run_dcanas
+from conftest import run_command, run_dcanas
 
 from dcanas.train.model_io import load_model
 
@@ -48,7 +48,7 @@ def test_resume_after_kill_9_same_final_weights(tmp_path, fashion_root):
     assert dcanas(*args, "--out", str(tmp_path / "full")).returncode == 0
     # the deterministic crash hook: exits like kill -9 after 10 steps, in epoch 2 (8 steps an epoch);
     # a real SIGKILL of the training loop is in test_pipeline.py (kill mid-stage)
-    proc = subprocess.run([sys.executable, "-m", "dcanas", *args, "--out", str(tmp_path / "killed")], capture_output=True,
+    proc = run_command([sys.executable, "-m", "dcanas", *args, "--out", str(tmp_path / "killed")], capture_output=True,
                           text=True, timeout=300, env={**os.environ, "DCANAS_EXIT_AFTER_STEPS": "10"})
     assert proc.returncode == 137, proc.stderr[-2000:]
     assert json.loads((tmp_path / "killed" / "train.json").read_text())["epochs"][-1]["epoch"] == 1
