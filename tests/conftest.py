@@ -51,16 +51,27 @@ def run_command(cmd: list, *, timeout: float = 300, capture_output: bool = True,
     return subprocess.run(cmd, capture_output=capture_output, text=text, timeout=timeout, **kw)
 
 
+# variables an interpreter or a library reads as it starts: a command whose environment changes one needs a fresh one
+AT_START = ("PYTHON", "LD_", "OMP_", "MKL_", "TORCH_", "CUDA_")
+
+
+def _read_at_start(env) -> bool:
+    if env is None:
+        return False
+    changed = {k for k in set(env) | set(os.environ) if env.get(k) != os.environ.get(k)}
+    return any(k.startswith(AT_START) for k in changed)
+
+
 def run_dcanas(*args: str, timeout: float = 300, **kw):
     """`python -m dcanas ARGS` in a process of its own (no stdin, as in CI), forked from the tests' zygote
-    (tests/zygote.py: the imports paid once); DCANAS_TEST_ZYGOTE=0, or options the zygote does not take, start a
-    fresh interpreter instead."""
+    (tests/zygote.py: the imports paid once); DCANAS_TEST_ZYGOTE=0, options the zygote does not take, or an environment
+    that changes what an interpreter reads as it starts (AT_START) start a fresh interpreter instead."""
     import atexit
     import subprocess
     import sys
 
     global _ZYGOTE
-    if os.environ.get("DCANAS_TEST_ZYGOTE", "1") != "0" and set(kw) <= {"env", "cwd"}:
+    if os.environ.get("DCANAS_TEST_ZYGOTE", "1") != "0" and set(kw) <= {"env", "cwd"} and not _read_at_start(kw.get("env")):
         if _ZYGOTE is None:
             from zygote import Zygote
 
