@@ -357,11 +357,14 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     queue: list[tuple[tuple, str, str, Callable, tuple]] = []
     arm_count: dict[str, int] = {}
 
+    scheduled: set[str] = set()  # the trainings queued or running
+
     def enqueue_training(name: str) -> None:
         arm = networks[name]["arm"]
         arm_count[arm] = arm_count.get(arm, 0) + 1
         for key, t in train_keys(name):
-            if work.result(key) is None:
+            if work.result(key) is None and key not in scheduled:  # two networks of one genotype share one training
+                scheduled.add(key)
                 job = (_train_job, (train_cfg.to_json(), networks[name]["genotype"], t, str(work.root / "runs" / key), threads))
                 queue.append(((1 + 100 * t, arm_count[arm], ARMS.index(arm)), "train", key, *job))
 
