@@ -47,6 +47,7 @@ bench: install data
 	$(PY) benchmarks/size_model.py
 	$(PY) benchmarks/latency_model.py
 	$(PY) benchmarks/latency_model.py --device local-latency --out benchmarks/latency_model.local-latency.last.md
+	$(PY) benchmarks/record.py latency_additivity
 	$(PY) benchmarks/record.py eq3_ablation --span lug --seeds 2
 	$(PY) benchmarks/record.py own_data --per-class 200
 	$(PY) benchmarks/record.py paper_search_cost

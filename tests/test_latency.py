@@ -581,3 +581,34 @@ def test_the_verdict_judges_latency_at_the_builds_speed_and_within_noise(artifac
     assert ("not beyond the measurement's noise" in table) == (met == "noise")
     assert table.splitlines()[-1].startswith("verdict on local: " + ("PASS" if passed else "FAIL"))
     assert met_text(row["met"]) == {True: "met", False: "MISSED", "noise": "within noise"}[met]
+
+
+def test_the_runtime_graph_is_not_additive_over_ops(tmp_path):
+    """Why the search's per-op sum ranks below the graph model (benchmarks/latency_additivity.py): onnxruntime computes a
+    ReLU that two ops read from one input once. Two DARTS cells with the same ops, the two sep_convs of node 2 reading one
+    input or two: the same convolutions, but one ReLU fewer per cell where they share their input."""
+    import importlib.util
+
+    import torch
+
+    from dcanas.export.converters import convert
+    from dcanas.export.formats import formats_for
+    from dcanas.nets.build import build_network
+    from dcanas.nets.genotype import genotype_from_json
+
+    spec = importlib.util.spec_from_file_location("latency_additivity", __import__("pathlib").Path(__file__).parents[1] / "benchmarks" / "latency_additivity.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    net = default_config("darts", in_channels=1, input_size=16, num_classes=10, C=8, layers=1)
+    rest = [["max_pool_3x3", 0], ["max_pool_3x3", 1], ["max_pool_3x3", 0], ["max_pool_3x3", 1], ["max_pool_3x3", 0], ["max_pool_3x3", 1]]
+    counts = {}
+    for name, node2 in (("shared", [["sep_conv_3x3", 0], ["sep_conv_5x5", 0]]), ("apart", [["sep_conv_3x3", 0], ["sep_conv_5x5", 1]])):
+        cell = node2 + rest
+        g = genotype_from_json({"space": "darts", "normal": cell, "normal_concat": [2, 3, 4, 5], "reduce": cell, "reduce_concat": [2, 3, 4, 5]})
+        path = tmp_path / f"{name}.onnx"
+        with torch.no_grad():
+            convert(build_network(g, net).eval(), torch.randn(1, 1, 16, 16), formats_for("onnxruntime", "fp32"), path)
+        counts[name], us = bench.profiled_counts(str(path), threads=1, runs=2)
+        assert set(us) == set(counts[name]) and all(t > 0 for t in us.values())
+    assert counts["shared"]["Conv"] == counts["apart"]["Conv"]  # the same ops: convolutions add up
+    assert counts["shared"]["Relu"] == counts["apart"]["Relu"] - 1, counts  # the shared input's ReLU runs once
