@@ -10,7 +10,9 @@ Arms, each at the budget K_d (params of the preset's evaluation network):
             [fill_fraction x K_d, K_d], the window the fill derivation chooses from
   naswot    the --proxy-top networks with the highest NASWOT score at initialisation among --proxy-pool random
             networks of the same window (a zero-cost proxy: no training)
-The first --rank-networks random networks are trained with a second seed: the Spearman between the two seeds'
+Every network is trained with its own seed: its index in its arm (a search's seed, a random network's number),
+so networks of one arm that share a genotype are still independent trainings and the arm's standard error is not
+understated. The first --rank-networks random networks are trained with a second seed (the index + 1000): the Spearman between the two seeds'
 test accuracies says whether the recipe can rank networks at all. The difference of each arm's mean to the
 random arm's has a 95% Welch interval.
 
@@ -41,10 +43,21 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
 ARMS = ["dcanas", "lambda0", "argmax", "random", "naswot"]  # --variant adds searched arms after lambda0
+SECOND_SEED = 1000  # a network's second training seed: its first + this
 DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
 
 
 # ---- jobs (each in a worker process) ------------------------------------------------------------
+
+def network_index(name: str) -> int:
+    """A network's index in its arm, its training seed: 3 for dcanas-s3, argmax-s3 and random-3, 1 for an ensemble's
+    group dcanasx2-g1."""
+    tail = name.rsplit("-", 1)[-1]
+    digits = tail.lstrip("sg")
+    if not digits.isdigit():
+        raise ValueError(f"network name {name!r} has no index")
+    return int(digits)
+
 
 def _search_job(cfg_json: dict, run_dir: str, threads: int, until: float | None) -> dict:
     import torch
@@ -338,7 +351,9 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     recipe = {**train_cfg.to_json(), "data_root": None, "device": None}
 
     def train_keys(name: str) -> list[tuple[str, int]]:
-        return [("train-" + digest(networks[name]["genotype"], recipe, t), t) for t in ((0, 1) if name in second_seed else (0,))]
+        first = network_index(name)
+        seeds = (first, first + SECOND_SEED) if name in second_seed else (first,)
+        return [("train-" + digest(networks[name]["genotype"], recipe, t), t) for t in seeds]
 
     if args.plan:
         for key, res in ((k, work.result(search_key[k])) for k in searches):
@@ -366,7 +381,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
             if work.result(key) is None and key not in scheduled:  # two networks of one genotype share one training
                 scheduled.add(key)
                 job = (_train_job, (train_cfg.to_json(), networks[name]["genotype"], t, str(work.root / "runs" / key), threads))
-                queue.append(((1 + 100 * t, arm_count[arm], ARMS.index(arm)), "train", key, *job))
+                queue.append(((1 + 100 * (t >= SECOND_SEED), arm_count[arm], ARMS.index(arm)), "train", key, *job))
 
     for key, scfg in searches.items():  # the searched networks' trainings wait for their searches
         res = work.result(search_key[key])
@@ -423,7 +438,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         accs = [a for a in (work.result(k) for k, _ in train_keys(name)) if a is not None]
         if not accs:
             continue  # not trained before the deadline
-        rows.append(dict(name=name, arm=n["arm"], params=c.params, macs=c.flops, top1=accs[0]["test_top1"],
+        rows.append(dict(name=name, arm=n["arm"], seed=network_index(name), params=c.params, macs=c.flops, top1=accs[0]["test_top1"],
                          top1_seed1=accs[1]["test_top1"] if len(accs) > 1 else None, naswot=n.get("naswot"),
                          train_seconds=sum(a["train_seconds"] for a in accs), search=n.get("search"), genotype=n["genotype"]))
     by_arm = {a: [r for r in rows if r["arm"] == a] for a in ARMS}
@@ -506,7 +521,7 @@ def _write(result: dict, out: Path) -> int:
              f"{result['wall_seconds'] / 60:.1f} min (results kept in {meta['work']})."
              + (f" Stopped at the --deadline of {meta['deadline']:.0f} s with {meta['stopped']} jobs unfinished: the arms hold what "
                 "finished." if meta["stopped"] else ""), "",
-             "| network | arm | params | MACs | test top-1 (seed 0) | seed 1 | NASWOT | search-val acc | alphas separated |",
+             "| network | arm | params | MACs | test top-1 | second seed | NASWOT | search-val acc | alphas separated |",
              "|---|---|---:|---:|---:|---:|---:|---:|---|"]
     for r in sorted(rows, key=lambda r: (arms.index(r["arm"]), r["name"])):
         s = search_res.get(r["search"] or "", None)
@@ -521,7 +536,7 @@ def _write(result: dict, out: Path) -> int:
         lines.append(f"| {a} | {s['n']} | {s['mean']:.2f}% | {s['se']:.2f} | " + (f"{w['diff']:+.2f} | [{w['lo']:+.2f}, {w['hi']:+.2f}]" if w else " | ")
                      + f" | {s['seconds'] / 60:.1f} min |")
     lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {result['spearman']:.3f} between the "
-              f"seeds' test top-1; mean |seed 0 - seed 1| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
+              f"seeds' test top-1; mean |first - second| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
               f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
               f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "

@@ -177,6 +177,9 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     assert "Spearman" in text and "Outcome: the shipped search" in text
     data = json.loads((tmp_path / "svr.json").read_text())
     assert sum(r["arm"] == "random" for r in data["rows"]) == 3 and all(0 <= r["top1"] <= 1 for r in data["rows"])
+    # each network its own training seed, its index in its arm: two searches that derive one genotype are two trainings
+    assert sorted(r["seed"] for r in data["rows"] if r["arm"] == "dcanas") == [0, 1]
+    assert sorted(r["seed"] for r in data["rows"] if r["arm"] == "random") == [0, 1, 2]
     assert (tmp_path / "svr.png").stat().st_size > 0
     assert "Room: over the 3 random networks trained twice" in text
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
@@ -193,6 +196,17 @@ def _benchmark(name: str):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+@pytest.mark.parametrize("name, index", [("dcanas-s3", 3), ("argmax-s12", 12), ("random-0", 0), ("naswot-2", 2), ("dcanasx2-g1", 1),
+                                         ("wide-s5", 5)])
+def test_every_network_trains_with_its_index_as_seed(name, index):
+    assert _benchmark("search_vs_random").network_index(name) == index
+
+
+def test_a_network_name_without_an_index_is_refused():
+    with pytest.raises(ValueError, match="no index"):
+        _benchmark("search_vs_random").network_index("dcanas")
 
 
 @pytest.mark.parametrize("spread, noise, distinct", [(2.0, 0.3, True), (0.0, 0.6, False)])
