@@ -609,6 +609,6 @@ def test_the_runtime_graph_is_not_additive_over_ops(tmp_path):
         with torch.no_grad():
             convert(build_network(g, net).eval(), torch.randn(1, 1, 16, 16), formats_for("onnxruntime", "fp32"), path)
         counts[name], us = bench.profiled_counts(str(path), threads=1, runs=2)
-        assert set(us) == set(counts[name]) and all(t > 0 for t in us.values())
+        assert set(us) == set(counts[name]) and sum(us.values()) > 0  # a small node may read 0 us
     assert counts["shared"]["Conv"] == counts["apart"]["Conv"]  # the same ops: convolutions add up
     assert counts["shared"]["Relu"] == counts["apart"]["Relu"] - 1, counts  # the shared input's ReLU runs once
