@@ -596,7 +596,9 @@ def test_the_runtime_graph_is_not_additive_over_ops(tmp_path):
     from dcanas.nets.build import build_network
     from dcanas.nets.genotype import genotype_from_json
 
-    spec = importlib.util.spec_from_file_location("latency_additivity", __import__("pathlib").Path(__file__).parents[1] / "benchmarks" / "latency_additivity.py")
+    from pathlib import Path
+
+    spec = importlib.util.spec_from_file_location("latency_additivity", Path(__file__).parents[1] / "benchmarks" / "latency_additivity.py")
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     net = default_config("darts", in_channels=1, input_size=16, num_classes=10, C=8, layers=1)
