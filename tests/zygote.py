@@ -38,7 +38,7 @@ def _child(conn: socket.socket, fds: list[int], req: dict) -> None:
         signal.set_wakeup_fd(-1)
         for fd in _SERVER_FDS:
             os.close(fd)
-        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD, signal.SIGPIPE):
+        for sig in (signal.SIGTERM, signal.SIGHUP, signal.SIGCHLD):
             signal.signal(sig, signal.SIG_DFL)
         signal.signal(signal.SIGPIPE, signal.SIG_IGN)  # as Python sets it at start-up
         signal.signal(signal.SIGINT, signal.default_int_handler)
@@ -63,9 +63,11 @@ def _child(conn: socket.socket, fds: list[int], req: dict) -> None:
             runpy.run_module("dcanas", run_name="__main__", alter_sys=True)
             code = 0
         except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-            if exc.code is not None and not isinstance(exc.code, int):
+            if exc.code is None or isinstance(exc.code, int):
+                code = exc.code or 0
+            else:  # sys.exit("message"): printed, exit 1
                 print(exc.code, file=sys.stderr)
+                code = 1
         except BaseException:  # noqa: BLE001 - what Python prints for an uncaught exception
             import traceback
 
@@ -148,9 +150,9 @@ class Zygote:
         self.path = os.path.join(self._dir, "sock")
 
     def _start(self) -> None:
-        log = open(os.path.join(self._dir, "server.log"), "w")
-        self._proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                      stderr=log, text=True, start_new_session=True)
+        with open(os.path.join(self._dir, "server.log"), "w") as log:  # the server holds its own copy of the handle
+            self._proc = subprocess.Popen([sys.executable, __file__, self.path], stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                                          stderr=log, text=True, start_new_session=True)
         line = self._proc.stdout.readline()
         if line.strip() != "ready":
             raise RuntimeError(f"the test zygote did not start: {Path(self._dir, 'server.log').read_text()[-2000:]}")
