@@ -8,6 +8,9 @@ Arms, each at the budget K_d (params of the preset's evaluation network):
   argmax    the paper's arg-max derivation of the dcanas searches, where it lands within the budget
   random    genotypes of the space's random distribution kept when their cost is in the fill window
             [fill_fraction x K_d, K_d], the window the fill derivation chooses from
+  convs     with --convs N: N random genotypes of the same window whose every edge is a convolution or none (no
+            pool, no skip; ``convs_and_none``), the family the shipped NB201 search derives: does the search choose
+            within that family, or only the family?
   naswot    the --proxy-top networks with the highest NASWOT score at initialisation among --proxy-pool random
             networks of the same window (a zero-cost proxy: no training)
 Every network is trained with its own seed: its index in its arm (a search's seed, a random network's number),
@@ -42,7 +45,7 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
-ARMS = ["dcanas", "lambda0", "argmax", "random", "naswot"]  # --variant adds searched arms after lambda0
+ARMS = ["dcanas", "lambda0", "argmax", "random", "convs", "naswot"]  # --variant adds searched arms after lambda0
 SECOND_SEED = 1000  # a network's second training seed: its first + this
 DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
 
@@ -208,7 +211,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.nets.cost import network_cost
     from dcanas.nets.genotype import genotype_from_json
     from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
-    from dcanas.search.baselines import random_within
+    from dcanas.search.baselines import convs_and_none, random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
     from dcanas.search.searcher import derive_again
     from dcanas.train.trainer import TrainConfig
@@ -218,11 +221,16 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS), help="run preset: search and training presets")
     p.add_argument("--budget", type=float, default=200_000, help="K_d in params")
     p.add_argument("--seeds", type=int, default=3, help="search seeds per searched arm")
+    p.add_argument("--first-seed", type=int, default=0, help="the first search seed: seeds --first-seed .. --first-seed + --seeds - 1 "
+                   "(a new set of searches beside kept ones)")
+    p.add_argument("--convs", type=int, default=0, metavar="N", help="also an arm of N random genotypes of the window whose every edge "
+                   "is a convolution or none")
     p.add_argument("--random", type=int, default=8, help="random networks in the window")
     p.add_argument("--proxy-pool", type=int, default=50, help="random networks scored by NASWOT")
     p.add_argument("--proxy-top", type=int, default=3, help="of which the best-scored are trained")
     p.add_argument("--rank-networks", type=int, default=6, help="random networks trained with a second seed (Spearman)")
-    p.add_argument("--arms", default="dcanas,lambda0", help="the searched arms to run (argmax comes with dcanas)")
+    p.add_argument("--arms", default="dcanas,lambda0,argmax", help="the searched arms to run (argmax: "
+                   "the arg-max derivation of the dcanas searches, no search of its own)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON", help="one more searched arm: the shipped search "
                    "with these overrides, e.g. 'nd={\"options\": {\"derived_cells\": false}, \"warmup_epochs\": 5}'")
     p.add_argument("--ensemble", type=int, default=1, metavar="N", help="also an arm ARMxN per searched arm: one network per N "
@@ -252,9 +260,19 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
                    "finished (for a time-limited machine)")
     p.add_argument("--plan", action="store_true", help="print the plan (networks, windows, jobs) and stop")
     p.add_argument("--render", metavar="FILE.json", help="write the table and plot again from a result kept in its .json (no job runs)")
+    p.add_argument("--pool", nargs="+", metavar="FILE.json", help="pool kept results (no job runs): each arm's networks of all the files "
+                   "together, a network trained in two files counted once; --pool-as NAME=ARM names a --variant that is the shipped search")
+    p.add_argument("--pool-as", action="append", default=[], metavar="NAME=ARM", help="with --pool: count arm NAME as arm ARM (e.g. rep=dcanas)")
     args = p.parse_args()
     if args.render:
         return _write(json.loads(Path(args.render).read_text()), Path(args.out))
+    if args.pool:
+        try:
+            pooled = pool_results([json.loads(Path(f).read_text()) for f in args.pool], dict(kv.split("=", 1) for kv in args.pool_as))
+        except ValueError as e:
+            print(f"error: {e}; pool results of one recipe and one window", file=sys.stderr)
+            return 2
+        return _write_pool(pooled, args.pool, Path(args.out))
 
     variants = {n: json.loads(v) for n, v in (kv.split("=", 1) for kv in args.variant)}
     if any("-" in n or n in ARMS for n in variants):
@@ -287,6 +305,12 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     # the networks that need no search: random and NASWOT-ranked, drawn once and kept
     drawn_key = "drawn-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, args.random, args.proxy_pool, DRAW_RULE)
     drawn = work.result(drawn_key)
+    convs_key = "convs-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, args.convs, DRAW_RULE)
+    convs = work.result(convs_key) if args.convs else {"convs": []}
+    if convs is None:
+        convs = dict(convs=[g.to_json() for g in random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed + 2), args.convs,
+                                                               cfg.nodes, keep=convs_and_none)])
+        work.keep(convs_key, convs)
     if drawn is None:
         t0 = time.time()
         rnd = random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed), args.random, cfg.nodes)
@@ -304,6 +328,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     networks: dict[str, dict[str, Any]] = {}
     for i, g in enumerate(drawn["random"]):
         networks[f"random-{i}"] = dict(arm="random", genotype=g, naswot=drawn["random_scores"][i])
+    for i, g in enumerate(convs["convs"]):
+        networks[f"convs-{i}"] = dict(arm="convs", genotype=g)
     for rank, i in enumerate(top):
         networks[f"naswot-{rank}"] = dict(arm="naswot", genotype=drawn["pool"][i], naswot=drawn["scores"][i])
     searched = {"dcanas": cfg, "lambda0": replace(cfg, options=replace(cfg.options, constraint=False))}
@@ -322,8 +348,9 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
               f"epoch, {len(searched) * args.seeds} searches at {slow:.1f}x: {epochs} of {cfg.epochs} epochs fit {args.search_seconds:.0f} s",
               flush=True)
         cfg = searched.get("dcanas", cfg)
-    searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in range(args.seeds)}
-    ensembles = {f"{arm}x{args.ensemble}-g{g}": [f"{arm}-s{seed}" for seed in range(g * args.ensemble, (g + 1) * args.ensemble)]
+    seeds = range(args.first_seed, args.first_seed + args.seeds)
+    searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in seeds}
+    ensembles = {f"{arm}x{args.ensemble}-g{g}": [f"{arm}-s{seed}" for seed in seeds[g * args.ensemble:(g + 1) * args.ensemble]]
                  for arm in searched for g in range(args.seeds // args.ensemble)} if args.ensemble > 1 else {}
     searched_by = {a: a for a in searched}  # arm -> the searched arm whose searches it took
     for arm in (searched if ensembles else []):
@@ -343,7 +370,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
                 runs = [work.root / "runs" / search_key[k] for k in keys]
                 g = derive_again(searches[keys[0]], *runs)[cfg.derive].genotype.to_json()
                 networks[name] = dict(arm=name.split("-")[0], genotype=g, search=None, searches=keys)
-        if arm == "dcanas":
+        if arm == "dcanas" and "argmax" in args.arms.split(","):
             am = found["argmax"]
             if am["cost"][cfg.metric] <= cfg.budget:
                 networks[f"argmax-{key.split('-')[1]}"] = dict(arm="argmax", genotype=am["genotype"], search=key)
@@ -469,6 +496,56 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     out = Path(args.out)
     out.with_suffix(".json").write_text(json.dumps(result, indent=1))
     return _write(result, out)
+
+
+def pool_results(results: list[dict], same_as: dict[str, str]) -> dict:
+    """Several kept results as one: every arm's networks of all of them (arm NAME counted as ``same_as[NAME]``), a
+    network trained in more than one (same genotype and seed under the one recipe) counted once, and each arm's
+    mean, standard error and 95% Welch interval against the pooled random arm. Results of different recipes or
+    windows cannot be pooled (ValueError)."""
+    first = results[0]
+    recipe = lambda r: {k: v for k, v in r["training"].items() if k not in ("data_root", "device")}  # noqa: E731
+    for r in results[1:]:
+        if recipe(r) != recipe(first) or x_window(r) != x_window(first):
+            raise ValueError("cannot pool results of different training recipes or fill windows")
+    seen: dict[tuple, dict] = {}
+    for r in results:
+        for row in r["rows"]:
+            arm = same_as.get(row["arm"], row["arm"])
+            seen.setdefault((arm, json.dumps(row["genotype"], sort_keys=True), row["seed"]), {**row, "arm": arm})
+    rows = list(seen.values())
+    arms = sorted(dict.fromkeys(r["arm"] for r in rows), key=lambda a: ARMS.index(a) if a in ARMS else len(ARMS))
+    rnd = [100 * r["top1"] for r in rows if r["arm"] == "random"]
+    summary = {}
+    for a in arms:
+        v = [100 * r["top1"] for r in rows if r["arm"] == a]
+        m, se = mean_se(v)
+        summary[a] = dict(n=len(v), mean=m, se=se, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
+    return dict(rows=rows, summary=summary, window=x_window(first), training=first["training"])
+
+
+def x_window(result: dict) -> list[float]:
+    return [round(x) for x in result["meta"]["window"]]
+
+
+def _write_pool(pooled: dict, files: list[str], out: Path) -> int:
+    lo, hi = pooled["window"]
+    lines = [f"# Search vs random, pooled: {len(files)} kept results", "",
+             f"Networks of {', '.join(Path(f).name for f in files)}: one recipe, window {lo:,} .. {hi:,} params; a network trained in "
+             "more than one of them (same genotype and seed) counted once.", "",
+             "| arm | networks | mean test top-1 | std. error | mean - random (points) | 95% interval |", "|---|---:|---:|---:|---:|---|"]
+    for a, s in pooled["summary"].items():
+        w = s.get("vs_random")
+        diff = f"{w['diff']:+.2f} | [{w['lo']:+.2f}, {w['hi']:+.2f}]" if w else " | "
+        lines.append(f"| {a} | {s['n']} | {s['mean']:.2f}% | {s['se']:.2f} | {diff} |")
+    verdict = pooled["summary"].get("dcanas", {}).get("vs_random")
+    if verdict:
+        lines += ["", f"Outcome, pooled: the shipped search {'beats' if verdict['lo'] > 0 else 'does not beat'} the random networks: "
+                  f"{verdict['diff']:+.2f} points, 95% interval [{verdict['lo']:+.2f}, {verdict['hi']:+.2f}]."]
+    text = "\n".join(lines) + "\n"
+    print(text)
+    out.write_text(text)
+    return 0
 
 
 def room(pairs: list[tuple[float, float]]) -> dict[str, float]:
