@@ -272,7 +272,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         except ValueError as e:
             print(f"error: {e}; pool results of one recipe and one window", file=sys.stderr)
             return 2
-        return _write_pool(pooled, args.pool, Path(args.out))
+        return _write_pool(pooled, args.pool, args.pool_as, Path(args.out))
 
     variants = {n: json.loads(v) for n, v in (kv.split("=", 1) for kv in args.variant)}
     if any("-" in n or n in ARMS for n in variants):
@@ -528,11 +528,14 @@ def x_window(result: dict) -> list[float]:
     return [round(x) for x in result["meta"]["window"]]
 
 
-def _write_pool(pooled: dict, files: list[str], out: Path) -> int:
+def _write_pool(pooled: dict, files: list[str], same_as: list[str], out: Path) -> int:
     lo, hi = pooled["window"]
+    again = " ".join(["python benchmarks/search_vs_random.py --pool", *(os.path.relpath(Path(f).resolve(), HERE.parent) for f in files),
+                      *(f"--pool-as {a}" for a in same_as)])
     lines = [f"# Search vs random, pooled: {len(files)} kept results", "",
              f"Networks of {', '.join(Path(f).name for f in files)}: one recipe, window {lo:,} .. {hi:,} params; a network trained in "
-             "more than one of them (same genotype and seed) counted once.", "",
+             "more than one of them (same genotype and seed) counted once" + (f"; arms counted as another: {', '.join(same_as)}" if same_as else "")
+             + f". Written by `{again}`.", "",
              "| arm | networks | mean test top-1 | std. error | mean - random (points) | 95% interval |", "|---|---:|---:|---:|---:|---|"]
     for a, s in pooled["summary"].items():
         w = s.get("vs_random")

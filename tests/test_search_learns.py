@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from dcanas.nets.ops import SPACE_OPS
-from dcanas.search.baselines import naswot_score, random_within
+from dcanas.nets.ops import OP_SPECS
+from dcanas.search.baselines import PARAMETER_FREE_FORMS, convs_and_none, naswot_score, random_within
 from dcanas.search.config import SearchConfig, apply_preset, cost_model
 from dcanas.search.learned import SEPARATED_ENTROPY, alpha_record, edge_entropy, edge_margin, edge_probs, gradient_shares, separated
 
@@ -130,6 +131,21 @@ def test_random_within_draws_distinct_genotypes_in_the_window(space):
     assert random_within(space, cm.derived, a, b, random.Random(0), 0, cfg.nodes, max_draws=1) == []  # --proxy-pool 0: none asked, none drawn
 
 
+@pytest.mark.parametrize("space", ["darts", "nb201"])
+def test_random_within_a_family_draws_only_its_members(space):
+    """--convs: random genotypes of the window whose every edge is a convolution or none; the family test itself
+    tells a pool or a skip from a convolution (the cells drawn without it hold both kinds)."""
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), space=space)
+    cm = cost_model(cfg)
+    lo, hi = cm.feasible_range()
+    forms = lambda g: {OP_SPECS[op].form for _, _, edges, _ in g.cells() for op, _ in edges}  # noqa: E731
+    family = random_within(space, cm.derived, lo, hi, random.Random(0), 4, cfg.nodes, keep=convs_and_none)
+    assert len(family) == 4 and all(not forms(g) & PARAMETER_FREE_FORMS and convs_and_none(g) for g in family)
+    anyone = random_within(space, cm.derived, lo, hi, random.Random(0), 20, cfg.nodes)
+    assert any(forms(g) & PARAMETER_FREE_FORMS for g in anyone)
+    assert all(convs_and_none(g) == (not forms(g) & PARAMETER_FREE_FORMS) for g in anyone)
+
+
 def test_random_within_an_empty_window_is_one_clear_error():
     from dcanas.errors import UserError
 
@@ -187,6 +203,11 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     shown = subprocess.run([*args[:2], "--render", str(tmp_path / "svr.json"), "--out", str(tmp_path / "again.md")], capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0 and (tmp_path / "again.md").read_text() == (tmp_path / "svr.md").read_text(), shown.stderr[-2000:]
+    # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
+    later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
+    r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
+    assert r1.returncode == 0 and "test top-1" not in r1.stdout.split("# Search vs random")[0], r1.stderr[-2000:]
+    assert [r["seed"] for r in json.loads((tmp_path / "s1.json").read_text())["rows"] if r["arm"] == "dcanas"] == [1]
 
 
 def _benchmark(name: str):
@@ -202,6 +223,35 @@ def _benchmark(name: str):
                                          ("wide-s5", 5)])
 def test_every_network_trains_with_its_index_as_seed(name, index):
     assert _benchmark("search_vs_random").network_index(name) == index
+
+
+def _kept(rows: list[tuple[str, str, int, float]], recipe_lr: float = 0.05) -> dict:
+    """A kept result as search_vs_random.py writes its .json, with only what pooling reads."""
+    return dict(meta=dict(window=[190_000.0, 200_000.0]), training=dict(lr=recipe_lr, epochs=3, data_root="data", device="cpu"),
+                rows=[dict(name=f"{arm}-{seed}", arm=arm, genotype={"cell": g}, seed=seed, top1=acc) for arm, g, seed, acc in rows])
+
+
+def test_pooling_counts_a_network_trained_in_two_results_once():
+    """--pool: the shipped arm of one result and a variant of the shipped search (--pool-as rep=dcanas) of another
+    together; the network both trained (same genotype, same seed) counts once, two random draws both count."""
+    svr = _benchmark("search_vs_random")
+    first = _kept([("dcanas", "a", 0, 0.86), ("dcanas", "b", 1, 0.87), ("random", "r", 0, 0.84), ("random", "s", 1, 0.85)])
+    second = _kept([("rep", "a", 0, 0.86), ("rep", "c", 2, 0.88), ("random", "t", 0, 0.83), ("random", "u", 1, 0.86)])
+    pooled = svr.pool_results([first, second], {"rep": "dcanas"})
+    assert list(pooled["summary"]) == ["dcanas", "random"]
+    assert pooled["summary"]["dcanas"]["n"] == 3 and pooled["summary"]["random"]["n"] == 4
+    assert pooled["summary"]["dcanas"]["vs_random"] == pytest.approx(svr.welch([86.0, 87.0, 88.0], [84.0, 85.0, 83.0, 86.0]))
+    with pytest.raises(ValueError, match="recipes"):
+        svr.pool_results([first, _kept([("random", "r", 0, 0.84)], recipe_lr=0.1)], {})
+
+
+def test_pooling_different_recipes_is_one_line_and_exit_2(tmp_path):
+    files = [tmp_path / "a.json", tmp_path / "b.json"]
+    files[0].write_text(json.dumps(_kept([("random", "r", 0, 0.84)])))
+    files[1].write_text(json.dumps(_kept([("random", "r", 0, 0.84)], recipe_lr=0.1)))
+    r = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--pool", *map(str, files), "--out", str(tmp_path / "p.md")],
+                       capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and r.stderr.strip().count("\n") == 0 and "one recipe" in r.stderr and not (tmp_path / "p.md").exists()
 
 
 def test_a_network_name_without_an_index_is_refused():
