@@ -213,7 +213,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
     from dcanas.search.baselines import convs_and_none, random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
-    from dcanas.search.searcher import derive_again
+    from dcanas.search.searcher import derive_again, final_log_probs
     from dcanas.train.trainer import TrainConfig
     from dcanas.train.trainer import apply_preset as train_preset
 
@@ -485,12 +485,21 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         summary[a] = dict(n=len(v), mean=m, se=se, seconds=secs, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
     from dcanas.costs.latency import agreement
 
+    # do the searches' final alphas rank the window's trained networks? Each search against the networks it did not
+    # derive itself (its own is its alphas' choice by construction); a network's accuracy is its seeds' mean
+    alpha_rank = {}
+    for k in search_res:
+        others = [r for r in rows if lo <= r["params"] <= hi and r["search"] != k]
+        if len(others) >= 3:
+            accs = [r["top1"] if r["top1_seed1"] is None else (r["top1"] + r["top1_seed1"]) / 2 for r in others]
+            scores = final_log_probs(searches[k], work.root / "runs" / search_key[k], [genotype_from_json(r["genotype"]) for r in others])
+            alpha_rank[k] = agreement(scores, accs).get("spearman", math.nan)
     pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
                 work=os.path.relpath(work.root, HERE.parent), stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
-    result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman,
+    result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman, alpha_rank=alpha_rank,
                   searches=search_res, naswot_pool=[(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None],
                   wall_seconds=wall, jobs=args.jobs, threads=threads)
     out = Path(args.out)
@@ -621,6 +630,13 @@ def _write(result: dict, out: Path) -> int:
               f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
               f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
+    if result.get("alpha_rank"):
+        ranks = result["alpha_rank"]
+        finite = sorted(v for v in ranks.values() if math.isfinite(v))
+        lines.append(f"Do the searches' final alphas rank this run's trained networks of the window ({sum(lo <= r['params'] <= hi for r in rows)}, "
+                     "less the search's own: Spearman between a network's log-probability under a search's alphas, the derivations' "
+                     f"objective, and its test top-1)? Median {finite[len(finite) // 2] if finite else math.nan:+.3f} over {len(ranks)} searches; "
+                     + ", ".join(f"{k} {v:+.3f}" for k, v in ranks.items()) + ".")
     rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random" and r["naswot"] is not None]
     if len(rk) >= 3:
         lines.append(f"NASWOT against test top-1 over the random networks: Spearman "

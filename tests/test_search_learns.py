@@ -198,6 +198,9 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     assert sorted(r["seed"] for r in data["rows"] if r["arm"] == "random") == [0, 1, 2]
     assert (tmp_path / "svr.png").stat().st_size > 0
     assert "Room: over the 3 random networks trained twice" in text
+    # each search's final alphas scored against the trained networks of the window: one Spearman per search
+    assert "Do the searches' final alphas rank" in text
+    assert set(data["alpha_rank"]) == set(data["searches"]) and all(math.isnan(v) or -1 <= v <= 1 for v in data["alpha_rank"].values())
     again = subprocess.run(args, capture_output=True, text=True, timeout=300)
     assert again.returncode == 0 and "test top-1" not in again.stdout.split("# Search vs random")[0]  # no job ran again
     shown = subprocess.run([*args[:2], "--render", str(tmp_path / "svr.json"), "--out", str(tmp_path / "again.md")], capture_output=True,

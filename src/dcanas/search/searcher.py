@@ -327,6 +327,16 @@ def derive_again(cfg: SearchConfig, seed_dir: Path, *more: Path) -> dict[str, De
     return derivations(cfg, model, constraints(cfg))
 
 
+def final_log_probs(cfg: SearchConfig, seed_dir: Path, genotypes: list) -> list[float]:
+    """Each genotype's log-probability under a finished search's final alphas (its ``checkpoint.pt``): the sum over
+    its chosen (edge, op) pairs, the objective the derivations maximise. Whether it ranks networks as their trained
+    accuracies do says whether the alphas learned anything about this space (``benchmarks/search_vs_random.py``)."""
+    cm = constraints(cfg).models[cfg.metric]
+    state = load_checkpoint(Path(seed_dir) / "checkpoint.pt", "run the search again (--from search)")["model"]
+    lp = {k[len("alphas."):]: log_probs(cfg.space, v, cm.op_names) for k, v in state.items() if k.startswith("alphas.")}
+    return [genotype_log_prob(g, lp, cm.op_names, cm.nodes) for g in genotypes]
+
+
 def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, history: list, steps: list,
            write: bool = True, phases: Optional[dict[str, float]] = None) -> SearchResult:
     """The derivations of the final alphas and the search's summary (written to ``search.json`` when ``write``);

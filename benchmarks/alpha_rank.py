@@ -1,0 +1,107 @@
+"""Do a search's final alphas know which networks train better? (issue 34)
+
+Every search kept under --work (a ``search_vs_random.py`` work folder) is scored against every network of the same
+fill window and training recipe that the kept result files (``search_vs_random.*.last.json``) trained: a network's
+log-probability under the search's final alphas (the sum over its chosen (edge, op) pairs, the objective the
+derivations maximise) against its test top-1 (its seeds' mean). The search's own derived network is left out (its
+alphas chose it). A Spearman near 0 means the alphas carry no information about the stand-alone networks, however
+far they moved; the entropy column says how far that was.
+
+    python benchmarks/record.py alpha_rank [--work benchmarks/.svr-nb201]
+
+It reads what search_vs_random.py kept, so it runs after that (by hand: not part of `make bench`, whose fresh clone
+has no kept searches).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import json
+import math
+import sys
+from collections import defaultdict
+from pathlib import Path
+from statistics import median
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
+
+HERE = Path(__file__).resolve().parent
+
+
+def main() -> int:
+    from dcanas.costs.latency import agreement
+    from dcanas.nets.genotype import genotype_from_json
+    from dcanas.search.config import SearchConfig
+    from dcanas.search.learned import edge_entropy, edge_probs
+    from dcanas.search.searcher import final_log_probs
+    from dcanas.files import load_checkpoint
+
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--work", default=str(HERE / ".svr-nb201"), help="a search_vs_random.py work folder (its runs/search-*)")
+    p.add_argument("--results", default=str(HERE / "search_vs_random.*.last.json"), help="glob of kept result files")
+    args = p.parse_args()
+
+    # the trained networks, per (window, recipe): genotype -> test top-1 of every training
+    trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for f in sorted(glob.glob(args.results)):
+        d = json.loads(Path(f).read_text())
+        if "rows" not in d or "meta" not in d:
+            continue  # a pooled table, not a run
+        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in d["training"].items() if k not in ("data_root", "device")}},
+                            sort_keys=True)
+        for r in d["rows"]:
+            accs = [100 * r["top1"]] + ([100 * r["top1_seed1"]] if r.get("top1_seed1") is not None else [])
+            seen = trained[recipe][json.dumps(r["genotype"], sort_keys=True)]
+            seen.extend(a for a in accs if a not in seen)  # one training kept in two results counted once
+    rows = []
+    for run in sorted(Path(args.work, "runs").glob("search-*")):
+        if not (run / "checkpoint.pt").is_file() or not (run / "search.json").is_file():
+            continue
+        cfg = SearchConfig.from_json(json.loads((run / "search.json").read_text())["config"])
+        window = [cfg.fill_fraction * cfg.budget, cfg.budget]
+        own = json.dumps(json.loads((run / "genotype.json").read_text()), sort_keys=True) if (run / "genotype.json").is_file() else None
+        net = (window, cfg.eval_C, cfg.eval_layers)  # the networks of this search's window and evaluation network
+        pool = [(g, sum(a) / len(a)) for recipe, nets in trained.items() if _net(json.loads(recipe)) == net
+                for g, a in nets.items() if g != own and json.loads(g).get("space") == cfg.space]
+        if len(pool) < 3:
+            continue
+        scores = final_log_probs(cfg, run, [genotype_from_json(json.loads(g)) for g, _ in pool])
+        rho = agreement(scores, [a for _, a in pool]).get("spearman", math.nan)
+        alphas = {k: v for k, v in load_checkpoint(run / "checkpoint.pt", "run the search again")["model"].items() if k.startswith("alphas.")}
+        ent = median(h for a in alphas.values() for h in edge_entropy(edge_probs(cfg.space, a, [*_op_names(cfg)])))
+        o = cfg.options
+        what = (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), arch lr "
+                f"{cfg.arch_lr:g}, bottleneck {o.bottleneck}, {o.sampling}, derived cells {o.derived_cells}, constraint {o.constraint}")
+        rows.append(dict(what=what, seed=cfg.seed, networks=len(pool), entropy=ent, spearman=rho))
+    groups: dict[str, list[dict]] = defaultdict(list)
+    for r in rows:
+        groups[r["what"]].append(r)
+    lines = ["# Do a search's final alphas rank the networks the benchmarks trained?", "",
+             f"{len(rows)} kept searches under {Path(args.work).name}; each scored against the trained networks of its fill window "
+             "(the search's own left out): Spearman between a network's log-probability under the final alphas and its test top-1 "
+             "(mean over its trainings).", "",
+             "| search | seeds | networks scored | median edge entropy (of uniform) | Spearman: median | min .. max |", "|---|---:|---:|---:|---:|---|"]
+    for what, rs in sorted(groups.items()):
+        rho = sorted(r["spearman"] for r in rs)
+        lines.append(f"| {what} | {len(rs)} | {min(r['networks'] for r in rs)}-{max(r['networks'] for r in rs)} | "
+                     f"{min(r['entropy'] for r in rs):.3f}-{max(r['entropy'] for r in rs):.3f} | {median(rho):+.3f} | {rho[0]:+.3f} .. {rho[-1]:+.3f} |")
+    every = sorted(r["spearman"] for r in rows)
+    if every:
+        lines += ["", f"Every search: median {median(every):+.3f}, {sum(v > 0 for v in every)} of {len(every)} above 0 "
+                  f"(range {every[0]:+.3f} .. {every[-1]:+.3f})."]
+    print("\n".join(lines))
+    return 0 if rows else 1
+
+
+def _net(recipe: dict) -> tuple:
+    return recipe["window"], recipe["C"], recipe["layers"]
+
+
+def _op_names(cfg) -> tuple[str, ...]:
+    from dcanas.search.config import constraints
+
+    return constraints(cfg).models[cfg.metric].op_names
+
+
+if __name__ == "__main__":
+    sys.exit(main())
