@@ -29,6 +29,7 @@ PRELOAD = ("torch", "onnx", "onnxruntime", "litert_torch", "dcanas.cli", "dcanas
 
 
 _SERVER_FDS: list[int] = []  # the server's own descriptors, closed in each child
+PARENT_CHECK_S = 2.0  # how often the server looks whether the process that started it is still there
 
 
 def _child(conn: socket.socket, fds: list[int], req: dict) -> None:
@@ -105,9 +106,10 @@ def serve(path: str) -> None:
     sel.register(rfd, selectors.EVENT_READ)
     _SERVER_FDS.extend([rfd, wfd, sel.fileno()])
     children: dict[int, socket.socket] = {}
+    parent = os.getppid()
     print("ready", flush=True)
-    while True:
-        for key, _ in sel.select():
+    while os.getppid() == parent:  # a test run that was killed cannot close() its zygote: it ends with its parent
+        for key, _ in sel.select(timeout=PARENT_CHECK_S):
             if key.fileobj is srv:
                 conn, _ = srv.accept()
                 msg, fds, _, _ = socket.recv_fds(conn, 1 << 20, 2)
@@ -138,6 +140,9 @@ def serve(path: str) -> None:
                 except OSError:
                     pass
                 conn.close()
+    import shutil
+
+    shutil.rmtree(os.path.dirname(path), ignore_errors=True)  # the folder Zygote made for the socket and this log
 
 
 class Zygote:
