@@ -84,3 +84,47 @@ def test_run_seeds_as_ray_tasks(tmp_path, fashion_root):
     assert "2 seeds, as Ray tasks at a time" in r.stderr and "seed 0: search-val acc" in r.stderr and "seed 1:" in r.stderr
     s = json.loads((out / "run.json").read_text())["stages"]["search"]["summary"]
     assert [x["seed"] for x in s["seeds"]] == [0, 1] and s["val_acc"] == max(x["val_acc"] for x in s["seeds"])
+
+
+def _beat_or_fail(kind: str, path: str) -> str:
+    """A Ray task: "fail" raises after 2 s; "beat" writes the time to ``path`` every 0.1 s for a minute."""
+    import pathlib
+    import time
+
+    if kind == "fail":
+        time.sleep(2)
+        raise RuntimeError("task failed on purpose")
+    for _ in range(600):
+        pathlib.Path(path).write_text(repr(time.time()))
+        time.sleep(0.1)
+    return "done"
+
+
+def test_a_failed_task_on_a_joined_cluster_cancels_the_unfinished_ones(tmp_path):
+    """On a cluster the command joined (not its own Ray instance, which a shutdown ends), a failed task stops the
+    others (executor._cancel_unfinished): the still-running task's heartbeat stops while the driver stays connected;
+    left alone it would beat for a minute."""
+    ray = pytest.importorskip("ray", reason="Ray is not installed (make install installs it: pip install 'dcanas[ray]')")
+    import sys
+
+    from ray.cluster_utils import Cluster
+
+    from dcanas.search.executor import run_all
+
+    ray.cloudpickle.register_pickle_by_value(sys.modules[__name__])  # the workers cannot import the tests' modules
+    beat = tmp_path / "beat"
+    cluster = Cluster(initialize_head=True, head_node_args=dict(num_cpus=2))
+    try:
+        ray.init(address=cluster.address, include_dashboard=False, log_to_driver=False)  # joined: run_all did not start it
+        with pytest.raises(RuntimeError, match="failed on purpose"):
+            for _ in run_all(_beat_or_fail, [("beat", str(beat)), ("fail", "")], executor="ray", ray_address=cluster.address):
+                pass
+        assert beat.exists()  # the other task was running when the first failed
+        time.sleep(5)
+        last = beat.read_text()
+        time.sleep(2)
+        assert beat.read_text() == last, "the unfinished task kept running after the failure"
+        assert ray.is_initialized()  # stopped by the cancel, not by the driver leaving
+    finally:
+        ray.shutdown()
+        cluster.shutdown()
