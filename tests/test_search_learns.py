@@ -206,6 +206,11 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     shown = subprocess.run([*args[:2], "--render", str(tmp_path / "svr.json"), "--out", str(tmp_path / "again.md")], capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0 and (tmp_path / "again.md").read_text() == (tmp_path / "svr.md").read_text(), shown.stderr[-2000:]
+    # benchmarks/alpha_rank.py on what the run kept: the 4 searches (2 arms x 2 seeds) scored against the other networks of the window
+    ranked = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "alpha_rank.py"), "--work", str(tmp_path / "work"), "--results",
+                             str(tmp_path / "svr.json")], capture_output=True, text=True, timeout=300)
+    assert ranked.returncode == 0 and "4 kept searches" in ranked.stdout and "| darts, " in ranked.stdout, ranked.stderr[-2000:]
+    assert "Every search: median" in ranked.stdout
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
     later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
     r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
