@@ -3,9 +3,10 @@
 Every search kept under --work (a ``search_vs_random.py`` work folder) is scored against every network of the same
 fill window and training recipe that the kept result files (``search_vs_random.*.last.json``) trained: a network's
 log-probability under the search's final alphas (the sum over its chosen (edge, op) pairs, the objective the
-derivations maximise) against its test top-1 (its seeds' mean). The search's own derived network is left out (its
-alphas chose it). A Spearman near 0 means the alphas carry no information about the stand-alone networks, however
-far they moved; the entropy column says how far that was.
+derivations maximise) against its test top-1 (its seeds' mean). Where several recipes trained networks of the
+window, the one that trained the most is used. The search's own derived network is left out (its alphas chose it).
+A Spearman near 0 means the alphas carry no information about the stand-alone networks, however far they moved; the
+entropy column says how far that was.
 
     python benchmarks/record.py alpha_rank [--work benchmarks/.svr-nb201]
 
@@ -32,16 +33,14 @@ def main() -> int:
     from dcanas.costs.latency import agreement
     from dcanas.nets.genotype import genotype_from_json
     from dcanas.search.config import SearchConfig
-    from dcanas.search.learned import edge_entropy, edge_probs
     from dcanas.search.searcher import final_log_probs
-    from dcanas.files import load_checkpoint
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(HERE / ".svr-nb201"), help="a search_vs_random.py work folder (its runs/search-*)")
     p.add_argument("--results", default=str(HERE / "search_vs_random.*.last.json"), help="glob of kept result files")
     args = p.parse_args()
 
-    # the trained networks, per (window, recipe): genotype -> test top-1 of every training
+    # the trained networks, per recipe (window and training): genotype -> test top-1 of every training
     trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for f in sorted(glob.glob(args.results)):
         d = json.loads(Path(f).read_text())
@@ -57,18 +56,17 @@ def main() -> int:
     for run in sorted(Path(args.work, "runs").glob("search-*")):
         if not (run / "checkpoint.pt").is_file() or not (run / "search.json").is_file():
             continue
-        cfg = SearchConfig.from_json(json.loads((run / "search.json").read_text())["config"])
-        window = [cfg.fill_fraction * cfg.budget, cfg.budget]
-        own = json.dumps(json.loads((run / "genotype.json").read_text()), sort_keys=True) if (run / "genotype.json").is_file() else None
-        net = (window, cfg.eval_C, cfg.eval_layers)  # the networks of this search's window and evaluation network
-        pool = [(g, sum(a) / len(a)) for recipe, nets in trained.items() if _net(json.loads(recipe)) == net
-                for g, a in nets.items() if g != own and json.loads(g).get("space") == cfg.space]
+        record = json.loads((run / "search.json").read_text())
+        cfg = SearchConfig.from_json(record["config"])
+        own = json.dumps(record["summary"]["genotype"], sort_keys=True)
+        net = ([cfg.fill_fraction * cfg.budget, cfg.budget], cfg.eval_C, cfg.eval_layers)  # this search's window and evaluation network
+        nets = max((n for recipe, n in trained.items() if _net(json.loads(recipe)) == net), key=len, default={})
+        pool = [(g, sum(a) / len(a)) for g, a in nets.items() if g != own and json.loads(g).get("space") == cfg.space]
         if len(pool) < 3:
             continue
         scores = final_log_probs(cfg, run, [genotype_from_json(json.loads(g)) for g, _ in pool])
         rho = agreement(scores, [a for _, a in pool]).get("spearman", math.nan)
-        alphas = {k: v for k, v in load_checkpoint(run / "checkpoint.pt", "run the search again")["model"].items() if k.startswith("alphas.")}
-        ent = median(h for a in alphas.values() for h in edge_entropy(edge_probs(cfg.space, a, [*_op_names(cfg)])))
+        ent = median(h for kind in record["epochs"][-1]["learned"].values() for h in kind["entropy"])  # the final alphas' record
         o = cfg.options
         what = (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), arch lr "
                 f"{cfg.arch_lr:g}, bottleneck {o.bottleneck}, {o.sampling}, derived cells {o.derived_cells}, constraint {o.constraint}")
@@ -95,12 +93,6 @@ def main() -> int:
 
 def _net(recipe: dict) -> tuple:
     return recipe["window"], recipe["C"], recipe["layers"]
-
-
-def _op_names(cfg) -> tuple[str, ...]:
-    from dcanas.search.config import constraints
-
-    return constraints(cfg).models[cfg.metric].op_names
 
 
 if __name__ == "__main__":

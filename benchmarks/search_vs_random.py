@@ -164,6 +164,13 @@ def welch(a: list[float], b: list[float]) -> dict[str, float]:
     return dict(diff=d, se=math.sqrt(se2), lo=d - t * math.sqrt(se2), hi=d + t * math.sqrt(se2), df=df)
 
 
+def arm_summary(arm: str, v: list[float], rnd: list[float]) -> dict[str, Any]:
+    """An arm's row of the table: its networks' test top-1 (points) as n, mean, standard error and, for an arm other
+    than random, the 95% Welch interval of its difference to the random arm."""
+    m, se = mean_se(v)
+    return dict(n=len(v), mean=m, se=se, **({"vs_random": welch(v, rnd)} if arm != "random" and len(v) > 1 and len(rnd) > 1 else {}))
+
+
 def mean_se(v: list[float]) -> tuple[float, float]:
     m = sum(v) / len(v)
     s = math.sqrt(sum((x - m) ** 2 for x in v) / (len(v) - 1) / len(v)) if len(v) > 1 else math.nan
@@ -476,13 +483,12 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         v = [100 * r["top1"] for r in by_arm[a]]
         if not v:
             continue
-        m, se = mean_se(v)
         secs = sum(r["train_seconds"] for r in by_arm[a])
         if a in searched_by:  # its searches (an ensemble arm: its seeds' searches), by the arm's exact name
             secs += sum(s["search_seconds"] for k, s in search_res.items() if k.split("-")[0] == searched_by[a])
         if a == "naswot":
             secs += drawn["naswot_seconds"]
-        summary[a] = dict(n=len(v), mean=m, se=se, seconds=secs, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
+        summary[a] = dict(**arm_summary(a, v, rnd), seconds=secs)
     from dcanas.costs.latency import agreement
 
     # do the searches' final alphas rank the window's trained networks? Each search against the networks it did not
@@ -515,7 +521,7 @@ def pool_results(results: list[dict], same_as: dict[str, str]) -> dict:
     first = results[0]
     recipe = lambda r: {k: v for k, v in r["training"].items() if k not in ("data_root", "device")}  # noqa: E731
     for r in results[1:]:
-        if recipe(r) != recipe(first) or x_window(r) != x_window(first):
+        if recipe(r) != recipe(first) or _window(r) != _window(first):
             raise ValueError("cannot pool results of different training recipes or fill windows")
     seen: dict[tuple, dict] = {}
     for r in results:
@@ -527,13 +533,11 @@ def pool_results(results: list[dict], same_as: dict[str, str]) -> dict:
     rnd = [100 * r["top1"] for r in rows if r["arm"] == "random"]
     summary = {}
     for a in arms:
-        v = [100 * r["top1"] for r in rows if r["arm"] == a]
-        m, se = mean_se(v)
-        summary[a] = dict(n=len(v), mean=m, se=se, **({"vs_random": welch(v, rnd)} if a != "random" and len(v) > 1 and len(rnd) > 1 else {}))
-    return dict(rows=rows, summary=summary, window=x_window(first), training=first["training"])
+        summary[a] = arm_summary(a, [100 * r["top1"] for r in rows if r["arm"] == a], rnd)
+    return dict(rows=rows, summary=summary, window=_window(first), training=first["training"])
 
 
-def x_window(result: dict) -> list[float]:
+def _window(result: dict) -> list[float]:
     return [round(x) for x in result["meta"]["window"]]
 
 
