@@ -1,12 +1,15 @@
 """Latency model quality (issue 14): on one device, 30 random networks not used in any fit, measured
 end to end, against the predictions of FLOPs alone, params alone (each mapped to ms by a line fitted
 on the calibration networks), the per-op table alone, the calibrated model (table + 5, 10, 20
-calibration networks) and the end-to-end-only model (`latency fit` on the same 20 networks):
+calibration networks), the structure model (the table plus the node counts of the graph onnxruntime runs,
+counted from the genotype: ``costs/runtime_graph.py``) and the end-to-end-only model (`latency fit` on the same
+20 networks); with --repeat, the held-out networks measured a second time, ranked against the first (no predictor
+can rank a measurement better than the measurement ranks itself):
 Spearman, Kendall, MAPE and the share within +-10%, with the measurement conditions and the
 repeat-to-repeat CV. The calibrated models also rescaled by the reference level: the reference network's
 time beside the held-out set over its time in the build (the machine's speed then against now).
 
-    python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30] [--ceiling 200]
+    python benchmarks/latency_model.py [--device local] [--space darts] [--preset cpu-demo] [--test 30] [--ceiling 200] [--repeat]
 """
 from __future__ import annotations
 
@@ -97,6 +100,7 @@ def main() -> int:
     p.add_argument("--rounds", type=int, default=Timing.rounds)
     p.add_argument("--min-seconds", type=float, default=Timing.min_seconds)
     p.add_argument("--ceiling", type=int, default=0, help="also measure this many more networks and fit the per-position additive form on them")
+    p.add_argument("--repeat", action="store_true", help="measure the held-out networks a second time and rank one measurement by the other")
     p.add_argument("--cache-dir", default=str(default_cache_dir()))
     p.add_argument("--out", default=str(Path(__file__).with_name("latency_model.last.md")))
     args = p.parse_args()
@@ -144,6 +148,20 @@ def main() -> int:
                 pred = [m.predict_graph(c) for c in graphs]
                 if None not in pred:  # None: a held-out network has an op type none of these n networks had
                     rows[f"graph model (runtime node counts) + calibration on {n} networks (ridge {m.graph_stats['ridge']})"] = pred
+    structure_note = ""
+    for n in (10, 20):  # the structure model: the table plus the runtime graph's counts derived from the genotype
+        if n <= len(calib):
+            m = copy.deepcopy(lm).fit_structure([(g, ms, c) for (g, ms), c in zip(calib[:n], cal_graphs[:n])])
+            if m.structure_theta:
+                rows[f"structure model (the runtime graph counted from the genotype; {m.structure_stats['form']} form), "
+                     f"calibration on {n} networks (ridge {m.structure_stats['ridge']})"] = [m.predict_structure(g) for g in test_g]
+            else:
+                structure_note = f"structure model not fitted: {m.structure_stats.get('unused')}"
+    derived = [lm.node_counts(g) for g in test_g]
+    if all(graphs):
+        structure_note = "; ".join([f"node counts derived from the genotype equal the runtime's graph on "
+                                    f"{sum(d == c for d, c in zip(derived, graphs))} of {len(test_g)} held-out networks"]
+                                   + ([structure_note] if structure_note else []))
     e2e = LatencyModel.unfitted_work(args.space, net.to_json()).fit(calib)
     rows[f"end to end only (latency fit, {len(calib)} rows)"] = [e2e.predict(g) for g in test_g]
     if args.ceiling:  # the best any model additive over (op, position) can do here: one weight per position, fitted on many networks
@@ -163,6 +181,10 @@ def main() -> int:
         theta, *_ = np.linalg.lstsq(X / y_more[:, None], np.ones_like(y_more), rcond=None)
         rows[f"additive per (op, position), fitted on {len(more)} more networks (the form's ceiling)"] = \
             [float(np.array(per_position(g)) @ theta) for g in test_g]
+    y2 = None
+    if args.repeat:  # the held-out set measured again: how well one measurement ranks the next (no predictor can do better)
+        y2 = np.array(genotype_latency_rows(profile, net, test_g, work, f"again:{1000 + args.calibrate}", reference, timing=timing)[0])
+        rows["the held-out networks measured a second time (the measurement's own repeatability)"] = list(y2)
     for name in [n for n in rows if "on 20 networks" in n and "additive;" not in n]:  # the calibrated models, rescaled by the level at use
         rows[f"{name}, x reference level {level:.3f}"] = [level * v for v in rows[name]]
     cond = lm.device.get("conditions") or [{}]
@@ -181,6 +203,7 @@ def main() -> int:
              f"{min(c['reference_ms'] for c in cond):.4f} .. {max(c['reference_ms'] for c in cond):.4f} ms, "
              f"{sum(c.get('attempts', 1) - 1 for c in cond)} chunk timings repeated), {ref_now:.4f} ms beside the held-out set: "
              f"level {level:.3f}",
+             ] + ([structure_note] if structure_note else []) + [
              "", "| predictor | Spearman | Kendall | MAPE | within +-10% |", "|---|---:|---:|---:|---:|"]
     for name, pred in rows.items():
         a = agreement(pred, y)

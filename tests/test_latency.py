@@ -298,8 +298,9 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
     first, other = conditions  # in chunk order
     assert 2 <= first["attempts"] <= 1 + build.RETRIES, conditions
     # the doubled attempt was replaced by a real one (faster than it; a retry can itself land in a slow moment of a
-    # loaded machine, so the kept figure is not asked to be within 1.5x of the other chunk's: that failed once in CI)
-    assert doubled and first["reference_ms"] < doubled[0], (doubled, conditions)
+    # loaded machine, so the kept figure is not asked to be within 1.5x of the other chunk's: that failed once in CI;
+    # and on 2026-12-06 this VM had phases of 2.4x, slower than the doubled attempt: then every retry was spent)
+    assert doubled and (first["reference_ms"] < doubled[0] or first["attempts"] == 1 + build.RETRIES), (doubled, conditions)
     assert build.reference_level(conditions) > 0 and set(measured) == set(models)
 
 
@@ -614,3 +615,17 @@ def test_the_runtime_graph_is_not_additive_over_ops(tmp_path):
         assert set(us) == set(counts[name]) and sum(us.values()) > 0  # a small node may read 0 us
     assert counts["shared"]["Conv"] == counts["apart"]["Conv"]  # the same ops: convolutions add up
     assert counts["shared"]["Relu"] == counts["apart"]["Relu"] - 1, counts  # the shared input's ReLU runs once
+
+
+def test_the_verdict_shows_the_structure_models_figure_where_the_model_has_one(artifacts):
+    from dataclasses import replace as dc_replace
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.profile.verdict import verdict
+
+    profile = dc_replace(load_profile("local"), budget={"latency_ms": 0.5})
+    for structure, says in ((0.4321, "structure model 0.4321 ms"), (None, "graph model 0.4444 ms")):
+        v = verdict(profile, artifacts["onnx"], {"latency_ms": {"p50": 0.45}}, predicted={"latency_ms": 0.4123},
+                    graph_predicted_ms=0.4444, structure_predicted_ms=structure)
+        [row] = [r for r in v["rows"] if r["budget"].startswith("latency_ms")]
+        assert says in row["source"] and "predicted 0.4123 ms" in row["source"], row["source"]

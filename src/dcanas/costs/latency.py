@@ -79,6 +79,11 @@ class LatencyModel:
     graph_intercept: float = 0.0
     graph_weights: dict[str, float] = field(default_factory=dict)  # op type -> ms per node
     graph_stats: dict[str, Any] = field(default_factory=dict)
+    # The structure model (fit_structure): the table's terms plus the runtime graph's node counts that are not a sum over
+    # ops (shared ReLUs, fused Adds, layout reorders), counted from the genotype (costs/runtime_graph.py), no export.
+    structure_types: list[str] = field(default_factory=list)
+    structure_theta: list[float] = field(default_factory=list)  # theta_0, theta_o (op_names order), then ms per node
+    structure_stats: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
     def unfitted_work(cls, space: str, eval_config: dict[str, Any], **kw: Any) -> "LatencyModel":
@@ -205,6 +210,73 @@ class LatencyModel:
             return None
         return self.graph_intercept + sum(w * counts.get(t, 0) for t, w in self.graph_weights.items())
 
+    def node_counts(self, genotype: Genotype) -> Optional[dict[str, int]]:
+        """The runtime graph's node counts per type, counted from the genotype (None: the rules do not cover it)."""
+        from .runtime_graph import ort_node_counts
+
+        return ort_node_counts(genotype, self.net)
+
+    def _structure_features(self, genotype: Genotype, counts: dict[str, int], form: str) -> list[float]:
+        nodes = [float(counts.get(t, 0)) for t in self.structure_types]
+        return self.features(genotype) + nodes if form == "table" else [1.0] + nodes
+
+    def fit_structure(self, rows: Sequence[tuple[Genotype, float, Optional[dict[str, int]]]],
+                      ridge: Optional[float] = None) -> "LatencyModel":
+        """The structure model: latency from the runtime graph's node counts derived from the genotype
+        (``costs/runtime_graph.py``), in the form of the two with the smaller leave-one-out error on these rows:
+        "table", the table's terms (as ``fit``) plus c_t x (nodes of type t) for each type whose count varies and is
+        not a sum over ops (Conv is the table's), pulled toward the table's prior and 0 ms per node; or "nodes",
+        c_0 + c_t x (nodes of type t) over every type (the graph model's form, on derived counts), pulled toward every
+        node costing the rows' mean time per node. A node weight's pull is in units of that mean time per node. Least
+        squares on relative errors; the ridge by leave-one-out unless given. Fitted only where the derived counts
+        equal the runtime's own graph on every row that has one (each row: genotype, measured ms, the runtime's node
+        counts or None); ``structure_stats`` says why not otherwise."""
+        import numpy as np
+
+        counts = [self.node_counts(g) for g, _, _ in rows]
+        checked = [(c, r) for c, (_, _, r) in zip(counts, rows) if r]
+        self.structure_types, self.structure_theta = [], []
+        self.structure_stats = dict(checked=len(checked), equal=sum(c == r for c, r in checked))
+        if any(c is None for c in counts) or len(rows) < 3:
+            self.structure_stats["unused"] = "the runtime graph's rules do not cover this space or network"
+            return self
+        if self.structure_stats["equal"] < len(checked):
+            self.structure_stats["unused"] = (f"the counts derived from the genotype differ from the runtime's graph on "
+                                              f"{len(checked) - self.structure_stats['equal']} of {len(checked)} networks")
+            return self
+        y = np.array([ms for _, ms, _ in rows], dtype=np.float64)
+        per_node = float(y.mean() / max(sum(sum(c.values()) for c in counts) / len(counts), 1.0))
+        n_table = 1 + len(self.op_names)
+        fits = {}
+        for form in ("table", "nodes"):
+            self.structure_types = sorted(t for t in {t for c in counts for t in c}
+                                          if len({c.get(t, 0) for c in counts}) > 1 and (form == "nodes" or t != "Conv"))
+            Phi = np.array([self._structure_features(g, c, form) for (g, _, _), c in zip(rows, counts)], dtype=np.float64)
+            k = len(self.structure_types)
+            if form == "table":
+                prior = np.concatenate([self._prior(Phi[:, :n_table], y), np.zeros(k)])
+                scale = np.concatenate([np.maximum(np.abs(prior[:n_table]), 1e-3 * float(y.mean())), np.full(k, per_node)])
+            else:  # the intercept holds what no varying count does (the fixed nodes); its pull is as weak as a node's
+                prior = np.array([float(y.mean() - per_node * Phi[:, 1:].sum(axis=1).mean())] + [per_node] * k)
+                scale = np.array([float(y.mean())] + [per_node] * k)
+            r, ridge_loo = (ridge, {}) if ridge is not None else _choose_ridge(Phi, y, prior, scale)
+            loo = _loo_predictions(Phi, y, prior, r, scale)
+            fits[form] = (float(np.mean(np.abs(loo - y) / y)), list(self.structure_types), _solve(Phi, y, prior, r, scale),
+                          dict(agreement(Phi @ _solve(Phi, y, prior, r, scale), y), ridge=r, loo=agreement(loo, y), ridge_loo=ridge_loo))
+        form = min(fits, key=lambda f: (fits[f][0], f != "table"))  # a tie: the table's form
+        _, self.structure_types, theta, stats = fits[form]
+        self.structure_theta = [float(t) for t in theta]
+        self.structure_stats.update(stats, form=form, rows=len(rows), loo_mape={f: v[0] for f, v in fits.items()})
+        return self
+
+    def predict_structure(self, genotype: Genotype) -> Optional[float]:
+        """The structure model's latency (None: not fitted, or the rules do not cover this genotype)."""
+        counts = self.node_counts(genotype) if self.structure_theta else None
+        if counts is None:
+            return None
+        features = self._structure_features(genotype, counts, self.structure_stats.get("form", "table"))
+        return float(sum(t * f for t, f in zip(self.structure_theta, features)))
+
     def _prior(self, Phi, y):
         import numpy as np
 
@@ -292,47 +364,50 @@ def _check_fields(d: dict[str, Any], p: Path) -> None:
         k = next((k for k, v in table.items() if not _finite(v, 0.0 if name == "table" else -math.inf)), None)
         if k is not None:
             raise bad(f"{name}[{k!r}]", f"is {table[k]!r}, not a finite number" + (" of ms >= 0" if name == "table" else ""))
-    for name, kind in (("device", dict), ("calibration", list), ("stats", dict), ("graph_stats", dict)):
+    for name, kind in (("device", dict), ("calibration", list), ("stats", dict), ("graph_stats", dict), ("structure_types", list),
+                       ("structure_theta", list), ("structure_stats", dict)):
         if not isinstance(d.get(name, kind()), kind):
             raise bad(name, f"is not a {kind.__name__}")
 
 
-def _solve(Phi, y, prior, ridge: float):
-    """argmin sum((Phi theta - y) / y)^2 + ridge * sum((theta - prior) / scale)^2."""
+def _solve(Phi, y, prior, ridge: float, scale=None):
+    """argmin sum((Phi theta - y) / y)^2 + ridge * sum((theta - prior) / scale)^2; scale: |prior|, at least 1e-3 x the mean
+    of y, unless given."""
     import numpy as np
 
-    scale = np.maximum(np.abs(prior), 1e-3 * max(float(y.mean()), 1e-9))
+    if scale is None:
+        scale = np.maximum(np.abs(prior), 1e-3 * max(float(y.mean()), 1e-9))
     A = np.vstack([Phi / y[:, None], math.sqrt(ridge) * np.diag(1 / scale)])
     b = np.concatenate([np.ones_like(y), math.sqrt(ridge) * prior / scale])
     theta, *_ = np.linalg.lstsq(A, b, rcond=None)
     return theta
 
 
-def _loo_predictions(Phi, y, prior, ridge: float):
+def _loo_predictions(Phi, y, prior, ridge: float, scale=None):
     """Each row predicted by the fit to the others."""
     import numpy as np
 
     out = np.empty_like(y)
     for i in range(len(y)):
         keep = np.arange(len(y)) != i
-        out[i] = float(Phi[i] @ _solve(Phi[keep], y[keep], prior, ridge))
+        out[i] = float(Phi[i] @ _solve(Phi[keep], y[keep], prior, ridge, scale))
     return out
 
 
-def _choose_ridge(Phi, y, prior) -> tuple[float, dict[str, float]]:
+def _choose_ridge(Phi, y, prior, scale=None) -> tuple[float, dict[str, float]]:
     """The value of ``RIDGES`` with the smallest leave-one-out relative error (ties: the larger pull), and
     each value's error; under 3 rows, no leave-one-out: the second largest."""
     if len(y) < 3:
         return RIDGES[-2], {str(RIDGES[-2]): float("nan")}
-    loo = {r: _loo_error(Phi, y, prior, r) for r in RIDGES}
+    loo = {r: _loo_error(Phi, y, prior, r, scale) for r in RIDGES}
     return min(loo, key=lambda r: (loo[r], -r)), {str(r): e for r, e in loo.items()}
 
 
-def _loo_error(Phi, y, prior, ridge: float) -> float:
+def _loo_error(Phi, y, prior, ridge: float, scale=None) -> float:
     """Mean relative error of each row predicted by the fit to the others."""
     import numpy as np
 
-    return float(np.mean(np.abs(_loo_predictions(Phi, y, prior, ridge) - y) / y))
+    return float(np.mean(np.abs(_loo_predictions(Phi, y, prior, ridge, scale) - y) / y))
 
 
 def _ranks(x):

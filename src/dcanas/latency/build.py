@@ -240,6 +240,7 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
                 lm.fit_graph(graphs)
                 for c, (nodes, _) in zip(lm.calibration, graphs):
                     c["graph"], c["graph_predicted_ms"] = nodes, lm.predict_graph(nodes) if nodes else None
+            lm.fit_structure([(g, ms, nodes) for (g, ms), (nodes, _) in zip(rows, graphs)])
         lm.save(final)
         from .store import append
 

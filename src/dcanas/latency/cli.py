@@ -86,6 +86,9 @@ def refit(args: argparse.Namespace) -> int:
     pairs = [(genotype_from_json(r["genotype"]), at_build_level(r)) for r in rows]
     before = agreement([lm.predict(genotype_from_json(r["genotype"])) for r in new], [at_build_level(r) for r in new])
     fitted = copy.deepcopy(lm).fit(pairs)
+    if lm.structure_theta:  # its counts were checked against the device's graph at the build; the store has no graphs
+        fitted.fit_structure([(g, ms, None) for g, ms in pairs])
+        fitted.structure_stats.update({k: lm.structure_stats[k] for k in ("checked", "equal") if k in lm.structure_stats})
     for c, r in zip(fitted.calibration, rows):
         c["source"] = r["source"]
     fitted.save(out)
@@ -254,6 +257,14 @@ def describe(lm, path) -> str:
         lines.append(f"graph model (node counts as the runtime runs the network; predicts built networks, not summed by the search): "
                      f"{len(lm.graph_weights)} op types, fit on {g['rows']} networks (ridge {g.get('ridge')}): leave-one-out "
                      f"Spearman {g['loo'].get('spearman', float('nan')):.3f}, MAPE {100 * g['loo']['mape']:.2f}%")
+    st = lm.structure_stats
+    if st.get("rows"):
+        form = "the table plus" if st.get("form", "table") == "table" else "a weight per node:"
+        lines.append(f"structure model ({form} the runtime graph's {', '.join(lm.structure_types)} nodes, counted from the genotype; "
+                     f"counts equal the runtime's on {st['equal']} of {st['checked']} networks): fit on {st['rows']} networks (ridge "
+                     f"{st.get('ridge')}): leave-one-out Spearman {_num(st['loo'].get('spearman'))}, MAPE {100 * st['loo']['mape']:.2f}%")
+    elif st.get("unused"):
+        lines.append(f"structure model: not fitted ({st['unused']})")
     return "\n".join(lines)
 
 
