@@ -94,3 +94,57 @@ def test_the_structure_model_is_not_fitted_where_the_counts_disagree_with_the_ru
     lm.fit_structure([(g, y, c) for g, y, c in zip(gs, ys, runtime)])
     assert lm.structure_theta == [] and lm.predict_structure(gs[0]) is None
     assert lm.structure_stats["unused"].endswith("differ from the runtime's graph on 1 of 6 networks")
+
+
+def _one_hot(genotype, nodes=4):
+    """The genotype as op probabilities (edges x ops) and 0/1 pair weights per node (itertools.combinations order)."""
+    import itertools
+
+    from dcanas.nets.ops import DARTS_OPS
+
+    edges = [(s, d) for d in range(2, 2 + nodes) for s in range(d)]
+    probs, pairs = {}, {}
+    for kind, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
+        P = torch.zeros(len(edges), len(DARTS_OPS), dtype=torch.float64)
+        pairs[kind] = []
+        for i in range(nodes):
+            chosen = [(op, src) for op, src in cell[2 * i: 2 * i + 2]]
+            for op, src in chosen:
+                P[edges.index((src, 2 + i)), DARTS_OPS.index(op)] = 1.0
+            incoming = [e for e, (_, d) in enumerate(edges) if d == 2 + i]
+            want = {edges.index((src, 2 + i)) for _, src in chosen}
+            pairs[kind].append([1.0 if set(ab) == want else 0.0 for ab in itertools.combinations(incoming, 2)])
+        probs[kind] = P
+    return probs, pairs
+
+
+def _same_sum_twice(genotype) -> bool:
+    for cell in (genotype.normal, genotype.reduce):
+        sums = [tuple(cell[2 * i: 2 * i + 2]) for i in range(4)]
+        plain = [s for s in sums if not any(op.startswith(("sep", "dil")) or (op == "skip_connect" and src < 2 and cell is genotype.reduce)
+                                             for op, src in s)]
+        if len(plain) != len(set(plain)):
+            return True
+    return False
+
+
+@pytest.mark.parametrize("net", [CPU_DEMO, SMALL])
+def test_the_expected_counts_at_one_genotype_are_its_counts(net):
+    """``expected_node_counts`` at one-hot op weights and the genotype's pairs kept equals ``ort_node_counts`` (the
+    rules checked against the runtime above), for 300 random genotypes and the known ones."""
+    from dcanas.costs.runtime_graph import expected_node_counts
+    from dcanas.nets.ops import DARTS_OPS
+
+    cfg = default_config("darts", **net)
+    rng = random.Random(11)
+    gs = [genotype_from_json(KNOWN[n]) for n in ("DARTS_V1", "PC_DARTS")] + [random_genotype("darts", rng) for _ in range(300)]
+    checked = 0
+    for g in gs:
+        if _same_sum_twice(g):  # the expectation counts such a sum twice (DARTS_V2's reduction cell)
+            continue
+        probs, pairs = _one_hot(g)
+        soft = expected_node_counts(probs, DARTS_OPS, cfg, 4, pairs)
+        exact = ort_node_counts(g, cfg)
+        assert {t: round(float(v), 9) for t, v in soft.items() if float(v) != 0} == {t: float(v) for t, v in exact.items()}, g
+        checked += 1
+    assert checked > 280

@@ -17,10 +17,10 @@ network's latency from its genotype without exporting it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Optional
+from typing import Any, Mapping, Optional, Sequence
 
 from ..nets.config import NetConfig
-from ..nets.darts import CellSlot, genotype_layout
+from ..nets.darts import CellSlot, darts_layout, genotype_layout
 from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, DartsGenotype, Genotype
 
 RUNTIME = "onnxruntime-nchwc"  # the rules' runtime: onnxruntime's CPU provider with its x86 blocked layout
@@ -156,3 +156,158 @@ def _cell(edges: tuple, slot: CellSlot, c: Counter) -> str:
         if layout[j] == BLOCKED:
             once(("reorder-out", "node", canon[j]), "ReorderOutput")
     return PLAIN
+
+
+def expected_node_counts(probs: Mapping[str, Any], op_names: Sequence[str], cfg: NetConfig, nodes: int,
+                         pairs: Optional[Mapping[str, Sequence[Any]]] = None) -> Optional[dict[str, Any]]:
+    """``ort_node_counts`` in expectation, differentiable: ``probs[kind]`` (edges x ops, the rows of
+    ``SPACES["darts"].edges(nodes)``) the probability of each op on each edge; ``pairs[kind][i]`` (one weight per
+    pair of node i's incoming edges, in ``itertools.combinations`` order) the probability that node i keeps that pair:
+    by default uniform, as eq. 3's 2/j weighting. Each rule of ``ort_node_counts`` with probabilities for choices:
+    "some reader of kind k" is 1 - prod over the out-edges of (1 - keep x p_k), a node is blocked with the probability
+    that both inputs of its pair are. Edges are taken as independent; at one-hot ``probs`` and 0/1 pair weights that
+    is exact, and the counts equal ``ort_node_counts`` (except where two nodes compute the same sum, which this form
+    counts twice). None where ``ort_node_counts`` would be."""
+    import torch
+
+    if cfg.stem != "cifar" or cfg.auxiliary or cfg.C % NCHWC_BLOCK or any(
+            o not in _CONV_NODES and o not in _POOLS and o not in ("skip_connect", "none") for o in op_names):
+        return None
+    edges = [(s, d) for d in range(DARTS_INPUTS, DARTS_INPUTS + nodes) for s in range(d)]
+    slots = darts_layout(cfg, nodes, nodes)
+    cells = {kind: _expected_cell(probs[kind], op_names, edges, nodes, kind == "reduce", None if pairs is None else pairs[kind])
+             for kind in ("normal", "reduce")}
+    c: dict[str, Any] = {}
+
+    def add(t: str, v: Any) -> None:
+        c[t] = c.get(t, 0.0) + v
+
+    add("Conv", 1.0)
+    for slot in slots:
+        for t, n in ({"Conv": 3, "Concat": 1, "Pad": 1, "Slice": 2, "ReorderInput": 1} if slot.reduction_prev else {"Conv": 1}).items():
+            add(t, float(n))
+        add("Conv", 1.0)
+        for t, v in cells["reduce" if slot.reduction else "normal"][0].items():
+            add(t, v)
+    for k, slot in enumerate(slots):
+        blocked = cells["reduce" if slot.reduction else "normal"][1]
+        if k == len(slots) - 1:
+            for t in ("ReduceMean", "Reshape", "Gemm"):
+                add(t, 1.0)
+            add("ReorderOutput", blocked)
+            continue
+        add("Relu", 1.0)
+        add("ReorderInput", 1.0 - blocked)
+        if k + 2 < len(slots) and slots[k + 2].reduction_prev:
+            add("ReorderOutput", blocked)
+    return {t: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float64) for t, v in c.items()}
+
+
+def _expected_cell(P: Any, op_names: Sequence[str], edges: list[tuple[int, int]], nodes: int, reduce: bool,
+                   pairs: Optional[Sequence[Any]]) -> tuple[dict[str, Any], Any]:
+    """One cell's expected node counts and the probability that its output is blocked."""
+    import itertools
+
+    P = P.double()
+    col = {o: k for k, o in enumerate(op_names)}
+
+    def p(e: int, ops: Sequence[str]) -> Any:
+        ks = [col[o] for o in ops if o in col]
+        return P[e, ks].sum() if ks else P.new_zeros(())
+
+    conv_ops = [o for o in _CONV_NODES]
+    fr = [reduce and s < DARTS_INPUTS for s, _ in edges]
+    R = [p(e, conv_ops) + (p(e, ["skip_connect"]) if fr[e] else 0.0) for e in range(len(edges))]  # ReLU-led
+    FR = [p(e, ["skip_connect"]) if fr[e] else P.new_zeros(()) for e in range(len(edges))]
+    M = [p(e, ["max_pool_3x3"]) for e in range(len(edges))]
+    A = [p(e, ["avg_pool_3x3"]) for e in range(len(edges))]
+    ID = [P.new_zeros(()) if fr[e] else p(e, ["skip_connect"]) for e in range(len(edges))]
+    incoming = {d: [e for e, (_, t) in enumerate(edges) if t == d] for d in range(DARTS_INPUTS, DARTS_INPUTS + nodes)}
+    pair_w: dict[int, list[tuple[int, int, Any]]] = {}
+    keep = [P.new_zeros(()) for _ in edges]
+    for i, d in enumerate(range(DARTS_INPUTS, DARTS_INPUTS + nodes)):
+        combos = list(itertools.combinations(incoming[d], 2))
+        ws = pairs[i] if pairs is not None else [1.0 / len(combos)] * len(combos)
+        pair_w[d] = [(a, b, w) for (a, b), w in zip(combos, ws)]
+        for a, b, w in pair_w[d]:
+            keep[a] = keep[a] + w
+            keep[b] = keep[b] + w
+    out = {x: [e for e, (s, _) in enumerate(edges) if s == x] for x in range(DARTS_INPUTS + nodes)}
+
+    def none_of(x: int, f) -> Any:  # probability that no kept out-edge of x is of the kind f(e) gives
+        r = P.new_ones(())
+        for e in out[x]:
+            r = r * (1 - keep[e] * f(e))
+        return r
+
+    c: dict[str, Any] = {}
+
+    def add(t: str, v: Any) -> None:
+        c[t] = c.get(t, 0.0) + v
+
+    blocked = {0: P.new_ones(()), 1: P.new_ones(())}
+    for d in range(DARTS_INPUTS, DARTS_INPUTS + nodes):
+        ce = {e: R[e] + M[e] + ID[e] * blocked[edges[e][0]] for e in incoming[d]}  # the edge's output is blocked
+        blocked[d] = sum(w * ce[a] * ce[b] for a, b, w in pair_w[d])
+
+        def single(e: int) -> Any:  # a cell input read by nothing but edge e: its convolution's only consumer
+            s = edges[e][0]
+            if s >= DARTS_INPUTS:
+                return P.new_zeros(())
+            r = P.new_ones(())
+            for e2 in out[s]:
+                if e2 != e:
+                    r = r * (1 - keep[e2])
+            return r
+
+        fe = {e: R[e] + ID[e] * single(e) for e in incoming[d]}  # blocked and from a convolution that can take the Add
+        for a, b, w in pair_w[d]:
+            add("Add", w * (1 - (ce[a] * ce[b] - (ce[a] - fe[a]) * (ce[b] - fe[b]))))
+            add("ReorderOutput", w * (R[a] * (1 - ce[b]) + R[b] * (1 - ce[a])))  # a convolution's output into a plain Add
+    for e in range(len(edges)):
+        add("Conv", keep[e] * (4 * p(e, ["sep_conv_3x3", "sep_conv_5x5"]) + 2 * p(e, ["dil_conv_3x3", "dil_conv_5x5"]) + 3 * FR[e]))
+        add("Concat", keep[e] * FR[e])
+
+    def plain_add(e: int) -> Any:  # edge e kept and its node's sum runs plain
+        d = edges[e][1]
+        r = P.new_zeros(())
+        for a, b, w in pair_w[d]:
+            if e in (a, b):
+                other = b if e == a else a
+                r = r + w * (1 - (R[other] + M[other] + ID[other] * blocked[edges[other][0]]))
+        return r
+
+    def blocked_but(x: int) -> Any:  # every node but x blocked
+        r = P.new_ones(())
+        for d in range(DARTS_INPUTS, DARTS_INPUTS + nodes):
+            if d != x:
+                r = r * blocked[d]
+        return r
+
+    for x in range(DARTS_INPUTS + nodes):
+        no_r = none_of(x, lambda e: R[e])
+        if x < DARTS_INPUTS:  # ReLU fused into the preprocessing conv unless a reader is not ReLU-led
+            add("Relu", 1 - no_r - none_of(x, lambda e: M[e] + A[e] + ID[e]) + none_of(x, lambda e: 1.0))
+        else:
+            add("Relu", 1 - no_r)
+            add("ReorderInput", (1 - blocked[x]) * (1 - no_r))
+            add("ReorderInput", (1 - blocked[x]) * (1 - none_of(x, lambda e: M[e] + A[e])))
+        some_fr = 1 - none_of(x, lambda e: FR[e])
+        for t, n in (("ReorderOutput", 1), ("Pad", 1), ("Slice", 2), ("ReorderInput", 1)):
+            add(t, n * some_fr)
+        some_max, some_avg = 1 - none_of(x, lambda e: M[e]), 1 - none_of(x, lambda e: A[e])
+        add("MaxPool", some_max)
+        for t in ("AveragePool", "ReorderOutput", "Div"):
+            add(t, some_avg)
+        max_out = P.new_ones(())
+        id_out = P.new_ones(())
+        for e in out[x]:
+            max_out = max_out * (1 - M[e] * plain_add(e))
+            id_out = id_out * (1 - ID[e] * plain_add(e))
+        add("ReorderOutput", 1 - max_out)
+        if x < DARTS_INPUTS:
+            add("ReorderOutput", 1 - id_out)
+        else:
+            add("ReorderOutput", blocked[x] * (1 - blocked_but(x) * id_out))  # shared with the concatenation's
+    add("Concat", 1.0)
+    return c, blocked_but(-1)
