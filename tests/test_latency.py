@@ -616,16 +616,3 @@ def test_the_runtime_graph_is_not_additive_over_ops(tmp_path):
     assert counts["shared"]["Conv"] == counts["apart"]["Conv"]  # the same ops: convolutions add up
     assert counts["shared"]["Relu"] == counts["apart"]["Relu"] - 1, counts  # the shared input's ReLU runs once
 
-
-def test_the_verdict_shows_the_structure_models_figure_where_the_model_has_one(artifacts):
-    from dataclasses import replace as dc_replace
-
-    from dcanas.devices.schema import load_profile
-    from dcanas.profile.verdict import verdict
-
-    profile = dc_replace(load_profile("local"), budget={"latency_ms": 0.5})
-    for structure, says in ((0.4321, "structure model 0.4321 ms"), (None, "graph model 0.4444 ms")):
-        v = verdict(profile, artifacts["onnx"], {"latency_ms": {"p50": 0.45}}, predicted={"latency_ms": 0.4123},
-                    graph_predicted_ms=0.4444, structure_predicted_ms=structure)
-        [row] = [r for r in v["rows"] if r["budget"].startswith("latency_ms")]
-        assert says in row["source"] and "predicted 0.4123 ms" in row["source"], row["source"]

@@ -148,3 +148,55 @@ def test_the_expected_counts_at_one_genotype_are_its_counts(net):
         assert {t: round(float(v), 9) for t, v in soft.items() if float(v) != 0} == {t: float(v) for t, v in exact.items()}, g
         checked += 1
     assert checked > 280
+
+
+def _structure_model(net, per_node, seed=0):
+    """A work-basis latency model of ``net`` whose structure model is fitted to latencies that are the additive
+    table plus ``per_node`` ms for every node of each non-additive type (the form's own truth)."""
+    from dcanas.costs.latency import LatencyModel, instances, work
+
+    rng = random.Random(seed)
+    gs = [random_genotype("darts", rng) for _ in range(40)]
+    ys = [0.3 + sum(0.01 * work(i) for i in instances(g, net)) + sum(per_node.get(t, 0.0) * k for t, k in ort_node_counts(g, net).items())
+          for g in gs]
+    ops = sorted(o for o in SPACE_OPS_DARTS if o != "none")
+    lm = LatencyModel("darts", net.to_json(), ops, "work", 0.0, {o: 0.0 for o in ops}).fit(list(zip(gs, ys)))
+    return lm.fit_structure([(g, y, None) for g, y in zip(gs, ys)], ridge=0.0), gs
+
+
+def test_the_search_sums_the_structure_model_and_its_derivations_hold_it():
+    """With a structure model, k_s (eq. 3) takes the node counts in expectation (differentiable, 0 added at uniform
+    weights, where it is the mean structure cost of a derived network), and every derivation is within the budget by
+    the structure model's own figure of the derived network: over it, derived again under a shrunk budget."""
+    from dcanas.search.constraint import Constraints, CostModel
+    from dcanas.search.derive import derive_filling, derive_within
+    from dcanas.search.searcher import _held
+
+    net = default_config("darts", **CPU_DEMO)
+    lm, gs = _structure_model(net, {"Relu": 0.02, "ReorderOutput": 0.03, "ReorderInput": 0.02, "Add": 0.02})
+    assert lm.structure_stats["form"] == "table" and lm.structure_stats["loo"]["mape"] < 1e-6
+    cm = CostModel("darts", net, SPACE_OPS_DARTS, 4, "latency_ms", latency=lm)
+    assert cm.source.structure
+    uniform = {k: torch.zeros(14, len(SPACE_OPS_DARTS), dtype=torch.float64, requires_grad=True) for k in ("normal", "reduce")}
+    k_u = cm.expected(uniform)
+    assert float(cm.source.extra({k: torch.softmax(a.detach()[:, 1:], -1) for k, a in uniform.items()}, SPACE_OPS_DARTS[1:])) == \
+        pytest.approx(0.0, abs=1e-9)
+    rng_g = random.Random(1)
+    mean = sum(lm.bound(random_genotype("darts", rng_g)) for _ in range(1000)) / 1000
+    assert float(k_u) == pytest.approx(mean, rel=0.03)  # the mean of random networks: 2.499 against 2.472 (edges independent)
+    k_u.backward()
+    assert float(uniform["normal"].grad.abs().sum()) > 0
+    costs = sorted(lm.bound(g) for g in gs)
+    budget = costs[len(costs) // 3]
+    con = Constraints("latency_ms", {"latency_ms": cm}, {"latency_ms": budget}, {"latency_ms": budget})
+    rng, again = torch.Generator().manual_seed(0), 0
+    for _ in range(12):
+        alphas = {k: torch.randn(14, len(SPACE_OPS_DARTS), generator=rng, dtype=torch.float64) for k in ("normal", "reduce")}
+        for derive in (lambda K, a=alphas: derive_within("darts", a, SPACE_OPS_DARTS, 4, con.edge_costs(), con.fixed(), K),
+                       lambda K, a=alphas: derive_filling("darts", a, SPACE_OPS_DARTS, 4, con.edge_costs(), con.fixed(), K, "latency_ms", 0.9)):
+            first, d = derive(dict(con.K_d)), _held(con, derive)
+            again += first is not None and not con.within(first.genotype)
+            if d is not None:
+                assert con.within(d.genotype) and d.cost["latency_ms"] <= budget
+                assert d.cost["latency_ms"] == pytest.approx(lm.bound(d.genotype), abs=1e-3)
+    assert again > 0  # the knapsack alone went over on some: the test exercises the second derivations

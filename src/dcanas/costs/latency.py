@@ -127,10 +127,12 @@ class LatencyModel:
         return sum(t * f for t, f in zip(self.theta(), self.features(genotype)))
 
     def bound(self, genotype: Genotype) -> float:
-        """The prediction raised by ``margin``: what a search holds under the budget, so that a network
+        """The prediction raised by its margin: what a search holds under the budget, so that a network
         at the budget by the model is still within it when the model errs as much as it did on a
-        calibration network it had not seen. It is ``bound_fixed_ms`` plus each instance's bound."""
-        return (1.0 + self.margin) * self.predict(genotype)
+        calibration network it had not seen. The table model's is ``bound_fixed_ms`` plus each instance's bound; the
+        structure model's (where fitted) is not a sum over instances."""
+        s = self.predict_structure(genotype)
+        return (1.0 + self.margin) * self.predict(genotype) if s is None else self.structure_scale() * s
 
     def bound_instance_ms(self, inst: Instance) -> float:
         return (1.0 + self.margin) * self.instance_ms(inst)
@@ -245,29 +247,64 @@ class LatencyModel:
                                               f"{len(checked) - self.structure_stats['equal']} of {len(checked)} networks")
             return self
         y = np.array([ms for _, ms, _ in rows], dtype=np.float64)
-        per_node = float(y.mean() / max(sum(sum(c.values()) for c in counts) / len(counts), 1.0))
-        n_table = 1 + len(self.op_names)
         fits = {}
         for form in ("table", "nodes"):
             self.structure_types = sorted(t for t in {t for c in counts for t in c}
                                           if len({c.get(t, 0) for c in counts}) > 1 and (form == "nodes" or t != "Conv"))
             Phi = np.array([self._structure_features(g, c, form) for (g, _, _), c in zip(rows, counts)], dtype=np.float64)
-            k = len(self.structure_types)
-            if form == "table":
-                prior = np.concatenate([self._prior(Phi[:, :n_table], y), np.zeros(k)])
-                scale = np.concatenate([np.maximum(np.abs(prior[:n_table]), 1e-3 * float(y.mean())), np.full(k, per_node)])
-            else:  # the intercept holds what no varying count does (the fixed nodes); its pull is as weak as a node's
-                prior = np.array([float(y.mean() - per_node * Phi[:, 1:].sum(axis=1).mean())] + [per_node] * k)
-                scale = np.array([float(y.mean())] + [per_node] * k)
+            prior, scale = self._structure_prior(form, counts, rows, y)
             r, ridge_loo = (ridge, {}) if ridge is not None else _choose_ridge(Phi, y, prior, scale)
             loo = _loo_predictions(Phi, y, prior, r, scale)
-            fits[form] = (float(np.mean(np.abs(loo - y) / y)), list(self.structure_types), _solve(Phi, y, prior, r, scale),
-                          dict(agreement(Phi @ _solve(Phi, y, prior, r, scale), y), ridge=r, loo=agreement(loo, y), ridge_loo=ridge_loo))
+            theta = _solve(Phi, y, prior, r, scale)
+            fits[form] = (float(np.mean(np.abs(loo - y) / y)), list(self.structure_types), theta, loo,
+                          dict(agreement(Phi @ theta, y), ridge=r, loo=agreement(loo, y), ridge_loo=ridge_loo))
         form = min(fits, key=lambda f: (fits[f][0], f != "table"))  # a tie: the table's form
-        _, self.structure_types, theta, stats = fits[form]
+        _, self.structure_types, theta, loo, stats = fits[form]
         self.structure_theta = [float(t) for t in theta]
-        self.structure_stats.update(stats, form=form, rows=len(rows), loo_mape={f: v[0] for f, v in fits.items()})
+        self.structure_stats.update(stats, form=form, rows=len(rows), loo_mape={f: v[0] for f, v in fits.items()},
+                                    margin=float(max(0.0, float(((y - loo) / loo).max()))))  # as ``fit``'s margin
         return self
+
+    def _structure_prior(self, form: str, counts: list[dict[str, int]], rows: Sequence, y) -> tuple[Any, Any]:
+        """(prior, scale) of the structure model's form on these rows (``structure_types`` set for that form)."""
+        import numpy as np
+
+        per_node = float(y.mean() / max(sum(sum(c.values()) for c in counts) / len(counts), 1.0))
+        k, n_table = len(self.structure_types), 1 + len(self.op_names)
+        if form == "table":
+            Phi = np.array([self.features(g) for g, _, _ in rows], dtype=np.float64)
+            prior = np.concatenate([self._prior(Phi, y), np.zeros(k)])
+            return prior, np.concatenate([np.maximum(np.abs(prior[:n_table]), 1e-3 * float(y.mean())), np.full(k, per_node)])
+        totals = np.array([sum(c.get(t, 0) for t in self.structure_types) for c in counts], dtype=np.float64)
+        # the intercept holds what no varying count does (the fixed nodes); its pull is as weak as a node's
+        return (np.array([float(y.mean() - per_node * totals.mean())] + [per_node] * k),
+                np.array([float(y.mean())] + [per_node] * k))
+
+    # What the search and the derivations use: the structure model where it is fitted and covers the network, else
+    # the table model. The structure model splits into a part additive over op instances (the table's terms, or the
+    # convolutions' nodes) and node counts the search takes in expectation (costs/runtime_graph.expected_node_counts).
+    def predict_used(self, genotype: Genotype) -> float:
+        s = self.predict_structure(genotype)
+        return self.predict(genotype) if s is None else s
+
+    def structure_scale(self) -> float:
+        return 1.0 + float(self.structure_stats.get("margin", 0.0))
+
+    def structure_instance_ms(self, inst: Instance) -> float:
+        """The structure model's additive part of one op instance (unscaled): theta_o x its table time (table form), or
+        the weight of a Conv node x the instance's convolutions (nodes form)."""
+        from .runtime_graph import conv_nodes
+
+        if inst[0] == "none":
+            return 0.0
+        if self.structure_stats.get("form", "table") == "table":
+            return self.structure_theta[1 + self.op_names.index(inst[0])] * self.base(inst) if inst[0] in self.op_names else 0.0
+        return self.count_weights().get("Conv", 0.0) * conv_nodes(inst[0], inst[3])
+
+    def count_weights(self) -> dict[str, float]:
+        """ms per node of each counted type (Conv included in the nodes form)."""
+        off = 1 + len(self.op_names) if self.structure_stats.get("form", "table") == "table" else 1
+        return dict(zip(self.structure_types, self.structure_theta[off:]))
 
     def predict_structure(self, genotype: Genotype) -> Optional[float]:
         """The structure model's latency (None: not fitted, or the rules do not cover this genotype)."""

@@ -32,11 +32,21 @@ BLOCKED, PLAIN = "c", "p"
 NCHWC_BLOCK = 16
 
 
+def covers(space: str, cfg: NetConfig) -> bool:
+    """Whether the rules count the evaluation networks of ``space`` at ``cfg`` (a genotype may still fall outside)."""
+    return space == "darts" and cfg.stem == "cifar" and not cfg.auxiliary and cfg.C % NCHWC_BLOCK == 0
+
+
+def conv_nodes(op: str, stride: int) -> int:
+    """Convolutions one DARTS op instance runs (BN folded): the factorized reduce (a skip at stride 2) runs 3."""
+    return _CONV_NODES.get(op, 3 if op == "skip_connect" and stride == 2 else 0)
+
+
 def ort_node_counts(genotype: Genotype, cfg: NetConfig) -> Optional[dict[str, int]]:
     """Node counts per op type of the graph onnxruntime (NCHWc, x86) runs for ``genotype``'s evaluation network;
     None where the rules do not cover the network (NB201, another stem, a width C that is not a multiple of
     ``NCHWC_BLOCK``, a concatenation other than every node, an op outside the DARTS search space)."""
-    if not isinstance(genotype, DartsGenotype) or cfg.stem != "cifar" or cfg.auxiliary or cfg.C % NCHWC_BLOCK:
+    if not isinstance(genotype, DartsGenotype) or not covers("darts", cfg):
         return None
     steps = len(genotype.normal) // EDGES_PER_NODE
     every = tuple(range(DARTS_INPUTS, DARTS_INPUTS + steps))
@@ -170,7 +180,7 @@ def expected_node_counts(probs: Mapping[str, Any], op_names: Sequence[str], cfg:
     counts twice). None where ``ort_node_counts`` would be."""
     import torch
 
-    if cfg.stem != "cifar" or cfg.auxiliary or cfg.C % NCHWC_BLOCK or any(
+    if not covers("darts", cfg) or any(
             o not in _CONV_NODES and o not in _POOLS and o not in ("skip_connect", "none") for o in op_names):
         return None
     edges = [(s, d) for d in range(DARTS_INPUTS, DARTS_INPUTS + nodes) for s in range(d)]

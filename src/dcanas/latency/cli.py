@@ -84,7 +84,7 @@ def refit(args: argparse.Namespace) -> int:
               f"nothing to refit (a dcanas run with this model adds them)")
         return 0
     pairs = [(genotype_from_json(r["genotype"]), at_build_level(r)) for r in rows]
-    before = agreement([lm.predict(genotype_from_json(r["genotype"])) for r in new], [at_build_level(r) for r in new])
+    before = agreement([lm.predict_used(genotype_from_json(r["genotype"])) for r in new], [at_build_level(r) for r in new])
     fitted = copy.deepcopy(lm).fit(pairs)
     if lm.structure_theta:  # its counts were checked against the device's graph at the build; the store has no graphs
         fitted.fit_structure([(g, ms, None) for g, ms in pairs])
@@ -191,7 +191,7 @@ def cmd_latency(args: argparse.Namespace) -> int:
         if wrong:
             raise UserError(f"{args.csv} line {wrong[0][0]}: a {wrong[0][1]} genotype, but {args.model} models the {lm.space} "
                             f"space; give a latency model of the {wrong[0][1]} space (dcanas latency build --space {wrong[0][1]})")
-        preds = [lm.predict(g) for g, _, _ in rows]
+        preds = [lm.predict_used(g) for g, _, _ in rows]
         bad = next(((n, p) for n, p in enumerate(preds, start=2) if not p > 0), None)
         if bad:
             raise UserError(f"{args.model} predicts {bad[1]:.4g} ms for line {bad[0]} of {args.csv}: not a latency (its intercept "

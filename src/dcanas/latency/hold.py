@@ -58,7 +58,7 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
         [ms], ref_ms = genotype_latency_rows(profile, cfg, [genotype], work, tag, reference,
                                              progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         level = ref_ms / build_ref if ref_ms and build_ref else None
-        predicted = lm.predict(genotype)
+        predicted = lm.predict_used(genotype)
         decision, figure, why = decide(ms, level, budget_ms, lm.device.get("repeat_cv"))
         checks.append(dict(genotype=genotype.to_json(), budget_ms=budget_ms, derivation_budget_ms=K, predicted_ms=predicted,
                            measured_ms=ms, reference_ms=ref_ms, level=level, decision=decision, decided_ms=figure))

@@ -47,25 +47,22 @@ def _source_text(name: str, analytic: Optional[dict[str, float]], seconds: dict[
 
 def verdict(profile: DeviceProfile, model: Path, measured: dict[str, Any], percentile: str = "p50",
             predicted: Optional[dict[str, float]] = None, graph_predicted_ms: Optional[float] = None,
-            latency_check: Optional[dict[str, Any]] = None, structure_predicted_ms: Optional[float] = None) -> dict[str, Any]:
+            latency_check: Optional[dict[str, Any]] = None) -> dict[str, Any]:
     """Params and FLOPs are counted from the graph of the file that was profiled (batch norm folded
     by the exporters), never taken from its metadata; the cost sources' figures for the genotype in the
     metadata are shown beside them. A quantity the graph does not allow to count is "not counted" and
     not a failure. Where each measured value comes from is the metric registry's (``costs/metrics.py``).
     ``predicted``: what the search's models predicted (the latency model's ms), shown beside the
     measurement; ``graph_predicted_ms``: the latency model's graph model on the node counts of the graph
-    the device ran (a second prediction, shown too); ``structure_predicted_ms``: the latency model's structure model
-    on the genotype (``costs/runtime_graph.py``), shown instead of the graph model's where the model has one.
-    ``latency_check`` (``latency.hold.verdict_check``): the same graph timed again beside the latency model's
-    reference network and judged at the machine's speed during the model's build; a latency row the profiled p50
-    misses but whose second timing is within the budget there, or over it by no more than the measurement's noise,
-    is "noise": said, and not a failure."""
+    the device ran (a second prediction, shown too). ``latency_check`` (``latency.hold.verdict_check``): the same
+    graph timed again beside the latency model's reference network and judged at the machine's speed during the
+    model's build; a latency row the profiled p50 misses but whose second timing is within the budget there, or over
+    it by no more than the measurement's noise, is "noise": said, and not a failure."""
     graph = graph_cost(model)
     analytic = {**(analytic_cost(metadata(model)) or {}), **(predicted or {})} or None
     size = sum(f.stat().st_size for f in [model, *external_data(model)])  # the weights an ONNX file keeps beside it count
     evidence = Evidence(graph=graph, measured=measured, file_kb=size / 1024, percentile=percentile)
-    seconds = {"latency_ms": ("structure model", structure_predicted_ms) if structure_predicted_ms is not None
-               else ("graph model", graph_predicted_ms)}
+    seconds = {"latency_ms": ("graph model", graph_predicted_ms)}
     rows = []
     for key, budget in profile.budget.items():
         m = metric(key)

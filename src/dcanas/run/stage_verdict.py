@@ -28,17 +28,16 @@ class VerdictStage:
         s = run.outputs("search", SearchOutputs)
         g, net = genotype_from_json(json.loads(run.path(s.genotype).read_text())), NetConfig.from_json(s.eval_config)
         lat = run.outputs("latency", LatencyOutputs)
-        predicted, graph_ms, structure_ms = None, None, None
+        predicted, graph_ms = None, None
         if lat.model:
             from ..costs.latency import load_latency_model
 
             lm = load_latency_model(run.path(lat.model))
-            predicted = {"latency_ms": lm.predict(g)}
+            predicted = {"latency_ms": lm.predict_used(g)}
             graph_ms = lm.predict_graph(measured["graph"]) if measured.get("graph") else None
-            structure_ms = lm.predict_structure(g)
         latency_check = self._latency_check(run, lm, g, net, measured, say) if lat.model else None
         v = verdict(self.profile, self._artifact(run), measured, predicted=predicted, graph_predicted_ms=graph_ms,
-                    latency_check=latency_check, structure_predicted_ms=structure_ms)
+                    latency_check=latency_check)
         if predicted:
             v["latency_model_error"] = self._model_error(run, s, g, predicted["latency_ms"], measured["latency_ms"]["p50"], say)
         analytic = network_cost(g, net)

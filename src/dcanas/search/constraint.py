@@ -13,7 +13,9 @@ Derived cells count through the alpha of the cell type they copy.
 
 Metrics: params, flops, model_size_kb (the exported file of ``size_format`` predicted by
 ``costs/size.py``: linear in params and the graph counts, so additive over edges too), and
-latency_ms (a latency model's per-instance times, ``costs/latency.py``: additive by construction).
+latency_ms (a latency model's per-instance times, ``costs/latency.py``: additive by construction; with a structure
+model, its node counts linearised into the (edge, op) costs and the rest of their expectation added to k_s by the
+source's ``extra``: ``costs/sources.PredictedLatency``).
 """
 from __future__ import annotations
 
@@ -63,6 +65,10 @@ class CostModel:
                     for k, op in enumerate(op_names):
                         U[e, k] += self.source.instance(op, *shape)
             self.U[kind] = U
+        terms = getattr(self.source, "edge_terms", None)
+        counted = terms(self.op_names) if terms is not None else None  # a latency structure model's counted part, linearised
+        for kind, T in (counted or {}).items():
+            self.U[kind] = self.U[kind] + T
         # b(o) of eq. 3: a derived DARTS cell keeps 2 of node j's j incoming edges, so each edge counts 2/j; "literal"
         # sums every edge of the supernet at weight 1, as eq. 3 is written (the ablation's other arm); NB201 keeps every edge
         keep = torch.tensor([1.0 if sp.every_edge or edge_weight == "literal" else EDGES_PER_NODE / j for _, j in self.edges],
@@ -74,10 +80,16 @@ class CostModel:
         taken over the ops the derivation can pick (DARTS: not ``none``, which costs 0 but is never
         derived), so that k_s is the expected cost of a derived network."""
         total = torch.tensor(float(self.fixed), dtype=torch.float64)
+        probs = {}
         for kind, B in self.B.items():
             a = alphas[kind].double()[:, self.usable]
-            total = total + (torch.softmax(a, dim=-1) * B[:, self.usable].to(a.device)).sum()
-        return total
+            p = torch.softmax(a, dim=-1)
+            total = total + (p * B[:, self.usable].to(a.device)).sum()
+            probs[kind] = torch.zeros(p.shape[0], len(self.op_names), dtype=p.dtype, device=p.device).index_copy(
+                1, torch.tensor(self.usable, device=p.device), p)
+        extra = getattr(self.source, "extra", None)
+        counted = extra(probs, self.op_names) if extra is not None else None  # a latency model's non-additive part
+        return total if counted is None else total + counted.to(total.device)
 
     def edge_costs(self) -> dict[str, torch.Tensor]:
         """Per cell type, the exact cost of op k on edge e summed over every cell of that type (no 2/j

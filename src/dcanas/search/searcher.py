@@ -296,14 +296,38 @@ def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[st
     argmax = model.derive()
     lp = {t: log_probs(cfg.space, a, cm.op_names) for t, a in alphas.items()}
     out = {"argmax": Derivation(argmax, con.derived(argmax), genotype_log_prob(argmax, lp, cm.op_names, cm.nodes), "argmax")}
-    within = derive_within(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d)
+    within = _held(con, lambda K: derive_within(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), K))
     if within is None:  # check_budget refuses such budgets before training; kept as a guard
         raise UserError(f"no genotype of the space meets every budget ({con.K_d}); raise one of them")
     out["budget"] = within
-    filling = derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d, cfg.metric,
-                             cfg.fill_fraction)
+    filling = _held(con, lambda K: derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), K,
+                                                  cfg.metric, cfg.fill_fraction))
     out["fill"] = filling or within  # no genotype in the window: the budget-aware one
     return out
+
+
+HELD_TRIES = 8  # derivations again under a shrunk budget, at most, while a cost that is not a sum over edges is over
+
+
+def _held(con: Constraints, derive: Callable[[dict[str, float]], Optional[Derivation]]) -> Optional[Derivation]:
+    """``derive`` under the device budgets; where a cost model is not additive over edges (a latency model's structure
+    model: the knapsacks count its node counts at uniform weights), the derived network's own cost decides: over a
+    budget, the derivation is made again under that budget less the overshoot (and 0.2% of it), at most
+    ``HELD_TRIES`` times. The derivation's costs are then the cost models' own figures of the derived network."""
+    budgets = dict(con.K_d)
+    d = derive(budgets)
+    if not any(getattr(m.source, "structure", False) for m in con.models.values()):
+        return d
+    for _ in range(HELD_TRIES):
+        if d is None:
+            return None
+        actual = con.derived(d.genotype)
+        over = {m: v for m, v in actual.items() if v > con.K_d[m]}
+        if not over:
+            break
+        budgets.update({m: budgets[m] - (v - con.K_d[m]) - 0.002 * con.K_d[m] for m, v in over.items()})
+        d = derive(budgets)
+    return None if d is None else replace(d, cost={m: metric_round(m, v) for m, v in con.derived(d.genotype).items()})
 
 
 def rederive(cfg: SearchConfig, seed_dir: Path) -> Derivation:
