@@ -17,7 +17,7 @@ network's latency from its genotype without exporting it.
 from __future__ import annotations
 
 from collections import Counter
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..nets.config import NetConfig
 from ..nets.darts import CellSlot, darts_layout, genotype_layout
@@ -55,26 +55,37 @@ def ort_node_counts(genotype: Genotype, cfg: NetConfig) -> Optional[dict[str, in
     if any(op not in _CONV_NODES and op not in _POOLS and op != "skip_connect" for op, _ in genotype.normal + genotype.reduce):
         return None
     c: Counter[str] = Counter()
-    slots = genotype_layout(genotype, cfg)
-    c["Conv"] += 1  # the stem; its ReLU-led readers (the first cells' preprocessing) fuse their ReLU into it
-    out_layouts = []
+
+    def add(t: str, n: int) -> None:
+        c[t] += n
+
+    _network(genotype_layout(genotype, cfg), lambda slot: int(_cell(genotype.reduce if slot.reduction else genotype.normal,
+                                                                     slot, c) == BLOCKED), add)
+    return {t: n for t, n in c.items() if n}
+
+
+def _network(slots: Sequence[CellSlot], cell: Callable[[CellSlot], Any], add: Callable[[str, Any], None]) -> None:
+    """The nodes outside the cells' edges, counted (``ort_node_counts``) or in expectation (``expected_node_counts``):
+    ``cell(slot)`` adds one cell's own nodes and returns its output's probability of being blocked (1 or 0 when
+    counted); ``add(type, n)`` adds n nodes of a type."""
+    add("Conv", 1)  # the stem; its ReLU-led readers (the first cells' preprocessing) fuse their ReLU into it
+    blocked = []
     for slot in slots:
-        if slot.reduction_prev:  # factorized reduce of s0: ReLU (shared), conv, pad, two slices, reorder, conv, concat, BN
-            c.update({"Conv": 3, "Concat": 1, "Pad": 1, "Slice": 2, "ReorderInput": 1})
-        else:
-            c["Conv"] += 1
-        c["Conv"] += 1  # preprocess1
-        out_layouts.append(_cell(genotype.reduce if slot.reduction else genotype.normal, slot, c))
-    for k, layout in enumerate(out_layouts):
+        # s0 after a reduction: factorized reduce (ReLU shared, conv, pad, two slices, reorder, conv, concat, BN)
+        for t, n in ({"Conv": 3, "Concat": 1, "Pad": 1, "Slice": 2, "ReorderInput": 1} if slot.reduction_prev else {"Conv": 1}).items():
+            add(t, n)
+        add("Conv", 1)  # preprocess1
+        blocked.append(cell(slot))
+    for k, b in enumerate(blocked):
         if k == len(slots) - 1:  # the head: global average (ReduceMean), reshape, linear
-            c.update({"ReduceMean": 1, "Reshape": 1, "Gemm": 1, "ReorderOutput": int(layout == BLOCKED)})
+            for t in ("ReduceMean", "Reshape", "Gemm"):
+                add(t, 1)
+            add("ReorderOutput", b)
             continue
-        c["Relu"] += 1  # the next cells' preprocessing share one ReLU of this cell's output
-        if layout == PLAIN:
-            c["ReorderInput"] += 1
-        elif k + 2 < len(slots) and slots[k + 2].reduction_prev:  # the factorized reduce pads a plain tensor
-            c["ReorderOutput"] += 1
-    return dict(c)
+        add("Relu", 1)  # the next cells' preprocessing share one ReLU of this cell's output
+        add("ReorderInput", 1 - b)  # a plain output, before the preprocessing convolutions
+        if k + 2 < len(slots) and slots[k + 2].reduction_prev:  # the factorized reduce pads a plain tensor
+            add("ReorderOutput", b)
 
 
 def _cell(edges: tuple, slot: CellSlot, c: Counter) -> str:
@@ -192,24 +203,13 @@ def expected_node_counts(probs: Mapping[str, Any], op_names: Sequence[str], cfg:
     def add(t: str, v: Any) -> None:
         c[t] = c.get(t, 0.0) + v
 
-    add("Conv", 1.0)
-    for slot in slots:
-        for t, n in ({"Conv": 3, "Concat": 1, "Pad": 1, "Slice": 2, "ReorderInput": 1} if slot.reduction_prev else {"Conv": 1}).items():
-            add(t, float(n))
-        add("Conv", 1.0)
-        for t, v in cells["reduce" if slot.reduction else "normal"][0].items():
+    def cell(slot: CellSlot) -> Any:
+        counts, blocked = cells["reduce" if slot.reduction else "normal"]
+        for t, v in counts.items():
             add(t, v)
-    for k, slot in enumerate(slots):
-        blocked = cells["reduce" if slot.reduction else "normal"][1]
-        if k == len(slots) - 1:
-            for t in ("ReduceMean", "Reshape", "Gemm"):
-                add(t, 1.0)
-            add("ReorderOutput", blocked)
-            continue
-        add("Relu", 1.0)
-        add("ReorderInput", 1.0 - blocked)
-        if k + 2 < len(slots) and slots[k + 2].reduction_prev:
-            add("ReorderOutput", blocked)
+        return blocked
+
+    _network(slots, cell, add)
     return {t: v if isinstance(v, torch.Tensor) else torch.tensor(v, dtype=torch.float64) for t, v in c.items()}
 
 

@@ -132,7 +132,8 @@ class PredictedLatency:
             at_p0.backward()
             self._P0, self._ops = P0, list(DARTS_OPS)
             self._grad = {k: p.grad.detach() for k, p in probs.items()}
-            self._line0 = float(at_p0.detach()) - sum(float((g * P0).sum()) for g in self._grad.values())
+            self._at_p0 = float(at_p0.detach())
+            self._line0 = self._at_p0 - sum(float((g * P0).sum()) for g in self._grad.values())
             self._per_edge = torch.tensor([d / 2.0 for _, d in edges], dtype=torch.float64).unsqueeze(1)
 
     def _counted(self, probs: Mapping[str, Any], op_names: Sequence[str]) -> Any:
@@ -167,8 +168,7 @@ class PredictedLatency:
             return None
         cols = self._cols(op_names)
         line = sum(((self._grad[k][:, cols].to(p.device) * (p - self._P0[:, cols].to(p.device))).sum() for k, p in probs.items()))
-        at_p0 = self._line0 + sum(float((g * self._P0).sum()) for g in self._grad.values())
-        return self.model.structure_scale() * (self._counted(probs, op_names) - at_p0 - line)
+        return self.model.structure_scale() * (self._counted(probs, op_names) - self._at_p0 - line)
 
     def network(self, genotype: Genotype) -> float:
         return self.model.bound(genotype)
