@@ -102,19 +102,20 @@ def log_probs(space: str, alpha: torch.Tensor, op_names: Sequence[str]) -> torch
     return lp
 
 
-def genotype_log_prob(genotype: Genotype, lp: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> float:
-    """Sum of the log-probabilities (:func:`log_probs`) of a genotype's chosen (edge, op) pairs."""
+def genotype_picks(genotype: Genotype, op_names: Sequence[str], nodes: int) -> list[tuple[str, int, int]]:
+    """A genotype's chosen (cell kind, edge row, op index) pairs, the rows in ``cell_edges`` order."""
     index = {n: k for k, n in enumerate(op_names)}
     if isinstance(genotype, NB201Genotype):
         edges = cell_edges(1, nodes)
-        return sum(float(lp["normal"][edges.index((i, j)), index[op]]) for j, node in enumerate(genotype.nodes, start=1)
-                   for op, i in node)
+        return [("normal", edges.index((i, j)), index[op]) for j, node in enumerate(genotype.nodes, start=1) for op, i in node]
     edges = cell_edges(DARTS_INPUTS, nodes)
-    total = 0.0
-    for kind, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)):
-        for k, (op, i) in enumerate(cell):
-            total += float(lp[kind][edges.index((i, darts_edge_node(k))), index[op]])
-    return total
+    return [(kind, edges.index((i, darts_edge_node(k))), index[op])
+            for kind, cell in (("normal", genotype.normal), ("reduce", genotype.reduce)) for k, (op, i) in enumerate(cell)]
+
+
+def genotype_log_prob(genotype: Genotype, lp: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int) -> float:
+    """Sum of the log-probabilities (:func:`log_probs`) of a genotype's chosen (edge, op) pairs."""
+    return sum(float(lp[kind][e, k]) for kind, e, k in genotype_picks(genotype, op_names, nodes))
 
 
 def derivable(space: str, op_names: Sequence[str]) -> list[int]:
