@@ -8,7 +8,8 @@
 # 1. the search-time forms (fused cells, op forms) are checked equal to the table's on CUDA in float64; if they are
 #    not, the searches run the eager forms;
 # 2. the paper-size search step is timed on CUDA, fused and eager (the search-cost benchmark's GPU row);
-# 3. benchmarks/search_vs_random.py on CUDA, 14 jobs; whatever finished by the deadline is tabled.
+# 3. benchmarks/search_vs_random.py on CUDA, 14 jobs; whatever finished by the deadline is tabled;
+# 4. benchmarks/supernet_rank.py on the searches it kept: do paper-length supernets rank the trained networks?
 # Everything it prints and writes lands in $OUT.
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -48,3 +49,5 @@ echo "preflight took ${elapsed}s"
 timeout $(( DEADLINE + 120 )) $PY benchmarks/search_vs_random.py --device "$DEVICE" $SCALE --train cutout=0 --train drop_path=0.0 \
     --train auxiliary=false "${FORMS[@]}" --variant "$VARIANT" --deadline $(( DEADLINE - elapsed )) --work /tmp/svr-gpu --out "$OUT/search_vs_random.gpu.md" \
     2>&1 | tee "$OUT/search_vs_random.gpu.log"
+timeout ${RANK_SECONDS:-90} $PY benchmarks/supernet_rank.py --work /tmp/svr-gpu --results "$OUT/search_vs_random.gpu.json" --device "$DEVICE" \
+    2>&1 | tee "$OUT/supernet_rank.gpu.txt"

@@ -14,7 +14,7 @@
 Each against the networks' test top-1 (their trainings' mean; the search's own network left out), Spearman. Reads the
 searches and result files ``search_vs_random.py`` kept, as ``alpha_rank.py`` does.
 
-    python benchmarks/supernet_rank.py [--work benchmarks/.svr-nb201] [--match cells=2] [--images 2048]
+    python benchmarks/supernet_rank.py [--work benchmarks/.svr-nb201] [--match cells=2] [--images 1024] [--device cpu]
 """
 from __future__ import annotations
 
@@ -72,7 +72,7 @@ def _set_alphas(model, table: dict) -> None:
             a.copy_(table[t])
 
 
-def score_search(run: Path, cfg, pool: list, images: int, data_root: str) -> dict:
+def score_search(run: Path, cfg, pool: list, images: int, data_root: str, device: str = "cpu") -> dict:
     """One kept search's supernet against the pool of (genotype, test top-1): the Spearman of its one-shot accuracy, its
     one-shot loss and its perturbation score with the test top-1, and the supernet's own search-val accuracy."""
     import torch
@@ -88,15 +88,16 @@ def score_search(run: Path, cfg, pool: list, images: int, data_root: str) -> dic
     model = Supernet(supernet_config(cfg))
     state = load_checkpoint(run / "checkpoint.pt", "run the search again")
     model.load_state_dict(state["model"])
+    model.to(device)
     model.genotype = genotype_from_json(state["genotype"])  # what the derived cells ran at the search's end
     model.train()  # batch statistics: every network normalised by its own activations (no recalibration pass)
     _, s_val = D.search_split(D.load_split(cfg.dataset, data_root, train=True), cfg.subset, cfg.seed)
     x, y = next(D.batches(s_val, D.get_spec(cfg.dataset), images, shuffle=False))
-    kept = list(zip(x.split(256), y.split(256)))
+    kept = list(zip(x.to(device).split(256), y.to(device).split(256)))
     trained = {t: a.detach().clone() for t, a in model.alphas.items()}
     base_loss, base_acc = _evaluate(model, kept)
     # perturbation: each (edge, op) of the mixed cells removed in turn (its alpha to -inf, the rest renormalised)
-    removal = {t: torch.zeros_like(a, dtype=torch.float64) for t, a in trained.items()}
+    removal = {t: torch.zeros(a.shape, dtype=torch.float64) for t, a in trained.items()}
     for t, table in removal.items():
         for e in range(table.shape[0]):
             for k in range(table.shape[1]):
@@ -143,6 +144,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=1024, help="search-val images each network is scored on")
     p.add_argument("--limit", type=int, default=0, help="at most this many searches (0: all)")
     p.add_argument("--data-root", default="data")
+    p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
     trained = trained_networks(args.results)
@@ -163,7 +165,7 @@ def main() -> int:
         if len(pool) < 3:
             continue
         t0 = time.time()
-        r = score_search(run, cfg, pool, args.images, args.data_root)
+        r = score_search(run, cfg, pool, args.images, args.data_root, args.device)
         o = cfg.options
         what = (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), "
                 f"arch lr {cfg.arch_lr:g}, bottleneck {o.bottleneck}, constraint {o.constraint}")
