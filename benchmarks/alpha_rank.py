@@ -23,48 +23,66 @@ import sys
 from collections import defaultdict
 from pathlib import Path
 from statistics import median
+from typing import Any, Iterator, Sequence
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> int:
-    from dcanas.costs.latency import agreement
+def trained_networks(pattern: str) -> dict[str, dict[str, list[float]]]:
+    """Per recipe (window and training), genotype JSON -> test top-1 of each of its trainings, from the kept result files
+    matching ``pattern`` (a pooled table is not a run and is skipped; one training kept in two results counts once)."""
+    trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
+    for f in sorted(glob.glob(pattern)):
+        d = json.loads(Path(f).read_text())
+        if "rows" not in d or "meta" not in d:
+            continue
+        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in d["training"].items() if k not in ("data_root", "device")}},
+                            sort_keys=True)
+        for r in d["rows"]:
+            accs = [100 * r["top1"]] + ([100 * r["top1_seed1"]] if r.get("top1_seed1") is not None else [])
+            seen = trained[recipe][json.dumps(r["genotype"], sort_keys=True)]
+            seen.extend(a for a in accs if a not in seen)
+    return trained
+
+
+def kept_searches(work: str, results: str, match: Sequence[tuple[str, Any]] = ()) -> Iterator[tuple[Path, dict, Any, list]]:
+    """Every search kept under ``work``/runs (whose config has each KEY=VALUE of ``match``) with the trained networks of
+    its fill window and evaluation network: (run folder, search.json, SearchConfig, [(genotype, mean test top-1)]), the
+    search's own network left out; a search with fewer than 3 such networks is skipped. Where several recipes trained
+    networks of the window, the one that trained the most."""
     from dcanas.nets.genotype import genotype_from_json
     from dcanas.search.config import SearchConfig
+
+    trained = trained_networks(results)
+    for run in sorted(Path(work, "runs").glob("search-*")):
+        if not (run / "checkpoint.pt").is_file() or not (run / "search.json").is_file():
+            continue
+        record = json.loads((run / "search.json").read_text())
+        if any(record["config"].get(k) != v for k, v in match):
+            continue
+        cfg = SearchConfig.from_json(record["config"])
+        own = json.dumps(record["summary"]["genotype"], sort_keys=True)
+        net = ([cfg.fill_fraction * cfg.budget, cfg.budget], cfg.eval_C, cfg.eval_layers)
+        nets = max((n for recipe, n in trained.items() if _net(json.loads(recipe)) == net), key=len, default={})
+        pool = [(genotype_from_json(json.loads(g)), sum(a) / len(a)) for g, a in nets.items()
+                if g != own and json.loads(g).get("space") == cfg.space]
+        if len(pool) >= 3:
+            yield run, record, cfg, pool
+
+
+def main() -> int:
+    from dcanas.costs.latency import agreement
     from dcanas.search.searcher import final_log_probs
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(HERE / ".svr-nb201"), help="a search_vs_random.py work folder (its runs/search-*)")
     p.add_argument("--results", default=str(HERE / "search_vs_random.*.last.json"), help="glob of kept result files")
     args = p.parse_args()
-
-    # the trained networks, per recipe (window and training): genotype -> test top-1 of every training
-    trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for f in sorted(glob.glob(args.results)):
-        d = json.loads(Path(f).read_text())
-        if "rows" not in d or "meta" not in d:
-            continue  # a pooled table, not a run
-        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in d["training"].items() if k not in ("data_root", "device")}},
-                            sort_keys=True)
-        for r in d["rows"]:
-            accs = [100 * r["top1"]] + ([100 * r["top1_seed1"]] if r.get("top1_seed1") is not None else [])
-            seen = trained[recipe][json.dumps(r["genotype"], sort_keys=True)]
-            seen.extend(a for a in accs if a not in seen)  # one training kept in two results counted once
     rows = []
-    for run in sorted(Path(args.work, "runs").glob("search-*")):
-        if not (run / "checkpoint.pt").is_file() or not (run / "search.json").is_file():
-            continue
-        record = json.loads((run / "search.json").read_text())
-        cfg = SearchConfig.from_json(record["config"])
-        own = json.dumps(record["summary"]["genotype"], sort_keys=True)
-        net = ([cfg.fill_fraction * cfg.budget, cfg.budget], cfg.eval_C, cfg.eval_layers)  # this search's window and evaluation network
-        nets = max((n for recipe, n in trained.items() if _net(json.loads(recipe)) == net), key=len, default={})
-        pool = [(g, sum(a) / len(a)) for g, a in nets.items() if g != own and json.loads(g).get("space") == cfg.space]
-        if len(pool) < 3:
-            continue
-        scores = final_log_probs(cfg, run, [genotype_from_json(json.loads(g)) for g, _ in pool])
+    for run, record, cfg, pool in kept_searches(args.work, args.results):
+        scores = final_log_probs(cfg, run, [g for g, _ in pool])
         rho = agreement(scores, [a for _, a in pool]).get("spearman", math.nan)
         ent = median(h for kind in record["epochs"][-1]["learned"].values() for h in kind["entropy"])  # the final alphas' record
         o = cfg.options

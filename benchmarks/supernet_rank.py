@@ -19,7 +19,6 @@ searches and result files ``search_vs_random.py`` kept, as ``alpha_rank.py`` doe
 from __future__ import annotations
 
 import argparse
-import glob
 import json
 import math
 import sys
@@ -31,22 +30,9 @@ from statistics import median
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
 
-
-def trained_networks(pattern: str) -> dict[str, dict[str, list[float]]]:
-    """Per recipe (window and training), genotype JSON -> test top-1 of each of its trainings, from kept results."""
-    trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
-    for f in sorted(glob.glob(pattern)):
-        d = json.loads(Path(f).read_text())
-        if "rows" not in d or "meta" not in d:
-            continue
-        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in d["training"].items() if k not in ("data_root", "device")}},
-                            sort_keys=True)
-        for r in d["rows"]:
-            accs = [100 * r["top1"]] + ([100 * r["top1_seed1"]] if r.get("top1_seed1") is not None else [])
-            seen = trained[recipe][json.dumps(r["genotype"], sort_keys=True)]
-            seen.extend(a for a in accs if a not in seen)
-    return trained
+from alpha_rank import kept_searches  # noqa: E402  (the kept searches and their windows' trained networks, read one way)
 
 
 def _evaluate(model, kept: list) -> tuple[float, float]:
@@ -134,9 +120,6 @@ def score_search(run: Path, cfg, pool: list, images: int, data_root: str, device
 def main() -> int:
     import torch
 
-    from dcanas.nets.genotype import genotype_from_json
-    from dcanas.search.config import SearchConfig
-
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(HERE / ".svr-nb201"))
     p.add_argument("--results", default=str(HERE / "search_vs_random.*.last.json"))
@@ -147,23 +130,9 @@ def main() -> int:
     p.add_argument("--device", default="cpu")
     args = p.parse_args()
     torch.set_num_threads(min(2, torch.get_num_threads()))
-    trained = trained_networks(args.results)
     want = [(k, json.loads(v)) for k, v in (m.split("=", 1) for m in args.match)]
     rows = []
-    for run in sorted(Path(args.work, "runs").glob("search-*")):
-        if not (run / "checkpoint.pt").is_file() or not (run / "search.json").is_file():
-            continue
-        record = json.loads((run / "search.json").read_text())
-        if any(record["config"].get(k) != v for k, v in want):
-            continue
-        cfg = SearchConfig.from_json(record["config"])
-        own = json.dumps(record["summary"]["genotype"], sort_keys=True)
-        net = ([cfg.fill_fraction * cfg.budget, cfg.budget], cfg.eval_C, cfg.eval_layers)
-        nets = max((n for recipe, n in trained.items() if _net(json.loads(recipe)) == net), key=len, default={})
-        pool = [(genotype_from_json(json.loads(g)), sum(a) / len(a)) for g, a in nets.items()
-                if g != own and json.loads(g).get("space") == cfg.space]
-        if len(pool) < 3:
-            continue
+    for run, _, cfg, pool in kept_searches(args.work, args.results, want):
         t0 = time.time()
         r = score_search(run, cfg, pool, args.images, args.data_root, args.device)
         o = cfg.options
@@ -191,10 +160,6 @@ def main() -> int:
                      + " | ".join(cols) + " |")
     print("\n".join(lines))
     return 0 if rows else 1
-
-
-def _net(recipe: dict) -> tuple:
-    return recipe["window"], recipe["C"], recipe["layers"]
 
 
 if __name__ == "__main__":
