@@ -628,7 +628,9 @@ def _write(result: dict, out: Path) -> int:
         w = s.get("vs_random")
         lines.append(f"| {a} | {s['n']} | {s['mean']:.2f}% | {s['se']:.2f} | " + (f"{w['diff']:+.2f} | [{w['lo']:+.2f}, {w['hi']:+.2f}]" if w else " | ")
                      + f" | {s['seconds'] / 60:.1f} min |")
-    lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {result['spearman']:.3f} between the "
+    rho = (f"{result['spearman']:.3f}" if isinstance(result.get("spearman"), (int, float)) and math.isfinite(result["spearman"])
+           else "undefined (it needs 3 networks trained twice whose accuracies are not all tied)")
+    lines += ["", f"Recipe check: {len(pairs)} random networks trained with two seeds: Spearman {rho} between the "
               f"seeds' test top-1; mean |first - second| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
               f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
               f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
