@@ -205,7 +205,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert all(c["reference_ms"] > 0 for c in lm.device["conditions"]) and len(lm.device["conditions"]) >= 3
     assert lm.device["reference"]["ms"] > 0 and "reference network (timed in every chunk" in r.stdout
     # each round times at least 3 runs and 0.01 s: a model of microseconds runs far more than 3 times
-    assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01) and "at least 3 runs and 0.01 s" in r.stdout
+    assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01, confirm=0.02, max_rounds=0) and "at least 3 runs and 0.01 s" in r.stdout
     measured = json.loads(next(cache.glob(f"{HOST}-darts-*/measured.json")).read_text())["measured"]
     probe = next(v for k, v in measured.items() if k.startswith("probe:"))
     assert len(probe["runs_per_round"]) == 2 and min(probe["runs_per_round"]) > 30, probe
@@ -302,6 +302,47 @@ def test_a_chunk_timed_in_a_slow_phase_is_timed_again(tmp_path, monkeypatch):
     # and on 2026-12-06 this VM had phases of 2.4x, slower than the doubled attempt: then every retry was spent)
     assert doubled and (first["reference_ms"] < doubled[0] or first["attempts"] == 1 + build.RETRIES), (doubled, conditions)
     assert build.reference_level(conditions) > 0 and set(measured) == set(models)
+
+
+@pytest.mark.parametrize("confirm", [0.0, 1e-12, 10.0])
+def test_the_runner_times_unsettled_models_again(tmp_path, confirm):
+    """The real runner on `local`, three small op models, 2 rounds: with --confirm a model whose two fastest
+    rounds differ by more than it gets more rounds, up to --max-rounds, and says whether it settled; without,
+    every model gets exactly 2. 1e-12 settles (almost) never, 10 (1000%) always after the first two."""
+    import torch
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.export.converters import convert
+    from dcanas.export.formats import formats_for
+    from dcanas.latency.measure import instance_module, instance_shape, op_positions
+    from dcanas.profile.remote import measure_batch
+
+    cfg = _net("darts")
+    insts = [i for i in op_positions("darts", cfg, tuple(SPACE_OPS["darts"])) if i[0] == "sep_conv_3x3"][:3]
+    paths = []
+    for k, inst in enumerate(insts):
+        paths.append(tmp_path / f"op{k}.onnx")
+        convert(instance_module(inst).eval(), torch.randn(instance_shape(inst)), formats_for("onnxruntime", "fp32"), paths[-1])
+    res = measure_batch(load_profile("local"), paths, runs=3, warmup=2, rounds=2, min_seconds=0.0, confirm=confirm, max_rounds=4,
+                        progress=lambda m: None)
+
+    def settled(r):
+        return sorted(r)[1] <= (1 + confirm) * sorted(r)[0]
+
+    for r in res["batch"]:
+        rounds = r["p50_ms_rounds"]
+        if confirm == 0:
+            assert len(rounds) == 2 and "confirmed" not in r, r
+            continue
+        assert 2 <= len(rounds) <= 4 and r["confirmed"] == settled(rounds), r
+        if len(rounds) > 2:  # timed again only while unsettled
+            assert not settled(rounds[:-1]), r
+        if not r["confirmed"]:
+            assert len(rounds) == 4, r
+    if confirm == 10.0:
+        assert all(len(r["p50_ms_rounds"]) == 2 and r["confirmed"] for r in res["batch"]), res["batch"]
+    if confirm == 1e-12:
+        assert any(len(r["p50_ms_rounds"]) == 4 for r in res["batch"]), res["batch"]
 
 
 @pytest.mark.slow

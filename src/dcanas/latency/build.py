@@ -121,13 +121,19 @@ def measure_models(profile: DeviceProfile, fmt: ExportFormat, models: dict[str, 
         """The chunk's models (and the reference) timed in one runner session, and the chunk's record."""
         batch = chunk + ([reference] if reference else [])
         res = measure_batch(profile, [paths[n] for n in batch], runs=timing.runs, rounds=timing.rounds, warmup=timing.warmup,
-                            min_seconds=timing.min_seconds, graph=not all(n.startswith(UNCOUNTED) for n in chunk),
+                            min_seconds=timing.min_seconds, confirm=timing.confirm, max_rounds=timing.rounds_at_most,
+                            graph=not all(n.startswith(UNCOUNTED) for n in chunk),
                             progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         by_file = {r["model"]: r for r in res["batch"]}
         got = {}
         for n in batch:
             r = by_file[paths[n].name]
-            got[n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"), graph=r.get("graph"))
+            got[n] = dict(p50_ms=r["p50_ms"], p50_ms_rounds=r["p50_ms_rounds"], runs_per_round=r.get("runs_per_round"), graph=r.get("graph"),
+                          confirmed=r.get("confirmed"))
+        unsettled = [n for n in batch if got[n]["confirmed"] is False]
+        if unsettled:
+            progress(f"[measure] {len(unsettled)} of {len(batch)} models still differ by more than {100 * timing.confirm:g}% between "
+                     f"their two fastest rounds after {timing.rounds_at_most} rounds (the machine is noisy): their fastest is kept")
         cond = {k: res.get(k) for k in ("before", "after", "warnings", "cpu_model", "engine", "engine_version", "threads", "machine", "total_s")}
         return got, dict(names=chunk, reference_ms=min(got[reference]["p50_ms_rounds"]) if reference else None, conditions=cond)
 
@@ -221,7 +227,8 @@ def build_latency_model(profile: DeviceProfile, space: str, cfg: NetConfig, op_n
             models[probe_key(shape)] = (Probe, shape)
         progress(f"latency build on {profile.name} ({fmt.name}, {profile.runtime.threads} threads): {len(positions)} op positions, "
                  f"{len({k for k, _, _ in parts})} fixed parts, {len(shapes)} per-call probes, {len(genotypes)} calibration networks; "
-                 f"{timing.rounds} rounds x at least {timing.runs} runs and {timing.min_seconds:g} s each")
+                 f"{timing.rounds} rounds (up to {timing.rounds_at_most} until the two fastest agree within {100 * timing.confirm:g}%) "
+                 f"x at least {timing.runs} runs and {timing.min_seconds:g} s each")
         measured, conditions = measure_models(profile, fmt, models, work, timing=timing, reference=REFERENCE, progress=progress)
         def alone(name: str) -> float:  # a model's time without the per-call cost of the runtime
             return max(measured[name]["ms"] - measured[probe_key(models[name][1])]["ms"], 0.0)

@@ -162,10 +162,11 @@ def run_runner(profile: DeviceProfile, files: list[Path], args: Callable[[str], 
 
 
 def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20, warmup: int = 5, rounds: int = 3,
-                  min_seconds: float = 0.0, graph: bool = False, threads: Optional[int] = None,
-                  progress: Progress = _stderr) -> dict[str, Any]:
+                  min_seconds: float = 0.0, graph: bool = False, threads: Optional[int] = None, confirm: float = 0.0,
+                  max_rounds: int = 0, progress: Progress = _stderr) -> dict[str, Any]:
     """Time many small models in one runner process on the device (the latency model's measurements):
-    p50 per round of ``runs`` runs and at least ``min_seconds``, ``rounds`` interleaved rounds; with
+    p50 per round of ``runs`` runs and at least ``min_seconds``, ``rounds`` interleaved rounds, and up to
+    ``max_rounds`` for the models whose two fastest rounds differ by more than ``confirm`` (0: no more); with
     ``graph``, each model's node counts as the runtime runs it. Model names must be distinct."""
     if len({m.name for m in models}) != len(models):
         raise UserError("measure_batch: model file names must be distinct")
@@ -176,11 +177,13 @@ def measure_batch(profile: DeviceProfile, models: list[Path], *, runs: int = 20,
         listing.write_text("\n".join(m.name for m in models) + "\n")
         n_threads = threads or profile.runtime.threads
         per_run = max(1.0, 20 * profile.budget.get("latency_ms", 50) / 1000)
-        timeout_s = 120 + sum(30 * m.stat().st_size / 2**20 + (runs * rounds + warmup) * per_run / 10 + 2 * min_seconds * rounds
+        most = max(rounds, max_rounds if confirm > 0 else 0)
+        timeout_s = 120 + sum(30 * m.stat().st_size / 2**20 + (runs + warmup) * most * per_run / 10 + 2 * min_seconds * most
                               for m in models)
         result, _, _ = run_runner(profile, [*models, listing], lambda wd: ["--batch", f"{wd}/batch.txt", "--threads", str(n_threads),
                                   "--runs", str(runs), "--warmup", str(warmup), "--rounds", str(rounds),
-                                  "--min-seconds", str(min_seconds), *(["--graph"] if graph else [])], timeout_s,
+                                  "--min-seconds", str(min_seconds), *(["--graph"] if graph else []),
+                                  *(["--confirm", str(confirm), "--max-rounds", str(max_rounds)] if confirm > 0 else [])], timeout_s,
                                   f"{len(models)} models x {rounds} rounds x {runs} runs, {n_threads} threads", progress)
     finally:
         listing.unlink(missing_ok=True)

@@ -664,7 +664,8 @@ def batch(args):
     ``--rounds`` interleaved rounds every model is loaded alone, warmed up and timed over ``--runs``
     runs and at least ``--min-seconds`` (the median kept), then released, so that no other session's threads (onnxruntime's spin
     after a run) share the cores with the one being timed, as in a single-model profile.
-    Interleaving spreads slow drifts (heat, other load) over all models alike."""
+    Interleaving spreads slow drifts (heat, other load) over all models alike. With ``--confirm``, models
+    whose two fastest rounds disagree get more rounds (``--max-rounds`` in all) and say whether they settled."""
     try:
         import numpy as np
     except ImportError as exc:
@@ -679,8 +680,16 @@ def batch(args):
     rounds = [[] for _ in paths]
     n_runs = [[] for _ in paths]
     name = version = None
-    for _ in range(args.rounds):
-        for i, p in enumerate(paths):
+
+    def unconfirmed():
+        """Models whose two fastest rounds differ by more than --confirm: every round so far may have run in a
+        slow phase of the machine (slow phases are long and slow rounds many; a fast outlier is rare)."""
+        return [i for i, r in enumerate(rounds) if len(r) < 2 or sorted(r)[1] > (1 + args.confirm) * sorted(r)[0]]
+
+    todo, done = list(range(len(paths))), 0
+    while todo:
+        for i in todo:
+            p = paths[i]
             engine = Engine(os.path.join(base, p), args.threads)
             name, version = engine.name, engine.version
             shapes = resolve_shapes(engine.inputs, {}, 1)[0]
@@ -693,12 +702,18 @@ def batch(args):
             n_runs[i].append(len(times))
             del engine
             gc.collect()
+        done += 1  # then every model again, or past --rounds the unsettled ones alone, up to --max-rounds
+        todo = (list(range(len(paths))) if done < args.rounds else
+                unconfirmed() if args.confirm > 0 and done < args.max_rounds else [])
+    late = set(unconfirmed()) if args.confirm > 0 else set()
     graphs = [_graph_or_none(os.path.join(base, p), args.threads) for p in paths] if args.graph else [None] * len(paths)
-    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n, "graph": g}
-                      for p, r, n, g in zip(paths, rounds, n_runs, graphs)],
+    return {"batch": [{"model": p, "p50_ms_rounds": r, "p50_ms": percentile(sorted(r), 50), "runs_per_round": n, "graph": g,
+                       **({"confirmed": i not in late} if args.confirm > 0 else {})}
+                      for i, (p, r, n, g) in enumerate(zip(paths, rounds, n_runs, graphs))],
             "engine": name, "engine_version": version, "numpy_version": np.__version__, "python": platform.python_version(),
             "machine": platform.machine(), "cpu_model": cpu_model(), "threads": args.threads, "runs": args.runs, "min_seconds": args.min_seconds,
-            "rounds": args.rounds, "before": before, "after": conditions(), "total_s": time.perf_counter() - t_start}
+            "rounds": args.rounds, "confirm": args.confirm, "max_rounds": args.max_rounds,
+            "before": before, "after": conditions(), "total_s": time.perf_counter() - t_start}
 
 
 def start_watchdog(heartbeat_s):
@@ -746,6 +761,9 @@ def main(argv=None):
     p.add_argument("--ops", action="store_true", help="also a per-operator profile (the runtime's own profiler, a second pass)")
     p.add_argument("--batch", help="a file listing model paths (relative to it), one per line: time them all (p50 per round)")
     p.add_argument("--rounds", type=int, default=3, help="with --batch: interleaved rounds")
+    p.add_argument("--confirm", type=float, default=0.0,
+                   help="with --batch: more rounds for the models whose two fastest rounds differ by more than this fraction (0: none)")
+    p.add_argument("--max-rounds", type=int, default=0, help="with --confirm: rounds per model at most")
     p.add_argument("--graph", action="store_true", help="with --batch: also each model's node counts per op type as the runtime runs it")
     p.add_argument("--watchdog", action="store_true", help="exit when stdin closes (the host went away)")
     p.add_argument("--heartbeat", type=float, default=0.0, help="seconds between heartbeat lines on stderr (0: none)")
