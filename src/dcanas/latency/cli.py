@@ -159,7 +159,8 @@ def cmd_latency(args: argparse.Namespace) -> int:
             profile = with_precision(profile, args.precision)
         cfg, net = _eval_net(args)
         lm, path = build_latency_model(profile, cfg.space, net, tuple(SPACE_OPS[cfg.space]), calibrate=args.calibrate,
-                                       timing=Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds), seed=cfg.seed,
+                                       timing=Timing(runs=args.runs, rounds=args.rounds, min_seconds=args.min_seconds,
+                                                     confirm=args.confirm, max_rounds=args.max_rounds).check(), seed=cfg.seed,
                                        cache_dir=Path(args.cache_dir) if args.cache_dir else None)
         if args.out:
             lm.save(args.out)
@@ -284,6 +285,9 @@ def add_latency_parser(sub) -> None:
     b.add_argument("--min-seconds", type=nonneg_float, default=Timing.min_seconds,
                    help="seconds of timed runs per model and round, at least (the noise floor of microsecond models)")
     b.add_argument("--rounds", type=positive_int, default=Timing.rounds, help="interleaved rounds (the fastest round's p50 is kept)")
+    b.add_argument("--confirm", type=nonneg_float, default=Timing.confirm,
+                   help="more rounds for a model whose two fastest rounds differ by more than this fraction (default 0.02; 0: none)")
+    b.add_argument("--max-rounds", type=nonneg_int, default=Timing.max_rounds, help="rounds per model at most (default: 3x --rounds)")
     b.add_argument("--precision", choices=["fp32", "fp16", "int8"],
                    help="build the table of this precision's op models (default: the profile's runtime.precision); "
                         "each precision has its own model")
