@@ -45,8 +45,8 @@ bench: install data
 	$(PY) benchmarks/record.py evaluate_cost
 	$(PY) benchmarks/record.py budget_precision
 	$(PY) benchmarks/size_model.py
-	$(PY) benchmarks/latency_model.py --repeat
-	$(PY) benchmarks/latency_model.py --repeat --device local-latency --out benchmarks/latency_model.local-latency.last.md
+	$(PY) benchmarks/latency_model.py --repeat 2
+	$(PY) benchmarks/latency_model.py --repeat 2 --device local-latency --out benchmarks/latency_model.local-latency.last.md
 	$(PY) benchmarks/record.py latency_additivity
 	$(PY) benchmarks/record.py eq3_ablation --span lug --seeds 2
 	$(PY) benchmarks/record.py own_data --per-class 200

@@ -208,7 +208,9 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
     assert lm.device["timing"] == dict(runs=3, rounds=2, warmup=20, min_seconds=0.01, confirm=0.02, max_rounds=0) and "at least 3 runs and 0.01 s" in r.stdout
     measured = json.loads(next(cache.glob(f"{HOST}-darts-*/measured.json")).read_text())["measured"]
     probe = next(v for k, v in measured.items() if k.startswith("probe:"))
-    assert len(probe["runs_per_round"]) == 2 and min(probe["runs_per_round"]) > 30, probe
+    # 2 rounds, up to 6 (3x) while the two fastest differ by over 2% (Timing.confirm)
+    assert 2 <= len(probe["runs_per_round"]) <= 6 and min(probe["runs_per_round"]) > 30, probe
+    assert len(probe["runs_per_round"]) == 2 or sorted(probe["p50_ms_rounds"][:-1])[1] > 1.02 * min(probe["p50_ms_rounds"][:-1]), probe
     # the calibration networks' graphs as onnxruntime runs them (after its fusions) and the graph model on them
     from collections import Counter
 
