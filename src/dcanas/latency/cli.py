@@ -239,6 +239,9 @@ def describe(lm, path) -> str:
                                                        f"differed by more than {100 * t['confirm']:g}%" if t.get("confirm") else ""))
     if "repeat_cv" in lm.device:
         lines.append(f"repeat-to-repeat CV (median over models): {100 * lm.device['repeat_cv']:.2f}%")
+    if "figure_noise" in lm.device:
+        lines.append(f"timing noise (a kept figure's second-fastest round above it, 90th percentile over models): "
+                     f"{100 * lm.device['figure_noise']:.2f}%")
     ref = lm.device.get("reference") or {}
     if ref.get("ms") is not None:
         refs = [c["reference_ms"] for c in lm.device.get("conditions") or [] if c.get("reference_ms") is not None]

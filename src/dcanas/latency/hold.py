@@ -20,13 +20,18 @@ from ..costs.latency import LatencyModel
 
 REPAIRS = 2  # derivations after the first, each under the budget shrunk by the last measured overshoot
 AIM = 0.97   # a repair aims this far under the budget: a derivation's cost moves in steps, and timing has noise
-NOISE_K = 2.0  # an overshoot within this many times the build's round-to-round CV is not told from noise
+NOISE_K = 2.0  # an overshoot within this many times the build's timing noise (build.figure_noise) is not told from noise
+
+
+def timing_noise(lm: LatencyModel) -> Optional[float]:
+    """The build's noise of a kept figure (``figure_noise``); models built before it was recorded: the rounds' CV."""
+    return lm.device.get("figure_noise", lm.device.get("repeat_cv"))
 
 
 def decide(ms: float, level: Optional[float], budget_ms: float, cv: Optional[float]) -> tuple[str, float, str]:
     """Whether a derivation timed at ``ms`` meets ``budget_ms``: ("within" | "noise" | "over", the figure decided on,
     why). The figure is the time at the machine's speed during the model's build (``ms / level``, the reference network
-    timed beside it) when known, else as measured; an overshoot within ``NOISE_K`` x the build's repeat CV is noise."""
+    timed beside it) when known, else as measured; an overshoot within ``NOISE_K`` x the build's timing noise is noise."""
     figure = ms / level if level and level > 0 else ms
     how = (f"{figure:.4f} ms at the build's machine speed (measured {ms:.4f} ms, the reference network at {level:.3f}x)"
            if figure != ms else f"{ms:.4f} ms")
@@ -36,7 +41,7 @@ def decide(ms: float, level: Optional[float], budget_ms: float, cv: Optional[flo
     over = figure / budget_ms - 1
     if over <= tol:
         return "noise", figure, (f"{how}: over the {budget_ms:g} ms budget by {100 * over:.1f}%, within the measurement's noise "
-                                 f"({NOISE_K:g} x the build's round-to-round CV = {100 * tol:.1f}%)")
+                                 f"({NOISE_K:g} x the build's timing noise = {100 * tol:.1f}%)")
     return "over", figure, f"{how}: over the {budget_ms:g} ms budget by {100 * over:.1f}%"
 
 
@@ -59,7 +64,7 @@ def hold_latency(profile: DeviceProfile, budget_ms: float, genotype: Genotype, c
                                              progress=lambda m: progress(m) if m.startswith("WARNING") else None)
         level = ref_ms / build_ref if ref_ms and build_ref else None
         predicted = lm.predict_used(genotype)
-        decision, figure, why = decide(ms, level, budget_ms, lm.device.get("repeat_cv"))
+        decision, figure, why = decide(ms, level, budget_ms, timing_noise(lm))
         checks.append(dict(genotype=genotype.to_json(), budget_ms=budget_ms, derivation_budget_ms=K, predicted_ms=predicted,
                            measured_ms=ms, reference_ms=ref_ms, level=level, decision=decision, decided_ms=figure))
         if store is not None:
@@ -97,6 +102,6 @@ def verdict_check(profile: DeviceProfile, budget_ms: float, p50_ms: float, genot
     if not ref_ms or not again:
         return None
     level = ref_ms / ref["ms"]
-    decision, figure, why = decide(again, level, budget_ms, lm.device.get("repeat_cv"))
+    decision, figure, why = decide(again, level, budget_ms, timing_noise(lm))
     return dict(decision=decision, decided_ms=figure, why=f"timed again beside the reference network: {why}", level=level,
                 again_ms=again, reference_ms=ref_ms, build_reference_ms=ref["ms"], measured_ms=p50_ms, budget_ms=budget_ms)
