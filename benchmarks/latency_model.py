@@ -245,7 +245,7 @@ def main() -> int:
              f"reference network: {lm.device['reference']['ms']:.4f} ms in the build (chunks "
              f"{min(c['reference_ms'] for c in cond):.4f} .. {max(c['reference_ms'] for c in cond):.4f} ms, "
              f"{sum(c.get('attempts', 1) - 1 for c in cond)} chunk timings repeated), {ref_now:.4f} ms beside the held-out set"
-             f"{' (the faster of its two measurements)' if again else ''}: "
+             f"{f' (the fastest of its {len(passes)} measurements)' if again else ''}: "
              f"level {level:.3f}",
              ] + ([structure_note] if structure_note else [])
     lines += [settling(work, f"{t}:{1000 + args.calibrate}") for t, _ in passes] + again + [

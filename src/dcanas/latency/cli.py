@@ -235,7 +235,7 @@ def describe(lm, path) -> str:
     if "timing" in lm.device:
         t = lm.device["timing"]
         lines.append(f"timed: {t['rounds']} rounds per model, each {t['warmup']} warm-up runs then at least {t['runs']} runs "
-                     f"and {t['min_seconds']:g} s" + (f"; up to {t.get('max_rounds') or 3 * t['rounds']} rounds where the two fastest "
+                     f"and {t['min_seconds']:g} s" + (f"; up to {Timing(**t).rounds_at_most} rounds where the two fastest "
                                                        f"differed by more than {100 * t['confirm']:g}%" if t.get("confirm") else ""))
     if "repeat_cv" in lm.device:
         lines.append(f"repeat-to-repeat CV (median over models): {100 * lm.device['repeat_cv']:.2f}%")

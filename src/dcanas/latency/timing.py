@@ -31,6 +31,6 @@ class Timing:
 
     def check(self) -> "Timing":
         if self.runs < 1 or self.rounds < 1 or self.warmup < 0 or self.min_seconds < 0 or self.confirm < 0 or self.max_rounds < 0:
-            raise UserError(f"--runs and --rounds must be >= 1, --min-seconds >= 0 (got runs {self.runs}, rounds {self.rounds}, "
-                            f"min-seconds {self.min_seconds})")
+            raise UserError(f"--runs and --rounds must be >= 1, --min-seconds, --confirm and --max-rounds >= 0 (got runs {self.runs}, "
+                            f"rounds {self.rounds}, min-seconds {self.min_seconds}, confirm {self.confirm}, max-rounds {self.max_rounds})")
         return self
