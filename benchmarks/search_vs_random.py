@@ -5,6 +5,10 @@ Arms, each at the budget K_d (params of the preset's evaluation network):
   dcanas    the search as shipped: eq. 4's Lagrangian in the objective, K' = K_d, the fill derivation
   lambda0   the same search with lambda held at 0 (no constraint in the objective): the budget is enforced by
             the fill derivation alone
+  shuffled  with --arms ...,shuffled: the shipped search on the same images with the training labels permuted (one
+            fixed permutation, ``shuffled_labels``), its networks trained on the real labels like every other: a search
+            that cannot learn anything from the data. Whatever it matches of the shipped arm's choice or its lead over
+            random does not come from the data
   argmax    the paper's arg-max derivation of the dcanas searches, where it lands within the budget
   random    genotypes of the space's random distribution kept when their cost is in the fill window
             [fill_fraction x K_d, K_d], the window the fill derivation chooses from
@@ -45,9 +49,10 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
-ARMS = ["dcanas", "lambda0", "argmax", "random", "convs", "naswot"]  # --variant adds searched arms after lambda0
+ARMS = ["dcanas", "lambda0", "shuffled", "argmax", "random", "convs", "naswot"]  # --variant adds searched arms after lambda0
 SECOND_SEED = 1000  # a network's second training seed: its first + this
 DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
+SHUFFLED_SEED = 0  # the one permutation of the training labels that every `shuffled` search reads
 
 
 # ---- jobs (each in a worker process) ------------------------------------------------------------
@@ -93,6 +98,28 @@ def _train_job(train_json: dict, genotype: dict, seed: int, run_dir: str, thread
 
 
 # ---- the plan ---------------------------------------------------------------------------------
+
+def shuffled_labels(dataset: str, data_root: str, work: Path, seed: int = SHUFFLED_SEED) -> Path:
+    """A data root holding ``dataset``'s training split (IDX files: Fashion-MNIST, MNIST) with its labels permuted: the
+    same images and label counts, each label moved to another image, so nothing links an image to its label. Written
+    once under ``work`` (each file atomically, the labels last: their presence means the copy is whole)."""
+    import torch
+
+    from dcanas.data import datasets as D
+    from dcanas.files import atomic_write
+
+    root = work / f"shuffled-labels-{seed}"
+    folder = root / dataset
+    labels = folder / "train-labels-idx1-ubyte"
+    if labels.is_file():
+        return root
+    data = D.load_split(dataset, data_root, train=True)
+    perm = torch.randperm(len(data.labels), generator=torch.Generator().manual_seed(seed))
+    folder.mkdir(parents=True, exist_ok=True)
+    for path, array in ((folder / "train-images-idx3-ubyte", data.images[:, 0].numpy()), (labels, data.labels[perm].numpy())):
+        atomic_write(path, lambda f, a=array: f.write(D.write_idx(a)))
+    return root
+
 
 def _cost_fn(cfg) -> Callable:
     from dcanas.search.config import cost_model
@@ -226,7 +253,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
 
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="cpu-demo", choices=list(RUN_PRESETS), help="run preset: search and training presets")
-    p.add_argument("--budget", type=float, default=200_000, help="K_d in params")
+    p.add_argument("--budget", type=float, default=200_000.0, help="K_d in params")  # a float as --budget gives: one search key
     p.add_argument("--seeds", type=int, default=3, help="search seeds per searched arm")
     p.add_argument("--first-seed", type=int, default=0, help="the first search seed: seeds --first-seed .. --first-seed + --seeds - 1 "
                    "(a new set of searches beside kept ones)")
@@ -237,7 +264,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--proxy-top", type=int, default=3, help="of which the best-scored are trained")
     p.add_argument("--rank-networks", type=int, default=6, help="random networks trained with a second seed (Spearman)")
     p.add_argument("--arms", default="dcanas,lambda0,argmax", help="the searched arms to run (argmax: "
-                   "the arg-max derivation of the dcanas searches, no search of its own)")
+                   "the arg-max derivation of the dcanas searches, no search of its own; shuffled: the shipped search on "
+                   "permuted training labels, a control)")
     p.add_argument("--variant", action="append", default=[], metavar="NAME=JSON", help="one more searched arm: the shipped search "
                    "with these overrides, e.g. 'nd={\"options\": {\"derived_cells\": false}, \"warmup_epochs\": 5}'")
     p.add_argument("--ensemble", type=int, default=1, metavar="N", help="also an arm ARMxN per searched arm: one network per N "
@@ -340,6 +368,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     for rank, i in enumerate(top):
         networks[f"naswot-{rank}"] = dict(arm="naswot", genotype=drawn["pool"][i], naswot=drawn["scores"][i])
     searched = {"dcanas": cfg, "lambda0": replace(cfg, options=replace(cfg.options, constraint=False))}
+    if "shuffled" in args.arms.split(","):
+        searched["shuffled"] = replace(cfg, data_root=str(shuffled_labels(cfg.dataset, args.data_root, work.root)))
     for name, over in variants.items():  # --variant: the shipped search with other options, its own arm
         searched[name] = replace(cfg, **{k: v for k, v in over.items() if k != "options"},
                                  options=replace(cfg.options, **over.get("options", {})))
@@ -363,7 +393,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     for arm in (searched if ensembles else []):
         ARMS.insert(ARMS.index("argmax"), f"{arm}x{args.ensemble}")
         searched_by[f"{arm}x{args.ensemble}"] = arm
-    search_key = {k: "search-" + digest(_search_inputs(c)) for k, c in searches.items()}
+    search_key = {k: "search-" + digest(_search_inputs(c), *(["labels shuffled", SHUFFLED_SEED] if k.startswith("shuffled-") else []))
+                  for k, c in searches.items()}
     second_seed = {f"random-{i}" for i in range(min(args.rank_networks, args.random))}
 
     def add_searched(key: str, res: dict) -> None:
@@ -604,6 +635,8 @@ def _write(result: dict, out: Path) -> int:
              f"K' = K_d, derivation {cfg.derive}, derived cells {cfg.options.derived_cells}, bottleneck {cfg.options.bottleneck}; "
              f"evaluation network C={cfg.eval_C}, {cfg.eval_layers} cells. Fill window {lo:,.0f} .. {hi:,.0f} params."
              + "".join(f" Arm {n}: the same search with {json.dumps(v)}." for n, v in meta["variants"].items())
+             + (" Arm shuffled: the same search on the same training images with their labels permuted (a control that cannot "
+                "learn from the data; its networks train on the real labels)." if "shuffled" in arms else "")
              + (f" Arms ARMx{meta['ensemble']}: one network per {meta['ensemble']} consecutive seeds of ARM, derived from the "
                 "sum of those searches' log-softmax alphas (no search of its own; the job time counts its seeds' searches)."
                 if meta.get("ensemble", 1) > 1 else ""),
@@ -643,6 +676,13 @@ def _write(result: dict, out: Path) -> int:
                      "less the search's own: Spearman between a network's log-probability under a search's alphas, the derivations' "
                      f"objective, and its test top-1)? Median {finite[len(finite) // 2] if finite else math.nan:+.3f} over {len(ranks)} searches; "
                      + ", ".join(f"{k} {v:+.3f}" for k, v in ranks.items()) + ".")
+    if "shuffled" in arms and "dcanas" in arms:  # does the control derive what the shipped search derives?
+        cells = {a: [json.dumps(r["genotype"], sort_keys=True) for r in rows if r["arm"] == a] for a in ("dcanas", "shuffled")}
+        common = max(set(cells["dcanas"]), key=cells["dcanas"].count)
+        lines.append(f"What the searches derived: dcanas {len(set(cells['dcanas']))} distinct cells in {len(cells['dcanas'])} searches, "
+                     f"shuffled {len(set(cells['shuffled']))} in {len(cells['shuffled'])}; {sum(c in cells['dcanas'] for c in cells['shuffled'])} "
+                     f"of the shuffled searches derived a cell a dcanas search derived; dcanas's most common cell "
+                     f"({cells['dcanas'].count(common)} of {len(cells['dcanas'])}) was derived by {cells['shuffled'].count(common)} shuffled searches.")
     rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random" and r["naswot"] is not None]
     if len(rk) >= 3:
         lines.append(f"NASWOT against test top-1 over the random networks: Spearman "

@@ -8,6 +8,7 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -184,12 +185,17 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     args = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--preset", "tiny", "--budget", str(int(lo + 0.5 * (hi - lo))),
             "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--rank-networks", "3", "--train-preset", "tiny", "--train-epochs", "1",
             "--train-subset", "200", "--jobs", "2", "--data-root", str(fashion_root), "--work", str(tmp_path / "work"),
-            "--out", str(tmp_path / "svr.md")]
+            "--arms", "dcanas,lambda0,argmax,shuffled", "--out", str(tmp_path / "svr.md")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
     text = (tmp_path / "svr.md").read_text()
-    for arm in ("dcanas", "lambda0", "random", "naswot"):
+    for arm in ("dcanas", "lambda0", "shuffled", "random", "naswot"):
         assert f"| {arm} |" in text
+    # the control's searches are their own (not the shipped ones under another name) and read the permuted labels
+    runs = sorted((tmp_path / "work" / "runs").glob("search-*"))
+    roots = [json.loads((r / "search.json").read_text())["config"]["data_root"] for r in runs]
+    assert len(runs) == 6 and sum("shuffled-labels" in root for root in roots) == 2, roots
+    assert "What the searches derived: dcanas " in text
     assert "Spearman" in text and "Outcome: the shipped search" in text
     data = json.loads((tmp_path / "svr.json").read_text())
     assert sum(r["arm"] == "random" for r in data["rows"]) == 3 and all(0 <= r["top1"] <= 1 for r in data["rows"])
@@ -206,22 +212,48 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     shown = subprocess.run([*args[:2], "--render", str(tmp_path / "svr.json"), "--out", str(tmp_path / "again.md")], capture_output=True,
                            text=True, timeout=120)
     assert shown.returncode == 0 and (tmp_path / "again.md").read_text() == (tmp_path / "svr.md").read_text(), shown.stderr[-2000:]
-    # benchmarks/alpha_rank.py on what the run kept: the 4 searches (2 arms x 2 seeds) scored against the other networks of the window
+    # benchmarks/alpha_rank.py on what the run kept: the 6 searches (3 arms x 2 seeds) scored against the other networks of the window
     ranked = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "alpha_rank.py"), "--work", str(tmp_path / "work"), "--results",
                              str(tmp_path / "svr.json")], capture_output=True, text=True, timeout=300)
-    assert ranked.returncode == 0 and "4 kept searches" in ranked.stdout and "| darts, " in ranked.stdout, ranked.stderr[-2000:]
+    assert ranked.returncode == 0 and "6 kept searches" in ranked.stdout and "| darts, " in ranked.stdout, ranked.stderr[-2000:]
     assert "Every search: median" in ranked.stdout
     # benchmarks/supernet_rank.py on the same: the supernets' one-shot and perturbation scores of those networks
     one_shot = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "supernet_rank.py"), "--work", str(tmp_path / "work"), "--results",
                                str(tmp_path / "svr.json"), "--images", "64", "--data-root", str(fashion_root)],
                               capture_output=True, text=True, timeout=600)
-    assert one_shot.returncode == 0 and "4 kept searches" in one_shot.stdout and "| darts, " in one_shot.stdout, one_shot.stderr[-2000:]
-    assert sum(line.startswith("- search-") and "supernet val acc " in line for line in one_shot.stdout.splitlines()) == 4
+    assert one_shot.returncode == 0 and "6 kept searches" in one_shot.stdout and "| darts, " in one_shot.stdout, one_shot.stderr[-2000:]
+    assert sum(line.startswith("- search-") and "supernet val acc " in line for line in one_shot.stdout.splitlines()) == 6
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
     later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
     r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
     assert r1.returncode == 0 and "test top-1" not in r1.stdout.split("# Search vs random")[0], r1.stderr[-2000:]
     assert [r["seed"] for r in json.loads((tmp_path / "s1.json").read_text())["rows"] if r["arm"] == "dcanas"] == [1]
+
+
+def test_shuffled_labels_keep_the_images_and_the_label_counts_and_break_the_pairing(tmp_path, fashion_root):
+    """The `shuffled` arm's data: the real training images and the same labels, permuted (agreement near chance), as
+    IDX files the loader reads; written once (a second call finds the copy and leaves it)."""
+    from dcanas.data import datasets as D
+
+    svr = _benchmark("search_vs_random")
+    root = svr.shuffled_labels("fashion-mnist", str(fashion_root), tmp_path)
+    real, shuffled = D.load_split("fashion-mnist", fashion_root, train=True), D.load_split("fashion-mnist", root, train=True)
+    assert torch.equal(real.images, shuffled.images)
+    assert torch.equal(real.labels.sort().values, shuffled.labels.sort().values)
+    assert (real.labels == shuffled.labels).float().mean() < 0.12  # 10 classes: ~0.1 by chance
+    labels = root / "fashion-mnist" / "train-labels-idx1-ubyte"
+    before = labels.stat().st_mtime_ns
+    assert svr.shuffled_labels("fashion-mnist", str(fashion_root), tmp_path) == root and labels.stat().st_mtime_ns == before
+    assert not list(root.rglob("*.tmp"))
+
+
+@pytest.mark.parametrize("shape", [(5,), (3, 4, 2), (0, 28, 28)])
+def test_write_idx_is_read_idx_inverse(shape):
+    from dcanas.data.datasets import read_idx, write_idx
+
+    a = np.arange(int(np.prod(shape)), dtype=np.uint8).reshape(shape)
+    back = read_idx(write_idx(a))
+    assert back.shape == a.shape and np.array_equal(back, a)
 
 
 def _benchmark(name: str):

@@ -130,6 +130,12 @@ def read_idx(data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(dims)
 
 
+def write_idx(array: np.ndarray) -> bytes:
+    """An IDX file of a uint8 array (:func:`read_idx`'s inverse)."""
+    a = np.ascontiguousarray(array, dtype=np.uint8)
+    return struct.pack(f">HBB{a.ndim}I", 0, 0x08, a.ndim, *a.shape) + a.tobytes()
+
+
 def _idx_dirs(root: Path, name: str) -> list[Path]:
     torchvision_name = {"fashion-mnist": "FashionMNIST", "mnist": "MNIST"}[name]
     return [root, root / name, root / torchvision_name, root / torchvision_name / "raw"]
