@@ -256,6 +256,12 @@ def test_write_idx_is_read_idx_inverse(shape):
     assert back.shape == a.shape and np.array_equal(back, a)
 
 
+@pytest.mark.parametrize("text, value", [("5", 5), ("0.1", 0.1), ("true", True), ('"nb201"', "nb201"), ("nb201", "nb201"),
+                                         ('{"bottleneck": 1}', {"bottleneck": 1})])
+def test_search_and_train_values_are_json_or_the_text_itself(text, value):
+    assert _benchmark("search_vs_random").option_value(text) == value
+
+
 def _benchmark(name: str):
     import importlib.util
 
@@ -289,6 +295,24 @@ def test_pooling_counts_a_network_trained_in_two_results_once():
     assert pooled["summary"]["dcanas"]["vs_random"] == pytest.approx(svr.welch([86.0, 87.0, 88.0], [84.0, 85.0, 83.0, 86.0]))
     with pytest.raises(ValueError, match="recipes"):
         svr.pool_results([first, _kept([("random", "r", 0, 0.84)], recipe_lr=0.1)], {})
+
+
+@pytest.mark.parametrize("shipped, blind, learned", [([86.0, 87.0, 88.0, 87.5], [84.0, 85.0, 84.5, 84.2], True),
+                                                      ([85.0, 87.0, 84.0, 86.0], [86.0, 85.5, 87.0, 85.0], False)])
+def test_the_shipped_search_is_judged_against_its_label_blind_control(shipped, blind, learned):
+    """control_lines: the shipped arm's mean minus the shuffled arm's, with its Welch interval; a gain from the data is
+    claimed only when the interval is above zero. Cells: 'a' twice in the shipped arm, once in the control."""
+    svr = _benchmark("search_vs_random")
+    cells = ["a", "a", "b", "c"], ["a", "d", "e", "f"]
+    rows = [dict(arm=arm, genotype={"cell": g}, top1=acc / 100) for arm, accs, gs in (("dcanas", shipped, cells[0]), ("shuffled", blind, cells[1]))
+            for acc, g in zip(accs, gs)]
+    derived, verdict = svr.control_lines(rows)
+    w = svr.welch(shipped, blind)
+    assert f"{w['diff']:+.2f} points, 95% interval [{w['lo']:+.2f}, {w['hi']:+.2f}]" in verdict
+    assert ("came in part from the data" in verdict) is learned and (w["lo"] > 0) is learned
+    assert "dcanas 3 distinct cells in 4 searches, shuffled 4 in 4; 1 of the shuffled" in derived
+    assert "most common cell (2 of 4) was derived by 1 shuffled" in derived
+    assert svr.control_lines([r for r in rows if r["arm"] == "dcanas"]) == []
 
 
 def test_pooling_different_recipes_is_one_line_and_exit_2(tmp_path):
