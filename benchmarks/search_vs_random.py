@@ -612,7 +612,7 @@ def control_lines(rows: list[dict]) -> list[str]:
     cells = {a: [json.dumps(r["genotype"], sort_keys=True) for r in rows if r["arm"] == a] for a in ("dcanas", "shuffled")}
     if len(cells["dcanas"]) < 2 or len(cells["shuffled"]) < 2:
         return []
-    common = max(set(cells["dcanas"]), key=cells["dcanas"].count)
+    common = max(dict.fromkeys(cells["dcanas"]), key=cells["dcanas"].count)  # ties: the first derived (a set's order changes per process)
     acc = {a: [100 * r["top1"] for r in rows if r["arm"] == a] for a in cells}
     w = welch(acc["dcanas"], acc["shuffled"])
     return [f"What the searches derived: dcanas {len(set(cells['dcanas']))} distinct cells in {len(cells['dcanas'])} searches, shuffled "
