@@ -47,6 +47,21 @@ def trained_networks(pattern: str) -> dict[str, dict[str, list[float]]]:
     return trained
 
 
+def label_blind(cfg: Any) -> bool:
+    """Whether a kept search ran on the shuffled copy of the labels (search_vs_random.shuffled_labels writes it as
+    shuffled-labels-SEED): the control, which cannot learn from the data."""
+    return Path(cfg.data_root).name.startswith("shuffled-labels-")
+
+
+def describe(cfg: Any) -> str:
+    """A kept search's group in the tables: what its schedule and supernet were, and whether it searched on the real
+    labels (a control's data root is the shuffled copy search_vs_random.shuffled_labels writes, named shuffled-labels-SEED)."""
+    o = cfg.options
+    shuffled = ", labels shuffled" if label_blind(cfg) else ""
+    return (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), "
+            f"arch lr {cfg.arch_lr:g}, bottleneck {o.bottleneck}, constraint {o.constraint}{shuffled}")
+
+
 def kept_searches(work: str, results: str, match: Sequence[tuple[str, Any]] = ()) -> Iterator[tuple[Path, dict, Any, list]]:
     """Every search kept under ``work``/runs (whose config has each KEY=VALUE of ``match``) with the trained networks of
     its fill window and evaluation network: (run folder, search.json, SearchConfig, [(genotype, mean test top-1)]), the
@@ -86,9 +101,8 @@ def main() -> int:
         rho = agreement(scores, [a for _, a in pool]).get("spearman", math.nan)
         ent = median(h for kind in record["epochs"][-1]["learned"].values() for h in kind["entropy"])  # the final alphas' record
         o = cfg.options
-        what = (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), arch lr "
-                f"{cfg.arch_lr:g}, bottleneck {o.bottleneck}, {o.sampling}, derived cells {o.derived_cells}, constraint {o.constraint}")
-        rows.append(dict(what=what, seed=cfg.seed, networks=len(pool), entropy=ent, spearman=rho))
+        what = describe(cfg) + f", {o.sampling}, derived cells {o.derived_cells}"
+        rows.append(dict(what=what, seed=cfg.seed, networks=len(pool), entropy=ent, spearman=rho, blind=label_blind(cfg)))
     groups: dict[str, list[dict]] = defaultdict(list)
     for r in rows:
         groups[r["what"]].append(r)
@@ -101,10 +115,11 @@ def main() -> int:
         rho = sorted(r["spearman"] for r in rs)
         lines.append(f"| {what} | {len(rs)} | {min(r['networks'] for r in rs)}-{max(r['networks'] for r in rs)} | "
                      f"{min(r['entropy'] for r in rs):.3f}-{max(r['entropy'] for r in rs):.3f} | {median(rho):+.3f} | {rho[0]:+.3f} .. {rho[-1]:+.3f} |")
-    every = sorted(r["spearman"] for r in rows)
-    if every:
-        lines += ["", f"Every search: median {median(every):+.3f}, {sum(v > 0 for v in every)} of {len(every)} above 0 "
-                  f"(range {every[0]:+.3f} .. {every[-1]:+.3f})."]
+    for blind, who in ((False, "Every search on the real labels"), (True, "Every search on shuffled labels (the control)")):
+        every = sorted(r["spearman"] for r in rows if r["blind"] == blind)
+        if every:
+            lines += ["", f"{who}: median {median(every):+.3f}, {sum(v > 0 for v in every)} of {len(every)} above 0 "
+                      f"(range {every[0]:+.3f} .. {every[-1]:+.3f})."]
     print("\n".join(lines))
     return 0 if rows else 1
 

@@ -38,6 +38,7 @@ import math
 import os
 import random
 import signal
+import statistics
 import sys
 import time
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
@@ -131,8 +132,6 @@ def _cost_fn(cfg) -> Callable:
 def _probe_step(cfg, steps: int = 4) -> float:
     """Seconds per search step of ``cfg``'s supernet on its device in this process (median of ``steps`` after two warm-up
     steps, random inputs of the dataset's shape): what --search-seconds sizes the searches with."""
-    import statistics
-
     import torch
 
     from dcanas.data import datasets as D
@@ -704,7 +703,7 @@ def _write(result: dict, out: Path) -> int:
         finite = sorted(v for v in ranks.values() if math.isfinite(v))
         lines.append(f"Do the searches' final alphas rank this run's trained networks of the window ({sum(lo <= r['params'] <= hi for r in rows)}, "
                      "less the search's own: Spearman between a network's log-probability under a search's alphas, the derivations' "
-                     f"objective, and its test top-1)? Median {finite[len(finite) // 2] if finite else math.nan:+.3f} over {len(ranks)} searches; "
+                     f"objective, and its test top-1)? Median {statistics.median(finite) if finite else math.nan:+.3f} over {len(ranks)} searches; "
                      + ", ".join(f"{k} {v:+.3f}" for k, v in ranks.items()) + ".")
     rk = [(r["naswot"], r["top1"]) for r in rows if r["arm"] == "random" and r["naswot"] is not None]
     if len(rk) >= 3:

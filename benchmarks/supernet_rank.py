@@ -32,7 +32,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from alpha_rank import kept_searches  # noqa: E402  (the kept searches and their windows' trained networks, read one way)
+from alpha_rank import describe, kept_searches  # noqa: E402  (the kept searches and their windows' trained networks, read one way)
 
 
 def _evaluate(model, kept: list) -> tuple[float, float]:
@@ -117,6 +117,25 @@ def score_search(run: Path, cfg, pool: list, images: int, data_root: str, device
     return dict(val_acc=base_acc, one_acc=rho(one_acc), one_loss=rho(one_loss), pert=rho(pert))
 
 
+def scored(run: Path, cfg, pool: list, images: int, data_root: str, device: str = "cpu") -> dict:
+    """``score_search``, kept in the search's run folder under a key of what determines it (the checkpoint, the pool
+    with its accuracies, the images and the data), so that a second call (another grouping, a re-render) costs nothing."""
+    import hashlib
+
+    from dcanas.files import write_json
+
+    h = hashlib.sha256()
+    for part in (str((run / "checkpoint.pt").stat().st_mtime_ns), json.dumps([[g.to_json(), a] for g, a in pool], sort_keys=True),
+                 str(images), str(Path(data_root).resolve()), device):
+        h.update(part.encode() + b"\0")
+    path = run / f"supernet-rank-{h.hexdigest()[:12]}.json"
+    if path.is_file():
+        return json.loads(path.read_text())
+    r = score_search(run, cfg, pool, images, data_root, device)
+    write_json(path, r)
+    return r
+
+
 def main() -> int:
     import torch
 
@@ -134,10 +153,8 @@ def main() -> int:
     rows = []
     for run, _, cfg, pool in kept_searches(args.work, args.results, want):
         t0 = time.time()
-        r = score_search(run, cfg, pool, args.images, args.data_root, args.device)
-        o = cfg.options
-        what = (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), "
-                f"arch lr {cfg.arch_lr:g}, bottleneck {o.bottleneck}, constraint {o.constraint}")
+        r = scored(run, cfg, pool, args.images, args.data_root, args.device)
+        what = describe(cfg)
         rows.append(dict(r, what=what, networks=len(pool)))
         print(f"- {run.name} seed {cfg.seed} {what}: supernet val acc {r['val_acc']:.3f}; Spearman one-shot acc {r['one_acc']:+.3f}, "
               f"one-shot loss {r['one_loss']:+.3f}, perturbation {r['pert']:+.3f} ({len(pool)} networks, {time.time() - t0:.0f} s)", flush=True)

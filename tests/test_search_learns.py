@@ -3,6 +3,7 @@
 import json
 import math
 import random
+import re
 import subprocess
 import sys
 from dataclasses import replace
@@ -216,13 +217,21 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     ranked = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "alpha_rank.py"), "--work", str(tmp_path / "work"), "--results",
                              str(tmp_path / "svr.json")], capture_output=True, text=True, timeout=300)
     assert ranked.returncode == 0 and "6 kept searches" in ranked.stdout and "| darts, " in ranked.stdout, ranked.stderr[-2000:]
-    assert "Every search: median" in ranked.stdout
+    # the control's searches are a group of their own and are not pooled with the searches on the real labels
+    assert re.search(r"Every search on the real labels: median [-+](?:\d\.\d{3}|nan), \d of 4 above 0", ranked.stdout), ranked.stdout
+    assert re.search(r"Every search on shuffled labels \(the control\): median [-+](?:\d\.\d{3}|nan), \d of 2 above 0", ranked.stdout), ranked.stdout
+    assert ", labels shuffled, " in ranked.stdout  # and a row of their own
     # benchmarks/supernet_rank.py on the same: the supernets' one-shot and perturbation scores of those networks
     one_shot = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "supernet_rank.py"), "--work", str(tmp_path / "work"), "--results",
                                str(tmp_path / "svr.json"), "--images", "64", "--data-root", str(fashion_root)],
                               capture_output=True, text=True, timeout=600)
     assert one_shot.returncode == 0 and "6 kept searches" in one_shot.stdout and "| darts, " in one_shot.stdout, one_shot.stderr[-2000:]
     assert sum(line.startswith("- search-") and "supernet val acc " in line for line in one_shot.stdout.splitlines()) == 6
+    assert ", labels shuffled | 2 |" in one_shot.stdout  # the control's two supernets, a row of their own
+    # each search's scores are kept in its run folder: a second call reads them (same table, no supernet scored again)
+    assert len(list((tmp_path / "work" / "runs").glob("search-*/supernet-rank-*.json"))) == 6
+    kept_scores = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=120)
+    assert kept_scores.returncode == 0 and kept_scores.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], kept_scores.stderr[-2000:]
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
     later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
     r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
