@@ -48,14 +48,16 @@ def trained_networks(pattern: str) -> dict[str, dict[str, list[float]]]:
 
 
 def label_blind(cfg: Any) -> bool:
-    """Whether a kept search ran on the shuffled copy of the labels (search_vs_random.shuffled_labels writes it as
-    shuffled-labels-SEED): the control, which cannot learn from the data."""
-    return Path(cfg.data_root).name.startswith("shuffled-labels-")
+    """Whether a kept search ran on the shuffled copy of the labels (the folder search_vs_random.shuffled_labels
+    writes): the control, which cannot learn from the data."""
+    from search_vs_random import SHUFFLED_ROOT
+
+    return Path(cfg.data_root).name.startswith(SHUFFLED_ROOT)
 
 
 def describe(cfg: Any) -> str:
     """A kept search's group in the tables: what its schedule and supernet were, and whether it searched on the real
-    labels (a control's data root is the shuffled copy search_vs_random.shuffled_labels writes, named shuffled-labels-SEED)."""
+    labels (``label_blind``)."""
     o = cfg.options
     shuffled = ", labels shuffled" if label_blind(cfg) else ""
     return (f"{cfg.space}, {cfg.cells} cells, {cfg.epochs} epochs on {cfg.subset or 'all'} ({cfg.warmup_epochs} warm-up), "

@@ -54,6 +54,7 @@ ARMS = ["dcanas", "lambda0", "shuffled", "argmax", "random", "convs", "naswot"] 
 SECOND_SEED = 1000  # a network's second training seed: its first + this
 DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
 SHUFFLED_SEED = 0  # the one permutation of the training labels that every `shuffled` search reads
+SHUFFLED_ROOT = "shuffled-labels-"  # + the seed: the folder shuffled_labels writes (alpha_rank.label_blind reads it)
 
 
 # ---- jobs (each in a worker process) ------------------------------------------------------------
@@ -109,7 +110,7 @@ def shuffled_labels(dataset: str, data_root: str, work: Path, seed: int = SHUFFL
     from dcanas.data import datasets as D
     from dcanas.files import atomic_write
 
-    root = work / f"shuffled-labels-{seed}"
+    root = work / f"{SHUFFLED_ROOT}{seed}"
     folder = root / dataset
     labels = folder / "train-labels-idx1-ubyte"
     if labels.is_file():
