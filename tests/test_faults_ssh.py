@@ -8,6 +8,7 @@ import os
 import shutil
 import signal
 import subprocess
+import threading
 import time
 
 import pytest
@@ -173,6 +174,52 @@ def test_a_terminated_profile_cleans_up_like_ctrl_c(sshd, artifacts, tmp_path, s
     assert "Traceback" not in err and err.strip().splitlines()[-1] == f"dcanas profile: terminated ({signal.Signals(sig).name})"
     wait_for(lambda: not alive(pid), 10, "the runner to stop")
     assert not list((tmp_path / "remote").iterdir())
+
+
+def test_ctrl_c_inside_paramiko_leaves_the_connection_usable(sshd, tmp_path, monkeypatch):
+    """A Ctrl-C that lands inside paramiko, between a buffer lock's ``acquire()`` and its ``try`` (the signal arrives
+    right after the lock is taken, here on purpose), is noted and raised at the wait's next poll. Raised where it landed,
+    it left the lock held: paramiko's reader thread blocked on it, and the cleanup on the same connection hung for over
+    30 s (CI, test_ctrl_c_during_run_ends_within_seconds)."""
+    import paramiko.buffered_pipe as bp
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.devices.transport import make_transport
+    from dcanas.errors import RECEIVED
+
+    fired = []
+
+    def read_ready(self):  # paramiko's own, with a SIGINT delivered while the lock is held
+        self._lock.acquire()
+        if not fired:
+            fired.append(True)
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.05)  # a handler that raises, raises here: before paramiko's try
+        try:
+            return len(self._buffer) > 0
+        finally:
+            self._lock.release()
+
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)  # what a shell's foreground dcanas has
+    t = make_transport(load_profile(ssh_profile(sshd, tmp_path)))
+    t.connect()
+    follow_up = None
+    try:
+        monkeypatch.setattr(bp.BufferedPipe, "read_ready", read_ready)
+        with pytest.raises(KeyboardInterrupt):  # a steady stream: the reader thread feeds the buffer all the time
+            t.run([t.python, "-c", "import time\nwhile 1: print(1, flush=True); time.sleep(0.005)"], timeout=30)
+        monkeypatch.undo()
+        assert fired
+        answer = []
+        follow_up = threading.Thread(target=lambda: answer.append(t.py("print(2)", timeout=10).stdout), daemon=True)
+        follow_up.start()
+        follow_up.join(40)
+        assert answer == ["2\n"], "the connection hung after the Ctrl-C: the cleanup could not run on it"
+    finally:
+        signal.signal(signal.SIGINT, previous)
+        RECEIVED.clear()
+        if follow_up is None or not follow_up.is_alive():
+            t.close()
 
 
 def test_a_killed_profile_leaves_nothing_after_the_next_connection(sshd, artifacts, tmp_path):

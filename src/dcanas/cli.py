@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from .errors import RECEIVED, TERMINATION, Terminated, UserError, raise_if_received, terminate
+from .errors import RECEIVED, TERMINATION, Terminated, UserError, first_termination, raise_if_received, terminate
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -65,7 +65,7 @@ def main(argv: Optional[list[str]] = None) -> int:
         return 2
     except KeyboardInterrupt as exc:
         # a library may re-raise ours as a plain KeyboardInterrupt
-        signum = exc.signum if isinstance(exc, Terminated) else RECEIVED[0] if RECEIVED else None
+        signum = exc.signum if isinstance(exc, Terminated) else first_termination()
         if signum is not None:
             print(f"dcanas {args.command}: terminated ({signal.Signals(signum).name})", file=sys.stderr)
             return 128 + signum

@@ -7,7 +7,7 @@ from types import FrameType
 from typing import Iterator, Optional
 
 TERMINATION = (signal.SIGTERM, signal.SIGHUP)
-RECEIVED: list[int] = []  # the termination signals this process received, in order
+RECEIVED: list[int] = []  # the termination signals this process received, in order (and a SIGINT noted in a wait)
 
 
 class UserError(Exception):
@@ -38,31 +38,49 @@ def note(signum: int, frame: Optional[FrameType]) -> None:
     RECEIVED.append(signum)
 
 
+def _raise(signum: int) -> None:
+    if signum == signal.SIGINT:  # noted by signals_noted(interrupt=True): the Ctrl-C it is
+        raise KeyboardInterrupt
+    raise Terminated(signum)
+
+
+def first_termination() -> Optional[int]:
+    """The first SIGTERM/SIGHUP received, if any (a noted SIGINT is not one)."""
+    return next((s for s in RECEIVED if s != signal.SIGINT), None)
+
+
 def raise_if_received() -> None:
     """Raise :class:`Terminated` for a termination signal received earlier. A handler's exception can be lost: raised
     inside an at-fork hook or a finaliser, Python prints "Exception ignored in ..." and goes on (seen with Ray: a SIGTERM
     that landed in logging's at-fork hook while ``ray.init`` started its processes was dropped, and the build ran to its
     end with exit code 0); long waits look here too."""
     if RECEIVED:
-        raise Terminated(RECEIVED[0])
+        _raise(RECEIVED[0])
 
 
 def raise_if_received_since(seen: int) -> None:
-    """Raise :class:`Terminated` for a termination signal received after the first ``seen`` ones: for a wait that
+    """Raise :class:`Terminated` for a termination signal received after the first ``seen`` ones (KeyboardInterrupt for a
+    noted SIGINT): for a wait that
     cleanup code also runs after a signal (the remote folder's removal), so that only a newer signal ends it."""
     if len(RECEIVED) > seen:
-        raise Terminated(RECEIVED[seen])
+        _raise(RECEIVED[seen])
 
 
 @contextmanager
-def signals_noted(any_handler: bool = False) -> Iterator[None]:
+def signals_noted(any_handler: bool = False, interrupt: bool = False) -> Iterator[None]:
     """While the block runs, our SIGTERM/SIGHUP handler only notes the signal; the block raises it at a point of its
     choosing (:func:`raise_if_received_since`). For waits inside a library whose state an exception raised anywhere
     could leave half-changed (paramiko's channel and locks): the cleanup that follows then still talks to the device.
     ``any_handler``: every handler but SIG_IGN is swapped, not only ours (nohup's SIGHUP stays ignored), and each
-    handler is put back as it was whatever the block installed: for a library that installs its own (Ray)."""
+    handler is put back as it was whatever the block installed: for a library that installs its own (Ray).
+    ``interrupt``: Ctrl-C too, when Python's default handler has it (noted as SIGINT, raised as KeyboardInterrupt). A
+    KeyboardInterrupt raised in paramiko between a lock's ``acquire()`` and its ``try`` leaves the lock held; its reader
+    thread then blocks on it and the connection, the cleanup's included, hangs (seen in CI)."""
     saved = {}
     if threading.current_thread() is threading.main_thread():
+        if interrupt and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
+            saved[signal.SIGINT] = signal.default_int_handler
+            signal.signal(signal.SIGINT, note)
         for sig in TERMINATION:
             handler = signal.getsignal(sig)
             if handler is terminate or (any_handler and handler is not None):

@@ -391,7 +391,7 @@ class SSHTransport(Transport):
         start = last = time.monotonic()
         name = Path(argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]).name
         seen = len(RECEIVED)
-        with signals_noted():  # a SIGTERM/SIGHUP ends the wait at its next poll, never inside paramiko
+        with signals_noted(interrupt=True):  # Ctrl-C, SIGTERM, SIGHUP end the wait at its next poll, never inside paramiko
             while True:
                 raise_if_received_since(seen)
                 got = False
@@ -415,6 +415,7 @@ class SSHTransport(Transport):
                                      f"check the network, or raise connection.keepalive_s")
                 if not got:
                     time.sleep(0.02)
+            raise_if_received_since(seen)  # one that came during the last poll
         rc = chan.recv_exit_status()
         if rc == -1:  # the channel closed without an exit status
             if not self.alive():  # the session died under the command
@@ -424,11 +425,20 @@ class SSHTransport(Transport):
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _upload(self, local: Path, remote: str, callback) -> None:
-        sftp = self._sftp()
-        try:
-            sftp.put(str(local), remote, callback=callback)
-        finally:
-            sftp.close()
+        seen = len(RECEIVED)
+
+        def chunk(done: int, total: int) -> None:  # between two chunks: outside paramiko's locks
+            raise_if_received_since(seen)
+            if callback is not None:
+                callback(done, total)
+
+        with signals_noted(interrupt=True):  # as in _run: a signal ends the upload at its next chunk
+            sftp = self._sftp()
+            try:
+                sftp.put(str(local), remote, callback=chunk)
+            finally:
+                sftp.close()
+            raise_if_received_since(seen)
 
 
 class AdbTransport(Transport):

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from multiprocessing import get_context
 from typing import Any, Callable, Iterator, Optional, Sequence
 
-from ..errors import RECEIVED, TERMINATION, Terminated, UserError, raise_if_received, signals_noted
+from ..errors import RECEIVED, TERMINATION, UserError, raise_if_received, signals_noted
 
 EXECUTORS = ("local", "ray")
 RAY_RETRIES = 3
@@ -82,7 +82,7 @@ def _start_ray(ray: Any, address: Optional[str]) -> None:
             ray.shutdown()
         except Exception:  # noqa: BLE001 - best effort: the instance may be half started
             pass
-        raise Terminated(RECEIVED[0])
+        raise_if_received()
 
 
 def run_all(fn: Callable[..., Any], calls: Sequence[tuple], *, executor: str = "local", jobs: int = 1,
