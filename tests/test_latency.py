@@ -6,6 +6,8 @@ from __future__ import annotations
 import json
 import platform
 import random
+import shutil
+from types import SimpleNamespace
 from dataclasses import replace
 from functools import partial
 
@@ -176,13 +178,33 @@ def test_search_holds_a_latency_budget(tmp_path, fashion_root):
     assert missing.returncode == 2 and "needs a latency model" in missing.stderr
 
 
-def _build(cache, *extra):
-    return dcanas("latency", "build", "--device", "local", "--preset", "tiny", "--runs", "3", "--rounds", "2",
+def _build(cache, device, *extra):
+    return dcanas("latency", "build", "--device", str(device), "--preset", "tiny", "--runs", "3", "--rounds", "2",
                   "--min-seconds", "0.01", "--cache-dir", str(cache), *extra)
 
 
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    """One `latency build` on `local` at 1 thread (the tiny network, 4 calibration networks), measured once for the
+    tests that need a model measured here (about 75 s each); each copies the cache (``_cache``) before it writes there.
+    1 thread: on a 2-vCPU VM onnxruntime's 2 threads time a network 2x slow in phases (README, latency model)."""
+    from dcanas.devices.schema import PROFILES_DIR
+
+    root = tmp_path_factory.mktemp("latency-build")
+    profile = root / "local-1t.yaml"
+    profile.write_text((PROFILES_DIR / "local.yaml").read_text().replace("name: local", "name: local-1t")
+                       .replace("threads: 2", "threads: 1"))
+    return SimpleNamespace(cache=root / "cache", profile=profile, result=_build(root / "cache", profile, "--calibrate", "4"))
+
+
+def _cache(built, tmp_path):
+    """The shared build's cache, copied: its model, measurements, exported files and measurement store."""
+    assert built.result.returncode == 0, built.result.stderr[-3000:]
+    return shutil.copytree(built.cache, tmp_path / "cache")
+
+
 @pytest.mark.slow
-def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
+def test_latency_build_on_local_measures_resumes_and_locks(built, tmp_path):
     """`latency build` through the local transport and the real runner: a per-op table, fixed parts and
     calibration networks measured; after losing the model and two measurements a rebuild exports nothing
     and measures only those two; a second build on the same device waits its turn (refused)."""
@@ -190,9 +212,7 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
 
     from dcanas.costs.latency import load_latency_model
 
-    cache = tmp_path / "cache"
-    r = _build(cache, "--calibrate", "4")
-    assert r.returncode == 0, r.stderr[-3000:]
+    cache, r = _cache(built, tmp_path), built.result
     [path] = list(cache.glob(f"{HOST}-darts-*.json"))
     lm = load_latency_model(path)
     assert lm.basis == "table" and len(lm.table) >= 10 and lm.fixed_ms > 0
@@ -240,21 +260,19 @@ def test_latency_build_on_local_measures_resumes_and_locks(tmp_path):
         del state["measured"][name]
     state_path.write_text(json.dumps(state))
     path.unlink()
-    again = _build(cache, "--calibrate", "4")
+    again = _build(cache, built.profile, "--calibrate", "4")
     assert again.returncode == 0, again.stderr[-3000:]
     assert "[export]" not in again.stderr and "chunk 1/1: 2 models" in again.stderr, again.stderr
-    cached = _build(cache, "--calibrate", "4")
+    cached = _build(cache, built.profile, "--calibrate", "4")
     assert "latency model cached" in cached.stderr and "[measure]" not in cached.stderr
     # another profile of this machine with the same settings uses the same model (it measures the same thing)
     mine = tmp_path / "my-box.yaml"
-    from dcanas.devices.schema import PROFILES_DIR
-
-    mine.write_text((PROFILES_DIR / "local.yaml").read_text().replace("name: local", "name: my-box"))
+    mine.write_text(built.profile.read_text().replace("name: local-1t", "name: my-box"))
     shared = dcanas("latency", "build", "--device", str(mine), "--preset", "tiny", "--calibrate", "4", "--cache-dir", str(cache))
     assert shared.returncode == 0 and f"latency model cached: {path}" in shared.stderr, shared.stderr[-2000:]
     with open(cache / f"{HOST}.lock", "w") as fh:
         fcntl.flock(fh, fcntl.LOCK_EX)
-        busy = _build(cache, "--calibrate", "4")
+        busy = _build(cache, built.profile, "--calibrate", "4")
     assert busy.returncode == 2 and f"another latency measurement is running on {HOST}" in busy.stderr
 
 
@@ -351,29 +369,25 @@ def test_the_runner_times_unsettled_models_again(tmp_path, confirm):
 
 
 @pytest.mark.slow
-def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
-    """A profile with `search_metric: latency`: `dcanas run` builds (here: reuses) the device's latency
-    model in its own stage, searches on the latency budget, and the verdict and the report show the
+def test_run_searches_on_a_latency_budget(built, tmp_path, fashion_root):
+    """A profile with `search_metric: latency`: `dcanas run` builds (here: reuses, the shared build's) the device's
+    latency model in its own stage, searches on the latency budget, and the verdict and the report show the
     prediction beside the measurement."""
     import yaml
 
     from dcanas.costs.latency import load_latency_model
     from dcanas.search.config import SearchConfig, apply_preset, cost_model
 
-    cache = tmp_path / "cache"
+    cache = _cache(built, tmp_path)
     prof = tmp_path / "lat.yaml"
 
-    # 1 thread: on a 2-vCPU VM onnxruntime's 2 threads time a network 2x slow in phases (README, latency model),
-    # which would make the halved model's first derivation below 3x over the budget, past any repair
+    # 1 thread, as the shared build: 2 threads on a 2-vCPU VM time a network 2x slow in phases, which would make the
+    # halved model's first derivation below 3x over the budget, past any repair
     def write_profile(budget: float) -> None:  # the budget is not part of the latency model's key
         prof.write_text(yaml.safe_dump({"name": "local-lat", "budget": {"latency_ms": budget, "model_size_kb": 4096},
                                         "search_metric": "latency", "runtime": {"engine": "onnxruntime", "threads": 1},
                                         "connection": {"transport": "local"}}))
 
-    write_profile(1.0)
-    r = dcanas("latency", "build", "--device", str(prof), "--preset", "tiny", "--runs", "3", "--rounds", "2",
-               "--calibrate", "3", "--cache-dir", str(cache))
-    assert r.returncode == 0, r.stderr[-3000:]
     [path] = list(cache.glob(f"{HOST}-darts-*.json"))
     cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), metric="latency_ms", latency_model=str(path))
     lo, hi = cost_model(cfg).feasible_range()
@@ -388,7 +402,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     from dcanas.search.lug import LUG
 
     [lug_path] = [p for p in cache.glob("darts-fashion-mnist-latency_ms-*.json")]
-    r = dcanas("run", "--device", str(prof), "--preset", "tiny", "--cache-dir", str(cache), "--latency-calibrate", "3",
+    r = dcanas("run", "--device", str(prof), "--preset", "tiny", "--cache-dir", str(cache), "--latency-calibrate", "4",
                "--runs", "20", "--data-root", str(fashion_root), "--out", str(tmp_path / "run"))
     run = tmp_path / "run"
     stages = json.loads((run / "run.json").read_text())["stages"] if (run / "run.json").is_file() else {}
@@ -430,7 +444,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     assert len(err["rows"]) == len(checks) + 1 and err["store"] == str(path)
     assert err["rows"][-1]["measured_ms"] == pytest.approx(next(x for x in v["rows"] if x["budget"].startswith("latency_ms"))["measured"], rel=1e-3)
     stored, bad = read(path)
-    assert bad == 0 and [r["source"] for r in stored].count("calibration") == 3
+    assert bad == 0 and [r["source"] for r in stored].count("calibration") == 4
     assert [r["source"] for r in stored].count("hold") == len(checks) and [r["source"] for r in stored].count("verdict") == 1
     assert "latency model on the" in r.stderr and "## Latency model on this run's measurements" in (run / "report" / "report.md").read_text()
 
@@ -445,6 +459,11 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
     half = load_latency_model(path)
     half.intercept, half.fixed_ms = 0.5 * half.intercept, 0.5 * half.fixed_ms
     half.table = {k: 0.5 * v for k, v in half.table.items()}
+    # the timing noise of a quiet build (build.figure_noise read 1.3-1.6% in fresh builds): what is tested here is the
+    # repair of an overshoot. This 2-round tiny build has read 45% on a busy VM (the 90th percentile of the gap between
+    # each model's two rounds): a 40% overshoot was then rightly "noise" and nothing was repaired (the decision itself:
+    # test_the_hold_decides_at_the_builds_machine_speed_and_says_when_it_is_noise)
+    half.device["figure_noise"] = 0.02
     half.save(tmp_path / "half.json")
     hcfg = replace(cfg, latency_model=str(tmp_path / "half.json"))
     lo_h, hi_h = cost_model(hcfg).feasible_range()
@@ -459,7 +478,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
 
     g, checks = hold_latency(load_profile(str(prof)), budget_h, first, NetConfig.from_json(s["eval_config"]), half, again,
                              lo_h, tmp_path / "check", progress=lambda m: None)
-    print(f"repeat CV {half.device.get('repeat_cv')}, timing noise {half.device.get('figure_noise')}",
+    print(f"repeat CV {lm.device.get('repeat_cv')}, the build's timing noise {lm.device.get('figure_noise')} (the halved model's: 0.02)",
           [(round(c["derivation_budget_ms"], 4), round(c["measured_ms"], 4), c["decision"], c["level"], round(c["decided_ms"], 4)) for c in checks])
     assert checks[0]["measured_ms"] > budget_h and checks[0]["predicted_ms"] < 0.75 * checks[0]["measured_ms"]  # over: repaired
     assert 2 <= len(checks) <= REPAIRS + 1 and asked == [c["derivation_budget_ms"] for c in checks[1:]]
@@ -469,7 +488,7 @@ def test_run_searches_on_a_latency_budget(tmp_path, fashion_root):
 
 
 @pytest.mark.slow
-def test_params_and_latency_budgets_hold_together_with_a_model_measured_here(tmp_path, fashion_root):
+def test_params_and_latency_budgets_hold_together_with_a_model_measured_here(built, tmp_path, fashion_root):
     """Latency beside params, each its own constraint: with a latency model measured on `local` (tiny network),
     150 random (alphas, params budget, latency budget) triples derive networks within both budgets (the counter's
     params, the model's bound that the search holds), and where the params budget alone would have derived a
@@ -483,9 +502,7 @@ def test_params_and_latency_budgets_hold_together_with_a_model_measured_here(tmp
     from dcanas.search.derive import derive_within
     from dcanas.nets.spaces import SPACES as SPACE_RECORDS
 
-    cache = tmp_path / "cache"
-    r = _build(cache, "--calibrate", "6")
-    assert r.returncode == 0, r.stderr[-3000:]
+    cache = _cache(built, tmp_path)
     [path] = list(cache.glob(f"{HOST}-darts-*.json"))
     lm = load_latency_model(path)
     cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), metric="params", latency_model=str(path))
