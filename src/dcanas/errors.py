@@ -4,7 +4,7 @@ import signal
 import threading
 from contextlib import contextmanager
 from types import FrameType
-from typing import Iterator, Optional
+from typing import Callable, Iterator, Optional
 
 TERMINATION = (signal.SIGTERM, signal.SIGHUP)
 RECEIVED: list[int] = []  # the termination signals this process received, in order (and a SIGINT noted in a wait)
@@ -59,24 +59,26 @@ def raise_if_received() -> None:
 
 
 def raise_if_received_since(seen: int) -> None:
-    """Raise :class:`Terminated` for a termination signal received after the first ``seen`` ones (KeyboardInterrupt for a
-    noted SIGINT): for a wait that
-    cleanup code also runs after a signal (the remote folder's removal), so that only a newer signal ends it."""
+    """Raise :class:`Terminated` for a termination signal received after the first ``seen`` ones (KeyboardInterrupt for
+    a noted SIGINT): for a wait that cleanup code also runs after a signal (the remote folder's removal), so that only a
+    newer signal ends it."""
     if len(RECEIVED) > seen:
         _raise(RECEIVED[seen])
 
 
 @contextmanager
-def signals_noted(any_handler: bool = False, interrupt: bool = False) -> Iterator[None]:
+def signals_noted(any_handler: bool = False, interrupt: bool = False) -> Iterator[Callable[[], None]]:
     """While the block runs, our SIGTERM/SIGHUP handler only notes the signal; the block raises it at a point of its
-    choosing (:func:`raise_if_received_since`). For waits inside a library whose state an exception raised anywhere
-    could leave half-changed (paramiko's channel and locks): the cleanup that follows then still talks to the device.
+    choosing by calling what it is given (:func:`raise_if_received_since` for the signals noted since it began). For
+    waits inside a library whose state an exception raised anywhere could leave half-changed (paramiko's channel and
+    locks): the cleanup that follows then still talks to the device.
     ``any_handler``: every handler but SIG_IGN is swapped, not only ours (nohup's SIGHUP stays ignored), and each
     handler is put back as it was whatever the block installed: for a library that installs its own (Ray).
     ``interrupt``: Ctrl-C too, when Python's default handler has it (noted as SIGINT, raised as KeyboardInterrupt). A
     KeyboardInterrupt raised in paramiko between a lock's ``acquire()`` and its ``try`` leaves the lock held; its reader
     thread then blocks on it and the connection, the cleanup's included, hangs (seen in CI)."""
     saved = {}
+    seen = len(RECEIVED)
     if threading.current_thread() is threading.main_thread():
         if interrupt and signal.getsignal(signal.SIGINT) is signal.default_int_handler:
             saved[signal.SIGINT] = signal.default_int_handler
@@ -88,7 +90,7 @@ def signals_noted(any_handler: bool = False, interrupt: bool = False) -> Iterato
                 if handler is not signal.SIG_IGN:
                     signal.signal(sig, note)
     try:
-        yield
+        yield lambda: raise_if_received_since(seen)
     finally:
         for sig, handler in saved.items():
             signal.signal(sig, handler)

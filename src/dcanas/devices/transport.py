@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Optional
 
-from ..errors import RECEIVED, UserError, raise_if_received_since, signals_noted
+from ..errors import UserError, signals_noted
 from ..files import file_sha256
 from .known_hosts import append_host_key, host_entry_name, load_known_hosts
 from .schema import Connection, DeviceProfile
@@ -390,10 +390,9 @@ class SSHTransport(Transport):
         out, err = bytearray(), bytearray()
         start = last = time.monotonic()
         name = Path(argv[1] if len(argv) > 1 and not argv[1].startswith("-") else argv[0]).name
-        seen = len(RECEIVED)
-        with signals_noted(interrupt=True):  # Ctrl-C, SIGTERM, SIGHUP end the wait at its next poll, never inside paramiko
+        with signals_noted(interrupt=True) as check:  # Ctrl-C, SIGTERM, SIGHUP end the wait at its next poll, never inside paramiko
             while True:
-                raise_if_received_since(seen)
+                check()
                 got = False
                 while chan.recv_ready():
                     out += chan.recv(1 << 16)
@@ -415,7 +414,7 @@ class SSHTransport(Transport):
                                      f"check the network, or raise connection.keepalive_s")
                 if not got:
                     time.sleep(0.02)
-            raise_if_received_since(seen)  # one that came during the last poll
+            check()  # one that came during the last poll
         rc = chan.recv_exit_status()
         if rc == -1:  # the channel closed without an exit status
             if not self.alive():  # the session died under the command
@@ -425,20 +424,18 @@ class SSHTransport(Transport):
         return Result(rc, out.decode(errors="replace"), err.decode(errors="replace"))
 
     def _upload(self, local: Path, remote: str, callback) -> None:
-        seen = len(RECEIVED)
+        with signals_noted(interrupt=True) as check:  # as in _run: a signal ends the upload at its next chunk
+            def chunk(done: int, total: int) -> None:  # between two chunks: outside paramiko's locks
+                check()
+                if callback is not None:
+                    callback(done, total)
 
-        def chunk(done: int, total: int) -> None:  # between two chunks: outside paramiko's locks
-            raise_if_received_since(seen)
-            if callback is not None:
-                callback(done, total)
-
-        with signals_noted(interrupt=True):  # as in _run: a signal ends the upload at its next chunk
             sftp = self._sftp()
             try:
                 sftp.put(str(local), remote, callback=chunk)
             finally:
                 sftp.close()
-            raise_if_received_since(seen)
+            check()
 
 
 class AdbTransport(Transport):
