@@ -229,9 +229,19 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     assert sum(line.startswith("- search-") and "supernet val acc " in line for line in one_shot.stdout.splitlines()) == 6
     assert ", labels shuffled | 2 |" in one_shot.stdout  # the control's two supernets, a row of their own
     # each search's scores are kept in its run folder: a second call reads them (same table, no supernet scored again)
-    assert len(list((tmp_path / "work" / "runs").glob("search-*/supernet-rank-*.json"))) == 6
+    assert len(list((tmp_path / "work" / "runs").glob("search-*/supernet-scores-*.json"))) == 6
     kept_scores = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=120)
     assert kept_scores.returncode == 0 and kept_scores.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], kept_scores.stderr[-2000:]
+    # the raw scores are kept per cell: a cell the kept file lacks is scored alone, the other supernets are not opened
+    files = sorted((tmp_path / "work" / "runs").glob("search-*/supernet-scores-*.json"))
+    raw = json.loads(files[0].read_text())
+    lost = sorted(raw["cells"])[0]
+    del raw["cells"][lost]
+    files[0].write_text(json.dumps(raw))
+    before = {f: f.stat().st_mtime_ns for f in files[1:]}
+    regained = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=300)
+    assert regained.returncode == 0 and regained.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], regained.stderr[-2000:]
+    assert lost in json.loads(files[0].read_text())["cells"] and before == {f: f.stat().st_mtime_ns for f in files[1:]}
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
     later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
     r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
