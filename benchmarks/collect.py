@@ -13,7 +13,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ORDER = ["search_cost", "search_profile", "evaluate_cost", "paper_search_cost", "budget_precision", "eq3_ablation", "search_vs_random", "alpha_rank",
-         "supernet_rank",
+         "supernet_rank", "oneshot_pick",
          "size_model", "latency_model", "latency_model.local-latency", "latency_additivity", "own_data", "executor"]
 
 
