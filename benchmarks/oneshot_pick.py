@@ -4,7 +4,7 @@
 one-shot loss better than supernets of the same length searched on shuffled labels. This tries the derivation that
 reading suggests, without building it into the search: for each kept search (``search_vs_random.py``'s work folder,
 --match as in supernet_rank.py), --candidates live cells drawn from its fill window by the random arm's rule
-(--draw-seed), each run inside the supernet (``supernet_rank.cell_scores``: one-shot loss on --images search-val
+(--draw-seed), each run inside the supernet (``supernet_rank.kept_scores``: one-shot loss on --images search-val
 images of the real labels); the cell with the lowest loss is trained with the recipe of a kept result (--recipe: its
 training, the search's seed as the training seed, as ``search_vs_random.py`` trains an arm's networks) and tested on
 the whole test set, against that result's random networks.
@@ -37,15 +37,15 @@ def pick_one(run: str, cfg_json: dict, train_json: dict, candidates: int, draw_s
     from dcanas.search.baselines import random_within
     from dcanas.search.config import SearchConfig
     from search_vs_random import _cost_fn, _train_job
-    from supernet_rank import cell_scores
+    from supernet_rank import cell_key, kept_scores
 
     torch.set_num_threads(threads)
     cfg = SearchConfig.from_json(cfg_json)
     t0 = time.time()
     drawn = random_within(cfg.space, _cost_fn(cfg), cfg.fill_fraction * cfg.budget, cfg.budget, random.Random(draw_seed),
                           candidates, cfg.nodes)
-    raw = cell_scores(Path(run), cfg, drawn, {}, images, data_root)
-    losses = sorted((raw["cells"][json.dumps(g.to_json(), sort_keys=True)][1], i) for i, g in enumerate(drawn))
+    raw = kept_scores(Path(run), cfg, drawn, images, data_root)  # beside supernet_rank's: a cell scored once serves both
+    losses = sorted((raw["cells"][cell_key(g)][1], i) for i, g in enumerate(drawn))
     best = drawn[losses[0][1]]
     scored_s = time.time() - t0
     out = Path(run) / f"oneshot-pick-d{draw_seed}-n{candidates}-i{images}"

@@ -39,6 +39,11 @@ from alpha_rank import describe, kept_searches  # noqa: E402  (the kept searches
 TOP = 5  # a pick by a score: the mean test top-1 of the pool's TOP best-scored networks, minus the pool's mean
 
 
+def cell_key(genotype) -> str:
+    """A genotype's key in the kept scores (and in the result files' pools): its JSON, keys sorted."""
+    return json.dumps(genotype.to_json(), sort_keys=True)
+
+
 def _evaluate(model, kept: list) -> tuple[float, float]:
     """The model's mean cross-entropy and accuracy on the kept search-val batches (no gradient)."""
     import torch
@@ -93,7 +98,7 @@ def cell_scores(run: Path, cfg, genotypes: list, kept: dict, images: int, data_r
     from dcanas.search.derive import genotype_picks
 
     cells = dict(kept.get("cells", {}))
-    todo = [g for g in genotypes if json.dumps(g.to_json(), sort_keys=True) not in cells]
+    todo = [g for g in genotypes if cell_key(g) not in cells]
     if "removal" in kept and not todo:
         return kept
     model, batches = _open_supernet(run, cfg, images, data_root, device)
@@ -122,36 +127,43 @@ def cell_scores(run: Path, cfg, genotypes: list, kept: dict, images: int, data_r
         _set_alphas(model, hot)
         model.genotype = g
         loss, acc = _evaluate(model, batches)
-        cells[json.dumps(g.to_json(), sort_keys=True)] = [acc, loss]
+        cells[cell_key(g)] = [acc, loss]
     out["cells"] = cells
     out["op_names"] = list(model.op_names)
     return out
 
 
-def scored(run: Path, cfg, pool: list, images: int, data_root: str, device: str = "cpu") -> dict:
-    """One kept search's supernet against the pool of (genotype, test top-1): the Spearman of its one-shot accuracy, its
-    one-shot loss (lower is better) and its perturbation score (the removal table summed over a network's chosen
-    (edge, op) pairs, as the derivations sum log-probabilities) with the test top-1, and the supernet's own search-val
-    accuracy. The raw scores are kept in the search's run folder under a key of what determines them (the checkpoint,
-    the images, the data, the device), so another pool scores only the cells it adds."""
+def kept_scores(run: Path, cfg, genotypes: list, images: int, data_root: str, device: str = "cpu") -> dict:
+    """``cell_scores`` kept in the search's run folder under a key of what determines them (the checkpoint, the images,
+    the data, the device): a second call, another pool or another script scores only the cells the file lacks."""
     import hashlib
 
-    import torch
-
-    from dcanas.costs.latency import agreement
     from dcanas.files import write_json
-    from dcanas.search.derive import genotype_log_prob
 
     h = hashlib.sha256()
     for part in (str((run / "checkpoint.pt").stat().st_mtime_ns), str(images), str(Path(data_root).resolve()), device):
         h.update(part.encode() + b"\0")
     path = run / f"supernet-scores-{h.hexdigest()[:12]}.json"
     kept = json.loads(path.read_text()) if path.is_file() else {}
-    raw = cell_scores(run, cfg, [g for g, _ in pool], kept, images, data_root, device)
+    raw = cell_scores(run, cfg, genotypes, kept, images, data_root, device)
     if raw is not kept:
         write_json(path, raw)
+    return raw
+
+
+def scored(run: Path, cfg, pool: list, images: int, data_root: str, device: str = "cpu") -> dict:
+    """One kept search's supernet against the pool of (genotype, test top-1): the Spearman of its one-shot accuracy, its
+    one-shot loss (lower is better) and its perturbation score (the removal table summed over a network's chosen
+    (edge, op) pairs, as the derivations sum log-probabilities) with the test top-1, the supernet's own search-val
+    accuracy, and what a pick of each score's TOP would have trained to (``kept_scores``: each cell scored once)."""
+    import torch
+
+    from dcanas.costs.latency import agreement
+    from dcanas.search.derive import genotype_log_prob
+
+    raw = kept_scores(run, cfg, [g for g, _ in pool], images, data_root, device)
     removal = {t: torch.tensor(v, dtype=torch.float64) for t, v in raw["removal"].items()}
-    one = [raw["cells"][json.dumps(g.to_json(), sort_keys=True)] for g, _ in pool]
+    one = [raw["cells"][cell_key(g)] for g, _ in pool]
     pert = [genotype_log_prob(g, removal, raw["op_names"], cfg.nodes) for g, _ in pool]
     accs = [a for _, a in pool]
 
