@@ -1,16 +1,18 @@
-"""Would a pick by the trained supernet's loss beat random networks of the window? (issue 34, a first look)
+"""Would a pick by the trained supernet's loss beat random networks of the window? (issue 34)
 
 ``supernet_rank.py`` found that supernets trained at the long schedule order the window's trained cells by their
 one-shot loss better than supernets of the same length searched on shuffled labels. This tries the derivation that
 reading suggests, without building it into the search: for each kept search (``search_vs_random.py``'s work folder,
 --match as in supernet_rank.py), --candidates live cells drawn from its fill window by the random arm's rule
 (--draw-seed), each run inside the supernet (``supernet_rank.kept_scores``: one-shot loss on --images search-val
-images of the real labels); the cell with the lowest loss is trained with the recipe of a kept result (--recipe: its
-training, the search's seed as the training seed, as ``search_vs_random.py`` trains an arm's networks) and tested on
-the whole test set, against that result's random networks.
+images of the real labels); the --top cells with the lowest loss are each trained with the recipe of a kept result
+(--recipe: its training; rank r's seed the search's seed + r x RANK_SEED, so rank 1's is the search's own, as
+``search_vs_random.py`` trains an arm's networks, and every network has a seed of its own) and tested on the whole
+test set, against that result's random networks. The picks of the supernets searched on real labels and of those
+searched on shuffled labels (the control) are two arms, each against random with its 95% Welch interval.
 
     python benchmarks/oneshot_pick.py --match cells=2 --match epochs=30 \\
-        --recipe benchmarks/search_vs_random.nb201-matchedlong.last.json
+        --recipe benchmarks/search_vs_random.nb201-matchedlong.last.json [--top 8]
 """
 from __future__ import annotations
 
@@ -27,16 +29,16 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+RANK_SEED = 100  # the training seed of a supernet's rank-r pick: the search's seed + (r - 1) x this
 
-def pick_one(run: str, cfg_json: dict, train_json: dict, candidates: int, draw_seed: int, images: int, data_root: str,
-             threads: int) -> dict:
-    """One supernet: score the candidates, train the lowest-loss cell (kept under the run folder: a second call resumes
-    or reads it)."""
+
+def score_one(run: str, cfg_json: dict, candidates: int, draw_seed: int, images: int, data_root: str, threads: int) -> dict:
+    """One supernet: the candidates ordered by their one-shot loss, lowest first, as (loss, genotype JSON)."""
     import torch
 
     from dcanas.search.baselines import random_within
     from dcanas.search.config import SearchConfig
-    from search_vs_random import _cost_fn, _train_job
+    from search_vs_random import _cost_fn
     from supernet_rank import cell_key, kept_scores
 
     torch.set_num_threads(threads)
@@ -45,19 +47,19 @@ def pick_one(run: str, cfg_json: dict, train_json: dict, candidates: int, draw_s
     drawn = random_within(cfg.space, _cost_fn(cfg), cfg.fill_fraction * cfg.budget, cfg.budget, random.Random(draw_seed),
                           candidates, cfg.nodes)
     raw = kept_scores(Path(run), cfg, drawn, images, data_root)  # beside supernet_rank's: a cell scored once serves both
-    losses = sorted((raw["cells"][cell_key(g)][1], i) for i, g in enumerate(drawn))
-    best = drawn[losses[0][1]]
-    scored_s = time.time() - t0
-    out = Path(run) / f"oneshot-pick-d{draw_seed}-n{candidates}-i{images}"
-    trained = _train_job(train_json, best.to_json(), cfg.seed, str(out), threads)
-    return dict(run=Path(run).name, seed=cfg.seed, genotype=best.to_json(), loss=losses[0][0],
-                loss_spread=[losses[0][0], losses[len(losses) // 2][0], losses[-1][0]], val_acc=raw["val_acc"],
-                top1=100 * trained["test_top1"], score_seconds=scored_s, train_seconds=trained["wall_seconds"])
+    ranked = sorted((raw["cells"][cell_key(g)][1], i) for i, g in enumerate(drawn))
+    return dict(run=Path(run).name, seed=cfg.seed, ranked=[(loss, drawn[i].to_json()) for loss, i in ranked],
+                val_acc=raw["val_acc"], score_seconds=time.time() - t0)
+
+
+def pick_dir(run: str, draw_seed: int, candidates: int, images: int, rank: int) -> str:
+    """Where rank ``rank`` (1 = the lowest loss) is trained; rank 1 keeps the folder of the first look (a rerun reads it)."""
+    return str(Path(run) / (f"oneshot-pick-d{draw_seed}-n{candidates}-i{images}" + (f"-r{rank}" if rank > 1 else "")))
 
 
 def main() -> int:
     from alpha_rank import kept_searches, label_blind
-    from search_vs_random import welch
+    from search_vs_random import _train_job, mean_se, welch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(HERE / ".svr-nb201"))
@@ -65,6 +67,7 @@ def main() -> int:
     p.add_argument("--match", action="append", default=[], metavar="KEY=VALUE", help="only searches whose config has KEY=VALUE (JSON)")
     p.add_argument("--recipe", required=True, help="a kept search_vs_random result: its training recipe and its random networks")
     p.add_argument("--candidates", type=int, default=200, help="live cells of the window each supernet scores")
+    p.add_argument("--top", type=int, default=1, help="the lowest-loss cells of each supernet trained (its picks of rank 1 .. TOP)")
     p.add_argument("--draw-seed", type=int, default=100, help="the candidates' draw (one draw for every supernet)")
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--data-root", default="data")
@@ -77,29 +80,49 @@ def main() -> int:
     kept = [(run, record, cfg) for run, record, cfg, _ in kept_searches(args.work, args.results, want)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as ex:
-        futures = [(cfg, ex.submit(pick_one, str(run), record["config"], train_json, args.candidates, args.draw_seed, args.images,
-                                   args.data_root, 1)) for run, record, cfg in kept]
-        rows = [dict(f.result(), blind=label_blind(cfg)) for cfg, f in futures]
-    lines = ["# A pick by the supernet's one-shot loss, trained", "",
-             f"{len(rows)} kept searches under {Path(args.work).name}; {args.candidates} live cells of each window (draw {args.draw_seed}) "
-             f"scored on {args.images} search-val images; the lowest one-shot loss trained with the recipe of {Path(args.recipe).name} "
-             f"(the search's seed); its {len(rnd)} random networks {sum(rnd) / len(rnd):.2f}%. Wall time {(time.time() - t0) / 60:.1f} min, "
-             f"{args.jobs} jobs x 1 thread.", "",
-             "| search | labels | seed | supernet val acc | one-shot loss: pick, median, worst of the candidates | pick's test top-1 "
-             "| scoring s | training s |",
-             "|---|---|---:|---:|---|---:|---:|---:|"]
-    for r in rows:
-        lo, mid, hi = r["loss_spread"]
-        lines.append(f"| {r['run']} | {'shuffled' if r['blind'] else 'real'} | {r['seed']} | {r['val_acc']:.3f} | {lo:.3f}, {mid:.3f}, {hi:.3f} | "
-                     f"{r['top1']:.2f}% | {r['score_seconds']:.0f} | {r['train_seconds']:.0f} |")
-    for blind, who in ((False, "real labels"), (True, "shuffled labels (the control)")):
-        picks = [r["top1"] for r in rows if r["blind"] == blind]
+        scored = [dict(f.result(), blind=label_blind(cfg)) for cfg, f in
+                  [(cfg, ex.submit(score_one, str(run), record["config"], args.candidates, args.draw_seed, args.images, args.data_root, 1))
+                   for run, record, cfg in kept]]
+        # the real-label supernets' picks first, rank by rank, then the control's: a run stopped early has the main arm
+        order = sorted(((s["blind"], rank, k) for k, s in enumerate(scored) for rank in range(1, min(args.top, len(s["ranked"])) + 1)))
+        futures = {(k, rank): ex.submit(_train_job, train_json, scored[k]["ranked"][rank - 1][1],
+                                        scored[k]["seed"] + (rank - 1) * RANK_SEED,
+                                        pick_dir(str(kept[k][0]), args.draw_seed, args.candidates, args.images, rank), 1)
+                   for _, rank, k in order}
+        trained = {key: f.result() for key, f in futures.items()}
+    for k, s in enumerate(scored):
+        s["picks"] = [100 * trained[k, rank]["test_top1"] for rank in range(1, len(s["ranked"]) + 1) if (k, rank) in trained]
+        s["train_seconds"] = sum(trained[k, rank]["wall_seconds"] for rank in range(1, len(s["picks"]) + 1))
+    top = max(len(s["picks"]) for s in scored) if scored else 0
+    lines = [f"# A pick by the supernet's one-shot loss, trained: the {top} lowest-loss cells of each supernet", "",
+             f"{len(scored)} kept searches under {Path(args.work).name}; {args.candidates} live cells of each window (draw {args.draw_seed}) "
+             f"scored on {args.images} search-val images; the {top} lowest one-shot losses of each trained with the recipe of "
+             f"{Path(args.recipe).name} (rank r's seed: the search's + {RANK_SEED} x (r - 1)); its {len(rnd)} random networks "
+             f"{sum(rnd) / len(rnd):.2f}%. Wall time {(time.time() - t0) / 60:.1f} min, {args.jobs} jobs x 1 thread.", "",
+             "| search | labels | seed | supernet val acc | one-shot loss: pick, median, worst of the candidates | "
+             + " | ".join(f"rank {r}" for r in range(1, top + 1)) + " | mean | scoring s | training s |",
+             "|---|---|---:|---:|---|" + "---:|" * (top + 3)]
+    for s in scored:
+        losses = [loss for loss, _ in s["ranked"]]
+        lines.append(f"| {s['run']} | {'shuffled' if s['blind'] else 'real'} | {s['seed']} | {s['val_acc']:.3f} | "
+                     f"{losses[0]:.3f}, {losses[len(losses) // 2]:.3f}, {losses[-1]:.3f} | "
+                     + " | ".join(f"{a:.2f}%" for a in s["picks"]) + f" | {sum(s['picks']) / len(s['picks']):.2f}% | "
+                     f"{s['score_seconds']:.0f} | {s['train_seconds']:.0f} |")
+    lines += ["", "| arm | networks | supernets | mean test top-1 | std. error | mean - random (points) | 95% interval |",
+              "|---|---:|---:|---:|---:|---:|---|"]
+    for blind, who in ((False, "real-label supernets' picks"), (True, "shuffled-label supernets' picks (the control)")):
+        picks = [a for s in scored if s["blind"] == blind for a in s["picks"]]
         if len(picks) >= 2:
+            m, se = mean_se(picks)
             w = welch(picks, rnd)
-            lines += ["", f"Picks of the supernets searched on {who}: {sum(picks) / len(picks):.2f}% over {len(picks)}, minus random "
-                      f"{w['diff']:+.2f} points, 95% interval [{w['lo']:+.2f}, {w['hi']:+.2f}]."]
+            lines.append(f"| {who} | {len(picks)} | {sum(s['blind'] == blind for s in scored)} | {m:.2f}% | {se:.2f} | {w['diff']:+.2f} | "
+                         f"[{w['lo']:+.2f}, {w['hi']:+.2f}] |")
+    m, se = mean_se(rnd)
+    lines += [f"| random | {len(rnd)} | | {m:.2f}% | {se:.2f} | | |", "",
+              "(A supernet's picks share its errors: the interval treats the networks as independent, so it is narrower than "
+              "one over supernets would be.)"]
     print("\n".join(lines))
-    return 0 if rows else 1
+    return 0 if scored else 1
 
 
 if __name__ == "__main__":

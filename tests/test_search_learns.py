@@ -242,15 +242,17 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     regained = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=300)
     assert regained.returncode == 0 and regained.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], regained.stderr[-2000:]
     assert lost in json.loads(files[0].read_text())["cells"] and before == {f: f.stat().st_mtime_ns for f in files[1:]}
-    # benchmarks/oneshot_pick.py on the same: each seed-0 supernet's lowest-loss cell of 4 candidates, trained with the run's recipe
+    # benchmarks/oneshot_pick.py on the same: each seed-0 supernet's 2 lowest-loss cells of 4 candidates, trained with the run's recipe
     picked = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oneshot_pick.py"), "--work", str(tmp_path / "work"), "--results",
                              str(tmp_path / "svr.json"), "--recipe", str(tmp_path / "svr.json"), "--match", "seed=0", "--candidates", "4",
-                             "--images", "64", "--data-root", str(fashion_root)], capture_output=True, text=True, timeout=600)
+                             "--top", "2", "--images", "64", "--data-root", str(fashion_root)], capture_output=True, text=True, timeout=600)
     assert picked.returncode == 0, picked.stderr[-2000:]
     rows = [line for line in picked.stdout.splitlines() if line.startswith("| search-")]
     assert len(rows) == 3 and sum("| shuffled | 0 |" in row for row in rows) == 1, picked.stdout
-    assert "Picks of the supernets searched on real labels: " in picked.stdout  # dcanas and lambda0: two picks against random
-    assert len(list((tmp_path / "work" / "runs").glob("search-*/oneshot-pick-d100-n4-i64/model.pt"))) == 3
+    assert "| real-label supernets' picks | 4 | 2 |" in picked.stdout  # dcanas and lambda0: 2 picks each against random
+    assert "| shuffled-label supernets' picks (the control) | 2 | 1 |" in picked.stdout
+    for rank in ("", "-r2"):  # each pick trained in a folder of its own
+        assert len(list((tmp_path / "work" / "runs").glob(f"search-*/oneshot-pick-d100-n4-i64{rank}/model.pt"))) == 3
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
     later = [*args[:args.index("--seeds")], "--first-seed", "1", "--seeds", "1", *args[args.index("--seeds") + 2:-1], str(tmp_path / "s1.md")]
     r1 = subprocess.run(later, capture_output=True, text=True, timeout=300)
