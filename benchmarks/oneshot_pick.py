@@ -21,7 +21,7 @@ import json
 import random
 import sys
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -83,12 +83,18 @@ def main() -> int:
         scored = [dict(f.result(), blind=label_blind(cfg)) for cfg, f in
                   [(cfg, ex.submit(score_one, str(run), record["config"], args.candidates, args.draw_seed, args.images, args.data_root, 1))
                    for run, record, cfg in kept]]
+        for s in scored:
+            print(f"[{time.time() - t0:7.0f}s] {s['run']}: {len(s['ranked'])} candidates scored, lowest one-shot loss "
+                  f"{s['ranked'][0][0]:.3f}", file=sys.stderr, flush=True)
         # the real-label supernets' picks first, rank by rank, then the control's: a run stopped early has the main arm
         order = sorted(((s["blind"], rank, k) for k, s in enumerate(scored) for rank in range(1, min(args.top, len(s["ranked"])) + 1)))
         futures = {(k, rank): ex.submit(_train_job, train_json, scored[k]["ranked"][rank - 1][1],
                                         scored[k]["seed"] + (rank - 1) * RANK_SEED,
                                         pick_dir(str(kept[k][0]), args.draw_seed, args.candidates, args.images, rank), 1)
                    for _, rank, k in order}
+        for n, f in enumerate(as_completed(futures.values()), 1):  # progress: the picks trained so far (stderr)
+            print(f"[{time.time() - t0:7.0f}s] {n} of {len(futures)} picks trained: test top-1 {100 * f.result()['test_top1']:.2f}%",
+                  file=sys.stderr, flush=True)
         trained = {key: f.result() for key, f in futures.items()}
     for k, s in enumerate(scored):
         s["picks"] = [100 * trained[k, rank]["test_top1"] for rank in range(1, len(s["ranked"]) + 1) if (k, rank) in trained]
