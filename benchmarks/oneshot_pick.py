@@ -57,6 +57,27 @@ def pick_dir(run: str, draw_seed: int, candidates: int, images: int, rank: int) 
     return str(Path(run) / (f"oneshot-pick-d{draw_seed}-n{candidates}-i{images}" + (f"-r{rank}" if rank > 1 else "")))
 
 
+def agreement_table(scored: list[dict], top: int) -> list[str]:
+    """How far the supernets agree on the same candidates: the Spearman of their one-shot losses, and how many of their
+    ``top`` lowest-loss cells two supernets share (a pair whose candidates differ: a dash). Supernets whose orders are
+    each their own seed's noise agree near 0 and share few picks."""
+    from scipy.stats import spearmanr
+
+    loss = [{json.dumps(g, sort_keys=True): v for v, g in s["ranked"]} for s in scored]
+    best = [{json.dumps(g, sort_keys=True) for _, g in s["ranked"][:top]} for s in scored]
+    names = [f"{'shuffled' if s['blind'] else 'real'} s{s['seed']}" for s in scored]
+    lines = [f"Agreement between the supernets on the same candidates: Spearman of their one-shot losses (shared of their {top} "
+             "lowest-loss cells).", "", "| supernet | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for i, a in enumerate(loss):
+        cells = []
+        for j, b in enumerate(loss):
+            keys = sorted(a)
+            cells.append(f"{spearmanr([a[k] for k in keys], [b[k] for k in keys])[0]:+.2f} ({len(best[i] & best[j])})"
+                         if a.keys() == b.keys() and len(a) > 2 else "-")
+        lines.append(f"| {names[i]} | " + " | ".join(cells) + " |")
+    return lines
+
+
 def main() -> int:
     from alpha_rank import kept_searches, label_blind
     from search_vs_random import _train_job, mean_se, welch
@@ -114,6 +135,7 @@ def main() -> int:
                      f"{losses[0]:.3f}, {losses[len(losses) // 2]:.3f}, {losses[-1]:.3f} | "
                      + " | ".join(f"{a:.2f}%" for a in s["picks"]) + f" | {sum(s['picks']) / len(s['picks']):.2f}% | "
                      f"{s['score_seconds']:.0f} | {s['train_seconds']:.0f} |")
+    lines += [""] + agreement_table(scored, top)
     lines += ["", "| arm | networks | supernets | mean test top-1 | std. error | mean - random (points) | 95% interval |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for blind, who in ((False, "real-label supernets' picks"), (True, "shuffled-label supernets' picks (the control)")):

@@ -251,6 +251,9 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     assert len(rows) == 3 and sum("| shuffled | 0 |" in row for row in rows) == 1, picked.stdout
     assert "| real-label supernets' picks | 4 | 2 |" in picked.stdout  # dcanas and lambda0: 2 picks each against random
     assert "| shuffled-label supernets' picks (the control) | 2 | 1 |" in picked.stdout
+    # the three supernets scored the same 4 candidates: each agrees with itself fully and shares its 2 picks with itself
+    agree = [line for line in picked.stdout.splitlines() if line.startswith(("| real s0 |", "| shuffled s0 |"))]
+    assert len(agree) == 3 and all(line.strip("| ").split(" | ")[1 + k] == "+1.00 (2)" for k, line in enumerate(agree)), picked.stdout
     for rank in ("", "-r2"):  # each pick trained in a folder of its own
         assert len(list((tmp_path / "work" / "runs").glob(f"search-*/oneshot-pick-d100-n4-i64{rank}/model.pt"))) == 3
     # --first-seed: a set of searches from another seed on; seed 1 is kept, so nothing runs and the arm holds it alone
