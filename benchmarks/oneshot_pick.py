@@ -6,7 +6,7 @@ reading suggests, without building it into the search: for each kept search (``s
 --match as in supernet_rank.py), --candidates live cells drawn from its fill window by the random arm's rule
 (--draw-seed), each run inside the supernet (``supernet_rank.kept_scores``: one-shot loss on --images search-val
 images of the real labels); the --top cells with the lowest loss are each trained with the recipe of a kept result
-(--recipe: its training; rank r's seed the search's seed + r x RANK_SEED, so rank 1's is the search's own, as
+(--recipe: its training; rank r's seed the search's seed + (r - 1) x RANK_SEED, so rank 1's is the search's own, as
 ``search_vs_random.py`` trains an arm's networks, and every network has a seed of its own) and tested on the whole
 test set, against that result's random networks. The picks of the supernets searched on real labels and of those
 searched on shuffled labels (the control) are two arms, each against random with its 95% Welch interval.
@@ -69,9 +69,8 @@ def agreement_table(scored: list[dict], top: int) -> list[str]:
     lines = [f"Agreement between the supernets on the same candidates: Spearman of their one-shot losses (shared of their {top} "
              "lowest-loss cells).", "", "| supernet | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for i, a in enumerate(loss):
-        cells = []
+        cells, keys = [], sorted(a)
         for j, b in enumerate(loss):
-            keys = sorted(a)
             cells.append(f"{spearmanr([a[k] for k in keys], [b[k] for k in keys])[0]:+.2f} ({len(best[i] & best[j])})"
                          if a.keys() == b.keys() and len(a) > 2 else "-")
         lines.append(f"| {names[i]} | " + " | ".join(cells) + " |")
