@@ -11,6 +11,11 @@ images of the real labels); the --top cells with the lowest loss are each traine
 test set, against that result's random networks. The picks of the supernets searched on real labels and of those
 searched on shuffled labels (the control) are two arms, each against random with its 95% Welch interval.
 
+--ensemble orders the candidates by the mean over a label group's supernets (the real-label ones; the control's) of
+each candidate's rank in that supernet's order, and trains the --top of each group's order instead (rank r's seed
+ENSEMBLE_SEED + (r - 1) x RANK_SEED, a seed no search's pick has): does the order of several supernets pick better
+than one supernet's, whose order is mostly its own seed's (the agreement table)?
+
     python benchmarks/oneshot_pick.py --match cells=2 --match epochs=30 \\
         --recipe benchmarks/search_vs_random.nb201-matchedlong.last.json [--top 8]
 """
@@ -30,6 +35,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
 RANK_SEED = 100  # the training seed of a supernet's rank-r pick: the search's seed + (r - 1) x this
+ENSEMBLE_SEED = 1000  # an ensemble's rank-r pick: this + (r - 1) x RANK_SEED
 
 
 def score_one(run: str, cfg_json: dict, candidates: int, draw_seed: int, images: int, data_root: str, threads: int) -> dict:
@@ -55,6 +61,26 @@ def score_one(run: str, cfg_json: dict, candidates: int, draw_seed: int, images:
 def pick_dir(run: str, draw_seed: int, candidates: int, images: int, rank: int) -> str:
     """Where rank ``rank`` (1 = the lowest loss) is trained; rank 1 keeps the folder of the first look (a rerun reads it)."""
     return str(Path(run) / (f"oneshot-pick-d{draw_seed}-n{candidates}-i{images}" + (f"-r{rank}" if rank > 1 else "")))
+
+
+def ensemble(group: list[dict], work: str) -> dict:
+    """One label group's supernets as one order: each candidate's mean rank over the group (0 = a supernet's lowest
+    loss), lowest first, ties by the draw's order; shaped like ``score_one``'s result, with the mean rank as the score,
+    its ``dir`` a folder of its own under ``work``."""
+    keys = [json.dumps(g, sort_keys=True) for _, g in group[0]["ranked"]]
+    if any(sorted(json.dumps(g, sort_keys=True) for _, g in s["ranked"]) != sorted(keys) for s in group):
+        raise SystemExit("oneshot_pick.py: --ensemble needs supernets scored on the same candidates (one --draw-seed, one window)")
+    rank = {k: 0.0 for k in keys}
+    for s in group:
+        for r, (_, g) in enumerate(s["ranked"]):
+            rank[json.dumps(g, sort_keys=True)] += r / len(group)
+    order = sorted(range(len(keys)), key=lambda i: (rank[keys[i]], i))
+    seeds = "-".join(str(s["seed"]) for s in group)
+    blind = group[0]["blind"]
+    return dict(run=f"ensemble of s{seeds}", seed=ENSEMBLE_SEED, blind=blind, members=len(group),
+                ranked=[(rank[keys[i]], json.loads(keys[i])) for i in order],
+                val_acc=sum(s["val_acc"] for s in group) / len(group), score_seconds=sum(s["score_seconds"] for s in group),
+                dir=str(Path(work) / f"oneshot-ensemble-{'shuffled' if blind else 'real'}-s{seeds}"))
 
 
 def agreement_table(scored: list[dict], top: int) -> list[str]:
@@ -92,6 +118,7 @@ def main() -> int:
     p.add_argument("--images", type=int, default=1024)
     p.add_argument("--data-root", default="data")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--ensemble", action="store_true", help="train the top of each label group's mean-rank order, not each supernet's")
     args = p.parse_args()
     recipe = json.loads(Path(args.recipe).read_text())
     train_json = dict(recipe["training"], data_root=args.data_root)
@@ -100,17 +127,21 @@ def main() -> int:
     kept = [(run, record, cfg) for run, record, cfg, _ in kept_searches(args.work, args.results, want)]
     t0 = time.time()
     with ProcessPoolExecutor(max_workers=args.jobs) as ex:
-        scored = [dict(f.result(), blind=label_blind(cfg)) for cfg, f in
-                  [(cfg, ex.submit(score_one, str(run), record["config"], args.candidates, args.draw_seed, args.images, args.data_root, 1))
+        scored = [dict(f.result(), blind=label_blind(cfg), dir=str(run)) for run, cfg, f in
+                  [(run, cfg, ex.submit(score_one, str(run), record["config"], args.candidates, args.draw_seed, args.images, args.data_root, 1))
                    for run, record, cfg in kept]]
         for s in scored:
             print(f"[{time.time() - t0:7.0f}s] {s['run']}: {len(s['ranked'])} candidates scored, lowest one-shot loss "
                   f"{s['ranked'][0][0]:.3f}", file=sys.stderr, flush=True)
+        agreement = agreement_table(scored, args.top)
+        if args.ensemble:
+            scored = [ensemble([s for s in scored if s["blind"] == blind], args.work)
+                      for blind in (False, True) if any(s["blind"] == blind for s in scored)]
         # the real-label supernets' picks first, rank by rank, then the control's: a run stopped early has the main arm
         order = sorted(((s["blind"], rank, k) for k, s in enumerate(scored) for rank in range(1, min(args.top, len(s["ranked"])) + 1)))
         futures = {(k, rank): ex.submit(_train_job, train_json, scored[k]["ranked"][rank - 1][1],
                                         scored[k]["seed"] + (rank - 1) * RANK_SEED,
-                                        pick_dir(str(kept[k][0]), args.draw_seed, args.candidates, args.images, rank), 1)
+                                        pick_dir(scored[k]["dir"], args.draw_seed, args.candidates, args.images, rank), 1)
                    for _, rank, k in order}
         for n, f in enumerate(as_completed(futures.values()), 1):  # progress: the picks trained so far (stderr)
             print(f"[{time.time() - t0:7.0f}s] {n} of {len(futures)} picks trained: test top-1 {100 * f.result()['test_top1']:.2f}%",
@@ -120,12 +151,14 @@ def main() -> int:
         s["picks"] = [100 * trained[k, rank]["test_top1"] for rank in range(1, len(s["ranked"]) + 1) if (k, rank) in trained]
         s["train_seconds"] = sum(trained[k, rank]["wall_seconds"] for rank in range(1, len(s["picks"]) + 1))
     top = max(len(s["picks"]) for s in scored) if scored else 0
-    lines = [f"# A pick by the supernet's one-shot loss, trained: the {top} lowest-loss cells of each supernet", "",
-             f"{len(scored)} kept searches under {Path(args.work).name}; {args.candidates} live cells of each window (draw {args.draw_seed}) "
-             f"scored on {args.images} search-val images; the {top} lowest one-shot losses of each trained with the recipe of "
-             f"{Path(args.recipe).name} (rank r's seed: the search's + {RANK_SEED} x (r - 1)); its {len(rnd)} random networks "
+    what = ("each label group's supernets' mean rank" if args.ensemble else "each supernet") + "'s"
+    lines = [f"# A pick by the supernet's one-shot loss, trained: the {top} lowest-loss cells of {what} order", "",
+             f"{len(kept)} kept searches under {Path(args.work).name}; {args.candidates} live cells of each window (draw {args.draw_seed}) "
+             f"scored on {args.images} search-val images; the {top} first of {what} order trained with the recipe of "
+             f"{Path(args.recipe).name} (rank r's seed: the row's seed + {RANK_SEED} x (r - 1)); its {len(rnd)} random networks "
              f"{sum(rnd) / len(rnd):.2f}%. Wall time {(time.time() - t0) / 60:.1f} min, {args.jobs} jobs x 1 thread.", "",
-             "| search | labels | seed | supernet val acc | one-shot loss: pick, median, worst of the candidates | "
+             "| search | labels | seed | supernet val acc | " + ("mean rank" if args.ensemble else "one-shot loss")
+             + ": pick, median, worst of the candidates | "
              + " | ".join(f"rank {r}" for r in range(1, top + 1)) + " | mean | scoring s | training s |",
              "|---|---|---:|---:|---|" + "---:|" * (top + 3)]
     for s in scored:
@@ -134,15 +167,15 @@ def main() -> int:
                      f"{losses[0]:.3f}, {losses[len(losses) // 2]:.3f}, {losses[-1]:.3f} | "
                      + " | ".join(f"{a:.2f}%" for a in s["picks"]) + f" | {sum(s['picks']) / len(s['picks']):.2f}% | "
                      f"{s['score_seconds']:.0f} | {s['train_seconds']:.0f} |")
-    lines += [""] + agreement_table(scored, top)
+    lines += [""] + agreement
     lines += ["", "| arm | networks | supernets | mean test top-1 | std. error | mean - random (points) | 95% interval |",
               "|---|---:|---:|---:|---:|---:|---|"]
     for blind, who in ((False, "real-label supernets' picks"), (True, "shuffled-label supernets' picks (the control)")):
         picks = [a for s in scored if s["blind"] == blind for a in s["picks"]]
         if len(picks) >= 2:
             m, se = mean_se(picks)
-            w = welch(picks, rnd)
-            lines.append(f"| {who} | {len(picks)} | {sum(s['blind'] == blind for s in scored)} | {m:.2f}% | {se:.2f} | {w['diff']:+.2f} | "
+            w, members = welch(picks, rnd), sum(s.get("members", 1) for s in scored if s["blind"] == blind)
+            lines.append(f"| {who} | {len(picks)} | {members} | {m:.2f}% | {se:.2f} | {w['diff']:+.2f} | "
                          f"[{w['lo']:+.2f}, {w['hi']:+.2f}] |")
     m, se = mean_se(rnd)
     lines += [f"| random | {len(rnd)} | | {m:.2f}% | {se:.2f} | | |", "",
