@@ -280,6 +280,30 @@ def test_shuffled_labels_keep_the_images_and_the_label_counts_and_break_the_pair
     assert not list(root.rglob("*.tmp"))
 
 
+def test_ensemble_orders_candidates_by_their_mean_rank_over_the_supernets(tmp_path):
+    """oneshot_pick's --ensemble: a candidate's score is its mean rank (0 = a supernet's lowest loss) over the group's
+    supernets, lowest first, ties in the first supernet's order; supernets scored on other candidates are refused."""
+    pick = _benchmark("oneshot_pick")
+    cells = [{"cell": k} for k in "abcd"]
+
+    def scored(seed, order):  # a supernet's result: (one-shot loss, genotype), lowest loss first
+        return dict(seed=seed, blind=False, val_acc=0.5 + seed / 10, score_seconds=1.0,
+                    ranked=[(float(i), cells["abcd".index(c)]) for i, c in enumerate(order)])
+
+    group = [scored(4, "abcd"), scored(5, "bacd"), scored(6, "cbad")]
+    # mean ranks: a (0+1+2)/3 = 1, b (1+0+1)/3 = 2/3, c (2+2+0)/3 = 4/3, d 3
+    e = pick.ensemble(group, str(tmp_path))
+    assert [g["cell"] for _, g in e["ranked"]] == ["b", "a", "c", "d"]
+    assert [round(v, 6) for v, _ in e["ranked"]] == [round(2 / 3, 6), 1.0, round(4 / 3, 6), 3.0]
+    assert e["members"] == 3 and e["seed"] == pick.ENSEMBLE_SEED and e["dir"].endswith("oneshot-ensemble-real-s4-5-6")
+    tied = pick.ensemble([scored(4, "abcd"), scored(5, "badc")], str(tmp_path))  # a and b tie at 0.5, c and d at 2.5
+    assert [g["cell"] for _, g in tied["ranked"]] == ["a", "b", "c", "d"]
+    other = scored(7, "abcd")
+    other["ranked"][3] = (3.0, {"cell": "e"})
+    with pytest.raises(SystemExit, match="same candidates"):
+        pick.ensemble([group[0], other], str(tmp_path))
+
+
 @pytest.mark.parametrize("shape", [(5,), (3, 4, 2), (0, 28, 28)])
 def test_write_idx_is_read_idx_inverse(shape):
     from dcanas.data.datasets import read_idx, write_idx
