@@ -33,12 +33,14 @@ HERE = Path(__file__).resolve().parent
 def trained_networks(pattern: str) -> dict[str, dict[str, list[float]]]:
     """Per recipe (window and training), genotype JSON -> test top-1 of each of its trainings, from the kept result files
     matching ``pattern`` (a pooled table is not a run and is skipped; one training kept in two results counts once)."""
+    from search_vs_random import kept_recipe
+
     trained: dict[str, dict[str, list[float]]] = defaultdict(lambda: defaultdict(list))
     for f in sorted(glob.glob(pattern)):
         d = json.loads(Path(f).read_text())
         if "rows" not in d or "meta" not in d:
             continue
-        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in d["training"].items() if k not in ("data_root", "device")}},
+        recipe = json.dumps({"window": d["meta"]["window"], **{k: v for k, v in kept_recipe(d["training"]).items() if k not in ("data_root", "device")}},
                             sort_keys=True)
         for r in d["rows"]:
             accs = [100 * r["top1"]] + ([100 * r["top1_seed1"]] if r.get("top1_seed1") is not None else [])

@@ -105,7 +105,7 @@ def agreement_table(scored: list[dict], top: int) -> list[str]:
 
 def main() -> int:
     from alpha_rank import kept_searches, label_blind
-    from search_vs_random import _train_job, mean_se, welch
+    from search_vs_random import _train_job, kept_recipe, mean_se, welch
 
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--work", default=str(HERE / ".svr-nb201"))
@@ -121,7 +121,7 @@ def main() -> int:
     p.add_argument("--ensemble", action="store_true", help="train the top of each label group's mean-rank order, not each supernet's")
     args = p.parse_args()
     recipe = json.loads(Path(args.recipe).read_text())
-    train_json = dict(recipe["training"], data_root=args.data_root)
+    train_json = dict(kept_recipe(recipe["training"]), data_root=args.data_root)
     rnd = [100 * r["top1"] for r in recipe["rows"] if r["arm"] == "random"]
     want = [(k, json.loads(v)) for k, v in (m.split("=", 1) for m in args.match)]
     kept = [(run, record, cfg) for run, record, cfg, _ in kept_searches(args.work, args.results, want)]

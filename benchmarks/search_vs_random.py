@@ -302,6 +302,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--out", default=str(HERE / "search_vs_random.last.md"))
     p.add_argument("--deadline", type=float, help="seconds: then stop the running and queued jobs and write the table of what "
                    "finished (for a time-limited machine)")
+    p.add_argument("--retrain", nargs="+", metavar="FILE.json", help="no search: the searched arms' networks of these kept "
+                   "results (same search options), trained again with this run's recipe beside the random networks")
     p.add_argument("--plan", action="store_true", help="print the plan (networks, windows, jobs) and stop")
     p.add_argument("--render", metavar="FILE.json", help="write the table and plot again from a result kept in its .json (no job runs)")
     p.add_argument("--pool", nargs="+", metavar="FILE.json", help="pool kept results (no job runs): each arm's networks of all the files "
@@ -396,6 +398,9 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         cfg = searched.get("dcanas", cfg)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in seeds}
+    retrained = retrain_networks(args.retrain, cfg, {*searched, "argmax"} & set(args.arms.split(","))) if args.retrain else {}
+    if args.retrain:  # the searched arms' networks as kept, trained again with this run's recipe: no search runs
+        searches = {}
     ensembles = {f"{arm}x{args.ensemble}-g{g}": [f"{arm}-s{seed}" for seed in seeds[g * args.ensemble:(g + 1) * args.ensemble]]
                  for arm in searched for g in range(args.seeds // args.ensemble)} if args.ensemble > 1 else {}
     searched_by = {a: a for a in searched}  # arm -> the searched arm whose searches it took
@@ -422,7 +427,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
             if am["cost"][cfg.metric] <= cfg.budget:
                 networks[f"argmax-{key.split('-')[1]}"] = dict(arm="argmax", genotype=am["genotype"], search=key)
 
-    recipe = {**train_cfg.to_json(), "data_root": None, "device": None}
+    networks.update(retrained)
+    recipe = recipe_key({**train_cfg.to_json(), "data_root": None, "device": None})
 
     def train_keys(name: str) -> list[tuple[str, int]]:
         first = network_index(name)
@@ -543,7 +549,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     pairs = [(r["top1"], r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
-                work=os.path.relpath(work.root, HERE.parent), stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
+                work=os.path.relpath(work.root, HERE.parent), retrained_from=args.retrain, stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
     result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman, alpha_rank=alpha_rank,
                   searches=search_res, naswot_pool=[(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None],
@@ -553,13 +559,43 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     return _write(result, out)
 
 
+def retrain_networks(files: list[str], cfg: Any, arms: set[str]) -> dict[str, dict]:
+    """--retrain: the networks of the searched ``arms`` in kept results (each under its name and seed, a network kept in
+    two files once), for training again with another recipe. The results must come from this run's search
+    configuration (seed, data root and device aside), or the table's search line would not describe them (SystemExit)."""
+    same = lambda c: {k: v for k, v in c.items() if k not in ("seed", "data_root", "device")}  # noqa: E731
+    want = same(cfg.to_json())
+    networks: dict[str, dict] = {}
+    for f in files:
+        kept = json.loads(Path(f).read_text())
+        if same(kept["search"]) != want:
+            raise SystemExit(f"search_vs_random.py: --retrain {f} was searched with another configuration than this run's; "
+                             "give the same --search options as the run that wrote it")
+        for row in kept["rows"]:
+            if row["arm"] in arms:
+                networks.setdefault(row["name"], dict(arm=row["arm"], genotype=row["genotype"], search=row.get("search")))
+    return networks
+
+
+def kept_recipe(training: dict) -> dict:
+    """A kept result's training recipe as TrainConfig reads it now: results kept before ``lr_schedule`` existed
+    (2026-12-07) annealed the cosine once an epoch."""
+    return {"lr_schedule": "epoch", **training}
+
+
+def recipe_key(training: dict) -> dict:
+    """The recipe as a training's key is made of it: kept_recipe's inverse, so a training with the cosine annealed once an
+    epoch keeps the key it had before ``lr_schedule`` existed (and is found in the work folder)."""
+    return {k: v for k, v in training.items() if (k, v) != ("lr_schedule", "epoch")}
+
+
 def pool_results(results: list[dict], same_as: dict[str, str]) -> dict:
     """Several kept results as one: every arm's networks of all of them (arm NAME counted as ``same_as[NAME]``), a
     network trained in more than one (same genotype and seed under the one recipe) counted once, and each arm's
     mean, standard error and 95% Welch interval against the pooled random arm. Results of different recipes or
     windows cannot be pooled (ValueError)."""
     first = results[0]
-    recipe = lambda r: {k: v for k, v in r["training"].items() if k not in ("data_root", "device")}  # noqa: E731
+    recipe = lambda r: {k: v for k, v in kept_recipe(r["training"]).items() if k not in ("data_root", "device")}  # noqa: E731
     for r in results[1:]:
         if recipe(r) != recipe(first) or _window(r) != _window(first):
             raise ValueError("cannot pool results of different training recipes or fill windows")
@@ -653,7 +689,7 @@ def _write(result: dict, out: Path) -> int:
     from dcanas.train.trainer import TrainConfig
 
     meta, rows, summary, search_res = result["meta"], result["rows"], result["summary"], result["searches"]
-    cfg, train_cfg = SearchConfig.from_json(result["search"]), TrainConfig(**result["training"])
+    cfg, train_cfg = SearchConfig.from_json(result["search"]), TrainConfig(**kept_recipe(result["training"]))
     lo, hi = meta["window"]
     arms = list(summary)  # every arm with a network, in the run's order
     pairs = [(100 * r["top1"], 100 * r["top1_seed1"]) for r in rows if r["top1_seed1"] is not None]
@@ -671,10 +707,13 @@ def _write(result: dict, out: Path) -> int:
                 "sum of those searches' log-softmax alphas (no search of its own; the job time counts its seeds' searches)."
                 if meta.get("ensemble", 1) > 1 else ""),
              f"Training (one recipe for every network): {train_cfg.epochs} epochs on {train_cfg.subset or 'all'} training images "
-             f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine, cutout "
-             f"{train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; test top-1 on the whole "
+             f"({100 * train_cfg.val_fraction:.0f}% held out), batch {train_cfg.batch_size}, lr {train_cfg.lr:g} cosine (annealed every "
+             f"{train_cfg.lr_schedule}), cutout {train_cfg.cutout}, drop path {train_cfg.drop_path:g}, auxiliary head {train_cfg.auxiliary}; "
+             f"test top-1 on the whole "
              f"test set after the last epoch. {result['jobs']} jobs x {result['threads']} threads; wall time of this run "
              f"{result['wall_seconds'] / 60:.1f} min (results kept in {meta['work']})."
+             + (f" No search ran: the searched networks are those of {', '.join(Path(f).name for f in meta['retrained_from'])}, "
+                "trained again with this recipe." if meta.get("retrained_from") else "")
              + (f" Stopped at the --deadline of {meta['deadline']:.0f} s with {meta['stopped']} jobs unfinished: the arms hold what "
                 "finished." if meta["stopped"] else ""), "",
              "| network | arm | params | MACs | test top-1 | second seed | NASWOT | search-val acc | alphas separated |",

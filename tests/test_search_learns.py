@@ -280,6 +280,17 @@ def test_shuffled_labels_keep_the_images_and_the_label_counts_and_break_the_pair
     assert not list(root.rglob("*.tmp"))
 
 
+def test_a_recipe_kept_before_lr_schedule_reads_as_epoch_and_keeps_its_training_key():
+    """Results kept before TrainConfig had ``lr_schedule`` trained with the cosine annealed once an epoch: kept_recipe
+    says so, and recipe_key (what a training's key is made of) gives such a recipe the key it had then."""
+    svr = _benchmark("search_vs_random")
+    old = {"epochs": 3, "lr": 0.05, "subset": 20000}
+    assert svr.kept_recipe(old) == {**old, "lr_schedule": "epoch"}
+    assert svr.recipe_key(svr.kept_recipe(old)) == old
+    new = {**old, "lr_schedule": "step"}
+    assert svr.kept_recipe(new) == new and svr.recipe_key(new) == new
+
+
 def test_ensemble_orders_candidates_by_their_mean_rank_over_the_supernets(tmp_path):
     """oneshot_pick's --ensemble: a candidate's score is its mean rank (0 = a supernet's lowest loss) over the group's
     supernets, lowest first, ties in the first supernet's order; supernets scored on other candidates are refused."""

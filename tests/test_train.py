@@ -4,6 +4,7 @@ import os
 import subprocess
 import sys
 from pathlib import Path
+from dataclasses import replace
 from functools import partial
 
 import pytest
@@ -81,6 +82,56 @@ def test_ddp_two_processes_gloo(tmp_path, fashion_root):
     assert log_ddp["world"] == 2
 
 
+@pytest.mark.parametrize("schedule", ["step", "epoch"])
+def test_lr_schedule_cosine_every_step_or_every_epoch(tmp_path, fashion_root, schedule):
+    """"step" sets the cosine before every step, so the last step trains near 0 (the checkpoint's optimizer keeps it);
+    "epoch" holds each epoch's lr for all its steps. Both start every epoch at the same lr: 64 images at batch 32 are
+    2 steps an epoch, 4 in all."""
+    import math
+
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.trainer import TrainConfig, cosine_lr, train
+
+    cfg = TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3, epochs=2, batch_size=32, lr=0.1, subset=64,
+                      val_fraction=0.0, test_subset=64, cutout=0, auxiliary=False, data_root=str(fashion_root), device="cpu",
+                      lr_schedule=schedule)
+    r = train(cfg, tmp_path, progress=lambda m: None)
+    assert [e["lr"] for e in r["history"]] == pytest.approx([0.1, 0.05])
+    opt = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["opt"]["param_groups"][0]
+    if schedule == "step":  # the 4th step's lr, and nothing stepped it after
+        assert opt["lr"] == pytest.approx(cosine_lr(0.1, 3, 4)) and cosine_lr(0.1, 3, 4) == pytest.approx(0.05 * (1 + math.cos(0.75 * math.pi)))
+    else:  # the scheduler's once an epoch, to 0 after the last
+        assert opt["lr"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_checkpoint_from_before_lr_schedule_resumes_as_epoch(tmp_path, fashion_root):
+    """A checkpoint written before ``lr_schedule`` existed (its config has no such key) annealed once an epoch: it resumes
+    under "epoch" and is refused under "step", with the usual one line."""
+    from dcanas.errors import UserError
+    from dcanas.files import torch_save
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.trainer import TrainConfig, train
+
+    cfg = TrainConfig(genotype=KNOWN["DARTS_V2"], C=4, layers=3, epochs=1, batch_size=32, subset=64, val_fraction=0.0,
+                      test_subset=32, cutout=0, auxiliary=False, data_root=str(fashion_root), device="cpu", lr_schedule="epoch")
+    train(cfg, tmp_path, progress=lambda m: None)
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=True)
+    del state["config"]["lr_schedule"]
+    torch_save(tmp_path / "checkpoint.pt", state)
+    assert train(cfg, tmp_path, resume=True, progress=lambda m: None)["history"] == state["history"]
+    with pytest.raises(UserError, match="other options"):
+        train(replace(cfg, lr_schedule="step"), tmp_path, resume=True, progress=lambda m: None)
+
+
+def test_lr_schedule_not_known_is_one_clear_error(tmp_path):
+    from dcanas.errors import UserError
+    from dcanas.nets.genotype import KNOWN
+    from dcanas.train.trainer import TrainConfig, train
+
+    with pytest.raises(UserError, match="'linear' is not one of step, epoch"):
+        train(TrainConfig(genotype=KNOWN["DARTS_V2"], lr_schedule="linear"), tmp_path)
+
+
 @pytest.mark.parametrize("arch", ["mobilenet_v2", "resnet18"])
 def test_baselines_train(tmp_path, fashion_root, arch):
     r = dcanas("train", "--arch", arch, "--width", "0.25", "--preset", "tiny", "--epochs", "1", "--subset", "64",
@@ -95,6 +146,7 @@ def test_baselines_train(tmp_path, fashion_root, arch):
     (["train", "--genotype", "nope.json", "--out", "/tmp/x"], "is not a file"),
     (["train", "--arch", "vgg", "--preset", "tiny", "--out", "/tmp/dcanas-test-vgg"], "unknown baseline"),
     (["train", "--genotype", "DARTS_V2", "--preset", "huge", "--out", "/tmp/x"], "invalid choice: 'huge'"),
+    (["train", "--genotype", "DARTS_V2", "--lr-schedule", "linear", "--out", "/tmp/x"], "invalid choice: 'linear'"),
 ])
 def test_bad_input_one_line_exit_2(args, needle):
     r = dcanas(*args)

@@ -131,13 +131,16 @@ def load_checkpoint(path: str | Path, fix: str) -> Any:
         raise UserError(f"checkpoint {path} is corrupt or not a dcanas checkpoint ({type(exc).__name__}); {fix}") from None
 
 
-def resume_state(path: str | Path, resume: bool, expect: dict[str, Any], what: str) -> Optional[dict[str, Any]]:
+def resume_state(path: str | Path, resume: bool, expect: dict[str, Any], what: str,
+                 upgrade: Optional[Callable[[dict[str, Any]], dict[str, Any]]] = None) -> Optional[dict[str, Any]]:
     """The checkpoint to continue from, or None to start afresh. Shared by every resumable loop:
-    with ``resume`` the checkpoint must load and match ``expect`` (its config, ...); without it an
+    with ``resume`` the checkpoint must load and match ``expect`` (its config, ...), after ``upgrade``
+    (a checkpoint written before an option existed, given that option's value then); without it an
     existing checkpoint is never overwritten silently."""
     path = Path(path)
     if resume and path.is_file():
         state = load_checkpoint(path, f"delete it to start the {what} over, or choose another --out")
+        state = upgrade(state) if upgrade is not None else state
         if any(state.get(k) != v for k, v in expect.items()):
             raise UserError(f"{path} was written by a {what} with other options; choose another --out, "
                             f"or delete {path.parent} to start over")

@@ -42,6 +42,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "cpu-rank": dict(epochs=3, batch_size=96, C=16, layers=8, lr=0.05, subset=20000, cutout=0, drop_path=0.0, auxiliary=False),
 }
 
+# Where a training's cosine learning rate is annealed (TrainConfig.lr_schedule): every step, to 0 at the end (the
+# default), or once an epoch (DARTS' form; at 3 epochs the last one trains at a quarter of the peak lr).
+LR_SCHEDULES = ("step", "epoch")
+
 # `dcanas run --preset` -> (search preset, training preset)
 RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),
                                            "cpu-search": ("cpu-search", "cpu-rank"), "paper": ("paper", "paper-cifar")}

@@ -7,7 +7,7 @@ import sys
 from dataclasses import replace
 
 from ..argtypes import add_dist_options, add_folder_options, nonneg_float, nonneg_int, positive_float, positive_int
-from ..presets import TRAIN_PRESETS, describe
+from ..presets import LR_SCHEDULES, TRAIN_PRESETS, describe
 
 
 def cmd_train(args: argparse.Namespace) -> int:
@@ -29,7 +29,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     genotype = loaded.to_json() if loaded is not None else None
     fields = dict(genotype=genotype, arch=args.arch or ("dcanas" if genotype else None), width=args.width, dataset=args.dataset, data_root=args.data_root,
                   C=args.channels, layers=args.layers, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-                  subset=args.subset, seed=args.seed, device=args.device, drop_path=args.drop_path, cutout=args.cutout)
+                  lr_schedule=args.lr_schedule, subset=args.subset, seed=args.seed, device=args.device, drop_path=args.drop_path, cutout=args.cutout)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     if args.no_auxiliary:
         cfg = replace(cfg, auxiliary=False)
@@ -80,6 +80,8 @@ def add_train_parsers(sub) -> None:
     p.add_argument("--epochs", type=positive_int)
     p.add_argument("--batch-size", type=positive_int, help="global batch size (split across torchrun processes)")
     p.add_argument("--lr", type=positive_float)
+    p.add_argument("--lr-schedule", choices=LR_SCHEDULES,
+                   help="cosine to 0 annealed every step (default) or once an epoch (DARTS' form; at few epochs the last trains at a high lr)")
     p.add_argument("--subset", type=positive_int, help="train on the first N training images")
     p.add_argument("--seed", type=nonneg_int)
     p.add_argument("--drop-path", type=nonneg_float)

@@ -2,6 +2,7 @@
 checkpoints, ``resume``, and DistributedDataParallel under ``torchrun`` (gloo on CPU, NCCL on GPU)."""
 from __future__ import annotations
 
+import math
 import os
 import time
 from dataclasses import asdict, dataclass
@@ -17,7 +18,7 @@ from .. import distributed
 from ..progress import step_bar
 from ..errors import UserError
 from ..presets import TRAIN_PRESETS
-from ..presets import apply_preset as _apply_preset
+from ..presets import LR_SCHEDULES, apply_preset as _apply_preset
 from ..files import clean_stale_tmp, crash_point, ensure_writable_dir, resume_state, torch_save, write_json
 from ..data import datasets as D
 from ..nets.inference import for_inference
@@ -29,7 +30,9 @@ from ..progress import stderr_line as _stderr
 @dataclass
 class TrainConfig:
     """The paper's recipe as defaults: SGD 0.9, wd 3e-4, cosine to 0, clip 5, cutout 16,
-    drop path 0.2 (linearly increased), auxiliary head weight 0.4."""
+    drop path 0.2 (linearly increased), auxiliary head weight 0.4. ``lr_schedule`` "step" anneals the cosine at
+    every step, to 0 at the end of the last; "epoch" steps it once an epoch (DARTS' form, the only one before
+    2026-12-07), so the last epoch of E trains at lr x (1 + cos(pi (E - 1) / E)) / 2: a quarter of lr at E = 3."""
 
     genotype: Optional[dict] = None      # genotype JSON; None with ``arch`` set for a baseline
     arch: str = "dcanas"                 # dcanas | mobilenet_v2 | resnet18
@@ -41,6 +44,7 @@ class TrainConfig:
     epochs: int = 600
     batch_size: int = 96
     lr: float = 0.025
+    lr_schedule: str = "step"            # step | epoch: where the cosine is annealed (LR_SCHEDULES)
     momentum: float = 0.9
     weight_decay: float = 3e-4
     grad_clip: float = 5.0
@@ -58,6 +62,16 @@ class TrainConfig:
 
     def to_json(self) -> dict[str, Any]:
         return asdict(self)
+
+
+def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A checkpoint written before ``lr_schedule`` existed (2026-12-07) annealed the cosine once an epoch."""
+    return {**state, "config": {"lr_schedule": "epoch", **state["config"]}} if "config" in state else state
+
+
+def cosine_lr(base: float, step: int, total: int) -> float:
+    """The cosine schedule to 0 at step ``step`` of ``total`` (SGDR, Loshchilov & Hutter 2017, without restarts)."""
+    return 0.5 * base * (1.0 + math.cos(math.pi * step / total))
 
 
 def apply_preset(cfg: TrainConfig, name: Optional[str]) -> TrainConfig:
@@ -159,6 +173,9 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     for name in ("epochs", "batch_size"):
         if getattr(cfg, name) < 1:
             raise UserError(f"training option {name} must be >= 1, got {getattr(cfg, name)}")
+    if cfg.lr_schedule not in LR_SCHEDULES:
+        raise UserError(f"lr_schedule {cfg.lr_schedule!r} is not one of {', '.join(LR_SCHEDULES)}; "
+                        "step anneals the cosine every step (the default), epoch once an epoch")
     if rank == 0:
         ensure_writable_dir(out, "train --out")
         clean_stale_tmp(out)
@@ -180,7 +197,7 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, cfg.epochs, eta_min=0.0)
     history: list[dict[str, Any]] = []
     best, start = -1.0, 0
-    state = resume_state(ckpt_path, resume, {"config": cfg.to_json(), "world": world}, "training run")
+    state = resume_state(ckpt_path, resume, {"config": cfg.to_json(), "world": world}, "training run", upgrade=upgrade_checkpoint)
     if state is not None:
         model.load_state_dict(state["model"])
         opt.load_state_dict(state["opt"])
@@ -194,11 +211,14 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
     params = list(model.parameters())  # clipped each step
     local_bs = cfg.batch_size // world
     done_steps = 0
+    per_epoch = max(len(train_data) // cfg.batch_size if world > 1 else -(-len(train_data) // cfg.batch_size), 1)  # D.batches' count
     for epoch in range(start, cfg.epochs):
         t0 = time.time()
         model.drop_path_prob = cfg.drop_path * epoch / cfg.epochs
         net.train()
-        lr = opt.param_groups[0]["lr"]
+        # "step": the cosine is set before each step below; "epoch": the scheduler steps after each epoch
+        lr = cosine_lr(cfg.lr, epoch * per_epoch, cfg.epochs * per_epoch) if cfg.lr_schedule == "step" else opt.param_groups[0]["lr"]
+        done_in_epoch = 0
         g = torch.Generator().manual_seed(cfg.seed * 100_003 + epoch)
         loss_sum = torch.zeros((), dtype=torch.float64)
         correct = torch.zeros((), dtype=torch.int64)
@@ -208,6 +228,10 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
         bar = step_bar(len(train_data), f"train epoch {epoch + 1}/{cfg.epochs}")  # rank 0's alone (progress.bars_wanted)
         for x, y in D.batches(train_data, spec, cfg.batch_size, shuffle=True, g=g, train_aug=True, cutout=cfg.cutout,
                               drop_last=world > 1):
+            if cfg.lr_schedule == "step":
+                for group in opt.param_groups:
+                    group["lr"] = cosine_lr(cfg.lr, epoch * per_epoch + done_in_epoch, cfg.epochs * per_epoch)
+            done_in_epoch += 1
             x, y = to_layout(x[rank * local_bs:(rank + 1) * local_bs].to(device)), y[rank * local_bs:(rank + 1) * local_bs].to(device)
             loss, logits = train_step(net, params, opt, crit, x, y, cfg)
             done_steps += 1
@@ -217,7 +241,8 @@ def train(cfg: TrainConfig, out_dir: str | Path, resume: bool = False,
             correct += int((logits.argmax(1) == y).sum())
             seen += len(y)
         bar.close()
-        sched.step()
+        if cfg.lr_schedule == "epoch":
+            sched.step()
         if world > 1:
             for t in (loss_sum, correct, seen):
                 dist.all_reduce(t)
