@@ -398,7 +398,11 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         cfg = searched.get("dcanas", cfg)
     seeds = range(args.first_seed, args.first_seed + args.seeds)
     searches = {f"{arm}-s{seed}": replace(c, seed=seed) for arm, c in searched.items() for seed in seeds}
-    retrained = retrain_networks(args.retrain, cfg, {*searched, "argmax"} & set(args.arms.split(","))) if args.retrain else {}
+    try:
+        retrained = retrain_networks(args.retrain, cfg, {*searched, "argmax"} & set(args.arms.split(","))) if args.retrain else {}
+    except ValueError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     if args.retrain:  # the searched arms' networks as kept, trained again with this run's recipe: no search runs
         searches = {}
     ensembles = {f"{arm}x{args.ensemble}-g{g}": [f"{arm}-s{seed}" for seed in seeds[g * args.ensemble:(g + 1) * args.ensemble]]
@@ -562,14 +566,14 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
 def retrain_networks(files: list[str], cfg: Any, arms: set[str]) -> dict[str, dict]:
     """--retrain: the networks of the searched ``arms`` in kept results (each under its name and seed, a network kept in
     two files once), for training again with another recipe. The results must come from this run's search
-    configuration (seed, data root and device aside), or the table's search line would not describe them (SystemExit)."""
+    configuration (seed, data root and device aside), or the table's search line would not describe them (ValueError)."""
     same = lambda c: {k: v for k, v in c.items() if k not in ("seed", "data_root", "device")}  # noqa: E731
     want = same(cfg.to_json())
     networks: dict[str, dict] = {}
     for f in files:
         kept = json.loads(Path(f).read_text())
         if same(kept["search"]) != want:
-            raise SystemExit(f"search_vs_random.py: --retrain {f} was searched with another configuration than this run's; "
+            raise ValueError(f"--retrain {f} was searched with another configuration than this run's; "
                              "give the same --search options as the run that wrote it")
         for row in kept["rows"]:
             if row["arm"] in arms:

@@ -242,6 +242,20 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     regained = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=300)
     assert regained.returncode == 0 and regained.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], regained.stderr[-2000:]
     assert lost in json.loads(files[0].read_text())["cells"] and before == {f: f.stat().st_mtime_ns for f in files[1:]}
+    # --retrain: the kept dcanas networks trained again under another recipe (the cosine once an epoch); no search runs
+    base = args[:args.index("--arms")]
+    re_args = [*base, "--arms", "dcanas", "--train", 'lr_schedule="epoch"', "--retrain", str(tmp_path / "svr.json"), "--out", str(tmp_path / "re.md")]
+    again_trained = subprocess.run(re_args, capture_output=True, text=True, timeout=600)
+    assert again_trained.returncode == 0, again_trained.stderr[-2000:]
+    re_data = json.loads((tmp_path / "re.json").read_text())
+    assert re_data["training"]["lr_schedule"] == "epoch" and data["training"]["lr_schedule"] == "step"
+    assert {r["name"]: r["genotype"] for r in re_data["rows"] if r["arm"] == "dcanas"} == \
+        {r["name"]: r["genotype"] for r in data["rows"] if r["arm"] == "dcanas"}
+    assert "No search ran: the searched networks are those of svr.json" in (tmp_path / "re.md").read_text()
+    assert len(list((tmp_path / "work" / "runs").glob("search-*"))) == 6
+    other = subprocess.run([*base, "--arms", "dcanas", "--search-epochs", "99", "--retrain", str(tmp_path / "svr.json"), "--out",
+                            str(tmp_path / "bad.md")], capture_output=True, text=True, timeout=120)
+    assert other.returncode == 2 and "searched with another configuration" in other.stderr and len(other.stderr.strip().splitlines()) == 1
     # benchmarks/oneshot_pick.py on the same: each seed-0 supernet's 2 lowest-loss cells of 4 candidates, trained with the run's recipe
     picked = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "oneshot_pick.py"), "--work", str(tmp_path / "work"), "--results",
                              str(tmp_path / "svr.json"), "--recipe", str(tmp_path / "svr.json"), "--match", "seed=0", "--candidates", "4",
