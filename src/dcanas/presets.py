@@ -38,7 +38,9 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
     "tiny": dict(epochs=2, batch_size=32, C=4, layers=3, subset=256, test_subset=128, cutout=4, drop_path=0.1),
     # A recipe that ranks networks (benchmarks/search_vs_random.py): 3 epochs on 20,000 images (2,000 held out), no
     # cutout, drop path or auxiliary head, all 10,000 test images. On 2 networks x 2 seeds the seeds differed by 0.54 and
-    # 0.59 points, against 0.20 .. 2.75 for cpu-demo's recipe at 5 epochs on 10,000 images.
+    # 0.59 points, against 0.20 .. 2.75 for cpu-demo's recipe at 5 epochs on 10,000 images. With the cosine annealed
+    # every step (TrainConfig's lr_schedule default) 8 NB201 networks' seeds differed by 0.46 points on average
+    # (0.79 once an epoch; benchmarks/search_vs_random.nb201-step8.last.md).
     "cpu-rank": dict(epochs=3, batch_size=96, C=16, layers=8, lr=0.05, subset=20000, cutout=0, drop_path=0.0, auxiliary=False),
 }
 
