@@ -242,15 +242,17 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     regained = subprocess.run(one_shot.args, capture_output=True, text=True, timeout=300)
     assert regained.returncode == 0 and regained.stdout.split("\n# ")[1] == one_shot.stdout.split("\n# ")[1], regained.stderr[-2000:]
     assert lost in json.loads(files[0].read_text())["cells"] and before == {f: f.stat().st_mtime_ns for f in files[1:]}
-    # --retrain: the kept dcanas networks trained again under another recipe (the cosine once an epoch); no search runs
+    # --retrain: the kept dcanas networks under this run's recipe, no search: the run's own recipe, so every training is
+    # found kept (another recipe's keys: test_a_recipe_kept_before_lr_schedule...; the trainer's schedules: test_train.py)
     base = args[:args.index("--arms")]
-    re_args = [*base, "--arms", "dcanas", "--train", 'lr_schedule="epoch"', "--retrain", str(tmp_path / "svr.json"), "--out", str(tmp_path / "re.md")]
+    re_args = [*base, "--arms", "dcanas", "--retrain", str(tmp_path / "svr.json"), "--out", str(tmp_path / "re.md")]
     again_trained = subprocess.run(re_args, capture_output=True, text=True, timeout=600)
     assert again_trained.returncode == 0, again_trained.stderr[-2000:]
+    assert "test top-1" not in again_trained.stdout.split("# Search vs random")[0]  # no job ran
     re_data = json.loads((tmp_path / "re.json").read_text())
-    assert re_data["training"]["lr_schedule"] == "epoch" and data["training"]["lr_schedule"] == "step"
-    assert {r["name"]: r["genotype"] for r in re_data["rows"] if r["arm"] == "dcanas"} == \
-        {r["name"]: r["genotype"] for r in data["rows"] if r["arm"] == "dcanas"}
+    assert re_data["training"]["lr_schedule"] == "step"
+    assert {r["name"]: (r["genotype"], r["top1"]) for r in re_data["rows"] if r["arm"] == "dcanas"} == \
+        {r["name"]: (r["genotype"], r["top1"]) for r in data["rows"] if r["arm"] == "dcanas"}
     assert "No search ran: the searched networks are those of svr.json" in (tmp_path / "re.md").read_text()
     assert len(list((tmp_path / "work" / "runs").glob("search-*"))) == 6
     other = subprocess.run([*base, "--arms", "dcanas", "--search-epochs", "99", "--retrain", str(tmp_path / "svr.json"), "--out",
