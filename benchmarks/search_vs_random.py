@@ -224,11 +224,13 @@ def digest(*parts: Any) -> str:
 # search options added after work folders were kept: left out of a search's key at their default, so the kept searches
 # (which ran with that default) stay valid
 LATER_OPTIONS = {"sampling": "softmax"}
+LATER_FIELDS = {"proxy_pool": 100}  # the same for the search's own fields (a derivation's: it never changes the alphas)
 
 
 def _search_inputs(cfg) -> dict:
     """What determines a search's result: its configuration but where the data sits and the device."""
-    d = {**cfg.to_json(), "data_root": None, "device": None}
+    d = {k: v for k, v in cfg.to_json().items() if LATER_FIELDS.get(k, object()) != v}
+    d.update(data_root=None, device=None)
     d["options"] = {k: v for k, v in d["options"].items() if LATER_OPTIONS.get(k, object()) != v}
     return d
 
@@ -253,7 +255,7 @@ class Work:
 def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.nets.cost import network_cost
     from dcanas.nets.genotype import genotype_from_json
-    from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
+    from dcanas.presets import DERIVE_RULES, RUN_PRESETS, TRAIN_PRESETS
     from dcanas.search.baselines import convs_and_none, random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
     from dcanas.search.searcher import derive_again, final_log_probs
@@ -304,6 +306,9 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
                    "finished (for a time-limited machine)")
     p.add_argument("--retrain", nargs="+", metavar="FILE.json", help="no search: the searched arms' networks of these kept "
                    "results (same search options), trained again with this run's recipe beside the random networks")
+    p.add_argument("--derive", choices=DERIVE_RULES, help="derive the searched arms' networks by this rule from their searches' "
+                   "final alphas (default: the search's own, --search derive=...); the searches and their keys are the same "
+                   "whatever the rule, so a kept search is derived again, not searched again")
     p.add_argument("--plan", action="store_true", help="print the plan (networks, windows, jobs) and stop")
     p.add_argument("--render", metavar="FILE.json", help="write the table and plot again from a result kept in its .json (no job runs)")
     p.add_argument("--pool", nargs="+", metavar="FILE.json", help="pool kept results (no job runs): each arm's networks of all the files "
@@ -335,6 +340,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         v = option_value(v)
         cfg = replace(cfg, options=replace(cfg.options, **v)) if k == "options" else replace(cfg, **{k: v})
     net = eval_config(cfg)
+    rule = args.derive or cfg.derive  # the searched networks' derivation (the searches themselves run under cfg)
     train_cfg = replace(train_preset(TrainConfig(dataset=cfg.dataset, data_root=args.data_root, device=args.device), t_preset),
                         C=net.C, layers=net.layers, test_subset=None, test_every=0)  # the whole test set, after the last epoch
     if args.train_epochs:
@@ -415,16 +421,27 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
                   for k, c in searches.items()}
     second_seed = {f"random-{i}" for i in range(min(args.rank_networks, args.random))}
 
+    def derived_again(key: str) -> dict[str, dict]:
+        """Every derivation of a kept search's final alphas by today's rules, ``rule`` among them; kept under the work
+        folder by the search's key and the derivation's own options (naswot scores a pool of networks: seconds)."""
+        scfg = replace(searches[key], derive=rule)
+        dkey = "derived-" + digest(search_key[key], rule, *((scfg.proxy_pool, scfg.fill_fraction) if rule == "naswot" else ()))
+        kept = work.result(dkey)
+        if kept is None:
+            kept = {n: d.to_json() for n, d in derive_again(scfg, work.root / "runs" / search_key[key]).items()}
+            work.keep(dkey, kept)
+        return kept
+
     def add_searched(key: str, res: dict) -> None:
         arm = key.split("-")[0]
         # derived again from the kept final alphas by today's rules (a derivation is a pure function of them): a kept
         # search outlives a change of rule; the search's own derivations stay in its result
-        found = {n: d.to_json() for n, d in derive_again(searches[key], work.root / "runs" / search_key[key]).items()}
-        networks[f"{key}"] = dict(arm=arm, genotype=found[cfg.derive]["genotype"], search=key)
+        found = derived_again(key)
+        networks[f"{key}"] = dict(arm=arm, genotype=found[rule]["genotype"], search=key)
         for name, keys in ensembles.items():  # a group whose every seed is kept: its ensemble's network
             if name not in networks and all(work.result(search_key[k]) is not None for k in keys):
                 runs = [work.root / "runs" / search_key[k] for k in keys]
-                g = derive_again(searches[keys[0]], *runs)[cfg.derive].genotype.to_json()
+                g = derive_again(replace(searches[keys[0]], derive=rule), *runs)[rule].genotype.to_json()
                 networks[name] = dict(arm=name.split("-")[0], genotype=g, search=None, searches=keys)
         if arm == "dcanas" and "argmax" in args.arms.split(","):
             am = found["argmax"]
@@ -555,7 +572,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
                 work=os.path.relpath(work.root, HERE.parent), retrained_from=args.retrain, stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
-    result = dict(meta=meta, search=cfg.to_json(), training=train_cfg.to_json(), rows=rows, summary=summary, spearman=spearman, alpha_rank=alpha_rank,
+    result = dict(meta=meta, search=replace(cfg, derive=rule).to_json(), training=train_cfg.to_json(), rows=rows, summary=summary,
+                  spearman=spearman, alpha_rank=alpha_rank,
                   searches=search_res, naswot_pool=[(r["naswot"], r["top1"]) for r in rows if r["naswot"] is not None],
                   wall_seconds=wall, jobs=args.jobs, threads=threads)
     out = Path(args.out)
@@ -569,10 +587,11 @@ def retrain_networks(files: list[str], cfg: Any, arms: set[str]) -> dict[str, di
     configuration (seed, data root and device aside), or the table's search line would not describe them (ValueError)."""
     same = lambda c: {k: v for k, v in c.items() if k not in ("seed", "data_root", "device")}  # noqa: E731
     want = same(cfg.to_json())
+    kept_search = lambda k: {**LATER_FIELDS, **k}  # noqa: E731 (a result kept before a field existed: its value then)
     networks: dict[str, dict] = {}
     for f in files:
         kept = json.loads(Path(f).read_text())
-        if same(kept["search"]) != want:
+        if same(kept_search(kept["search"])) != want:
             raise ValueError(f"--retrain {f} was searched with another configuration than this run's; "
                              "give the same --search options as the run that wrote it")
         for row in kept["rows"]:

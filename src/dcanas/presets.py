@@ -48,6 +48,10 @@ TRAIN_PRESETS: dict[str, dict[str, Any]] = {
 # default), or once an epoch (DARTS' form; at 3 epochs the last one trains at a quarter of the peak lr).
 LR_SCHEDULES = ("step", "epoch")
 
+# A search's derivation rules (SearchConfig.derive; search/searcher.py's derivations): fill (the default), budget, the
+# paper's argmax, and naswot (the fill window's networks ranked by a zero-cost proxy: search/proxy.py).
+DERIVE_RULES = ("fill", "budget", "argmax", "naswot")
+
 # `dcanas run --preset` -> (search preset, training preset)
 RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),
                                            "cpu-search": ("cpu-search", "cpu-rank"), "paper": ("paper", "paper-cifar")}

@@ -11,6 +11,7 @@ from ..argtypes import add_dist_options, add_folder_options, apply_dist_options,
 from ..errors import UserError
 from ..costs.size import SIZE_MODELS
 from ..costs.metrics import metric, metric_text, searchable
+from ..presets import DERIVE_RULES
 from ..presets import SEARCH_PRESETS, describe
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
@@ -72,9 +73,11 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
                    "the same draw, only the drawn op computed (GDAS' estimator, a step costs about one network)")
     p.add_argument("--device", help="auto (default), cpu or cuda")
     p.add_argument("--amp", action="store_true", help="bf16 autocast on CUDA (ignored on the CPU)")
-    p.add_argument("--derive", choices=["fill", "budget", "argmax"], help="fill (default): the most probable genotype whose cost "
+    p.add_argument("--derive", choices=DERIVE_RULES, help="fill (default): the most probable genotype whose cost "
                    "is within [0.95 x budget, budget]; budget: the most probable within the budget (exact; may leave much of "
-                   "it unused); argmax: the paper's rule (may exceed the budget)")
+                   "it unused); argmax: the paper's rule (may exceed the budget); naswot: of the fill pick and --proxy-pool "
+                   "minus 1 networks drawn from the alphas in the same window, the highest NASWOT score at initialisation")
+    p.add_argument("--proxy-pool", type=positive_int, metavar="N", help="networks the naswot derivation scores (default 100)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -86,7 +89,7 @@ def config_from_args(args: argparse.Namespace):
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
                   latency_model=args.latency_model, lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr,
                   lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
-                  derive=args.derive, warmup_epochs=args.warmup_epochs)
+                  derive=args.derive, proxy_pool=args.proxy_pool, warmup_epochs=args.warmup_epochs)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     flags = dict(weight_sharing=False if args.no_weight_sharing else None, bottleneck=args.bottleneck,
                  derived_cells=False if args.no_derived_cells else None, constraint=False if args.no_constraint else None,

@@ -12,7 +12,7 @@ from ..files import file_sha256
 from ..nets.config import NetConfig, default_config
 from ..nets.spaces import space
 from ..costs.metrics import metric, metric_text, primary
-from ..presets import SEARCH_PRESETS
+from ..presets import DERIVE_RULES, SEARCH_PRESETS
 from ..presets import apply_preset as _apply_preset
 from .constraint import Constraints, CostModel
 from .supernet import SearchOptions, SupernetConfig
@@ -56,9 +56,12 @@ class SearchConfig:
     fused: bool = True                   # the fused cells and search-time op forms (equal to the eager path; speed only)
     amp: bool = False
     # fill (default): the most probable genotype with the primary cost in [fill_fraction x K_d, K_d] and within every
-    # budget (else the budget rule); budget: the most probable within every budget; argmax: the paper's rule
+    # budget (else the budget rule); budget: the most probable within every budget; argmax: the paper's rule;
+    # naswot: of the fill pick and proxy_pool - 1 networks drawn from the alphas in the fill window, the highest NASWOT
+    # score at initialisation (search/proxy.py; not the paper's)
     derive: str = "fill"
     fill_fraction: float = 0.95
+    proxy_pool: int = 100
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
     size_format: str = "tflite"  # the export format a model_size_kb budget refers to (the device profile's runtime)
     latency_model: Optional[str] = None  # a latency model file (dcanas latency build/fit): needed for a latency_ms budget
@@ -130,7 +133,6 @@ def latency_model_of(cfg: SearchConfig):
     return load_latency_model(cfg.latency_model)
 
 
-DERIVE_RULES = ("budget", "fill", "argmax")
 LAMBDA_STEPS = ("fixed", "adaptive")
 
 
@@ -163,6 +165,8 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
     saying that no network of the space meets every budget at once."""
     if cfg.derive not in DERIVE_RULES:
         raise UserError(f"unknown derivation {cfg.derive!r}; valid: {', '.join(DERIVE_RULES)}")
+    if cfg.proxy_pool < 1:
+        raise UserError(f"--proxy-pool must be >= 1 (the networks the naswot derivation scores), got {cfg.proxy_pool}")
     if cfg.lambda_step not in LAMBDA_STEPS:
         raise UserError(f"unknown lambda step {cfg.lambda_step!r}; valid: {', '.join(LAMBDA_STEPS)}")
     where = (f"the {cfg.space} space can derive at C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}")

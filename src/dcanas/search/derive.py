@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import bisect
 import itertools
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Optional, Sequence
 
 import numpy as np
@@ -88,9 +88,11 @@ class Derivation:
     cost: dict[str, int]
     log_prob: float
     rule: str
+    info: dict = field(default_factory=dict)  # what a rule records beside its pick (naswot: the pool and its scores)
 
     def to_json(self) -> dict:
-        return {"rule": self.rule, "genotype": self.genotype.to_json(), "cost": self.cost, "log_prob": self.log_prob}
+        return {"rule": self.rule, "genotype": self.genotype.to_json(), "cost": self.cost, "log_prob": self.log_prob,
+                **({"info": self.info} if self.info else {})}
 
 
 def log_probs(space: str, alpha: torch.Tensor, op_names: Sequence[str]) -> torch.Tensor:

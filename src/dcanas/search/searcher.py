@@ -192,7 +192,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
     model = Supernet(supernet_config(cfg)).to(device).set_fused(cfg.fused)
     w_opt, sched, a_opt = optimizers(model, cfg)
     lams, start_epoch, history, steps = {m: 0.0 for m in cms}, 0, [], []
-    state = resume_state(ckpt_path, resume, {"config": cfg.to_json()}, "search")
+    state = resume_state(ckpt_path, resume, {"config": cfg.to_json()}, "search", upgrade=upgrade_checkpoint)
     if state is not None:
         model.load_state_dict(state["model"])
         w_opt.load_state_dict(state["w_opt"])
@@ -285,12 +285,35 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
         if until is not None and world == 1 and time.time() > until and epoch + 1 < cfg.epochs:  # one process: no rank to agree with
             progress(f"time limit reached: the search ends after epoch {epoch + 1} of {cfg.epochs}")
             break
-    return finish(cfg, out, model, con, history, steps, write=rank == 0, phases=phases)
+    return finish(cfg, out, model, con, history, steps, write=rank == 0, phases=phases,
+                  x=proxy_batch(cfg, s_train) if cfg.derive == "naswot" else None)
 
 
-def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[str, Derivation]:
+# search options added after checkpoints were written, with the value every older search ran under
+LATER_FIELDS = {"proxy_pool": 100}
+
+
+def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
+    """A search checkpoint written before a field of ``LATER_FIELDS`` existed, read with that field at its value then."""
+    return {**state, "config": {**LATER_FIELDS, **state["config"]}}
+
+
+def proxy_batch(cfg: SearchConfig, s_train: Optional[D.ArrayData] = None) -> torch.Tensor:
+    """The images the ``naswot`` derivation scores on: the first ``PROXY_BATCH`` of the search's training half (of
+    ``s_train`` if given, else of the split ``cfg`` makes), normalised, in their stored order."""
+    from .proxy import PROXY_BATCH
+
+    if s_train is None:
+        s_train, _ = D.search_split(D.load_split(cfg.dataset, cfg.data_root, train=True), cfg.subset, cfg.seed)
+    spec = D.get_spec(cfg.dataset)
+    x, _ = next(iter(D.batches(s_train.subset(slice(0, PROXY_BATCH)), spec, PROXY_BATCH, shuffle=False)))
+    return x
+
+
+def derivations(cfg: SearchConfig, model: Supernet, con: Constraints, x: Optional[torch.Tensor] = None) -> dict[str, Derivation]:
     """The derivations of the final alphas with their exact costs and log-probabilities: the paper's arg-max rule,
-    the budget-aware rule (the most probable genotype within every device budget) and the fill rule."""
+    the budget-aware rule (the most probable genotype within every device budget) and the fill rule; with
+    ``cfg.derive == "naswot"`` also that rule (``proxy.py``), scored on the images ``x`` (default ``proxy_batch(cfg)``)."""
     alphas = {t: a.detach().cpu() for t, a in model.alphas.items()}
     cm = con.models[cfg.metric]
     argmax = model.derive()
@@ -303,6 +326,12 @@ def derivations(cfg: SearchConfig, model: Supernet, con: Constraints) -> dict[st
     filling = _held(con, lambda K: derive_filling(cfg.space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), K,
                                                   cfg.metric, cfg.fill_fraction))
     out["fill"] = filling or within  # no genotype in the window: the budget-aware one
+    if cfg.derive == "naswot":
+        from .proxy import derive_by_proxy
+
+        x = proxy_batch(cfg) if x is None else x
+        out["naswot"] = derive_by_proxy(cfg.space, alphas, cm.op_names, cm.nodes, con, cm.eval_cfg, cfg.fill_fraction,
+                                        out["fill"], x.to(next(model.parameters()).device), cfg.proxy_pool, cfg.seed)
     return out
 
 
@@ -362,12 +391,12 @@ def final_log_probs(cfg: SearchConfig, seed_dir: Path, genotypes: list) -> list[
 
 
 def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, history: list, steps: list,
-           write: bool = True, phases: Optional[dict[str, float]] = None) -> SearchResult:
+           write: bool = True, phases: Optional[dict[str, float]] = None, x: Optional[torch.Tensor] = None) -> SearchResult:
     """The derivations of the final alphas and the search's summary (written to ``search.json`` when ``write``);
     ``phases``: this process's seconds by phase, the final derivations' joining them as ``finish``."""
     f0 = time.perf_counter()
     cm, K_prime = con.models[cfg.metric], con.K_prime[cfg.metric]
-    found = derivations(cfg, model, con)
+    found = derivations(cfg, model, con, x)
     learned = alpha_record(cfg.space, model.alphas, model.op_names)
     genotype = found[cfg.derive].genotype
     cost = network_cost(genotype, cm.eval_cfg)

@@ -1,0 +1,152 @@
+"""The naswot derivation (search/proxy.py): draws from the final alphas, the fill window's pool, the proxy's pick, and
+the search and CLI that choose it."""
+import json
+import subprocess
+import sys
+from dataclasses import replace
+
+import numpy as np
+import pytest
+import torch
+
+from dcanas.nets.genotype import NB201Genotype
+from dcanas.nets.spaces import SPACES
+from dcanas.search.config import SearchConfig, apply_preset, constraints, cost_model, supernet_config
+from dcanas.search.proxy import sample_picks, window_pool
+
+PEAK = {"darts": "sep_conv_3x3", "nb201": "nor_conv_3x3"}
+
+
+def _cfg(space: str, **kw) -> SearchConfig:
+    cfg = replace(apply_preset(SearchConfig(dataset="fashion-mnist"), "tiny"), space=space)
+    lo, hi = cost_model(cfg).feasible_range()
+    return replace(cfg, budget=lo + 0.5 * (hi - lo), **kw)
+
+
+def _alphas(cfg: SearchConfig, peak: str | None = None) -> dict[str, torch.Tensor]:
+    cm = cost_model(cfg)
+    a = torch.zeros(len(cm.edges), len(cm.op_names))
+    if peak is not None:
+        a[:, cm.op_names.index(peak)] = 30.0  # every other op at exp(-30) of it
+    return {k: a.clone() for k in SPACES[cfg.space].cell_kinds}
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_draws_follow_the_alphas(space):
+    """Peaked alphas: every kept edge draws the peak op. Uniform ones: each derivable op about equally often, never an
+    op the derivation cannot pick (DARTS' none); a DARTS node keeps two incoming edges, NB201 every edge."""
+    cfg = _cfg(space)
+    cm, sp = cost_model(cfg), SPACES[space]
+    rng = np.random.default_rng(0)
+    peak = cm.op_names.index(PEAK[space])
+    for picks in sample_picks(space, _alphas(cfg, PEAK[space]), cm.op_names, cm.nodes, 50, rng):
+        assert {k for _, _, k in picks} == {peak}
+    draws = sample_picks(space, _alphas(cfg), cm.op_names, cm.nodes, 3000, rng)
+    usable = sp.derivable(cm.op_names)
+    counts = np.bincount([k for picks in draws for _, _, k in picks], minlength=len(cm.op_names))
+    assert all(counts[k] == 0 for k in range(len(cm.op_names)) if k not in usable)
+    share = counts[usable] / counts.sum()
+    assert np.abs(share - 1 / len(usable)).max() < 0.02, share
+    for picks in draws[:200]:
+        for kind in sp.cell_kinds:
+            targets = [cm.edges[e][1] for kd, e, _ in picks if kd == kind]
+            if sp.every_edge:
+                assert sorted(e for kd, e, _ in picks if kd == kind) == list(range(len(cm.edges)))
+            else:
+                assert all(targets.count(t) == 2 for t in set(t for _, t in cm.edges))
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_the_pool_is_the_fill_window(space):
+    """The pool: the given genotype first, then distinct draws whose cost lies in [fill x K_d, K_d] (NB201: live
+    cells), at most ``pool`` in all."""
+    from dcanas.search.derive import derive_filling
+
+    cfg = _cfg(space)
+    cm, con = cost_model(cfg), constraints(cfg)
+    alphas = _alphas(cfg)
+    first = derive_filling(space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d, cfg.metric, 0.9)
+    pool = window_pool(space, alphas, cm.op_names, cm.nodes, con, 0.9, first.genotype, 25, seed=3)
+    assert pool[0] == first.genotype and 1 < len(pool) <= 25
+    assert len({str(g.to_json()) for g in pool}) == len(pool)
+    for g in pool:
+        assert 0.9 * cfg.budget <= cm.derived(g) <= cfg.budget and con.within(g)
+        assert not isinstance(g, NB201Genotype) or g.live()
+    assert window_pool(space, alphas, cm.op_names, cm.nodes, con, 0.9, first.genotype, 25, seed=3) == pool  # seeded
+
+
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_the_proxy_picks_the_pools_best_score(space):
+    """The naswot derivation chooses the highest NASWOT score of its pool, records every score and the fill pick's rank,
+    gives the same pick twice and leaves the caller's random state alone; its cost is the network's own."""
+    from dcanas.search.baselines import naswot_score
+    from dcanas.nets.build import build_network
+    from dcanas.search.searcher import derivations
+    from dcanas.search.supernet import Supernet
+
+    cfg = _cfg(space, derive="naswot", proxy_pool=6, fill_fraction=0.9)
+    cm, con = cost_model(cfg), constraints(cfg)
+    torch.manual_seed(0)
+    model = Supernet(supernet_config(cfg))
+    x = torch.randn(16, 1, 28, 28)
+    state = torch.get_rng_state()
+    found = derivations(cfg, model, con, x)
+    assert torch.equal(torch.get_rng_state(), state)
+    d = found["naswot"]
+    info = d.info
+    assert d.rule == "naswot" and 2 <= info["pool"] <= 6 and len(info["scores"]) == info["pool"]
+    assert info["score"] == pytest.approx(max(info["scores"]), abs=1e-3)
+    assert info["fill_score"] == pytest.approx(info["scores"][0], abs=1e-3)
+    assert info["fill_rank"] == 1 + sum(s > info["fill_score"] + 1e-3 for s in info["scores"])
+    assert d.cost[cfg.metric] == pytest.approx(cm.derived(d.genotype), rel=1e-6) and con.within(d.genotype)
+    assert derivations(cfg, model, con, x)["naswot"].to_json() == d.to_json()
+    # the recorded score is the network's own, rebuilt under its index's seed
+    pool = window_pool(space, model.alphas, cm.op_names, cm.nodes, con, 0.9, found["fill"].genotype, 6, cfg.seed)
+    i = [str(g.to_json()) for g in pool].index(str(d.genotype.to_json()))
+    torch.manual_seed(cfg.seed * 100_003 + i)
+    assert naswot_score(build_network(d.genotype, cm.eval_cfg), x) == pytest.approx(info["score"], abs=1e-3)
+
+
+def test_other_rules_score_nothing(monkeypatch):
+    """The proxy runs only when it is the chosen rule (it builds a network per pool member)."""
+    import dcanas.search.proxy as proxy
+    from dcanas.search.searcher import derivations
+    from dcanas.search.supernet import Supernet
+
+    monkeypatch.setattr(proxy, "derive_by_proxy", lambda *a, **k: pytest.fail("the proxy ran for the fill rule"))
+    cfg = _cfg("nb201")
+    found = derivations(cfg, Supernet(supernet_config(cfg)), constraints(cfg), torch.randn(4, 1, 28, 28))
+    assert "naswot" not in found and set(found) == {"argmax", "budget", "fill"}
+
+
+@pytest.mark.slow
+def test_search_derives_by_the_proxy(tmp_path, fashion_root):
+    """``dcanas search --derive naswot``: the chosen network is the naswot derivation's, the summary keeps its pool, and
+    derived again from the checkpoint it is the same; a pool of 0 is one line and exit 2."""
+    from dcanas.search.searcher import derive_again
+
+    cfg = _cfg("nb201", derive="naswot", proxy_pool=4, data_root=str(fashion_root), epochs=1)
+    r = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--space", "nb201", "--epochs", "1",
+                        "--derive", "naswot", "--proxy-pool", "4", "--budget", str(int(cfg.budget)),
+                        "--data-root", str(fashion_root), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "naswot  derivation" in r.stdout and "(chosen)" in [ln for ln in r.stdout.splitlines() if ln.startswith("naswot")][0]
+    s = json.loads((tmp_path / "s" / "search.json").read_text())
+    summary, kept = s["summary"], s["config"]
+    assert summary["derive"] == "naswot" and summary["derivations"]["naswot"]["info"]["pool"] <= 4
+    assert json.loads((tmp_path / "s" / "genotype.json").read_text()) == summary["derivations"]["naswot"]["genotype"]
+    again = derive_again(SearchConfig.from_json(kept), tmp_path / "s")
+    assert again["naswot"].to_json() == summary["derivations"]["naswot"]
+    bad = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--derive", "naswot", "--proxy-pool", "0",
+                          "--data-root", str(fashion_root), "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--proxy-pool" in bad.stderr and not (tmp_path / "bad").exists()
+
+
+def test_old_search_checkpoints_resume_with_the_proxy_pool_they_ran_under():
+    """A checkpoint written before ``proxy_pool`` existed reads as the default it ran under (100)."""
+    from dcanas.search.searcher import upgrade_checkpoint
+
+    cfg = _cfg("nb201").to_json()
+    old = {k: v for k, v in cfg.items() if k != "proxy_pool"}
+    assert upgrade_checkpoint({"config": old, "epoch": 3}) == {"config": cfg, "epoch": 3}
+    assert upgrade_checkpoint({"config": {**old, "proxy_pool": 7}})["config"]["proxy_pool"] == 7
