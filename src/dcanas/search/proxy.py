@@ -9,7 +9,9 @@ carried no information about their trained accuracy (Spearman -0.03 over 126 tra
 initialisation ranked the same recipe's networks at Spearman +0.72 and its top 8 of 50 scored +0.45 points above random
 networks of the budget. Where the alphas separate, the pool concentrates where they point; where they stay at uniform,
 the pool is the window's random networks and the proxy alone chooses. Not the paper's rule: ``fill`` (the default) and
-``argmax`` (the paper's) stay.
+``argmax`` (the paper's) stay. Measured on the 8 long NB201 searches it did not beat random networks either (-0.58
+points [-1.57, +0.40]; design note 33): the alphas' pools reach NASWOT scores above the range its ranking was measured
+in, where its top picks (plain chains of convolutions) train no better. An option, not the default.
 """
 from __future__ import annotations
 
