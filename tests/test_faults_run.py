@@ -205,3 +205,42 @@ def test_too_few_images_names_options_the_run_command_has(tmp_path, fashion_root
     line = one_line(run_dcanas("run", "--device", str(_local_profile(tmp_path)), "--dataset", f"folder:{tree}", "--preset", "tiny",
                                "--out", str(tmp_path / "r"), "--cache-dir", str(tmp_path / "c"), timeout=600))
     assert "larger than the search split" in line and "run --search-subset" in line, line
+
+
+def test_a_termination_wrapped_by_python_is_still_one_line(monkeypatch, capsys, tmp_path):
+    """A SIGTERM that lands while a dataclass is created reaches the CLI as a RuntimeError from ``__set_name__`` (Python
+    wraps it; seen in CI when a Ray LUG build was terminated 1.5 s after its start, inside an import). The command still
+    ends with the one terminated line and 128 + the signal; any other exception is not swallowed."""
+    import signal as sig
+    from dataclasses import dataclass, field
+
+    import dcanas.search.cli as search_cli
+    from dcanas.cli import main
+    from dcanas.errors import RECEIVED, Terminated, termination_in
+
+    class Lands:  # the handler's exception, raised where Python wraps it
+        def __set_name__(self, owner, name):
+            raise Terminated(sig.SIGTERM)
+
+    def import_under_sigterm(args):
+        @dataclass
+        class Result:
+            alphas: dict = field(default_factory=dict)
+            landed = Lands()
+        return 0
+
+    with pytest.raises(RuntimeError) as info:
+        import_under_sigterm(None)
+    assert termination_in(info.value) == sig.SIGTERM and termination_in(RuntimeError("x")) is None
+    monkeypatch.setattr(search_cli, "cmd_search", import_under_sigterm)
+    try:
+        argv = ["search", "--preset", "tiny", "--budget", "20k", "--out", str(tmp_path / "s")]
+        assert main(argv) == 128 + sig.SIGTERM
+        assert capsys.readouterr().err.strip().splitlines() == ["dcanas search: terminated (SIGTERM)"]
+        monkeypatch.setattr(search_cli, "cmd_search", lambda args: 1 / 0)
+        with pytest.raises(ZeroDivisionError):
+            main(argv)
+    finally:
+        RECEIVED.clear()
+        for s in (sig.SIGTERM, sig.SIGHUP):
+            sig.signal(s, sig.SIG_DFL)

@@ -8,7 +8,7 @@ import sys
 import threading
 from typing import Callable, Optional
 
-from .errors import RECEIVED, TERMINATION, Terminated, UserError, first_termination, raise_if_received, terminate
+from .errors import RECEIVED, TERMINATION, Terminated, UserError, first_termination, raise_if_received, terminate, termination_in
 
 Handler = Callable[[argparse.Namespace], int]
 
@@ -67,10 +67,19 @@ def main(argv: Optional[list[str]] = None) -> int:
         # a library may re-raise ours as a plain KeyboardInterrupt
         signum = exc.signum if isinstance(exc, Terminated) else first_termination()
         if signum is not None:
-            print(f"dcanas {args.command}: terminated ({signal.Signals(signum).name})", file=sys.stderr)
-            return 128 + signum
+            return _terminated(args.command, signum)
         print(f"dcanas {args.command}: interrupted", file=sys.stderr)
         return 130
+    except Exception as exc:
+        signum = termination_in(exc)  # our Terminated, wrapped by Python in another exception
+        if signum is None:
+            raise
+        return _terminated(args.command, signum)
+
+
+def _terminated(command: str, signum: int) -> int:
+    print(f"dcanas {command}: terminated ({signal.Signals(signum).name})", file=sys.stderr)
+    return 128 + signum
 
 
 if __name__ == "__main__":  # pragma: no cover - use `python -m dcanas`
