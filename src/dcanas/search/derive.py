@@ -255,11 +255,10 @@ def _backtrack(groups: list, back: list[tuple[np.ndarray, np.ndarray]], best: in
 
 def _derivation(space: str, picks: list[tuple[str, int, int]], alphas: Mapping[str, torch.Tensor], op_names: Sequence[str],
                 nodes: int, edge_costs: Mapping[str, Mapping[str, torch.Tensor]], fixed: Mapping[str, float], rule: str) -> Derivation:
-    cost = {m: fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks) for m in edge_costs}
-    cost = {m: metric_round(m, v) for m, v in cost.items()}
+    cost = {m: metric_round(m, v) for m, v in picks_cost(picks, edge_costs, fixed).items()}
     lps = {kind: log_probs(space, alphas[kind], op_names) for kind in {kd for kd, _, _ in picks}}
     lp = sum(float(lps[kind][e, k]) for kind, e, k in picks)
-    return Derivation(_genotype_from_picks(space, picks, op_names, nodes), cost, lp, rule)
+    return Derivation(genotype_from_picks(space, picks, op_names, nodes), cost, lp, rule)
 
 
 def derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int,
@@ -312,7 +311,15 @@ def _derive_filling(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
     return _derivation(space, _backtrack(groups, back, best), alphas, op_names, nodes, edge_costs, fixed, "fill")
 
 
-def _genotype_from_picks(space: str, picks: list[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
+def picks_cost(picks: Sequence[tuple[str, int, int]], edge_costs: Mapping[str, Mapping[str, torch.Tensor]],
+               fixed: Mapping[str, float]) -> dict[str, float]:
+    """Every metric's additive cost of a choice of (cell kind, edge row, op index) picks: the fixed part plus each
+    pick's edge cost (unrounded)."""
+    return {m: fixed[m] + sum(float(edge_costs[m][kind][e, k]) for kind, e, k in picks) for m in edge_costs}
+
+
+def genotype_from_picks(space: str, picks: Sequence[tuple[str, int, int]], op_names: Sequence[str], nodes: int) -> Genotype:
+    """The genotype of a choice of (cell kind, edge row, op index) picks."""
     sp = SPACES[space]
     edges = sp.edges(nodes)
     return sp.genotype({kind: [(op_names[k], *edges[e]) for kd, e, k in picks if kd == kind] for kind in sp.cell_kinds}, nodes)

@@ -27,7 +27,7 @@ from ..nets.genotype import DARTS_INPUTS, EDGES_PER_NODE, Genotype, NB201Genotyp
 from ..nets.spaces import SPACES
 from .baselines import naswot_score
 from .constraint import Constraints
-from .derive import Derivation, _genotype_from_picks, genotype_log_prob, log_probs
+from .derive import Derivation, genotype_from_picks, genotype_log_prob, log_probs, picks_cost
 
 PROXY_BATCH = 64  # images NASWOT scores on (its paper's batch is 128; 64 is what the benchmark measured at)
 DRAW_ROUNDS = 20  # rounds of vectorised draws before a thin window gives up with what it has
@@ -70,10 +70,10 @@ def window_pool(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequen
     found: dict[str, Genotype] = {str(first.to_json()): first}
     for _ in range(DRAW_ROUNDS):
         for picks in sample_picks(space, alphas, op_names, nodes, 4 * pool, rng):
-            cost = {m: fixed[m] + sum(float(U[m][kind][e, k]) for kind, e, k in picks) for m in U}
+            cost = picks_cost(picks, U, fixed)
             if not (fill * K[primary] <= cost[primary] <= K[primary] and all(cost[m] <= K[m] for m in K)):
                 continue
-            g = _genotype_from_picks(space, picks, op_names, nodes)
+            g = genotype_from_picks(space, picks, op_names, nodes)
             if isinstance(g, NB201Genotype) and not g.live():
                 continue
             d = con.derived(g)  # a cost model that is not additive over edges decides by its own figure
