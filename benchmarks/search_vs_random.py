@@ -17,6 +17,8 @@ Arms, each at the budget K_d (params of the preset's evaluation network):
             within that family, or only the family?
   naswot    the --proxy-top networks with the highest NASWOT score at initialisation among --proxy-pool random
             networks of the same window (a zero-cost proxy: no training)
+  naswot1   with --proxy-seeds N: N pools of --proxy-pool random networks of the window, each drawn with its own seed,
+            and each pool's one highest NASWOT score trained: what a user who runs the zero-cost search once gets
 Every network is trained with its own seed: its index in its arm (a search's seed, a random network's number),
 so networks of one arm that share a genotype are still independent trainings and the arm's standard error is not
 understated. The first --rank-networks random networks are trained with a second seed (the index + 1000): the Spearman between the two seeds'
@@ -50,8 +52,9 @@ from typing import Any, Callable
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 
 HERE = Path(__file__).resolve().parent
-ARMS = ["dcanas", "lambda0", "shuffled", "argmax", "random", "convs", "naswot"]  # --variant adds searched arms after lambda0
+ARMS = ["dcanas", "lambda0", "shuffled", "argmax", "random", "convs", "naswot", "naswot1"]  # --variant adds searched arms after lambda0
 SECOND_SEED = 1000  # a network's second training seed: its first + this
+PROXY_SEED = 1000  # the naswot1 arm's pool s is drawn with random.Random(--random-seed + this + s)
 DRAW_RULE = "nb201 live cells"  # random_genotype's rule, in the draw's key: draws kept under another rule are drawn again
 SHUFFLED_SEED = 0  # the one permutation of the training labels that every `shuffled` search reads
 SHUFFLED_ROOT = "shuffled-labels-"  # + the seed: the folder shuffled_labels writes (alpha_rank.label_blind reads it)
@@ -273,6 +276,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--random", type=int, default=8, help="random networks in the window")
     p.add_argument("--proxy-pool", type=int, default=50, help="random networks scored by NASWOT")
     p.add_argument("--proxy-top", type=int, default=3, help="of which the best-scored are trained")
+    p.add_argument("--proxy-seeds", type=int, default=0, metavar="N", help="the naswot1 arm: N pools of --proxy-pool random "
+                   "networks, each drawn with its own seed, each pool's highest NASWOT score trained")
     p.add_argument("--rank-networks", type=int, default=6, help="random networks trained with a second seed (Spearman)")
     p.add_argument("--arms", default="dcanas,lambda0,argmax", help="the searched arms to run (argmax: "
                    "the arg-max derivation of the dcanas searches, no search of its own; shuffled: the shipped search on "
@@ -375,6 +380,18 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         drawn["random_scores"] = _naswot_pool(cfg, train_cfg, [genotype_from_json(g) for g in drawn["random"]], args.device)
         work.keep(drawn_key, drawn)
     top = sorted(range(len(drawn["pool"])), key=lambda i: -drawn["scores"][i])[:args.proxy_top]
+    pools1 = []  # the naswot1 arm: one pool per seed, its top score
+    for s in range(args.proxy_seeds):
+        key1 = "naswot1-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, s, args.proxy_pool, DRAW_RULE)
+        one = work.result(key1)
+        if one is None:
+            t0 = time.time()
+            pool1 = random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed + PROXY_SEED + s), args.proxy_pool, cfg.nodes)
+            sc = _naswot_pool(cfg, train_cfg, pool1, args.device)
+            best = max(range(len(sc)), key=sc.__getitem__)
+            one = dict(genotype=pool1[best].to_json(), score=sc[best], scores=sc, seconds=time.time() - t0)
+            work.keep(key1, one)
+        pools1.append(one)
 
     # networks: name -> (arm, genotype json); searched ones are added as their searches finish
     networks: dict[str, dict[str, Any]] = {}
@@ -384,6 +401,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         networks[f"convs-{i}"] = dict(arm="convs", genotype=g)
     for rank, i in enumerate(top):
         networks[f"naswot-{rank}"] = dict(arm="naswot", genotype=drawn["pool"][i], naswot=drawn["scores"][i])
+    for s, one in enumerate(pools1):
+        networks[f"naswot1-{s}"] = dict(arm="naswot1", genotype=one["genotype"], naswot=one["score"])
     searched = {"dcanas": cfg, "lambda0": replace(cfg, options=replace(cfg.options, constraint=False))}
     if "shuffled" in args.arms.split(","):
         searched["shuffled"] = replace(cfg, data_root=str(shuffled_labels(cfg.dataset, args.data_root, work.root)))
@@ -555,6 +574,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
             secs += sum(s["search_seconds"] for k, s in search_res.items() if k.split("-")[0] == searched_by[a])
         if a == "naswot":
             secs += drawn["naswot_seconds"]
+        if a == "naswot1":
+            secs += sum(one["seconds"] for one in pools1)
         summary[a] = dict(**arm_summary(a, v, rnd), seconds=secs)
     from dcanas.costs.latency import agreement
 
@@ -571,6 +592,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
                 work=os.path.relpath(work.root, HERE.parent), retrained_from=args.retrain, stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
+                proxy_seeds=args.proxy_seeds, proxy_seed_scores=[one["score"] for one in pools1],
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
     result = dict(meta=meta, search=replace(cfg, derive=rule).to_json(), training=train_cfg.to_json(), rows=rows, summary=summary,
                   spearman=spearman, alpha_rank=alpha_rank,
@@ -759,6 +781,9 @@ def _write(result: dict, out: Path) -> int:
               f"seeds' test top-1; mean |first - second| {sum(seed_diff) / max(len(seed_diff), 1):.2f} points (max {max(seed_diff, default=0):.2f}).",
               f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
               f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
+    if meta.get("proxy_seeds"):
+        lines.append(f"naswot1: {meta['proxy_seeds']} pools of {pool['n']} random networks of the window, one per seed; each pool's top "
+                     f"NASWOT score trained ({', '.join(f'{v:.1f}' for v in meta['proxy_seed_scores'])}).")
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
               f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
     if result.get("alpha_rank"):

@@ -184,7 +184,7 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     rerun that reuses every result (nothing is searched or trained twice)."""
     lo, hi = cost_model(_tiny()).feasible_range()
     args = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--preset", "tiny", "--budget", str(int(lo + 0.5 * (hi - lo))),
-            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--rank-networks", "3", "--train-preset", "tiny", "--train-epochs", "1",
+            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--proxy-seeds", "2", "--rank-networks", "3", "--train-preset", "tiny", "--train-epochs", "1",
             "--train-subset", "200", "--jobs", "2", "--data-root", str(fashion_root), "--work", str(tmp_path / "work"),
             "--arms", "dcanas,lambda0,argmax,shuffled", "--out", str(tmp_path / "svr.md")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=900)
@@ -203,6 +203,12 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     # each network its own training seed, its index in its arm: two searches that derive one genotype are two trainings
     assert sorted(r["seed"] for r in data["rows"] if r["arm"] == "dcanas") == [0, 1]
     assert sorted(r["seed"] for r in data["rows"] if r["arm"] == "random") == [0, 1, 2]
+    # naswot1: one network per pool, its pool's highest score, trained with the pool's seed
+    pools = [json.loads(f.read_text()) for f in sorted((tmp_path / "work" / "results").glob("naswot1-*.json"))]
+    ones = sorted((r for r in data["rows"] if r["arm"] == "naswot1"), key=lambda r: r["seed"])
+    assert [r["seed"] for r in ones] == [0, 1] and len(pools) == 2 and all(len(p["scores"]) == 6 for p in pools)
+    assert sorted(r["naswot"] for r in ones) == sorted(max(p["scores"]) for p in pools)
+    assert "| naswot1 | 2 |" in text and "naswot1: 2 pools of 6 random networks" in text
     assert (tmp_path / "svr.png").stat().st_size > 0
     assert "Room: over the 3 random networks trained twice" in text
     # each search's final alphas scored against the trained networks of the window: one Spearman per search
