@@ -180,6 +180,14 @@ def _naswot_pool(cfg, train_cfg, genotypes: list, device: str, batch: int = 64) 
     return scores
 
 
+def _ordinal(rank: int) -> str:
+    """How the report names the naswot1 arm's pick: 'top ' for rank 1, else '5th highest ' and the like."""
+    if rank == 1:
+        return "top "
+    suffix = {1: "st", 2: "nd", 3: "rd"}.get(rank % 10 if rank % 100 not in (11, 12, 13) else 0, "th")
+    return f"{rank}{suffix} highest "
+
+
 def option_value(text: str) -> Any:
     """A --search or --train value: JSON (5, 0.1, true, "nb201", {...}), or else the text itself (space=nb201 as a shell
     that strips the quotes passes it)."""
@@ -278,6 +286,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     p.add_argument("--proxy-top", type=int, default=3, help="of which the best-scored are trained")
     p.add_argument("--proxy-seeds", type=int, default=0, metavar="N", help="the naswot1 arm: N pools of --proxy-pool random "
                    "networks, each drawn with its own seed, each pool's highest NASWOT score trained")
+    p.add_argument("--proxy-rank", type=int, default=1, metavar="R", help="the naswot1 arm trains each pool's R-th highest score "
+                   "instead of its highest")
     p.add_argument("--rank-networks", type=int, default=6, help="random networks trained with a second seed (Spearman)")
     p.add_argument("--arms", default="dcanas,lambda0,argmax", help="the searched arms to run (argmax: "
                    "the arg-max derivation of the dcanas searches, no search of its own; shuffled: the shipped search on "
@@ -333,6 +343,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     variants = {n: json.loads(v) for n, v in (kv.split("=", 1) for kv in args.variant)}
     if any("-" in n or n in ARMS for n in variants):
         p.error("a --variant NAME has no \"-\" and is not an arm's name")
+    if args.proxy_seeds and not 1 <= args.proxy_rank <= args.proxy_pool:
+        p.error(f"--proxy-rank {args.proxy_rank} is not a rank in a pool of --proxy-pool {args.proxy_pool}: give 1 .. {args.proxy_pool}")
     s_preset, t_preset = RUN_PRESETS[args.preset]
     t_preset = args.train_preset or t_preset
     cfg = apply_preset(SearchConfig(dataset="fashion-mnist", data_root=args.data_root, device=args.device, budget=args.budget),
@@ -380,18 +392,18 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         drawn["random_scores"] = _naswot_pool(cfg, train_cfg, [genotype_from_json(g) for g in drawn["random"]], args.device)
         work.keep(drawn_key, drawn)
     top = sorted(range(len(drawn["pool"])), key=lambda i: -drawn["scores"][i])[:args.proxy_top]
-    pools1 = []  # the naswot1 arm: one pool per seed, its top score
+    pools1 = []  # the naswot1 arm: one pool per seed, its --proxy-rank-th score
     for s in range(args.proxy_seeds):
         key1 = "naswot1-" + digest(cfg.space, lo, hi, net.to_json(), args.random_seed, s, args.proxy_pool, DRAW_RULE)
         one = work.result(key1)
-        if one is None:
+        if one is None or "pool" not in one:  # a pool kept before its genotypes were: drawn again (the same), not scored again
             t0 = time.time()
             pool1 = random_within(cfg.space, cost, lo, hi, random.Random(args.random_seed + PROXY_SEED + s), args.proxy_pool, cfg.nodes)
-            sc = _naswot_pool(cfg, train_cfg, pool1, args.device)
-            best = max(range(len(sc)), key=sc.__getitem__)
-            one = dict(genotype=pool1[best].to_json(), score=sc[best], scores=sc, seconds=time.time() - t0)
+            sc = one["scores"] if one else _naswot_pool(cfg, train_cfg, pool1, args.device)
+            one = dict(pool=[g.to_json() for g in pool1], scores=sc, seconds=one["seconds"] if one else time.time() - t0)
             work.keep(key1, one)
-        pools1.append(one)
+        i = sorted(range(len(one["scores"])), key=lambda i: -one["scores"][i])[args.proxy_rank - 1]
+        pools1.append(dict(genotype=one["pool"][i], score=one["scores"][i], seconds=one["seconds"]))
 
     # networks: name -> (arm, genotype json); searched ones are added as their searches finish
     networks: dict[str, dict[str, Any]] = {}
@@ -592,7 +604,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     spearman = agreement([p[0] for p in pairs], [p[1] for p in pairs]).get("spearman", math.nan) if len(pairs) >= 3 else math.nan
     meta = dict(preset=args.preset, search_preset=s_preset, device=args.device, window=[lo, hi], variants=variants, ensemble=args.ensemble,
                 work=os.path.relpath(work.root, HERE.parent), retrained_from=args.retrain, stopped=stopped, deadline=args.deadline, proxy_top=args.proxy_top,
-                proxy_seeds=args.proxy_seeds, proxy_seed_scores=[one["score"] for one in pools1],
+                proxy_seeds=args.proxy_seeds, proxy_rank=args.proxy_rank, proxy_seed_scores=[one["score"] for one in pools1],
                 pool=dict(n=len(drawn["scores"]), lo=min(drawn["scores"], default=None), hi=max(drawn["scores"], default=None)))
     result = dict(meta=meta, search=replace(cfg, derive=rule).to_json(), training=train_cfg.to_json(), rows=rows, summary=summary,
                   spearman=spearman, alpha_rank=alpha_rank,
@@ -782,8 +794,8 @@ def _write(result: dict, out: Path) -> int:
               f"NASWOT pool: {pool['n']} random networks of the window, scores {pool['lo']:.1f} .. {pool['hi']:.1f}; "
               f"the top {meta['proxy_top']} trained." if pool["n"] else "NASWOT pool: none (--proxy-pool 0)."]
     if meta.get("proxy_seeds"):
-        lines.append(f"naswot1: {meta['proxy_seeds']} pools of {pool['n']} random networks of the window, one per seed; each pool's top "
-                     f"NASWOT score trained ({', '.join(f'{v:.1f}' for v in meta['proxy_seed_scores'])}).")
+        lines.append(f"naswot1: {meta['proxy_seeds']} pools of {pool['n']} random networks of the window, one per seed; each pool's "
+                     f"{_ordinal(meta.get('proxy_rank', 1))}NASWOT score trained ({', '.join(f'{v:.1f}' for v in meta['proxy_seed_scores'])}).")
     lines += [f"Search {k} ({s['search_seconds']:.0f} s, {s.get('epochs_run', '?')} epochs, final lambda {s['final_lambda']:.3f}, "
               f"gradient share {s['gradient_share']}): {s['learned']}" for k, s in search_res.items()]
     if result.get("alpha_rank"):

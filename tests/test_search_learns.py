@@ -184,7 +184,8 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     rerun that reuses every result (nothing is searched or trained twice)."""
     lo, hi = cost_model(_tiny()).feasible_range()
     args = [sys.executable, str(ROOT / "benchmarks" / "search_vs_random.py"), "--preset", "tiny", "--budget", str(int(lo + 0.5 * (hi - lo))),
-            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--proxy-seeds", "2", "--rank-networks", "3", "--train-preset", "tiny", "--train-epochs", "1",
+            "--seeds", "2", "--random", "3", "--proxy-pool", "6", "--proxy-top", "2", "--proxy-seeds", "2", "--rank-networks", "3",
+            "--train-preset", "tiny", "--train-epochs", "1",
             "--train-subset", "200", "--jobs", "2", "--data-root", str(fashion_root), "--work", str(tmp_path / "work"),
             "--arms", "dcanas,lambda0,argmax,shuffled", "--out", str(tmp_path / "svr.md")]
     r = subprocess.run(args, capture_output=True, text=True, timeout=900)
@@ -209,6 +210,13 @@ def test_search_vs_random_benchmark_runs_end_to_end(tmp_path, fashion_root):
     assert [r["seed"] for r in ones] == [0, 1] and len(pools) == 2 and all(len(p["scores"]) == 6 for p in pools)
     assert sorted(r["naswot"] for r in ones) == sorted(max(p["scores"]) for p in pools)
     assert "| naswot1 | 2 |" in text and "naswot1: 2 pools of 6 random networks" in text
+    # --proxy-rank 2: each pool's second highest score instead, from the kept pools (not scored again)
+    second = subprocess.run([*args[:-1], str(tmp_path / "second.md"), "--arms", "none", "--proxy-rank", "2"], capture_output=True, text=True,
+                            timeout=300)
+    assert second.returncode == 0, second.stderr[-2000:]
+    ranked2 = [r for r in json.loads((tmp_path / "second.json").read_text())["rows"] if r["arm"] == "naswot1"]
+    assert sorted(r["naswot"] for r in ranked2) == sorted(sorted(p["scores"])[-2] for p in pools)
+    assert "each pool's 2nd highest NASWOT score trained" in (tmp_path / "second.md").read_text()
     assert (tmp_path / "svr.png").stat().st_size > 0
     assert "Room: over the 3 random networks trained twice" in text
     # each search's final alphas scored against the trained networks of the window: one Spearman per search
