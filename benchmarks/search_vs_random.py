@@ -235,11 +235,14 @@ def digest(*parts: Any) -> str:
 # search options added after work folders were kept: left out of a search's key at their default, so the kept searches
 # (which ran with that default) stay valid
 LATER_OPTIONS = {"sampling": "softmax"}
-LATER_FIELDS = {"proxy_pool": 100}  # the same for the search's own fields (a derivation's: it never changes the alphas)
 
 
 def _search_inputs(cfg) -> dict:
-    """What determines a search's result: its configuration but where the data sits and the device."""
+    """What determines a search's result: its configuration but where the data sits and the device. The search's own
+    fields added after work folders were kept (``searcher.LATER_FIELDS``: a derivation's, which never change the alphas)
+    are left out at their default, as LATER_OPTIONS are."""
+    from dcanas.search.searcher import LATER_FIELDS
+
     d = {k: v for k, v in cfg.to_json().items() if LATER_FIELDS.get(k, object()) != v}
     d.update(data_root=None, device=None)
     d["options"] = {k: v for k, v in d["options"].items() if LATER_OPTIONS.get(k, object()) != v}
@@ -456,7 +459,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         """Every derivation of a kept search's final alphas by today's rules, ``rule`` among them; kept under the work
         folder by the search's key and the derivation's own options (naswot scores a pool of networks: seconds)."""
         scfg = replace(searches[key], derive=rule)
-        dkey = "derived-" + digest(search_key[key], rule, *((scfg.proxy_pool, scfg.fill_fraction) if rule == "naswot" else ()))
+        dkey = "derived-" + digest(search_key[key], rule, *((scfg.proxy_pool, scfg.fill_fraction) if rule == "naswot" else ()),
+                                   *((scfg.proxy_rank, scfg.proxy_draw) if rule == "naswot" and (scfg.proxy_rank, scfg.proxy_draw) != (1, "alphas") else ()))
         kept = work.result(dkey)
         if kept is None:
             kept = {n: d.to_json() for n, d in derive_again(scfg, work.root / "runs" / search_key[key]).items()}
@@ -621,6 +625,8 @@ def retrain_networks(files: list[str], cfg: Any, arms: set[str]) -> dict[str, di
     configuration (seed, data root and device aside), or the table's search line would not describe them (ValueError)."""
     same = lambda c: {k: v for k, v in c.items() if k not in ("seed", "data_root", "device")}  # noqa: E731
     want = same(cfg.to_json())
+    from dcanas.search.searcher import LATER_FIELDS
+
     kept_search = lambda k: {**LATER_FIELDS, **k}  # noqa: E731 (a result kept before a field existed: its value then)
     networks: dict[str, dict] = {}
     for f in files:

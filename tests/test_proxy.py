@@ -107,6 +107,34 @@ def test_the_proxy_picks_the_pools_best_score(space):
     assert naswot_score(build_network(d.genotype, cm.eval_cfg), x) == pytest.approx(info["score"], abs=1e-3)
 
 
+@pytest.mark.parametrize("space", sorted(SPACES))
+def test_a_uniform_pool_ignores_the_alphas_and_the_rank_is_taken(space):
+    """``proxy_draw="uniform"``: the pool is the window's random networks whatever the alphas (peaked or flat give one
+    pool and one pick), the fill pick is not put first, and ``proxy_rank`` R takes the R-th highest score."""
+    from dcanas.search.derive import derive_filling
+    from dcanas.search.proxy import derive_by_proxy
+
+    cfg = _cfg(space)
+    cm, con = cost_model(cfg), constraints(cfg)
+    x = torch.randn(16, 1, 28, 28, generator=torch.Generator().manual_seed(0))
+    picks = {}
+    for peak in (None, PEAK[space]):
+        alphas = _alphas(cfg, peak)
+        first = derive_filling(space, alphas, cm.op_names, cm.nodes, con.edge_costs(), con.fixed(), con.K_d, cfg.metric, 0.9)
+        picks[peak] = derive_by_proxy(space, alphas, cm.op_names, cm.nodes, con, cm.eval_cfg, 0.9, first, x, 6, seed=2,
+                                      rank=2, uniform=True)
+    flat, peaked = picks[None], picks[PEAK[space]]
+    assert flat.genotype == peaked.genotype and flat.info["scores"] == peaked.info["scores"]
+    info = flat.info
+    assert info["draw"] == "uniform" and "fill_rank" not in info and info["rank"] == min(2, info["pool"])
+    assert info["score"] == pytest.approx(sorted(info["scores"])[-info["rank"]], abs=1e-3)
+    pool = window_pool(space, _alphas(cfg), cm.op_names, cm.nodes, con, 0.9, None, 6, seed=2)
+    assert flat.genotype in pool and len(pool) == info["pool"]
+    # the rank past a thin pool: its lowest score
+    last = derive_by_proxy(space, _alphas(cfg), cm.op_names, cm.nodes, con, cm.eval_cfg, 0.9, first, x, 6, seed=2, rank=99, uniform=True)
+    assert last.info["rank"] == info["pool"] and last.info["score"] == pytest.approx(min(info["scores"]), abs=1e-3)
+
+
 def test_other_rules_score_nothing(monkeypatch):
     """The proxy runs only when it is the chosen rule (it builds a network per pool member)."""
     import dcanas.search.proxy as proxy
@@ -140,13 +168,18 @@ def test_search_derives_by_the_proxy(tmp_path, fashion_root):
     bad = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--derive", "naswot", "--proxy-pool", "0",
                           "--data-root", str(fashion_root), "--out", str(tmp_path / "bad")], capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--proxy-pool" in bad.stderr and not (tmp_path / "bad").exists()
+    rank = subprocess.run([*bad.args[:8], "--proxy-pool", "4", "--proxy-rank", "5", "--budget", str(int(cfg.budget)), *bad.args[10:]],
+                          capture_output=True, text=True, timeout=120)
+    assert rank.returncode == 2 and "--proxy-rank 5 is not a rank in a pool of --proxy-pool 4" in rank.stderr, rank.stderr
+    assert len(rank.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
 def test_old_search_checkpoints_resume_with_the_proxy_pool_they_ran_under():
-    """A checkpoint written before ``proxy_pool`` existed reads as the default it ran under (100)."""
+    """A checkpoint written before ``proxy_pool``, ``proxy_rank`` and ``proxy_draw`` existed reads as the defaults it ran
+    under (100, 1, alphas)."""
     from dcanas.search.searcher import upgrade_checkpoint
 
     cfg = _cfg("nb201").to_json()
-    old = {k: v for k, v in cfg.items() if k != "proxy_pool"}
+    old = {k: v for k, v in cfg.items() if k not in ("proxy_pool", "proxy_rank", "proxy_draw")}
     assert upgrade_checkpoint({"config": old, "epoch": 3}) == {"config": cfg, "epoch": 3}
     assert upgrade_checkpoint({"config": {**old, "proxy_pool": 7}})["config"]["proxy_pool"] == 7

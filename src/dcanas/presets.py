@@ -51,6 +51,10 @@ LR_SCHEDULES = ("step", "epoch")
 # A search's derivation rules (SearchConfig.derive; search/searcher.py's derivations): fill (the default), budget, the
 # paper's argmax, and naswot (the fill window's networks ranked by a zero-cost proxy: search/proxy.py).
 DERIVE_RULES = ("fill", "budget", "argmax", "naswot")
+# Where the naswot derivation draws its pool from (SearchConfig.proxy_draw): the final alphas' op distribution with the
+# fill pick first (the default), or uniformly over the window, the alphas ignored (the rule measured to beat random
+# networks with proxy_rank 5: docs/search-quality.md).
+PROXY_DRAWS = ("alphas", "uniform")
 
 # `dcanas run --preset` -> (search preset, training preset)
 RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),

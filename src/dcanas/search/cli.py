@@ -11,7 +11,7 @@ from ..argtypes import add_dist_options, add_folder_options, apply_dist_options,
 from ..errors import UserError
 from ..costs.size import SIZE_MODELS
 from ..costs.metrics import metric, metric_text, searchable
-from ..presets import DERIVE_RULES
+from ..presets import DERIVE_RULES, PROXY_DRAWS
 from ..presets import SEARCH_PRESETS, describe
 
 _SUFFIX = {"": 1, "k": 1e3, "K": 1e3, "m": 1e6, "M": 1e6, "g": 1e9, "G": 1e9}
@@ -78,6 +78,12 @@ def add_search_options(p: argparse.ArgumentParser) -> None:
                    "it unused); argmax: the paper's rule (may exceed the budget); naswot: of the fill pick and --proxy-pool "
                    "minus 1 networks drawn from the alphas in the same window, the highest NASWOT score at initialisation")
     p.add_argument("--proxy-pool", type=positive_int, metavar="N", help="networks the naswot derivation scores (default 100)")
+    p.add_argument("--proxy-rank", type=positive_int, metavar="R", help="the naswot derivation takes the pool's R-th highest "
+                   "score (default 1). Measured: --proxy-draw uniform --proxy-rank 5 beat random networks of the budget, the "
+                   "top score did not (docs/search-quality.md)")
+    p.add_argument("--proxy-draw", choices=PROXY_DRAWS, help="where the naswot derivation's pool comes from: alphas (default: "
+                   "the final alphas' op distribution, the fill pick first) or uniform (the budget window's random networks, "
+                   "the alphas ignored)")
 
 
 def config_from_args(args: argparse.Namespace):
@@ -89,7 +95,8 @@ def config_from_args(args: argparse.Namespace):
                   eval_C=args.eval_channels, eval_layers=args.eval_layers, subset=args.subset, seed=args.seed,
                   latency_model=args.latency_model, lr=args.lr, arch_lr=args.arch_lr, lambda_lr=args.lambda_lr,
                   lambda_step=args.lambda_step, device=args.device, amp=args.amp or None,
-                  derive=args.derive, proxy_pool=args.proxy_pool, warmup_epochs=args.warmup_epochs)
+                  derive=args.derive, proxy_pool=args.proxy_pool,
+                  proxy_rank=args.proxy_rank, proxy_draw=args.proxy_draw, warmup_epochs=args.warmup_epochs)
     cfg = replace(cfg, **{k: v for k, v in fields.items() if v is not None})
     flags = dict(weight_sharing=False if args.no_weight_sharing else None, bottleneck=args.bottleneck,
                  derived_cells=False if args.no_derived_cells else None, constraint=False if args.no_constraint else None,

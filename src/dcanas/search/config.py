@@ -12,7 +12,7 @@ from ..files import file_sha256
 from ..nets.config import NetConfig, default_config
 from ..nets.spaces import space
 from ..costs.metrics import metric, metric_text, primary
-from ..presets import DERIVE_RULES, SEARCH_PRESETS
+from ..presets import DERIVE_RULES, PROXY_DRAWS, SEARCH_PRESETS
 from ..presets import apply_preset as _apply_preset
 from .constraint import Constraints, CostModel
 from .supernet import SearchOptions, SupernetConfig
@@ -57,11 +57,14 @@ class SearchConfig:
     amp: bool = False
     # fill (default): the most probable genotype with the primary cost in [fill_fraction x K_d, K_d] and within every
     # budget (else the budget rule); budget: the most probable within every budget; argmax: the paper's rule;
-    # naswot: of the fill pick and proxy_pool - 1 networks drawn from the alphas in the fill window, the highest NASWOT
-    # score at initialisation (search/proxy.py; not the paper's)
+    # naswot: of the fill pick and proxy_pool - 1 networks drawn from the alphas in the fill window (proxy_draw
+    # "alphas"), or of proxy_pool networks drawn uniformly there ("uniform"), the proxy_rank-th highest NASWOT score at
+    # initialisation (search/proxy.py; not the paper's)
     derive: str = "fill"
     fill_fraction: float = 0.95
     proxy_pool: int = 100
+    proxy_rank: int = 1
+    proxy_draw: str = "alphas"
     extra_budgets: dict[str, float] = field(default_factory=dict)  # more constraints (metric -> K_d), one lambda each
     size_format: str = "tflite"  # the export format a model_size_kb budget refers to (the device profile's runtime)
     latency_model: Optional[str] = None  # a latency model file (dcanas latency build/fit): needed for a latency_ms budget
@@ -167,6 +170,11 @@ def check_budget(cfg: SearchConfig, cm: CostModel) -> None:
         raise UserError(f"unknown derivation {cfg.derive!r}; valid: {', '.join(DERIVE_RULES)}")
     if cfg.proxy_pool < 1:
         raise UserError(f"--proxy-pool must be >= 1 (the networks the naswot derivation scores), got {cfg.proxy_pool}")
+    if not 1 <= cfg.proxy_rank <= cfg.proxy_pool:
+        raise UserError(f"--proxy-rank {cfg.proxy_rank} is not a rank in a pool of --proxy-pool {cfg.proxy_pool}; "
+                        f"give 1 .. {cfg.proxy_pool}")
+    if cfg.proxy_draw not in PROXY_DRAWS:
+        raise UserError(f"unknown proxy draw {cfg.proxy_draw!r}; valid: {', '.join(PROXY_DRAWS)}")
     if cfg.lambda_step not in LAMBDA_STEPS:
         raise UserError(f"unknown lambda step {cfg.lambda_step!r}; valid: {', '.join(LAMBDA_STEPS)}")
     where = (f"the {cfg.space} space can derive at C={cm.eval_cfg.C}, layers={cm.eval_cfg.layers} on {cfg.dataset}")

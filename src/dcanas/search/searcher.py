@@ -290,7 +290,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
 
 
 # search options added after checkpoints were written, with the value every older search ran under
-LATER_FIELDS = {"proxy_pool": 100}
+LATER_FIELDS = {"proxy_pool": 100, "proxy_rank": 1, "proxy_draw": "alphas"}
 
 
 def upgrade_checkpoint(state: dict[str, Any]) -> dict[str, Any]:
@@ -331,7 +331,8 @@ def derivations(cfg: SearchConfig, model: Supernet, con: Constraints, x: Optiona
 
         x = proxy_batch(cfg) if x is None else x
         out["naswot"] = derive_by_proxy(cfg.space, alphas, cm.op_names, cm.nodes, con, cm.eval_cfg, cfg.fill_fraction,
-                                        out["fill"], x.to(next(model.parameters()).device), cfg.proxy_pool, cfg.seed)
+                                        out["fill"], x.to(next(model.parameters()).device), cfg.proxy_pool, cfg.seed,
+                                        rank=cfg.proxy_rank, uniform=cfg.proxy_draw == "uniform")
     return out
 
 
