@@ -158,6 +158,7 @@ def test_search_derives_by_the_proxy(tmp_path, fashion_root):
                         "--derive", "naswot", "--proxy-pool", "4", "--budget", str(int(cfg.budget)),
                         "--data-root", str(fashion_root), "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stderr
+    assert "networks of the window drawn from the alphas; the pick's NASWOT score" in r.stdout and " ranks 1 of " in r.stdout
     assert "naswot  derivation" in r.stdout and "(chosen)" in [ln for ln in r.stdout.splitlines() if ln.startswith("naswot")][0]
     s = json.loads((tmp_path / "s" / "search.json").read_text())
     summary, kept = s["summary"], s["config"]

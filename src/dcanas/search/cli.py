@@ -136,6 +136,11 @@ def cmd_search(args: argparse.Namespace) -> int:
     for rule, d in s["derivations"].items():
         print(f"{rule:7} derivation: {cfg.metric}={metric_text(cfg.metric, d['cost'][cfg.metric])}  log-probability {d['log_prob']:.3f}"
               + ("  (chosen)" if rule == cfg.derive else ""))
+    pool = s["derivations"].get("naswot", {}).get("info")
+    if pool:  # what the proxy chose among
+        print(f"naswot: {pool['pool']} networks of the window drawn {'uniformly' if pool.get('draw') == 'uniform' else 'from the alphas'}; "
+              f"the pick's NASWOT score {pool['score']:.1f} ranks {pool.get('rank', 1)} of {pool['pool']} "
+              f"(scores {min(pool['scores']):.1f} .. {max(pool['scores']):.1f})")
     t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
     print(f"K_d={t(s['K_d'])}  K'={t(s['K_prime'])}  derived {cfg.metric}={t(s['derived_cost'])} "
           f"({100 * s['rel_error']:+.1f}% of budget, {'under' if s['under_budget'] else 'OVER'} budget)  "
