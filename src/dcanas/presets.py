@@ -52,8 +52,8 @@ LR_SCHEDULES = ("step", "epoch")
 # paper's argmax, and naswot (the fill window's networks ranked by a zero-cost proxy: search/proxy.py).
 DERIVE_RULES = ("fill", "budget", "argmax", "naswot")
 # Where the naswot derivation draws its pool from (SearchConfig.proxy_draw): the final alphas' op distribution with the
-# fill pick first (the default), or uniformly over the window, the alphas ignored (the rule measured to beat random
-# networks with proxy_rank 5: docs/search-quality.md).
+# fill pick first (the default), or uniformly over the window, the alphas ignored (with proxy_rank 5: +0.80 points
+# against random networks in the benchmark's code, +0.54 [-0.04, +1.12] through the search; docs/search-quality.md).
 PROXY_DRAWS = ("alphas", "uniform")
 
 # `dcanas run --preset` -> (search preset, training preset)
