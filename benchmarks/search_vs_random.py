@@ -18,7 +18,8 @@ Arms, each at the budget K_d (params of the preset's evaluation network):
   naswot    the --proxy-top networks with the highest NASWOT score at initialisation among --proxy-pool random
             networks of the same window (a zero-cost proxy: no training)
   naswot1   with --proxy-seeds N: N pools of --proxy-pool random networks of the window, each drawn with its own seed,
-            and each pool's one highest NASWOT score trained: what a user who runs the zero-cost search once gets
+            and one network of each pool trained, its --proxy-rank-th highest NASWOT score (default: the highest): what a
+            user who runs the zero-cost pick once gets
 Every network is trained with its own seed: its index in its arm (a search's seed, a random network's number),
 so networks of one arm that share a genotype are still independent trainings and the arm's standard error is not
 understated. The first --rank-networks random networks are trained with a second seed (the index + 1000): the Spearman between the two seeds'
@@ -272,7 +273,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
     from dcanas.presets import DERIVE_RULES, RUN_PRESETS, TRAIN_PRESETS
     from dcanas.search.baselines import convs_and_none, random_within
     from dcanas.search.config import SearchConfig, apply_preset, eval_config
-    from dcanas.search.searcher import derive_again, final_log_probs
+    from dcanas.search.proxy import ranked
+    from dcanas.search.searcher import LATER_FIELDS, derive_again, final_log_probs
     from dcanas.train.trainer import TrainConfig
     from dcanas.train.trainer import apply_preset as train_preset
 
@@ -405,7 +407,7 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
             sc = one["scores"] if one else _naswot_pool(cfg, train_cfg, pool1, args.device)
             one = dict(pool=[g.to_json() for g in pool1], scores=sc, seconds=one["seconds"] if one else time.time() - t0)
             work.keep(key1, one)
-        i = sorted(range(len(one["scores"])), key=lambda i: -one["scores"][i])[args.proxy_rank - 1]
+        i = ranked(one["scores"], args.proxy_rank)
         pools1.append(dict(genotype=one["pool"][i], score=one["scores"][i], seconds=one["seconds"]))
 
     # networks: name -> (arm, genotype json); searched ones are added as their searches finish
@@ -459,8 +461,8 @@ def main() -> int:  # noqa: C901 (one plan, read top to bottom)
         """Every derivation of a kept search's final alphas by today's rules, ``rule`` among them; kept under the work
         folder by the search's key and the derivation's own options (naswot scores a pool of networks: seconds)."""
         scfg = replace(searches[key], derive=rule)
-        dkey = "derived-" + digest(search_key[key], rule, *((scfg.proxy_pool, scfg.fill_fraction) if rule == "naswot" else ()),
-                                   *((scfg.proxy_rank, scfg.proxy_draw) if rule == "naswot" and (scfg.proxy_rank, scfg.proxy_draw) != (1, "alphas") else ()))
+        later = [getattr(scfg, k) for k in ("proxy_rank", "proxy_draw") if getattr(scfg, k) != LATER_FIELDS[k]]  # keys kept before them stay
+        dkey = "derived-" + digest(search_key[key], rule, *((scfg.proxy_pool, scfg.fill_fraction, *later) if rule == "naswot" else ()))
         kept = work.result(dkey)
         if kept is None:
             kept = {n: d.to_json() for n, d in derive_again(scfg, work.root / "runs" / search_key[key]).items()}

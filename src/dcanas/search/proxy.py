@@ -92,6 +92,13 @@ def window_pool(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequen
     return list(found.values())
 
 
+def ranked(scores: Sequence[float], rank: int) -> int:
+    """The index of the ``rank``-th highest of ``scores`` (1: the highest; the first of equal scores first; past the end:
+    the lowest)."""
+    order = sorted(range(len(scores)), key=lambda i: -scores[i])
+    return order[min(rank, len(order)) - 1]
+
+
 def derive_by_proxy(space: str, alphas: Mapping[str, torch.Tensor], op_names: Sequence[str], nodes: int, con: Constraints,
                     eval_cfg: NetConfig, fill: float, first: Derivation, x: torch.Tensor, pool: int, seed: int,
                     rank: int = 1, uniform: bool = False) -> Derivation:
@@ -107,12 +114,11 @@ def derive_by_proxy(space: str, alphas: Mapping[str, torch.Tensor], op_names: Se
         for i, g in enumerate(cands):
             torch.manual_seed(seed * 100_003 + i)
             scores.append(naswot_score(build_network(g, eval_cfg).to(x.device), x))
-    order = sorted(range(len(scores)), key=lambda i: -scores[i])
-    chosen = order[min(rank, len(order)) - 1]
+    chosen = ranked(scores, rank)
     g = cands[chosen]
     lp = {t: log_probs(space, a.detach().cpu(), op_names) for t, a in alphas.items()}
     cost = {m: metric_round(m, v) for m, v in con.derived(g).items()}
-    info = dict(pool=len(cands), draw="uniform" if uniform else "alphas", rank=min(rank, len(order)), score=scores[chosen],
+    info = dict(pool=len(cands), draw="uniform" if uniform else "alphas", rank=min(rank, len(scores)), score=scores[chosen],
                 scores=[round(s, 3) for s in scores])
     if not uniform:
         info.update(fill_score=scores[0], fill_rank=1 + sum(s > scores[0] for s in scores))
