@@ -480,7 +480,11 @@ def test_run_searches_on_a_latency_budget(built, tmp_path, fashion_root):
                              lo_h, tmp_path / "check", progress=lambda m: None)
     print(f"repeat CV {lm.device.get('repeat_cv')}, the build's timing noise {lm.device.get('figure_noise')} (the halved model's: 0.02)",
           [(round(c["derivation_budget_ms"], 4), round(c["measured_ms"], 4), c["decision"], c["level"], round(c["decided_ms"], 4)) for c in checks])
-    assert checks[0]["measured_ms"] > budget_h and checks[0]["predicted_ms"] < 0.75 * checks[0]["measured_ms"]  # over: repaired
+    # over at the build's machine speed (what the hold decides on: the raw time moves with the machine's load; a CI run
+    # timed this network at 0.243 ms raw, under the 0.26 ms budget, on a machine faster than during the build): repaired
+    first_check = checks[0]
+    assert first_check["decision"] == "over" and first_check["decided_ms"] > budget_h
+    assert first_check["predicted_ms"] < 0.75 * first_check["decided_ms"]
     assert 2 <= len(checks) <= REPAIRS + 1 and asked == [c["derivation_budget_ms"] for c in checks[1:]]
     assert all(b["derivation_budget_ms"] < a["derivation_budget_ms"] for a, b in zip(checks, checks[1:]))
     within = [c for c in checks if c["decision"] != "over"]
