@@ -160,6 +160,7 @@ def test_search_derives_by_the_proxy(tmp_path, fashion_root):
     assert r.returncode == 0, r.stderr
     assert "networks of the window drawn from the alphas; the pick's NASWOT score" in r.stdout and " ranks 1 of " in r.stdout
     assert "naswot  derivation" in r.stdout and "(chosen)" in [ln for ln in r.stdout.splitlines() if ln.startswith("naswot")][0]
+    assert "WARNING: no LUG" in r.stderr and "not read by the derivation" not in r.stdout  # a pool from the alphas reads them
     s = json.loads((tmp_path / "s" / "search.json").read_text())
     summary, kept = s["summary"], s["config"]
     assert summary["derive"] == "naswot" and summary["derivations"]["naswot"]["info"]["pool"] <= 4
@@ -175,6 +176,24 @@ def test_search_derives_by_the_proxy(tmp_path, fashion_root):
     assert len(rank.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
 
 
+def test_a_uniform_pool_needs_no_lug_and_the_summary_says_what_chose(tmp_path, fashion_root):
+    """With ``--proxy-draw uniform`` the derivation reads no architecture weights: the search needs no LUG (K' moves
+    only the alphas; no warning that the network may miss the budget) and its summary line says that the proxy's rank
+    in a uniform pool chose the network, not that the budget did."""
+    cfg = _cfg("nb201")
+    r = subprocess.run([sys.executable, "-m", "dcanas", "search", "--preset", "tiny", "--space", "nb201", "--epochs", "1",
+                        "--derive", "naswot", "--proxy-draw", "uniform", "--proxy-pool", "4", "--proxy-rank", "2",
+                        "--budget", str(int(cfg.budget)), "--data-root", str(fashion_root), "--cache-dir", str(tmp_path / "cache"),
+                        "--out", str(tmp_path / "s")], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    assert "no LUG needed: the derivation reads no architecture weights" in r.stderr and "WARNING" not in r.stderr, r.stderr
+    [line] = [ln for ln in r.stdout.splitlines() if ln.startswith("architecture weights:")]
+    assert ("not read by the derivation: the network is the 2nd highest NASWOT score at initialisation among 4 networks "
+            "drawn uniformly from the budget's window") in line and "chosen by the budget" not in line, line
+    summary = json.loads((tmp_path / "s" / "search.json").read_text())["summary"]
+    assert summary["K_prime"] == summary["K_d"] and summary["derivations"]["naswot"]["info"]["rank"] == 2
+
+
 def test_old_search_checkpoints_resume_with_the_proxy_pool_they_ran_under():
     """A checkpoint written before ``proxy_pool``, ``proxy_rank`` and ``proxy_draw`` existed reads as the defaults it ran
     under (100, 1, alphas)."""
@@ -184,3 +203,46 @@ def test_old_search_checkpoints_resume_with_the_proxy_pool_they_ran_under():
     old = {k: v for k, v in cfg.items() if k not in ("proxy_pool", "proxy_rank", "proxy_draw")}
     assert upgrade_checkpoint({"config": old, "epoch": 3}) == {"config": cfg, "epoch": 3}
     assert upgrade_checkpoint({"config": {**old, "proxy_pool": 7}})["config"]["proxy_pool"] == 7
+
+
+def test_the_nb201_zerocost_preset_is_the_configuration_measured_against_random_networks():
+    """`--preset nb201-zerocost` (`dcanas search` and `dcanas run`) is the configuration whose networks the benchmark
+    trained against random networks of the budget (its kept result, benchmarks/search_vs_random.nb201-step8-zerocost2):
+    every search field, the run's training recipe and network; `--space darts` still overrides the preset's space."""
+    import argparse
+    from pathlib import Path
+
+    from dcanas.devices.schema import load_profile
+    from dcanas.presets import RUN_PRESETS, TRAIN_PRESETS
+    from dcanas.presets import apply_preset as apply_table
+    from dcanas.run.records import RunConfig
+    from dcanas.run.stages import Stages
+    from dcanas.search.cli import add_search_options, config_from_args
+    from dcanas.search.config import eval_config
+    from dcanas.train.trainer import TrainConfig
+
+    measured = json.loads((Path(__file__).parents[1] / "benchmarks" / "search_vs_random.nb201-step8-zerocost2.last.json").read_text())
+    local = ("data_root", "seed", "budget", "extra_budgets", "device", "size_format")  # the run's, its device's; not the method's
+    p = argparse.ArgumentParser()
+    add_search_options(p)
+    cfg = config_from_args(p.parse_args(["--preset", "nb201-zerocost"]))
+    differ = {k: (v, measured["search"][k]) for k, v in cfg.to_json().items() if k not in local and v != measured["search"][k]}
+    assert not differ, differ
+    assert config_from_args(p.parse_args(["--preset", "nb201-zerocost", "--space", "darts"])).space == "darts"
+    assert config_from_args(p.parse_args([])).space == "darts"
+
+    stages = Stages(RunConfig(device="local", preset="nb201-zerocost"), load_profile("local"))
+    run_cfg = stages.search_cfg.to_json()
+    assert {k: v for k, v in run_cfg.items() if k not in local} == {k: v for k, v in cfg.to_json().items() if k not in local}
+    assert run_cfg["budget"] == measured["search"]["budget"] == 200_000  # the local profile's params budget is the one measured
+    # the run's search also holds the profile's model size (4,096 KB), which no network of the space comes near at this
+    # evaluation network (its largest's params in float32 are under a quarter of it)
+    assert set(run_cfg["extra_budgets"]) <= {"model_size_kb"} and cost_model(stages.search_cfg).feasible_range()[1] * 4 / 1024 < 4096
+    train = apply_table(TrainConfig(), TRAIN_PRESETS, RUN_PRESETS["nb201-zerocost"][1], "training").to_json()
+    net = eval_config(stages.search_cfg)
+    assert (net.C, net.layers) == (measured["training"]["C"], measured["training"]["layers"]) == (16, 2)
+    # test_every: how often the run reads the test set while training (the benchmark: at the end only), not how it trains
+    differ = {k: (v, measured["training"][k]) for k, v in train.items()
+              if k not in local + ("genotype", "arch", "C", "layers", "test_every") and v != measured["training"][k]}
+    assert not differ, differ
+    assert Stages(RunConfig(device="local", preset="nb201-zerocost", space="darts"), load_profile("local")).search_cfg.space == "darts"

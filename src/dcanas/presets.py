@@ -27,6 +27,15 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # did not separate (median edge entropy 0.985 and 0.990 of uniform, lambda 0, seeds 0 and 1).
     "cpu-search": dict(C=8, cells=5, epochs=15, warmup_epochs=5, batch_size=64, subset=10000, arch_lr=3e-3, lambda_lr=0.1,
                        eval_C=16, eval_layers=8, options=dict(derived_cells=False)),
+    # NB201 at a zero-cost pick (docs/search-quality.md, "The shipped rule again"): one epoch on 2,000 images (the alphas
+    # are not read), then of 100 networks drawn uniformly from the budget's fill window, the 5th highest NASWOT score at
+    # initialisation. The configuration benchmarks/search_vs_random.nb201-step8-zerocost2 measured against random
+    # networks of a 200,000-params budget (eval network C=16, 2 cells a stage; trained with cpu-rank): 24 new searches
+    # +0.80 points [+0.34, +1.26] against 24 new random networks, the comparison fixed in advance; all 40 against all 48,
+    # +0.69 [+0.35, +1.03]. About 25 s a search; other budgets not measured.
+    "nb201-zerocost": dict(space="nb201", C=8, cells=2, epochs=1, batch_size=64, subset=2000, warmup_epochs=0, arch_lr=0.03,
+                           eval_C=16, eval_layers=2, options=dict(bottleneck=1), derive="naswot", proxy_draw="uniform",
+                           proxy_rank=5, proxy_pool=100),
 }
 
 TRAIN_PRESETS: dict[str, dict[str, Any]] = {
@@ -58,14 +67,20 @@ PROXY_DRAWS = ("alphas", "uniform")
 
 # `dcanas run --preset` -> (search preset, training preset)
 RUN_PRESETS: dict[str, tuple[str, str]] = {"cpu-demo": ("cpu-demo", "cpu-demo"), "tiny": ("tiny", "tiny"),
-                                           "cpu-search": ("cpu-search", "cpu-rank"), "paper": ("paper", "paper-cifar")}
+                                           "cpu-search": ("cpu-search", "cpu-rank"), "paper": ("paper", "paper-cifar"),
+                                           "nb201-zerocost": ("nb201-zerocost", "cpu-rank")}
 
 # What a run preset's search is worth, said in the run's output (benchmarks/search_vs_random.py measured it).
 RUN_NOTES = {
     "cpu-demo": "cpu-demo's search is a smoke run: its ~115 alpha steps leave the architecture weights at uniform "
                 "(median edge entropy 0.99 of uniform), so the network is chosen by the budget and the fill rule; its networks "
                 "matched random networks of the same budget, not beat them (+0.02 points, 95% interval -1.13..+1.16; "
-                "benchmarks/search_vs_random.last.md). No CPU preset measured yet learns: cpu-search (~37 min) ended at 0.985.",
+                "benchmarks/search_vs_random.last.md). No CPU preset's alphas learn (cpu-search, ~37 min, ended at 0.985); the preset "
+                "whose pick beat random networks of a 200,000-params budget is nb201-zerocost (a zero-cost proxy, not the alphas).",
+    "nb201-zerocost": "nb201-zerocost picks the network by a zero-cost proxy, not by the search's alphas (one short epoch, "
+                      "not read): the 5th highest NASWOT score of 100 networks drawn from the budget's window. At a "
+                      "200,000-params budget its networks beat random networks of the budget by +0.80 points (95% interval "
+                      "+0.34..+1.26; 24 searches against 24 random networks, docs/search-quality.md); other budgets not measured.",
     "tiny": "tiny's search is a smoke run for tests: its network is chosen by the budget, not learned.",
 }
 
@@ -78,6 +93,8 @@ HELP = {
     "tiny": "seconds (tests)",
     "cpu-search": "every cell mixed, warm-up, 15 epochs on 10,000 images (~37 min beside another search; still did not separate)",
     "cpu-rank": "3 epochs on 20,000 images, no cutout, drop path or auxiliary head (a recipe that ranks networks)",
+    "nb201-zerocost": "NB201, the 5th highest NASWOT score of 100 networks of the budget after one short epoch (~25 s; "
+                      "beat random networks of a 200,000-params budget: docs/search-quality.md)",
 }
 
 

@@ -126,7 +126,8 @@ def _eval_net(args: argparse.Namespace):
     from ..search.config import SearchConfig, apply_preset, eval_config
 
     get_spec(args.dataset)
-    cfg = apply_preset(SearchConfig(space=args.space, dataset=args.dataset), args.preset)
+    cfg = apply_preset(SearchConfig(dataset=args.dataset), args.preset)
+    cfg = replace(cfg, space=args.space) if args.space else cfg
     cfg = replace(cfg, **{k: v for k, v in dict(eval_C=args.eval_channels, eval_layers=args.eval_layers, seed=args.seed).items()
                           if v is not None})
     return cfg, eval_config(cfg)
@@ -135,7 +136,7 @@ def _eval_net(args: argparse.Namespace):
 def _net_options(p: argparse.ArgumentParser) -> None:
     from ..presets import SEARCH_PRESETS, describe
 
-    p.add_argument("--space", default="darts", choices=["darts", "nb201"])
+    p.add_argument("--space", choices=["darts", "nb201"], help="darts or nb201 (default: the preset's, else darts)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--preset", choices=list(SEARCH_PRESETS), help="the search preset whose evaluation network to model: "
                    + describe(SEARCH_PRESETS))

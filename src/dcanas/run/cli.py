@@ -113,7 +113,7 @@ def add_run_parser(sub) -> None:
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root")
     add_folder_options(p)
-    p.add_argument("--space", default="darts")
+    p.add_argument("--space", choices=["darts", "nb201"], help="darts or nb201 (default: the preset's, else darts)")
     p.add_argument("--metric", type=lambda m: "latency_ms" if m == "latency" else m,
                    help="params, flops or latency (default: the profile's search_metric, else params, else flops)")
     p.add_argument("--seeds", type=positive_int, default=1, help="searches with different seeds; the best search-val accuracy wins (paper: 5)")

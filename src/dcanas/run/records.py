@@ -102,7 +102,7 @@ class RunConfig:
     seeds: int = 1
     preset: str = "cpu-demo"
     formats: Optional[list[str]] = None
-    space: str = "darts"
+    space: Optional[str] = None  # None: the preset's space (SEARCH_PRESETS), else SearchConfig's (darts)
     search_overrides: dict[str, Any] = field(default_factory=dict)
     train_overrides: dict[str, Any] = field(default_factory=dict)
     baselines: list[str] = field(default_factory=list)

@@ -43,7 +43,8 @@ class Stages(LatencyStage, SearchStage, TrainStage, ExportStage, ProfileStage, V
         held = cfg.hold_latency and metric != "latency_ms"  # latency beside the search metric: its model is the latency stage's
         if held and "latency_ms" not in profile.budget:
             raise UserError(f"--hold-latency: device {profile.name!r} has no latency_ms budget; add budget.latency_ms to {profile.source}")
-        self.search_cfg = replace(apply_preset(SearchConfig(), s_preset), space=cfg.space, dataset=cfg.dataset,
+        preset = apply_preset(SearchConfig(), s_preset)
+        self.search_cfg = replace(preset, space=cfg.space or preset.space, dataset=cfg.dataset,
                                   data_root=cfg.data_root, metric=metric, budget=float(profile.budget[metric]),
                                   extra_budgets=extra, **cfg.search_overrides)
         if any(budget_metric(m).source == "size" for m in profile.budget):  # only then does the format change the search (shared by config)

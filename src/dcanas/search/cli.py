@@ -39,7 +39,7 @@ def parse_extra_budget(text: str) -> tuple[str, float]:
 
 def add_search_options(p: argparse.ArgumentParser) -> None:
     """Options shared by `search` and (later) `lug build`."""
-    p.add_argument("--space", default="darts", help="darts or nb201")
+    p.add_argument("--space", choices=["darts", "nb201"], help="darts or nb201 (default: the preset's, else darts)")
     p.add_argument("--dataset", default="fashion-mnist")
     p.add_argument("--data-root", help="folder holding the dataset files (default ./data)")
     add_folder_options(p)

@@ -81,6 +81,16 @@ class SearchConfig:
         d["arch_betas"] = tuple(d["arch_betas"])
         return cls(**d)
 
+    def chooser(self) -> Optional[str]:
+        """What picks the network when its derivation reads no architecture weights (the naswot derivation's uniform
+        draw), said as a clause; None when the final alphas choose it."""
+        if self.derive == "naswot" and self.proxy_draw == "uniform":
+            r = self.proxy_rank
+            nth = f"{r}{'th' if 10 <= r % 100 <= 20 else {1: 'st', 2: 'nd', 3: 'rd'}.get(r % 10, 'th')}"
+            return (f"the network is the {nth} highest NASWOT score at initialisation among "
+                    f"{self.proxy_pool} networks drawn uniformly from the budget's window")
+        return None
+
 
 def identity(cfg: SearchConfig) -> dict[str, Any]:
     """The configuration as data that says what a search computes: a latency model by its content (sha256), not by

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from statistics import median
-from typing import Mapping, Sequence
+from typing import Mapping, Optional, Sequence
 
 import torch
 
@@ -51,11 +51,14 @@ def separated(record: Mapping[str, Mapping[str, list[float]]]) -> bool:
     return median([h for r in record.values() for h in r["entropy"]]) < SEPARATED_ENTROPY
 
 
-def separation_note(record: Mapping[str, Mapping[str, list[float]]]) -> str:
-    """One line for the summary: how far the weights moved from uniform, and the warning when they did not."""
+def separation_note(record: Mapping[str, Mapping[str, list[float]]], chooser: Optional[str] = None) -> str:
+    """One line for the summary: how far the weights moved from uniform, and the warning when they did not; where the
+    derivation reads no weights, ``chooser`` says what picked the network instead."""
     h = median([v for r in record.values() for v in r["entropy"]])
     m = median([v for r in record.values() for v in r["margin"]])
     text = f"median edge entropy {h:.3f} of uniform, median margin chosen - runner-up {m:.3f}"
+    if chooser:
+        return f"{text}; not read by the derivation: {chooser}"
     if separated(record):
         return text
     return f"the architecture weights did not separate ({text}): the network was chosen by the budget, not learned from the data"

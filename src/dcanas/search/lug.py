@@ -283,6 +283,9 @@ def resolve_search_budget(cfg, cache_dir: Optional[Path] = None,
     """K' for a search: --search-budget if given, else the matching LUG, else K_d with a warning."""
     if cfg.search_budget:
         return float(cfg.search_budget), "given"
+    if cfg.chooser():  # K' moves only the alphas, which this derivation does not read
+        progress(f"no LUG needed: the derivation reads no architecture weights ({cfg.chooser()}); K'=K_d")
+        return float(cfg.budget), "not needed"
     path = find_lug(cfg, cache_dir)
     if path is not None:
         kp = LUG.load(path).lookup(cfg.budget)

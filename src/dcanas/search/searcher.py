@@ -281,7 +281,7 @@ def run_search(cfg: SearchConfig, out_dir: str | Path, K_prime: float | Callable
             continue
         t = lambda v: metric_text(cfg.metric, v)  # noqa: E731
         progress(f"epoch {epoch + 1}/{cfg.epochs}  {n_steps} steps  {row['seconds']:.1f}s  k_s={t(k_s)}  K'={t(K_prime)}  "
-                 f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  derived {cfg.metric}={t(row['derived_cost'])}")
+                 f"lambda={lam:.3f}  val_acc={row['val_acc']:.3f}  arg-max network {cfg.metric}={t(row['derived_cost'])}")
         if until is not None and world == 1 and time.time() > until and epoch + 1 < cfg.epochs:  # one process: no rank to agree with
             progress(f"time limit reached: the search ends after epoch {epoch + 1} of {cfg.epochs}")
             break
@@ -408,7 +408,7 @@ def finish(cfg: SearchConfig, out: Path, model: Supernet, con: Constraints, hist
                    **{f"derived_{m}": metric_round(m, v) for m, v in con.derived(genotype).items() if m not in ("params", "flops")},
                    under_budget=con.within(genotype), rel_error=(derived - cfg.budget) / cfg.budget,
                    val_acc=history[-1]["val_acc"] if history else math.nan,
-                   separated=separated(learned), learned=separation_note(learned),
+                   separated=separated(learned), learned=separation_note(learned, cfg.chooser()),
                    eval_config=cm.eval_cfg.to_json(), genotype=genotype.to_json(),
                    derivations={k: d.to_json() for k, d in found.items()},
                    seconds=sum(r["seconds"] for r in history), feasible_range=list(cm.feasible_range()),
