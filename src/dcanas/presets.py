@@ -32,7 +32,7 @@ SEARCH_PRESETS: dict[str, dict[str, Any]] = {
     # initialisation. The configuration benchmarks/search_vs_random.nb201-step8-zerocost2 measured against random
     # networks of a 200,000-params budget (eval network C=16, 2 cells a stage; trained with cpu-rank): 24 new searches
     # +0.80 points [+0.34, +1.26] against 24 new random networks, the comparison fixed in advance; all 40 against all 48,
-    # +0.69 [+0.35, +1.03]. About 25 s a search; other budgets not measured.
+    # +0.69 [+0.35, +1.03]. About 17 s a search alone (make demo); other budgets not measured.
     "nb201-zerocost": dict(space="nb201", C=8, cells=2, epochs=1, batch_size=64, subset=2000, warmup_epochs=0, arch_lr=0.03,
                            eval_C=16, eval_layers=2, options=dict(bottleneck=1), derive="naswot", proxy_draw="uniform",
                            proxy_rank=5, proxy_pool=100),
@@ -93,7 +93,7 @@ HELP = {
     "tiny": "seconds (tests)",
     "cpu-search": "every cell mixed, warm-up, 15 epochs on 10,000 images (~37 min beside another search; still did not separate)",
     "cpu-rank": "3 epochs on 20,000 images, no cutout, drop path or auxiliary head (a recipe that ranks networks)",
-    "nb201-zerocost": "NB201, the 5th highest NASWOT score of 100 networks of the budget after one short epoch (~25 s; "
+    "nb201-zerocost": "NB201, the 5th highest NASWOT score of 100 networks of the budget after one short epoch (~17 s; "
                       "beat random networks of a 200,000-params budget: docs/search-quality.md)",
 }
 
